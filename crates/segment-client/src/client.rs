@@ -1,0 +1,683 @@
+//! The [`SegmentClient`] trait and the production [`HttpClient`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, timeout_at};
+
+use crate::batcher::{Limits, MAX_BATCH_EVENTS, MAX_REQUEST_BYTES};
+use crate::contract::SegmentIntegrationResult;
+use crate::encode::Encoder;
+use crate::error::{Kind, SegmentError};
+use crate::message::{IdentifyParams, MAX_EVENT_BYTES, new_message_id, prepare};
+use crate::report::{DeliveryReport, EventOutcome};
+use crate::retry::RetryPolicy;
+use crate::throttle::{Pacer, Pause};
+use crate::transport::{Transport, batch_endpoint};
+use crate::worker::{Gates, OutcomeHook, Sender, Settings, Task, Worker};
+
+/// A boxed future, so that [`SegmentClient`] works as `&dyn SegmentClient`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Anything that can identify customers to Segment: the production
+/// [`HttpClient`], the [`InMemoryClient`](crate::InMemoryClient) test double, or
+/// your own.
+///
+/// Methods return boxed futures so the trait can be used as
+/// `&dyn SegmentClient`; implement them with `Box::pin(async move { .. })`.
+///
+/// # Example
+/// ```
+/// use segment_client::{InMemoryClient, IdentifyParams, Identity, SegmentClient};
+///
+/// async fn onboard(client: &dyn SegmentClient) -> Result<(), segment_client::SegmentError> {
+///     client.identify(IdentifyParams::new(Identity::user("cus_1"))).await?;
+///     let report = client.flush().await?;
+///     assert!(report.is_complete());
+///     Ok(())
+/// }
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap()
+/// #     .block_on(onboard(&InMemoryClient::new())).unwrap();
+/// ```
+pub trait SegmentClient: Send + Sync {
+    /// Validates the event and queues it for delivery.
+    ///
+    /// # Errors
+    /// `invalid_payload` or `payload_too_large` if Segment would refuse the
+    /// event, `client_closed` after [`close_and_flush`](Self::close_and_flush).
+    fn identify(&self, params: IdentifyParams) -> BoxFuture<'_, Result<(), SegmentError>>;
+
+    /// Sends everything queued before this call and reports the outcome.
+    ///
+    /// # Errors
+    /// `client_closed` if the client is closed; `deadline_exceeded` if the
+    /// flush could not even be started before its deadline.
+    fn flush(&self) -> BoxFuture<'_, Result<DeliveryReport, SegmentError>>;
+
+    /// Like [`flush`](Self::flush), then stops the client: later calls return `client_closed`.
+    ///
+    /// # Errors
+    /// As for [`flush`](Self::flush).
+    fn close_and_flush(&self) -> BoxFuture<'_, Result<DeliveryReport, SegmentError>>;
+
+    /// Identifies one event, flushes, and says whether *this* event was delivered.
+    ///
+    /// The default finds the event in the flush's report, which is exact
+    /// unless other tasks flush the same client at the same time;
+    /// [`HttpClient`] tracks the single event instead.
+    ///
+    /// # Errors
+    /// Any error of `identify` or `flush`, or the event's own delivery failure.
+    fn identify_and_confirm(
+        &self,
+        mut params: IdentifyParams,
+    ) -> BoxFuture<'_, SegmentIntegrationResult> {
+        Box::pin(async move {
+            let message_id = params.message_id.get_or_insert_with(new_message_id).clone();
+            self.identify(params).await?;
+            let report = self.flush().await?;
+            if let Some(error) = report.failure_of(&message_id) {
+                return Err(error.clone());
+            }
+            if report.is_pending(&message_id) {
+                return Err(still_pending());
+            }
+            if report.failed_not_listed > 0 {
+                return Err(SegmentError::new(
+                    Kind::Internal,
+                    "delivery could not be confirmed: the report's failure list was truncated",
+                ));
+            }
+            Ok(())
+        })
+    }
+}
+
+fn still_pending() -> SegmentError {
+    SegmentError::new(
+        Kind::DeadlineExceeded,
+        "the flush deadline passed before this event was delivered; it is still pending",
+    )
+}
+
+fn closed() -> SegmentError {
+    SegmentError::new(Kind::ClientClosed, "the client is closed")
+}
+
+fn worker_gone() -> SegmentError {
+    SegmentError::new(
+        Kind::Internal,
+        "the client's background worker stopped unexpectedly",
+    )
+}
+
+/// A Segment data region, for [`HttpClientBuilder::region`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Region {
+    /// `https://api.segment.io`, the default.
+    Us,
+    /// `https://events.eu1.segmentapis.com`.
+    Eu,
+}
+
+impl Region {
+    /// The region's API host.
+    pub fn host(self) -> &'static str {
+        match self {
+            Region::Us => "https://api.segment.io",
+            Region::Eu => "https://events.eu1.segmentapis.com",
+        }
+    }
+}
+
+/// The production client: validates, batches by exact bytes, gzips, sends
+/// several requests at once, retries by Segment's rules, and never drops an
+/// event without saying so.
+///
+/// Cheap to clone: clones share one queue and one background worker. Build it
+/// with [`HttpClient::builder`] or
+/// [`get_segment_client_from_environment`](crate::get_segment_client_from_environment).
+///
+/// # Example
+/// ```no_run
+/// use segment_client::{HttpClient, IdentifyParams, Identity};
+///
+/// # async fn run() -> Result<(), segment_client::SegmentError> {
+/// let client = HttpClient::builder("WRITE_KEY").build()?;
+/// client.identify(IdentifyParams::new(Identity::user("cus_1"))).await?;
+/// let report = client.close_and_flush().await?;
+/// println!("{} delivered, {} failed", report.delivered, report.failed_count());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Arc<Handle>,
+}
+
+struct Handle {
+    tx: mpsc::Sender<Task>,
+    closed: AtomicBool,
+    flush_timeout: Duration,
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .field(
+                "queued",
+                &(self.inner.tx.max_capacity() - self.inner.tx.capacity()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resolves to the delivery outcome of one event; see [`HttpClient::identify_with_receipt`].
+#[derive(Debug)]
+pub struct DeliveryReceipt {
+    rx: oneshot::Receiver<Result<(), SegmentError>>,
+}
+
+impl DeliveryReceipt {
+    /// The outcome if it is known now, without waiting.
+    ///
+    /// # Errors
+    /// The event's delivery failure, or `deadline_exceeded` if it is still pending.
+    pub fn try_result(&mut self) -> SegmentIntegrationResult {
+        match self.rx.try_recv() {
+            Ok(result) => result,
+            Err(oneshot::error::TryRecvError::Empty) => Err(still_pending()),
+            Err(oneshot::error::TryRecvError::Closed) => Err(worker_gone()),
+        }
+    }
+}
+
+impl Future for DeliveryReceipt {
+    type Output = SegmentIntegrationResult;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err(worker_gone())))
+    }
+}
+
+impl HttpClient {
+    /// A builder for a client that sends with `write_key`.
+    pub fn builder(write_key: impl Into<String>) -> HttpClientBuilder {
+        HttpClientBuilder::new(write_key.into())
+    }
+
+    /// Validates and queues an event, waiting for room if the queue is full.
+    ///
+    /// # Errors
+    /// `invalid_payload`, `payload_too_large`, or `client_closed`.
+    pub async fn identify(&self, params: IdentifyParams) -> Result<(), SegmentError> {
+        let event = prepare(params)?;
+        self.enqueue(Task::Event(event, None)).await
+    }
+
+    /// Validates and queues an event without waiting.
+    ///
+    /// # Errors
+    /// `queue_full` when the queue has no room (nothing was queued), and the
+    /// errors of [`identify`](Self::identify).
+    pub fn try_identify(&self, params: IdentifyParams) -> Result<(), SegmentError> {
+        let event = prepare(params)?;
+        self.check_open()?;
+        self.inner
+            .tx
+            .try_send(Task::Event(event, None))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SegmentError::new(
+                    Kind::QueueFull,
+                    "the queue is full; the event was not queued",
+                ),
+                mpsc::error::TrySendError::Closed(_) => closed(),
+            })
+    }
+
+    /// Like [`identify`](Self::identify), and returns a receipt that resolves
+    /// when this event is delivered or has failed.
+    ///
+    /// # Errors
+    /// As for [`identify`](Self::identify).
+    pub async fn identify_with_receipt(
+        &self,
+        params: IdentifyParams,
+    ) -> Result<DeliveryReceipt, SegmentError> {
+        let event = prepare(params)?;
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(Task::Event(event, Some(tx))).await?;
+        Ok(DeliveryReceipt { rx })
+    }
+
+    /// Sends everything queued before this call; waits at most the client's
+    /// flush timeout (default 60 s).
+    ///
+    /// # Errors
+    /// See [`flush_with_timeout`](Self::flush_with_timeout).
+    pub async fn flush(&self) -> Result<DeliveryReport, SegmentError> {
+        self.flush_with_timeout(self.inner.flush_timeout).await
+    }
+
+    /// Sends everything queued before this call and waits until it is
+    /// delivered or failed, or until `timeout` passes; events not finished by
+    /// then are listed as pending in the report and keep being retried.
+    ///
+    /// # Errors
+    /// `client_closed` if the client is closed; `deadline_exceeded` if the
+    /// worker was too busy to even start the flush before the deadline.
+    pub async fn flush_with_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<DeliveryReport, SegmentError> {
+        self.check_open()?;
+        let deadline = Instant::now() + timeout;
+        let (reply, rx) = oneshot::channel();
+        self.request(Task::Flush { deadline, reply }, rx, deadline)
+            .await
+    }
+
+    /// Sends everything queued, then stops the worker; waits at most the
+    /// client's flush timeout (default 60 s).
+    ///
+    /// # Errors
+    /// See [`close_and_flush_with_timeout`](Self::close_and_flush_with_timeout).
+    pub async fn close_and_flush(&self) -> Result<DeliveryReport, SegmentError> {
+        self.close_and_flush_with_timeout(self.inner.flush_timeout)
+            .await
+    }
+
+    /// Sends everything queued, then stops the worker. Events not delivered
+    /// by `timeout` are abandoned and listed as pending in the report. Later
+    /// calls on any clone return `client_closed`; closing twice returns an
+    /// empty report.
+    ///
+    /// # Errors
+    /// `deadline_exceeded` if the worker was too busy to even start closing
+    /// before the deadline (it still closes when it gets there).
+    pub async fn close_and_flush_with_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<DeliveryReport, SegmentError> {
+        if self.inner.closed.swap(true, Ordering::SeqCst) {
+            return Ok(DeliveryReport::default());
+        }
+        let deadline = Instant::now() + timeout;
+        let (reply, rx) = oneshot::channel();
+        self.request(Task::Close { deadline, reply }, rx, deadline)
+            .await
+    }
+
+    fn check_open(&self) -> Result<(), SegmentError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            Err(closed())
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn enqueue(&self, task: Task) -> Result<(), SegmentError> {
+        self.check_open()?;
+        self.inner.tx.send(task).await.map_err(|_| closed())
+    }
+
+    async fn request(
+        &self,
+        task: Task,
+        rx: oneshot::Receiver<DeliveryReport>,
+        deadline: Instant,
+    ) -> Result<DeliveryReport, SegmentError> {
+        let busy = || {
+            SegmentError::new(
+                Kind::DeadlineExceeded,
+                "the flush deadline passed before the client's worker could take the flush; events stay queued",
+            )
+        };
+        match timeout_at(deadline, self.inner.tx.send(task)).await {
+            Err(_) => return Err(busy()),
+            Ok(Err(_)) => return Err(closed()),
+            Ok(Ok(())) => {}
+        }
+        // The worker answers by the deadline once it has the request; the
+        // grace covers the hop back.
+        match timeout_at(deadline + Duration::from_millis(250), rx).await {
+            Ok(Ok(report)) => Ok(report),
+            Ok(Err(_)) => Err(worker_gone()),
+            Err(_) => Err(busy()),
+        }
+    }
+}
+
+impl SegmentClient for HttpClient {
+    fn identify(&self, params: IdentifyParams) -> BoxFuture<'_, Result<(), SegmentError>> {
+        Box::pin(HttpClient::identify(self, params))
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<DeliveryReport, SegmentError>> {
+        Box::pin(HttpClient::flush(self))
+    }
+
+    fn close_and_flush(&self) -> BoxFuture<'_, Result<DeliveryReport, SegmentError>> {
+        Box::pin(HttpClient::close_and_flush(self))
+    }
+
+    fn identify_and_confirm(
+        &self,
+        params: IdentifyParams,
+    ) -> BoxFuture<'_, SegmentIntegrationResult> {
+        Box::pin(async move {
+            let mut receipt = self.identify_with_receipt(params).await?;
+            self.flush().await?;
+            receipt.try_result()
+        })
+    }
+}
+
+/// Configures an [`HttpClient`]. Setters take and return the builder by
+/// value; [`build`](Self::build) validates everything at once.
+///
+/// # Example
+/// ```
+/// use std::time::Duration;
+/// use segment_client::{HttpClient, Region};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let client = HttpClient::builder("WRITE_KEY")
+///     .region(Region::Eu)
+///     .batch_size(500)
+///     .max_in_flight(8)
+///     .requests_per_second(100.0)
+///     .flush_interval(Duration::from_secs(1))
+///     .build()
+///     .unwrap();
+/// # client.close_and_flush().await.unwrap();
+/// # });
+/// ```
+#[must_use]
+pub struct HttpClientBuilder {
+    write_key: String,
+    host: String,
+    batch_size: usize,
+    max_batch_bytes: usize,
+    flush_interval: Duration,
+    max_in_flight: usize,
+    queue_capacity: usize,
+    requests_per_second: Option<f64>,
+    gzip_level: Option<u32>,
+    request_timeout: Duration,
+    retry: RetryPolicy,
+    flush_timeout: Duration,
+    max_failures_in_report: usize,
+    on_outcome: Option<OutcomeHook>,
+    own_thread: bool,
+}
+
+impl fmt::Debug for HttpClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClientBuilder")
+            .field("write_key", &"<redacted>")
+            .field("host", &self.host)
+            .field("batch_size", &self.batch_size)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("queue_capacity", &self.queue_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpClientBuilder {
+    fn new(write_key: String) -> Self {
+        Self {
+            write_key,
+            host: Region::Us.host().to_owned(),
+            batch_size: 100,
+            max_batch_bytes: MAX_REQUEST_BYTES,
+            flush_interval: Duration::from_secs(5),
+            max_in_flight: 4,
+            queue_capacity: 10_000,
+            requests_per_second: None,
+            gzip_level: Some(DEFAULT_GZIP_LEVEL),
+            request_timeout: Duration::from_secs(15),
+            retry: RetryPolicy::default(),
+            flush_timeout: Duration::from_secs(60),
+            max_failures_in_report: 10_000,
+            on_outcome: None,
+            own_thread: false,
+        }
+    }
+
+    /// The API base URL, e.g. `http://127.0.0.1:8080` for a local receiver.
+    /// Default: `https://api.segment.io`.
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    /// Sends to a region's host. Default: [`Region::Us`].
+    pub fn region(self, region: Region) -> Self {
+        self.host(region.host())
+    }
+
+    /// Most events per request, 1 to 2,500. Default: 100.
+    pub fn batch_size(mut self, events: usize) -> Self {
+        self.batch_size = events;
+        self
+    }
+
+    /// Largest uncompressed request body in bytes, 33,000 to 500,000 (Segment's
+    /// limit). Default: 500,000.
+    pub fn max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.max_batch_bytes = bytes;
+        self
+    }
+
+    /// How long a partly filled batch may wait before it is sent. Default: 5 s.
+    pub fn flush_interval(mut self, interval: Duration) -> Self {
+        self.flush_interval = interval;
+        self
+    }
+
+    /// Requests in flight at once, at least 1. Default: 4.
+    pub fn max_in_flight(mut self, requests: usize) -> Self {
+        self.max_in_flight = requests;
+        self
+    }
+
+    /// Events the queue holds before `identify` waits (and `try_identify`
+    /// returns `queue_full`), at least 1. Default: 10,000.
+    pub fn queue_capacity(mut self, events: usize) -> Self {
+        self.queue_capacity = events;
+        self
+    }
+
+    /// Caps request starts per second across the client. Default: no cap.
+    pub fn requests_per_second(mut self, rate: f64) -> Self {
+        self.requests_per_second = Some(rate);
+        self
+    }
+
+    /// Gzips request bodies. Default: on, at level 1 (fast; identify
+    /// batches still shrink several times).
+    pub fn gzip(mut self, on: bool) -> Self {
+        self.gzip_level = on.then_some(DEFAULT_GZIP_LEVEL);
+        self
+    }
+
+    /// Gzips request bodies at `level` (0-9). Default: 1.
+    pub fn gzip_level(mut self, level: u32) -> Self {
+        self.gzip_level = Some(level);
+        self
+    }
+
+    /// Time allowed for one request, connect included. Default: 15 s.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Attempts per batch, counting the first; `Retry-After` pauses do not
+    /// count. At least 1. Default: 10.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.retry.max_attempts = attempts;
+        self
+    }
+
+    /// Total time one batch may spend on retries, waits included. Default: 10 minutes.
+    pub fn retry_budget(mut self, budget: Duration) -> Self {
+        self.retry.budget = budget;
+        self
+    }
+
+    /// Backoff: full jitter under a ceiling that starts at `initial` and
+    /// doubles up to `max`. Default: 0.5 s up to 60 s.
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.retry.initial_backoff = initial;
+        self.retry.max_backoff = max;
+        self
+    }
+
+    /// Default deadline of [`HttpClient::flush`] and
+    /// [`HttpClient::close_and_flush`]. Default: 60 s.
+    pub fn flush_timeout(mut self, timeout: Duration) -> Self {
+        self.flush_timeout = timeout;
+        self
+    }
+
+    /// Failed events listed one by one in a [`DeliveryReport`]; more are only
+    /// counted. Default: 10,000.
+    pub fn max_failures_in_report(mut self, events: usize) -> Self {
+        self.max_failures_in_report = events;
+        self
+    }
+
+    /// Calls `hook` with the outcome of every event, on the worker, as soon as
+    /// it is known. Keep it quick: it runs between sends. Default: none.
+    pub fn on_outcome(mut self, hook: impl Fn(&EventOutcome<'_>) + Send + Sync + 'static) -> Self {
+        self.on_outcome = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs the worker on a thread of its own instead of the current tokio
+    /// runtime, so the client outlives the runtime that built it. Default:
+    /// off inside a runtime; a client built outside any runtime always gets
+    /// its own thread.
+    pub fn own_thread(mut self, on: bool) -> Self {
+        self.own_thread = on;
+        self
+    }
+
+    /// Validates the settings and starts the client's background worker.
+    ///
+    /// # Errors
+    /// `missing_write_key` for an empty write key; `invalid_config` for a bad
+    /// host or an out-of-range setting, naming it.
+    pub fn build(self) -> Result<HttpClient, SegmentError> {
+        if self.write_key.trim().is_empty() {
+            return Err(SegmentError::new(
+                Kind::MissingWriteKey,
+                "no Segment write key was given",
+            ));
+        }
+        let endpoint = batch_endpoint(&self.host)?;
+        let bad = |what: String| SegmentError::new(Kind::InvalidConfig, what);
+        if !(1..=MAX_BATCH_EVENTS).contains(&self.batch_size) {
+            return Err(bad(format!(
+                "batch size must be 1 to {MAX_BATCH_EVENTS}, not {}",
+                self.batch_size
+            )));
+        }
+        let encoder = Encoder::new(self.gzip_level);
+        let min_bytes = encoder.envelope_bytes() + MAX_EVENT_BYTES;
+        if !(min_bytes..=MAX_REQUEST_BYTES).contains(&self.max_batch_bytes) {
+            return Err(bad(format!(
+                "max batch bytes must be {min_bytes} to {MAX_REQUEST_BYTES}, not {}",
+                self.max_batch_bytes
+            )));
+        }
+        if self.max_in_flight == 0 || self.queue_capacity == 0 || self.retry.max_attempts == 0 {
+            return Err(bad(
+                "max in flight, queue capacity and max attempts must be at least 1".into(),
+            ));
+        }
+        if self.gzip_level.is_some_and(|level| level > 9) {
+            return Err(bad("gzip level must be 0 to 9".into()));
+        }
+        if self
+            .requests_per_second
+            .is_some_and(|r| !(r.is_finite() && r > 0.0))
+        {
+            return Err(bad("requests per second must be a positive number".into()));
+        }
+        if self.flush_interval.is_zero() || self.request_timeout.is_zero() {
+            return Err(bad(
+                "flush interval and request timeout must be longer than zero".into(),
+            ));
+        }
+        let transport = Transport::new(
+            endpoint,
+            &self.write_key,
+            self.request_timeout,
+            self.max_in_flight,
+        )?;
+        let sender = Arc::new(Sender {
+            transport,
+            encoder: encoder.clone(),
+            policy: self.retry,
+            gates: Mutex::new(Gates {
+                pause: Pause::default(),
+                pacer: self.requests_per_second.map(Pacer::new),
+            }),
+        });
+        let settings = Settings {
+            limits: Limits {
+                max_events: self.batch_size,
+                max_request_bytes: self.max_batch_bytes,
+                envelope_bytes: encoder.envelope_bytes(),
+            },
+            flush_interval: self.flush_interval,
+            max_in_flight: self.max_in_flight,
+            max_failures_in_report: self.max_failures_in_report,
+            on_outcome: self.on_outcome,
+        };
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        spawn_worker(Worker::new(rx, sender, settings), self.own_thread)?;
+        Ok(HttpClient {
+            inner: Arc::new(Handle {
+                tx,
+                closed: AtomicBool::new(false),
+                flush_timeout: self.flush_timeout,
+            }),
+        })
+    }
+}
+
+/// Gzip level 1: most of the size win for a fraction of level 6's CPU.
+const DEFAULT_GZIP_LEVEL: u32 = 1;
+
+fn spawn_worker(worker: Worker, own_thread: bool) -> Result<(), SegmentError> {
+    if !own_thread && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(worker.run());
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            SegmentError::with_source(Kind::Internal, "could not start the client's runtime", e)
+        })?;
+    std::thread::Builder::new()
+        .name("segment-client".into())
+        .spawn(move || runtime.block_on(worker.run()))
+        .map_err(|e| {
+            SegmentError::with_source(Kind::Internal, "could not start the client's thread", e)
+        })?;
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! Sends one request body to Segment's batch endpoint and classifies the answer.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{StatusCode, Url};
+
+use crate::encode::Body;
+use crate::error::{Kind, SegmentError};
+use crate::retry::{Failure, parse_retry_after};
+
+/// How much of an error answer's body goes into the error message.
+const ERROR_BODY_CHARS: usize = 300;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Transport {
+    http: reqwest::Client,
+    endpoint: Url,
+    timeout: Duration,
+}
+
+/// Checks that `host` is a usable base URL and returns its batch endpoint.
+pub(crate) fn batch_endpoint(host: &str) -> Result<Url, SegmentError> {
+    let bad = |why: &str| {
+        SegmentError::new(
+            Kind::InvalidConfig,
+            format!("segment host `{host}` is not usable: {why}"),
+        )
+    };
+    let mut base = Url::parse(host.trim()).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(base.scheme(), "http" | "https") {
+        return Err(bad("expected an http:// or https:// URL"));
+    }
+    if base.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host name"));
+    }
+    if !base.username().is_empty() || base.password().is_some() {
+        return Err(bad("credentials belong in the write key, not the URL"));
+    }
+    if !base.path().ends_with('/') {
+        base.set_path(&format!("{}/", base.path()));
+    }
+    base.join("v1/batch").map_err(|e| bad(&e.to_string()))
+}
+
+/// The `Authorization` header for `write_key`: Basic, with an empty password.
+fn basic_auth(write_key: &str) -> Result<HeaderValue, SegmentError> {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{write_key}:"));
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| {
+        SegmentError::new(
+            Kind::InvalidConfig,
+            "the write key cannot be sent in a header",
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+impl Transport {
+    pub fn new(
+        endpoint: Url,
+        write_key: &str,
+        timeout: Duration,
+        max_idle: usize,
+    ) -> Result<Self, SegmentError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, basic_auth(write_key)?);
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("segment-sync/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(max_idle)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| {
+                SegmentError::with_source(Kind::InvalidConfig, "could not build the HTTP client", e)
+            })?;
+        Ok(Self {
+            http,
+            endpoint,
+            timeout,
+        })
+    }
+
+    /// Sends one attempt. `retry_count` is 0 on the first attempt and is sent
+    /// as `X-Retry-Count` on the others.
+    pub async fn send(&self, body: Body, retry_count: u32) -> Result<(), Failure> {
+        let mut request = self.http.post(self.endpoint.clone()).timeout(self.timeout);
+        if body.gzip {
+            request = request.header(header::CONTENT_ENCODING, "gzip");
+        }
+        if retry_count > 0 {
+            request = request.header("X-Retry-Count", retry_count);
+        }
+        let response = request
+            .body(body.bytes)
+            .send()
+            .await
+            .map_err(|e| self.request_failure(e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let detail = error_body(response).await;
+        Err(Failure {
+            error: status_error(status, &detail),
+            retry_after,
+        })
+    }
+
+    fn request_failure(&self, error: reqwest::Error) -> Failure {
+        let error = if error.is_timeout() {
+            SegmentError::with_source(
+                Kind::Timeout,
+                format!("no answer from {} within {:?}", self.endpoint, self.timeout),
+                error,
+            )
+        } else {
+            let what = if error.is_connect() {
+                "could not connect to"
+            } else {
+                "request failed to"
+            };
+            SegmentError::with_source(Kind::Network, format!("{what} {}", self.endpoint), error)
+        };
+        Failure {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+fn status_error(status: StatusCode, detail: &str) -> SegmentError {
+    let kind = if status == StatusCode::TOO_MANY_REQUESTS {
+        Kind::RateLimited
+    } else {
+        Kind::HttpStatus
+    };
+    let mut message = format!("segment answered {status}");
+    if matches!(status.as_u16(), 401 | 403) {
+        message.push_str(" (the write key was refused)");
+    }
+    if !detail.is_empty() {
+        message.push_str(": ");
+        message.push_str(detail);
+    }
+    SegmentError::with_status(kind, status.as_u16(), message)
+}
+
+/// The start of an error answer's body, on one line; empty if unreadable.
+async fn error_body(mut response: reqwest::Response) -> String {
+    let mut raw = Vec::new();
+    while raw.len() < ERROR_BODY_CHARS * 4 {
+        match response.chunk().await {
+            Ok(Some(chunk)) => raw.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&raw);
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(ERROR_BODY_CHARS)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_is_built_from_the_host() {
+        let url = |h: &str| batch_endpoint(h).map(|u| u.to_string());
+        assert_eq!(
+            url("https://api.segment.io").unwrap(),
+            "https://api.segment.io/v1/batch"
+        );
+        assert_eq!(
+            url("http://127.0.0.1:9/").unwrap(),
+            "http://127.0.0.1:9/v1/batch"
+        );
+        assert_eq!(
+            url("https://proxy.example/seg").unwrap(),
+            "https://proxy.example/seg/v1/batch"
+        );
+    }
+
+    #[test]
+    fn bad_hosts_are_config_errors() {
+        for host in [
+            "",
+            "api.segment.io",
+            "ftp://x",
+            "https://key@api.segment.io",
+            "http://",
+        ] {
+            let err = batch_endpoint(host).unwrap_err();
+            assert!(err.is_config(), "{host}: {err}");
+        }
+    }
+
+    #[test]
+    fn auth_header_is_basic_with_a_trailing_colon_and_sensitive() {
+        let value = basic_auth("abc").unwrap();
+        assert_eq!(value.to_str().unwrap(), "Basic YWJjOg==");
+        assert!(value.is_sensitive());
+    }
+
+    #[test]
+    fn statuses_become_errors_with_codes() {
+        let err = status_error(StatusCode::TOO_MANY_REQUESTS, "");
+        assert_eq!(err.code(), Some("rate_limited"));
+        let err = status_error(StatusCode::UNAUTHORIZED, "bad key");
+        assert!(err.is_unauthorized());
+        assert_eq!(
+            err.message(),
+            "segment answered 401 Unauthorized (the write key was refused): bad key"
+        );
+    }
+}
