@@ -401,7 +401,7 @@ pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Fault, RejectReason};
+    use crate::RejectReason;
     use base64::Engine as _;
     use std::io::Write as _;
     use std::time::Duration;
@@ -907,9 +907,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_requests_on_a_multi_thread_runtime_are_all_counted() {
-        let receiver =
-            start(ReceiverConfig::new().faults(FaultPlan::none().with_rule(Fault::Hang { n: 0 })))
-                .await;
+        let receiver = start(ReceiverConfig::new()).await;
         let client = reqwest::Client::new();
         let url = format!("{}/v1/batch", receiver.url());
         let tasks: Vec<_> = (0..50)
