@@ -130,10 +130,11 @@ pub(crate) struct NewEvent {
 ///
 /// # Example
 ///
-/// ```no_run
-/// # async fn demo() -> Result<(), segment_receiver::ReceiverError> {
+/// ```
 /// use segment_receiver::{Receiver, ReceiverConfig};
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), segment_receiver::ReceiverError> {
 /// let receiver = Receiver::start(ReceiverConfig::new()).await?;
 /// // ... point a client at receiver.url() and send events ...
 /// let store = receiver.store().clone();
@@ -141,6 +142,7 @@ pub(crate) struct NewEvent {
 /// for event in store.events_for_user("user-1") {
 ///     println!("{}", event["traits"]);
 /// }
+/// receiver.shutdown().await;
 /// # Ok(())
 /// # }
 /// ```
