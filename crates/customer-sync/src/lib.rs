@@ -1,0 +1,13 @@
+//! Customer records to Segment identify calls.
+//!
+//! Data flows one way: a [`source`] streams [`Record`]s from CSV, NDJSON or a
+//! JSON array; a [`mapping`] turns each into an identify payload or a
+//! [`RecordError`] naming the line and field; the sync engine sends valid
+//! payloads through a [`segment_client::HttpClient`] and accounts for every
+//! record in a run report.
+
+pub mod mapping;
+mod record;
+pub mod source;
+
+pub use record::{Field, FieldValue, Location, Record, RecordError, RecordErrorKind};

@@ -1,0 +1,184 @@
+//! One customer record as read from a source, and the per-record error.
+//!
+//! Sources produce [`Record`]s; mapping turns them into identify calls. Both
+//! report problems as [`RecordError`]s that name where the record is (file and
+//! line) and which field is at fault, so one bad record never stops a run.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// Where a record came from: the source's name and its line (or row).
+///
+/// # Example
+/// ```
+/// use customer_sync::Location;
+///
+/// let at = Location::new("customers.csv", 12);
+/// assert_eq!(at.to_string(), "customers.csv:12");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Location {
+    /// The file name as given, or `stdin`.
+    pub source: Arc<str>,
+    /// 1-based line of the record's start in the file; for a JSON array
+    /// source, the line where the element starts.
+    pub line: u64,
+}
+
+impl Location {
+    /// A location in `source` at `line`.
+    pub fn new(source: impl Into<Arc<str>>, line: u64) -> Self {
+        Self {
+            source: source.into(),
+            line,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.source, self.line)
+    }
+}
+
+/// A field's value as the source gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    /// Text, as CSV gives every value (possibly empty).
+    Text(String),
+    /// A JSON value, as NDJSON and JSON array sources give them.
+    Json(serde_json::Value),
+}
+
+impl FieldValue {
+    /// Whether the value is empty: empty or whitespace-only text, JSON `null`
+    /// or an empty JSON string.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            FieldValue::Text(text) => text.trim().is_empty(),
+            FieldValue::Json(serde_json::Value::Null) => true,
+            FieldValue::Json(serde_json::Value::String(s)) => s.trim().is_empty(),
+            FieldValue::Json(_) => false,
+        }
+    }
+}
+
+/// One named field of a record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    /// The column (CSV) or key (JSON) name; shared between records of a CSV file.
+    pub name: Arc<str>,
+    /// The value.
+    pub value: FieldValue,
+}
+
+/// One customer record, in source order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Where it is in the source.
+    pub location: Location,
+    /// Its fields, in the source's column (or key) order.
+    pub fields: Vec<Field>,
+}
+
+impl Record {
+    /// The value of the field called `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&FieldValue> {
+        self.fields
+            .iter()
+            .find(|f| &*f.name == name)
+            .map(|f| &f.value)
+    }
+}
+
+/// Why a record was refused. The string codes are stable and appear in run reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RecordErrorKind {
+    /// The record could not be parsed: bad JSON, a ragged CSV row, bad UTF-8.
+    Malformed,
+    /// No identity column, or it is empty.
+    MissingIdentity,
+    /// A value does not parse as its declared type.
+    InvalidValue,
+    /// The mapped event is over Segment's 32,000-byte limit.
+    PayloadTooLarge,
+    /// The same identity appears earlier in the same input.
+    DuplicateIdentity,
+    /// The event breaks another Segment rule.
+    InvalidPayload,
+}
+
+impl RecordErrorKind {
+    /// The stable snake_case code.
+    pub fn code(self) -> &'static str {
+        match self {
+            RecordErrorKind::Malformed => "malformed",
+            RecordErrorKind::MissingIdentity => "missing_identity",
+            RecordErrorKind::InvalidValue => "invalid_value",
+            RecordErrorKind::PayloadTooLarge => "payload_too_large",
+            RecordErrorKind::DuplicateIdentity => "duplicate_identity",
+            RecordErrorKind::InvalidPayload => "invalid_payload",
+        }
+    }
+}
+
+/// A problem with one record: where, which field, what kind, and a message.
+///
+/// `Display` reads `customers.csv:12: field `age`: "abc" is not an integer`.
+///
+/// # Example
+/// ```
+/// use customer_sync::{Location, RecordError, RecordErrorKind};
+///
+/// let err = RecordError::new(
+///     Location::new("customers.csv", 12),
+///     RecordErrorKind::InvalidValue,
+///     "\"abc\" is not an integer",
+/// )
+/// .with_field("age");
+/// assert_eq!(err.to_string(), "customers.csv:12: field `age`: \"abc\" is not an integer");
+/// assert_eq!(err.kind.code(), "invalid_value");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+pub struct RecordError {
+    /// Where the record is.
+    pub location: Location,
+    /// The field at fault, if one is.
+    pub field: Option<String>,
+    /// What kind of problem it is.
+    pub kind: RecordErrorKind,
+    /// A human-readable explanation.
+    pub message: String,
+}
+
+impl RecordError {
+    /// A new error at `location`.
+    pub fn new(location: Location, kind: RecordErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            location,
+            field: None,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// Names the field at fault.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.location)?;
+        if let Some(field) = &self.field {
+            write!(f, "field `{field}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
