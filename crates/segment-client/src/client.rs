@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,7 +20,7 @@ use crate::message::{IdentifyParams, MAX_EVENT_BYTES, new_message_id, prepare};
 use crate::report::{DeliveryReport, EventOutcome};
 use crate::retry::RetryPolicy;
 use crate::throttle::{Pacer, Pause};
-use crate::transport::{Transport, batch_endpoint};
+use crate::transport::{DryRun, HttpTransport, Transport, batch_endpoint};
 use crate::worker::{Gates, OutcomeHook, Sender, Settings, Task, Worker};
 
 /// A boxed future, so that [`SegmentClient`] works as `&dyn SegmentClient`.
@@ -224,6 +225,25 @@ impl HttpClient {
         self.enqueue(Task::Event(event, None)).await
     }
 
+    /// Validates and queues an event from a thread outside any async runtime,
+    /// blocking that thread while the queue is full. Lets a synchronous
+    /// producer (such as a file reader) feed the client without an executor.
+    ///
+    /// # Errors
+    /// As for [`identify`](Self::identify).
+    ///
+    /// # Panics
+    /// If called from within an async runtime, like
+    /// [`tokio::sync::mpsc::Sender::blocking_send`].
+    pub fn identify_blocking(&self, params: IdentifyParams) -> Result<(), SegmentError> {
+        let event = prepare(params)?;
+        self.check_open()?;
+        self.inner
+            .tx
+            .blocking_send(Task::Event(event, None))
+            .map_err(|_| closed())
+    }
+
     /// Validates and queues an event without waiting.
     ///
     /// # Errors
@@ -419,6 +439,7 @@ pub struct HttpClientBuilder {
     max_failures_in_report: usize,
     on_outcome: Option<OutcomeHook>,
     own_thread: bool,
+    dry_run: Option<Option<PathBuf>>,
 }
 
 impl fmt::Debug for HttpClientBuilder {
@@ -451,6 +472,7 @@ impl HttpClientBuilder {
             max_failures_in_report: 10_000,
             on_outcome: None,
             own_thread: false,
+            dry_run: None,
         }
     }
 
@@ -574,13 +596,23 @@ impl HttpClientBuilder {
         self
     }
 
+    /// Sends nothing: each request body that would be sent is written to
+    /// `dir/request-NNNNNN.json` (`.json.gz` with gzip on), or only counted
+    /// when `dir` is `None`. Batching, validation and reports work as in a
+    /// real run, and no write key is needed. Default: off.
+    pub fn dry_run(mut self, dir: Option<PathBuf>) -> Self {
+        self.dry_run = Some(dir);
+        self
+    }
+
     /// Validates the settings and starts the client's background worker.
     ///
     /// # Errors
-    /// `missing_write_key` for an empty write key; `invalid_config` for a bad
-    /// host or an out-of-range setting, naming it.
+    /// `missing_write_key` for an empty write key (unless a dry run);
+    /// `invalid_config` for a bad host, an out-of-range setting, or a dry-run
+    /// directory that cannot be created, naming it.
     pub fn build(self) -> Result<HttpClient, SegmentError> {
-        if self.write_key.trim().is_empty() {
+        if self.write_key.trim().is_empty() && self.dry_run.is_none() {
             return Err(SegmentError::new(
                 Kind::MissingWriteKey,
                 "no Segment write key was given",
@@ -621,12 +653,15 @@ impl HttpClientBuilder {
                 "flush interval and request timeout must be longer than zero".into(),
             ));
         }
-        let transport = Transport::new(
-            endpoint,
-            &self.write_key,
-            self.request_timeout,
-            self.max_in_flight,
-        )?;
+        let transport = match self.dry_run {
+            Some(dir) => Transport::DryRun(DryRun::new(dir)?),
+            None => Transport::Http(HttpTransport::new(
+                endpoint,
+                &self.write_key,
+                self.request_timeout,
+                self.max_in_flight,
+            )?),
+        };
         let sender = Arc::new(Sender {
             transport,
             encoder: encoder.clone(),

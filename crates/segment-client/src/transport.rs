@@ -1,5 +1,8 @@
-//! Sends one request body to Segment's batch endpoint and classifies the answer.
+//! Sends one request body to Segment's batch endpoint and classifies the answer,
+//! or, for a dry run, writes it to a directory instead.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{self, HeaderMap, HeaderValue};
@@ -12,8 +15,70 @@ use crate::retry::{Failure, parse_retry_after};
 /// How much of an error answer's body goes into the error message.
 const ERROR_BODY_CHARS: usize = 300;
 
+/// Where request bodies go.
+#[derive(Debug)]
+pub(crate) enum Transport {
+    Http(HttpTransport),
+    /// A dry run: nothing leaves the machine.
+    DryRun(DryRun),
+}
+
+impl Transport {
+    /// Sends (or, in a dry run, writes) one attempt.
+    pub async fn send(&self, body: Body, retry_count: u32) -> Result<(), Failure> {
+        match self {
+            Transport::Http(http) => http.send(body, retry_count).await,
+            Transport::DryRun(dry) => dry.write(body),
+        }
+    }
+}
+
+/// Writes each request body to `dir/request-NNNNNN.json` (`.json.gz` when
+/// gzipped), or only counts them when there is no directory.
+#[derive(Debug)]
+pub(crate) struct DryRun {
+    dir: Option<PathBuf>,
+    written: AtomicU64,
+}
+
+impl DryRun {
+    pub fn new(dir: Option<PathBuf>) -> Result<Self, SegmentError> {
+        if let Some(dir) = &dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                SegmentError::with_source(
+                    Kind::InvalidConfig,
+                    format!("cannot create the dry-run directory {}", dir.display()),
+                    e,
+                )
+            })?;
+        }
+        Ok(Self {
+            dir,
+            written: AtomicU64::new(0),
+        })
+    }
+
+    fn write(&self, body: Body) -> Result<(), Failure> {
+        let n = self.written.fetch_add(1, Ordering::Relaxed) + 1;
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let ext = if body.gzip { "json.gz" } else { "json" };
+        let path = dir.join(format!("request-{n:06}.{ext}"));
+        // Small files, written once each: blocking briefly is cheaper than a thread hop.
+        std::fs::write(&path, &body.bytes).map_err(|e| Failure {
+            error: SegmentError::with_source(
+                Kind::Internal,
+                format!("cannot write the dry-run request {}", path.display()),
+                e,
+            ),
+            retry_after: None,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
-pub(crate) struct Transport {
+pub(crate) struct HttpTransport {
     http: reqwest::Client,
     endpoint: Url,
     timeout: Duration,
@@ -57,7 +122,7 @@ fn basic_auth(write_key: &str) -> Result<HeaderValue, SegmentError> {
     Ok(value)
 }
 
-impl Transport {
+impl HttpTransport {
     pub fn new(
         endpoint: Url,
         write_key: &str,

@@ -452,3 +452,63 @@ async fn the_contract_function_reports_this_events_outcome() {
     assert_eq!(receiver.store().events_for_user("good").len(), 1);
     assert_eq!(receiver.store().stats().accepted, 2);
 }
+
+#[tokio::test]
+async fn a_dry_run_writes_the_exact_request_bodies_and_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // No write key and an unroutable host: a dry run needs neither.
+    let client = HttpClient::builder("")
+        .host("http://127.0.0.1:9")
+        .dry_run(Some(dir.path().to_path_buf()))
+        .gzip(false)
+        .build()
+        .unwrap();
+    identify_all(&client, 250).await;
+    let report = client.close_and_flush().await.unwrap();
+    assert_eq!(report.delivered, 250);
+
+    let mut files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let names: Vec<_> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "request-000001.json",
+            "request-000002.json",
+            "request-000003.json"
+        ]
+    );
+    let body: Value = serde_json::from_slice(&std::fs::read(&files[2]).unwrap()).unwrap();
+    assert_eq!(body["batch"].as_array().unwrap().len(), 50);
+    assert_eq!(body["batch"][49]["userId"], "cus_249");
+    assert_eq!(
+        body["context"]["library"]["name"],
+        segment_client::LIBRARY_NAME
+    );
+}
+
+#[test]
+fn identify_blocking_feeds_the_client_from_a_plain_thread() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (receiver, client) = runtime.block_on(async {
+        let receiver = receiver(FaultPlan::none()).await;
+        let client = client(&receiver).queue_capacity(4).build().unwrap();
+        (receiver, client)
+    });
+    for i in 0..300 {
+        client.identify_blocking(customer(i)).unwrap();
+    }
+    let report = runtime.block_on(client.close_and_flush()).unwrap();
+    assert_eq!(report.delivered, 300);
+    assert_eq!(receiver.store().stats().accepted, 300);
+}
