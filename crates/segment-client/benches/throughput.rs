@@ -1,0 +1,479 @@
+//! Throughput of `HttpClient` against a local receiver, next to the floor.
+//!
+//! Pushes N synthetic identify events (default 1,000,000; `-- --events N`)
+//! through the client into a `segment_receiver` running in a child process, so
+//! that the receiver's CPU and memory are not counted as the client's. For the
+//! client phase it reports wall time, events/s, process CPU seconds and peak
+//! RSS. The floor is the CPU cost of the work no client can avoid: generating
+//! the same events, serialising them to the same wire JSON, framing batches of
+//! the same size and gzipping them at the client's default level, on one
+//! thread, without a network. Targets: client CPU within 1.5x of the floor,
+//! peak RSS under 32 MB, every event delivered.
+//!
+//! It prints figures instead of asserting on them because timings belong to
+//! the machine (DESIGN.md, "Performance: how it is judged"); only delivery is
+//! checked, since a fast run that loses events means nothing.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use segment_client::{
+    Company, DeliveryReport, HttpClient, IdentifyParams, Identity, LIBRARY_NAME, UserTraits,
+};
+use segment_receiver::{Receiver, ReceiverConfig, Record, Stats};
+use serde::Serialize;
+
+const DEFAULT_EVENTS: u64 = 1_000_000;
+/// Makes the re-executed bench binary serve the receiver instead.
+const SERVE_RECEIVER: &str = "--serve-receiver";
+const WRITE_KEY: &str = "bench-write-key";
+/// The client's default gzip level, so the floor compresses the same way.
+const GZIP_LEVEL: u32 = 1;
+/// The client's default batch size.
+const DEFAULT_BATCH_SIZE: usize = 100;
+/// Long enough that a slow machine still flushes everything.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(600);
+/// `USER_HZ`, the unit of the CPU times in `/proc/self/stat` on Linux.
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+const TARGET_RATIO: f64 = 1.5;
+const TARGET_PEAK_MB: f64 = 32.0;
+
+/// A client configuration to measure.
+struct Setting {
+    name: &'static str,
+    batch_size: usize,
+}
+
+const SETTINGS: [Setting; 2] = [
+    Setting {
+        name: "default",
+        batch_size: DEFAULT_BATCH_SIZE,
+    },
+    Setting {
+        name: "bulk",
+        batch_size: 500,
+    },
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|arg| arg == SERVE_RECEIVER) {
+        serve_receiver();
+        return;
+    }
+    let events = parse_events(&args);
+    let runtime = tokio::runtime::Runtime::new().expect("could not start a tokio runtime");
+    let receiver = ReceiverProcess::spawn();
+    let http = reqwest::Client::new();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    println!("events            {events}");
+    println!("machine           {cores} cores, shared with the receiver process");
+    for setting in &SETTINGS {
+        runtime.block_on(reset_receiver(&http, &receiver.url));
+        let client = measure_client(&runtime, &receiver.url, events, setting.batch_size);
+        let stats = runtime.block_on(receiver_stats(&http, &receiver.url));
+        let floor = measure_floor(events, setting.batch_size);
+        print_setting(setting, events, &client, &floor, &stats);
+        check_delivery(events, &client.report, &stats);
+    }
+}
+
+// ---- the receiver, in a child process ----
+
+/// The receiver child; killed when dropped so no run leaves it behind.
+struct ReceiverProcess {
+    child: Child,
+    url: String,
+}
+
+impl ReceiverProcess {
+    fn spawn() -> Self {
+        let exe = std::env::current_exe().expect("the bench binary could not find its own path");
+        let mut child = Command::new(exe)
+            .arg(SERVE_RECEIVER)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("could not start the receiver process");
+        let stdout = child.stdout.take().expect("the child's stdout is piped");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("could not read the receiver's URL");
+        let url = line.trim().to_owned();
+        let receiver = Self { child, url };
+        assert!(
+            receiver.url.starts_with("http://"),
+            "the receiver process printed {line:?} instead of its URL"
+        );
+        receiver
+    }
+}
+
+impl Drop for ReceiverProcess {
+    fn drop(&mut self) {
+        // It may already be gone; either way there is nothing left to do.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The child's side: serve until the parent closes stdin, exits or kills us.
+fn serve_receiver() {
+    let runtime = tokio::runtime::Runtime::new().expect("could not start the receiver's runtime");
+    let config = ReceiverConfig::new().record(Record::CountsOnly);
+    let receiver = runtime
+        .block_on(Receiver::start(config))
+        .expect("could not start the receiver");
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{}", receiver.url())
+        .and_then(|()| stdout.flush())
+        .expect("could not tell the parent the receiver's URL");
+    // The server runs on the runtime's worker threads while this one waits.
+    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+    runtime.block_on(receiver.shutdown());
+}
+
+async fn reset_receiver(http: &reqwest::Client, url: &str) {
+    http.post(format!("{url}/_receiver/reset"))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .expect("could not reset the receiver");
+}
+
+async fn receiver_stats(http: &reqwest::Client, url: &str) -> Stats {
+    let body = http
+        .get(format!("{url}/_receiver/stats"))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .expect("could not fetch the receiver's stats")
+        .text()
+        .await
+        .expect("could not read the receiver's stats");
+    serde_json::from_str(&body).expect("the receiver's stats are not the expected JSON")
+}
+
+// ---- the client phase ----
+
+struct ClientRun {
+    wall: Duration,
+    cpu_seconds: f64,
+    peak_rss_kb: u64,
+    report: DeliveryReport,
+}
+
+fn measure_client(
+    runtime: &tokio::runtime::Runtime,
+    url: &str,
+    events: u64,
+    batch_size: usize,
+) -> ClientRun {
+    reset_peak_rss();
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    let report = runtime.block_on(push_events(url, events, batch_size));
+    ClientRun {
+        wall: started.elapsed(),
+        cpu_seconds: cpu_seconds() - cpu_before,
+        peak_rss_kb: status_kb("VmHWM:"),
+        report,
+    }
+}
+
+async fn push_events(url: &str, events: u64, batch_size: usize) -> DeliveryReport {
+    let client = HttpClient::builder(WRITE_KEY)
+        .host(url)
+        .batch_size(batch_size)
+        .build()
+        .expect("the bench's client settings are valid");
+    for i in 0..events {
+        client
+            .identify(synthetic_event(i))
+            .await
+            .expect("a synthetic event was refused");
+    }
+    client
+        .close_and_flush_with_timeout(FLUSH_TIMEOUT)
+        .await
+        .expect("the client did not flush")
+}
+
+// ---- the floor: serialise + frame + gzip, nothing else ----
+
+struct FloorRun {
+    cpu_seconds: f64,
+    avg_event_bytes: f64,
+}
+
+/// The client's wire shape of one identify event.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireIdentify<'a> {
+    r#type: &'static str,
+    message_id: &'a str,
+    timestamp: &'a str,
+    user_id: Option<&'a str>,
+    traits: &'a UserTraits,
+}
+
+fn measure_floor(events: u64, batch_size: usize) -> FloorRun {
+    let cpu_before = cpu_seconds();
+    let mut batches = FloorBatches::new(batch_size);
+    let mut json = Vec::with_capacity(512);
+    let mut json_bytes = 0;
+    for i in 0..events {
+        let params = synthetic_event(i);
+        let wire = WireIdentify {
+            r#type: "identify",
+            message_id: &new_message_id(),
+            timestamp: &Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+            user_id: params.identity.user_id(),
+            traits: &params.traits,
+        };
+        json.clear();
+        serde_json::to_writer(&mut json, &wire).expect("an event serialises");
+        json_bytes += json.len();
+        batches.push(&json);
+    }
+    batches.finish();
+    FloorRun {
+        cpu_seconds: cpu_seconds() - cpu_before,
+        avg_event_bytes: json_bytes as f64 / events as f64,
+    }
+}
+
+/// A random v4 UUID, made the way the client makes its `messageId`s.
+fn new_message_id() -> String {
+    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
+        .into_uuid()
+        .to_string()
+}
+
+/// Streams events into gzipped `{"batch":[...],"sentAt":..,"context":..}` bodies.
+struct FloorBatches {
+    batch_size: usize,
+    in_batch: usize,
+    gzip: Option<GzEncoder<Vec<u8>>>,
+    context: String,
+}
+
+impl FloorBatches {
+    fn new(batch_size: usize) -> Self {
+        let library = serde_json::json!({ "library": {
+            "name": LIBRARY_NAME,
+            "version": env!("CARGO_PKG_VERSION"),
+        }});
+        Self {
+            batch_size,
+            in_batch: 0,
+            gzip: None,
+            context: library.to_string(),
+        }
+    }
+
+    fn push(&mut self, event: &[u8]) {
+        let separator: &[u8] = if self.in_batch == 0 { b"" } else { b"," };
+        let gzip = self.gzip.get_or_insert_with(|| {
+            let mut gzip =
+                GzEncoder::new(Vec::with_capacity(32 * 1024), Compression::new(GZIP_LEVEL));
+            gzip.write_all(br#"{"batch":["#).expect("writing to memory");
+            gzip
+        });
+        gzip.write_all(separator)
+            .and_then(|()| gzip.write_all(event))
+            .expect("writing to memory");
+        self.in_batch += 1;
+        if self.in_batch == self.batch_size {
+            self.finish();
+        }
+    }
+
+    fn finish(&mut self) {
+        let Some(mut gzip) = self.gzip.take() else {
+            return;
+        };
+        let sent_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        write!(
+            gzip,
+            r#"],"sentAt":"{sent_at}","context":{}}}"#,
+            self.context
+        )
+        .expect("writing to memory");
+        let body = gzip.finish().expect("gzip into memory");
+        std::hint::black_box(body);
+        self.in_batch = 0;
+    }
+}
+
+// ---- synthetic input ----
+
+const FIRST_NAMES: [&str; 8] = [
+    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken",
+];
+const LAST_NAMES: [&str; 8] = [
+    "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson",
+];
+const INDUSTRIES: [&str; 4] = ["Software", "Retail", "Logistics", "Healthcare"];
+const PLANS: [&str; 3] = ["free", "pro", "enterprise"];
+/// 2020-01-01T00:00:00Z.
+const FIRST_SIGNUP: i64 = 1_577_836_800;
+
+/// Customer `i`: deterministic, about 400 bytes of JSON once on the wire.
+fn synthetic_event(i: u64) -> IdentifyParams {
+    let first = FIRST_NAMES[(i % 8) as usize];
+    let last = LAST_NAMES[(i / 8 % 8) as usize];
+    let company = i % 5_000;
+    let mut traits = UserTraits {
+        email: Some(format!(
+            "{}.{}.{i}@example.com",
+            first.to_lowercase(),
+            last.to_lowercase()
+        )),
+        first_name: Some(first.to_owned()),
+        last_name: Some(last.to_owned()),
+        created_at: DateTime::from_timestamp(FIRST_SIGNUP + i as i64 * 60, 0),
+        company: Some(Company {
+            name: Some(format!("Company {company}")),
+            id: Some(format!("co_{company:05}")),
+            industry: Some(INDUSTRIES[(company % 4) as usize].to_owned()),
+            employee_count: Some(10 + company * 7 % 990),
+            plan: Some(PLANS[(company % 3) as usize].to_owned()),
+        }),
+        ..UserTraits::default()
+    };
+    traits
+        .custom
+        .insert("plan".into(), PLANS[(i % 3) as usize].into());
+    traits.custom.insert("loginCount".into(), (i % 250).into());
+    traits
+        .custom
+        .insert("marketingOptIn".into(), (i % 5 < 3).into());
+    IdentifyParams::new(Identity::user(format!("cus_{i:07}"))).with_traits(traits)
+}
+
+// ---- process accounting, from /proc ----
+
+/// User + system CPU seconds of this process so far, all threads.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("CPU times need Linux /proc");
+    // The command name may hold spaces; the fields after its `)` are plain.
+    let after_name = stat
+        .rsplit_once(')')
+        .expect("/proc/self/stat has a command name")
+        .1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of proc(5); `fields` starts at 3.
+    let ticks: u64 = fields[11..=12]
+        .iter()
+        .map(|field| field.parse::<u64>().expect("CPU times are whole ticks"))
+        .sum();
+    ticks as f64 / CLOCK_TICKS_PER_SECOND
+}
+
+/// A `kB` figure from `/proc/self/status`, such as `VmHWM:` (peak RSS).
+fn status_kb(key: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("memory figures need /proc");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse().ok())
+        .unwrap_or_else(|| panic!("/proc/self/status has no {key} figure"))
+}
+
+/// Resets `VmHWM` to the current RSS so each client phase reports its own peak.
+fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5")
+        .expect("could not reset the peak RSS (needs Linux 4.0+)");
+}
+
+// ---- output ----
+
+fn print_setting(
+    setting: &Setting,
+    events: u64,
+    client: &ClientRun,
+    floor: &FloorRun,
+    stats: &Stats,
+) {
+    let wall = client.wall.as_secs_f64();
+    let peak_mb = client.peak_rss_kb as f64 / 1024.0;
+    let ratio = client.cpu_seconds / floor.cpu_seconds;
+    println!("--- {} (batch_size {})", setting.name, setting.batch_size);
+    println!(
+        "client  wall      {wall:.2} s   {} events/s",
+        grouped((events as f64 / wall) as u64)
+    );
+    println!("client  cpu       {:.2} s", client.cpu_seconds);
+    println!("client  peak RSS  {peak_mb:.1} MB   (target < {TARGET_PEAK_MB} MB)");
+    println!(
+        "floor   cpu       {:.2} s   (generate + serialise + gzip, {:.0} B/event)",
+        floor.cpu_seconds, floor.avg_event_bytes
+    );
+    println!("ratio             {ratio:.2}x    (target <= {TARGET_RATIO}x)");
+    println!(
+        "delivered         {}/{events} (receiver accepted {}, duplicates {}, rejected {})",
+        client.report.delivered, stats.accepted, stats.duplicates, stats.rejected
+    );
+}
+
+fn check_delivery(events: u64, report: &DeliveryReport, stats: &Stats) {
+    assert!(
+        report.is_complete() && report.delivered == events,
+        "the client did not deliver every event: {report:?}"
+    );
+    assert_eq!(
+        (stats.accepted, stats.duplicates, stats.rejected),
+        (events, 0, 0),
+        "the receiver did not accept every event exactly once"
+    );
+}
+
+/// `1234567` as `1,234,567`.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let head = match digits.len() % 3 {
+        0 => 3,
+        short => short,
+    };
+    let (head, rest) = digits.split_at(head);
+    let mut out = head.to_owned();
+    for group in rest.as_bytes().chunks(3) {
+        out.push(',');
+        out.push_str(std::str::from_utf8(group).expect("digits are ASCII"));
+    }
+    out
+}
+
+// ---- arguments ----
+
+fn parse_events(args: &[String]) -> u64 {
+    let mut events = DEFAULT_EVENTS;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            // cargo passes `--bench` to `harness = false` targets.
+            "--bench" => {}
+            "--events" => {
+                events = args
+                    .next()
+                    .and_then(|n| n.replace('_', "").parse().ok())
+                    .filter(|&n| n > 0)
+                    .unwrap_or_else(|| usage("--events needs a positive whole number"));
+            }
+            other => usage(&format!("unknown argument {other:?}")),
+        }
+    }
+    events
+}
+
+fn usage(problem: &str) -> ! {
+    eprintln!("{problem}\nusage: cargo bench -p segment-client --bench throughput [-- --events N]");
+    std::process::exit(2)
+}
