@@ -19,8 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use flate2::Compression;
-use flate2::write::GzEncoder;
+use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 use segment_client::{
     Company, DeliveryReport, HttpClient, IdentifyParams, Identity, LIBRARY_NAME, UserTraits,
 };
@@ -255,11 +254,13 @@ fn new_message_id() -> String {
         .to_string()
 }
 
-/// Streams events into gzipped `{"batch":[...],"sentAt":..,"context":..}` bodies.
+/// Streams events into gzipped `{"batch":[...],"sentAt":..,"context":..}` bodies,
+/// reusing one body buffer and one deflate state, as cheaply as it can be done.
 struct FloorBatches {
     batch_size: usize,
     in_batch: usize,
-    gzip: Option<GzEncoder<Vec<u8>>>,
+    body: Vec<u8>,
+    deflate: Compress,
     context: String,
 }
 
@@ -272,22 +273,19 @@ impl FloorBatches {
         Self {
             batch_size,
             in_batch: 0,
-            gzip: None,
+            body: Vec::with_capacity(512 * 1024),
+            deflate: Compress::new(Compression::new(GZIP_LEVEL), false),
             context: library.to_string(),
         }
     }
 
     fn push(&mut self, event: &[u8]) {
-        let separator: &[u8] = if self.in_batch == 0 { b"" } else { b"," };
-        let gzip = self.gzip.get_or_insert_with(|| {
-            let mut gzip =
-                GzEncoder::new(Vec::with_capacity(32 * 1024), Compression::new(GZIP_LEVEL));
-            gzip.write_all(br#"{"batch":["#).expect("writing to memory");
-            gzip
+        self.body.extend_from_slice(if self.in_batch == 0 {
+            br#"{"batch":["#
+        } else {
+            b","
         });
-        gzip.write_all(separator)
-            .and_then(|()| gzip.write_all(event))
-            .expect("writing to memory");
+        self.body.extend_from_slice(event);
         self.in_batch += 1;
         if self.in_batch == self.batch_size {
             self.finish();
@@ -295,19 +293,43 @@ impl FloorBatches {
     }
 
     fn finish(&mut self) {
-        let Some(mut gzip) = self.gzip.take() else {
+        if self.in_batch == 0 {
             return;
-        };
+        }
         let sent_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
         write!(
-            gzip,
+            self.body,
             r#"],"sentAt":"{sent_at}","context":{}}}"#,
             self.context
         )
         .expect("writing to memory");
-        let body = gzip.finish().expect("gzip into memory");
-        std::hint::black_box(body);
+        std::hint::black_box(self.gzip());
+        self.body.clear();
         self.in_batch = 0;
+    }
+
+    /// RFC 1952 gzip of the body: header, raw deflate, CRC-32, size.
+    fn gzip(&mut self) -> Vec<u8> {
+        self.deflate.reset();
+        let mut out = Vec::with_capacity(self.body.len() / 3 + 64);
+        out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+        while self
+            .deflate
+            .compress_vec(
+                &self.body[self.deflate.total_in() as usize..],
+                &mut out,
+                FlushCompress::Finish,
+            )
+            .expect("deflate into memory")
+            != Status::StreamEnd
+        {
+            out.reserve(out.capacity());
+        }
+        let mut crc = Crc::new();
+        crc.update(&self.body);
+        out.extend_from_slice(&crc.sum().to_le_bytes());
+        out.extend_from_slice(&(self.body.len() as u32).to_le_bytes());
+        out
     }
 }
 

@@ -192,8 +192,15 @@ struct WireIdentify<'a> {
     integrations: Option<&'a Map<String, Value>>,
 }
 
-/// A fresh random (version 4) UUID for a `messageId`.
-pub(crate) fn new_message_id() -> String {
+/// A fresh random (version 4) UUID for a `messageId`: what the client uses
+/// when none is given. Useful to know an event's id before queueing it.
+///
+/// # Example
+/// ```
+/// let id = segment_client::new_message_id();
+/// assert_eq!(id.len(), 36);
+/// ```
+pub fn new_message_id() -> String {
     uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
         .into_uuid()
         .to_string()

@@ -108,6 +108,62 @@ pub(crate) fn batch_endpoint(host: &str) -> Result<Url, SegmentError> {
     base.join("v1/batch").map_err(|e| bad(&e.to_string()))
 }
 
+/// Checks that `host` is a usable base URL and that a TCP connection to it
+/// opens within `timeout`, without sending anything. Lets a tool fail fast on
+/// an unreachable host instead of retrying for minutes.
+///
+/// # Errors
+/// `invalid_config` for an unusable URL; `network` if the name does not
+/// resolve or nothing answers; `timeout` if the connection does not open in time.
+///
+/// # Example
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::time::Duration;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// let host = format!("http://{}", listener.local_addr().unwrap());
+/// segment_client::check_reachable(&host, Duration::from_secs(1)).await.unwrap();
+/// # });
+/// ```
+pub async fn check_reachable(host: &str, timeout: Duration) -> Result<(), SegmentError> {
+    let endpoint = batch_endpoint(host)?;
+    let name = endpoint.host_str().unwrap_or_default().to_owned();
+    let port = endpoint.port_or_known_default().unwrap_or(443);
+    let address = format!(
+        "{}:{port}",
+        name.trim_start_matches('[').trim_end_matches(']')
+    );
+    let connect = async {
+        let addrs: Vec<_> = tokio::net::lookup_host(&address)
+            .await
+            .map_err(|e| {
+                SegmentError::with_source(Kind::Network, format!("cannot resolve {name}"), e)
+            })?
+            .collect();
+        let mut last = None;
+        for addr in addrs {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(match last {
+            Some(e) => {
+                SegmentError::with_source(Kind::Network, format!("cannot connect to {address}"), e)
+            }
+            None => SegmentError::new(Kind::Network, format!("{name} has no addresses")),
+        })
+    };
+    tokio::time::timeout(timeout, connect)
+        .await
+        .unwrap_or_else(|_| {
+            Err(SegmentError::new(
+                Kind::Timeout,
+                format!("no connection to {address} within {timeout:?}"),
+            ))
+        })
+}
+
 /// The `Authorization` header for `write_key`: Basic, with an empty password.
 fn basic_auth(write_key: &str) -> Result<HeaderValue, SegmentError> {
     use base64::Engine;

@@ -23,6 +23,10 @@ use crate::retry::{Decision, RetryPolicy};
 use crate::throttle::{Pacer, Pause};
 use crate::transport::Transport;
 
+/// Most queue entries taken per wake-up: enough to amortise the wake-up,
+/// few enough that sealed batches waiting for a send slot stay bounded.
+const RECV_CHUNK: usize = 128;
+
 /// Where one event's outcome is sent, for callers that wait on a single event.
 pub(crate) type Receipt = oneshot::Sender<Result<(), SegmentError>>;
 /// A caller's view of every event's outcome.
@@ -165,38 +169,58 @@ impl Worker {
     }
 
     pub async fn run(mut self) {
+        // Timers are armed once and reset only when their deadline changes:
+        // a fresh timer per received event cost a measurable share of CPU.
+        let batch_timer = sleep_until(Instant::now());
+        let waiter_timer = sleep_until(Instant::now());
+        tokio::pin!(batch_timer, waiter_timer);
+        let (mut armed_batch, mut armed_waiter) = (None, None);
+        let mut received = Vec::with_capacity(RECV_CHUNK);
         loop {
             self.dispatch_ready();
             self.answer_satisfied_waiters();
             if self.closing && self.waiters.is_empty() && self.outstanding_since().is_none() {
                 break;
             }
-            let can_read = self.ready.is_empty() && !self.closing;
             let waiter_deadline = self.waiters.iter().map(|w| w.deadline).min();
+            if waiter_deadline != armed_waiter {
+                armed_waiter = waiter_deadline;
+                if let Some(deadline) = armed_waiter {
+                    waiter_timer.as_mut().reset(deadline);
+                }
+            }
+            if self.batch_deadline != armed_batch {
+                armed_batch = self.batch_deadline;
+                if let Some(deadline) = armed_batch {
+                    batch_timer.as_mut().reset(deadline);
+                }
+            }
+            let can_read = self.ready.is_empty() && !self.closing;
             tokio::select! {
                 biased;
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     self.finish_task(joined);
                 }
-                () = sleep_until(waiter_deadline.unwrap_or_else(Instant::now)), if waiter_deadline.is_some() => {
-                    self.expire_waiters();
-                }
-                () = sleep_until(self.batch_deadline.unwrap_or_else(Instant::now)), if self.batch_deadline.is_some() && self.ready.is_empty() => {
-                    self.seal();
-                }
-                task = self.rx.recv(), if can_read => match task {
-                    Some(task) => self.accept(task),
-                    // Every handle is gone: deliver what is queued, then stop.
-                    None => {
+                () = &mut waiter_timer, if armed_waiter.is_some() => self.expire_waiters(),
+                () = &mut batch_timer, if armed_batch.is_some() && self.ready.is_empty() => self.seal(),
+                n = self.rx.recv_many(&mut received, RECV_CHUNK), if can_read => {
+                    if n == 0 {
+                        // Every handle is gone: deliver what is queued, then stop.
                         self.closing = true;
                         self.seal();
                     }
-                },
+                    for task in received.drain(..) {
+                        self.accept(task);
+                    }
+                }
             }
         }
     }
 
     fn accept(&mut self, task: Task) {
+        if self.closing {
+            return self.refuse_after_close(task);
+        }
         match task {
             Task::Event(event, receipt) => {
                 let seq = self.next_seq;
@@ -235,30 +259,34 @@ impl Worker {
         }
     }
 
-    /// Events that slipped into the queue behind the close are refused, and
-    /// say so in the close's report; flushes behind it share its answer.
+    /// Takes what slipped into the queue behind the close: events are
+    /// refused (and say so in the close's report), flushes share its answer.
     fn refuse_queued_after_close(&mut self) {
         self.rx.close();
         while let Ok(task) = self.rx.try_recv() {
-            match task {
-                Task::Event(event, receipt) => {
-                    let error = SegmentError::new(
-                        Kind::ClientClosed,
-                        "the client was closed before this event could be sent",
-                    );
-                    self.record(&event, Err(&error));
-                    if let Some(receipt) = receipt {
-                        let _ = receipt.send(Err(error));
-                    }
+            self.refuse_after_close(task);
+        }
+    }
+
+    fn refuse_after_close(&mut self, task: Task) {
+        match task {
+            Task::Event(event, receipt) => {
+                let error = SegmentError::new(
+                    Kind::ClientClosed,
+                    "the client was closed before this event could be sent",
+                );
+                self.record(&event, Err(&error));
+                if let Some(receipt) = receipt {
+                    let _ = receipt.send(Err(error));
                 }
-                Task::Flush { deadline, reply } | Task::Close { deadline, reply } => {
-                    self.waiters.push_back(Waiter {
-                        upto: self.next_seq,
-                        deadline,
-                        reply,
-                        close: false,
-                    });
-                }
+            }
+            Task::Flush { deadline, reply } | Task::Close { deadline, reply } => {
+                self.waiters.push_back(Waiter {
+                    upto: self.next_seq,
+                    deadline,
+                    reply,
+                    close: false,
+                });
             }
         }
     }
