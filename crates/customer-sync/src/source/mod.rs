@@ -1,1 +1,497 @@
-//! Placeholder: being written.
+//! Streaming customer records out of CSV, NDJSON and JSON array files.
+//!
+//! A [`Source`] is an iterator of `Result<Record, RecordError>`. It reads its
+//! input in 64 KiB buffers and holds at most one record (capped at
+//! [`MAX_RECORD_BYTES`]) at a time, so memory does not grow with file size.
+//!
+//! # Two kinds of error
+//!
+//! * **Per-record** problems (a ragged CSV row, invalid UTF-8, a line that is
+//!   not a JSON object, an oversized record) are yielded as `Err(RecordError)`
+//!   with kind [`Malformed`](crate::RecordErrorKind::Malformed) and the
+//!   record's file and line. Iteration continues with the next record.
+//! * **Fatal** problems ([`SourceError`]) stop the source. Those found while
+//!   opening (missing file, unknown extension, bad CSV header, a `.json` file
+//!   that is not an array) are returned by the constructors. Those found while
+//!   reading (an I/O error mid-file, a JSON array cut short, data after the
+//!   array's closing `]`) end the iteration: `next()` returns `None`, and
+//!   [`Source::take_fatal`] returns the error. **Always call `take_fatal` when
+//!   the iterator ends**: `None` alone does not mean the whole input was read.
+//!
+//! # Formats
+//!
+//! * **CSV** ([RFC 4180]): a header row names the columns (trimmed, a UTF-8
+//!   BOM stripped; empty or duplicate names are fatal). Every value is
+//!   [`FieldValue::Text`](crate::FieldValue::Text), empty ones included, and
+//!   every [`Field::name`](crate::Field::name) is the header's shared
+//!   `Arc<str>`. Blank and whitespace-only lines are skipped (the latter only
+//!   when there is more than one column). A row with a different number of
+//!   fields than the header is malformed.
+//! * **NDJSON** (`.ndjson`, `.jsonl`, and `-` for stdin): one JSON object per
+//!   line; blank lines are skipped; a line over 1 MiB is malformed and
+//!   skipped without being buffered.
+//! * **JSON array** (`.json`): one top-level array of objects, streamed
+//!   element by element; a malformed element is reported and the scan resumes
+//!   at the next top-level comma.
+//!
+//! JSON values become [`FieldValue::Json`](crate::FieldValue::Json), one
+//! field per top-level key, **in the key order of the source**. A duplicate
+//! key makes the record malformed.
+//!
+//! [`Location::line`](crate::Location::line) is the 1-based physical line (as
+//! counted by `\n`) where the record starts, also when an earlier CSV record
+//! spans several lines.
+//!
+//! [RFC 4180]: https://www.rfc-editor.org/rfc/rfc4180
+
+mod counting;
+mod csv;
+mod error;
+mod json_array;
+mod json_object;
+mod ndjson;
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::iter::FusedIterator;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use counting::ReadProgress;
+pub use error::SourceError;
+
+use crate::{Record, RecordError};
+use counting::CountingReader;
+
+/// The largest record a source accepts: a CSV row, an NDJSON line or a JSON
+/// array element over this many bytes is malformed. It bounds memory per
+/// record, well above Segment's own 32,000-byte event limit.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// Read buffer size: large enough that syscalls do not dominate, small enough
+/// to be irrelevant to the memory budget.
+const BUFFER_BYTES: usize = 64 * 1024;
+
+/// The buffered, counted input every format reads from.
+type Input = BufReader<CountingReader<Box<dyn Read + Send>>>;
+
+/// The format of a source's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SourceFormat {
+    /// Comma-separated values with a header row.
+    Csv,
+    /// Newline-delimited JSON: one object per line.
+    Ndjson,
+    /// One JSON array of objects.
+    JsonArray,
+}
+
+impl SourceFormat {
+    /// The format a file's extension stands for, ignoring case: `.csv`,
+    /// `.ndjson` or `.jsonl`, and `.json`. `None` for anything else.
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use customer_sync::source::SourceFormat;
+    ///
+    /// assert_eq!(SourceFormat::from_path(Path::new("in/Customers.CSV")), Some(SourceFormat::Csv));
+    /// assert_eq!(SourceFormat::from_path(Path::new("a.jsonl")), Some(SourceFormat::Ndjson));
+    /// assert_eq!(SourceFormat::from_path(Path::new("a.txt")), None);
+    /// ```
+    pub fn from_path(path: &Path) -> Option<SourceFormat> {
+        let extension = path.extension()?.to_str()?;
+        if extension.eq_ignore_ascii_case("csv") {
+            Some(SourceFormat::Csv)
+        } else if extension.eq_ignore_ascii_case("ndjson")
+            || extension.eq_ignore_ascii_case("jsonl")
+        {
+            Some(SourceFormat::Ndjson)
+        } else if extension.eq_ignore_ascii_case("json") {
+            Some(SourceFormat::JsonArray)
+        } else {
+            None
+        }
+    }
+
+    /// A short lowercase name: `csv`, `ndjson` or `json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceFormat::Csv => "csv",
+            SourceFormat::Ndjson => "ndjson",
+            SourceFormat::JsonArray => "json",
+        }
+    }
+}
+
+impl fmt::Display for SourceFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stream of records from one file or reader.
+///
+/// Iterate it for `Result<Record, RecordError>`s, then call
+/// [`take_fatal`](Source::take_fatal) to learn whether it stopped early (see
+/// the [module docs](self)).
+///
+/// # Example
+/// ```
+/// use std::io::Cursor;
+/// use customer_sync::source::{Source, SourceFormat};
+///
+/// let data = "id,email\n1,a@example.com\n2\n3,c@example.com\n";
+/// let mut source = Source::from_reader("customers.csv", SourceFormat::Csv, Cursor::new(data))?;
+/// assert_eq!(source.columns().unwrap().len(), 2);
+///
+/// let mut emails = Vec::new();
+/// let mut bad = Vec::new();
+/// for item in &mut source {
+///     match item {
+///         Ok(record) => emails.push(format!("{:?}", record.get("email").unwrap())),
+///         Err(error) => bad.push(error.to_string()),
+///     }
+/// }
+/// if let Some(fatal) = source.take_fatal() {
+///     return Err(fatal.into());
+/// }
+/// assert_eq!(emails.len(), 2);
+/// assert_eq!(bad, ["customers.csv:3: row has 1 field but the header has 2"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Source {
+    name: Arc<str>,
+    format: SourceFormat,
+    total_bytes: Option<u64>,
+    progress: ReadProgress,
+    reader: FormatReader,
+    fatal: Option<SourceError>,
+    finished: bool,
+    /// A record read ahead by [`Source::peek`], handed out next.
+    peeked: Option<Option<Result<Record, RecordError>>>,
+}
+
+enum FormatReader {
+    // Boxed: csv_core's parse tables make it several times the others' size.
+    Csv(Box<csv::CsvReader>),
+    Ndjson(ndjson::NdjsonReader),
+    JsonArray(json_array::JsonArrayReader),
+}
+
+/// What a format reader produced next.
+enum Step {
+    Record(Record),
+    Bad(RecordError),
+    Fatal(SourceError),
+    End,
+}
+
+impl Source {
+    /// Opens a source named on the command line: `-` is NDJSON on stdin;
+    /// anything else is a file whose format is told by its extension
+    /// ([`SourceFormat::from_path`]).
+    ///
+    /// # Errors
+    /// The extension is not one of the known ones (see
+    /// [`SourceError::hint`]), or as for [`open_as`](Source::open_as).
+    pub fn open(arg: &str) -> Result<Source, SourceError> {
+        if arg == "-" {
+            return Source::from_reader("stdin", SourceFormat::Ndjson, io::stdin());
+        }
+        let path = Path::new(arg);
+        match SourceFormat::from_path(path) {
+            Some(format) => Source::open_as(path, format),
+            None => {
+                let reason = match path.extension() {
+                    Some(extension) => {
+                        format!("unknown extension `.{}`", extension.to_string_lossy())
+                    }
+                    None => "it has no extension".to_owned(),
+                };
+                Err(SourceError::unknown_format(&Arc::from(arg), reason))
+            }
+        }
+    }
+
+    /// Opens the file at `path` as `format`, whatever its extension.
+    ///
+    /// # Errors
+    /// The file cannot be opened or read, a CSV header is missing or has an
+    /// empty or duplicate column name, or a JSON array file does not start
+    /// with `[`.
+    pub fn open_as(path: &Path, format: SourceFormat) -> Result<Source, SourceError> {
+        let name: Arc<str> = path.to_string_lossy().into();
+        let file = File::open(path).map_err(|err| SourceError::open(&name, err))?;
+        // The size is only for an ETA: a file whose size cannot be read is
+        // still readable, and a non-regular file (a FIFO) has no useful size.
+        let total_bytes = file
+            .metadata()
+            .ok()
+            .filter(|meta| meta.is_file())
+            .map(|meta| meta.len());
+        Source::build(name, format, Box::new(file), total_bytes)
+    }
+
+    /// Reads `format` from any reader, for stdin and tests; `name` appears in
+    /// every [`Location`](crate::Location) and error.
+    ///
+    /// # Errors
+    /// As for [`open_as`](Source::open_as), except that there is no file to open.
+    pub fn from_reader(
+        name: &str,
+        format: SourceFormat,
+        reader: impl Read + Send + 'static,
+    ) -> Result<Source, SourceError> {
+        Source::build(name.into(), format, Box::new(reader), None)
+    }
+
+    fn build(
+        name: Arc<str>,
+        format: SourceFormat,
+        reader: Box<dyn Read + Send>,
+        total_bytes: Option<u64>,
+    ) -> Result<Source, SourceError> {
+        let progress = ReadProgress::default();
+        let input =
+            BufReader::with_capacity(BUFFER_BYTES, CountingReader::new(reader, progress.clone()));
+        let reader = match format {
+            SourceFormat::Csv => {
+                FormatReader::Csv(Box::new(csv::CsvReader::new(Arc::clone(&name), input)?))
+            }
+            SourceFormat::Ndjson => {
+                FormatReader::Ndjson(ndjson::NdjsonReader::new(Arc::clone(&name), input))
+            }
+            SourceFormat::JsonArray => {
+                FormatReader::JsonArray(json_array::JsonArrayReader::new(Arc::clone(&name), input)?)
+            }
+        };
+        Ok(Source {
+            name,
+            format,
+            total_bytes,
+            progress,
+            reader,
+            fatal: None,
+            finished: false,
+            peeked: None,
+        })
+    }
+
+    /// The name as given: the path passed to [`open`](Source::open), or
+    /// `stdin`. Every record's [`Location::source`](crate::Location::source)
+    /// shares this string.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The format being read.
+    pub fn format(&self) -> SourceFormat {
+        self.format
+    }
+
+    /// The CSV header's column names, trimmed; `None` for JSON formats.
+    pub fn columns(&self) -> Option<&[Arc<str>]> {
+        match &self.reader {
+            FormatReader::Csv(reader) => Some(reader.columns()),
+            FormatReader::Ndjson(_) | FormatReader::JsonArray(_) => None,
+        }
+    }
+
+    /// The file's size in bytes, for an ETA; `None` for stdin and readers.
+    pub fn total_bytes(&self) -> Option<u64> {
+        self.total_bytes
+    }
+
+    /// A handle that reports the bytes read so far, from any thread.
+    pub fn progress(&self) -> ReadProgress {
+        self.progress.clone()
+    }
+
+    /// The next item without consuming it: `next` returns it again. Lets a
+    /// caller see the first JSON record's keys before the run starts.
+    pub fn peek(&mut self) -> Option<&Result<Record, RecordError>> {
+        if self.peeked.is_none() {
+            let next = self.next();
+            self.peeked = Some(next);
+        }
+        self.peeked.as_ref().and_then(Option::as_ref)
+    }
+
+    /// The fatal error that ended iteration early, if one did. Call it once
+    /// the iterator returns `None`; it returns the error only once.
+    pub fn take_fatal(&mut self) -> Option<SourceError> {
+        self.fatal.take()
+    }
+}
+
+impl Iterator for Source {
+    type Item = Result<Record, RecordError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(peeked) = self.peeked.take() {
+            return peeked;
+        }
+        if self.finished {
+            return None;
+        }
+        let step = match &mut self.reader {
+            FormatReader::Csv(reader) => reader.next_step(),
+            FormatReader::Ndjson(reader) => reader.next_step(),
+            FormatReader::JsonArray(reader) => reader.next_step(),
+        };
+        match step {
+            Step::Record(record) => Some(Ok(record)),
+            Step::Bad(error) => Some(Err(error)),
+            Step::Fatal(error) => {
+                self.fatal = Some(error);
+                self.finished = true;
+                None
+            }
+            Step::End => {
+                self.finished = true;
+                None
+            }
+        }
+    }
+}
+
+// After a fatal error or the end, `next` keeps returning `None`.
+impl FusedIterator for Source {}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Source")
+            .field("name", &self.name)
+            .field("format", &self.format)
+            .field("total_bytes", &self.total_bytes)
+            .field("bytes_read", &self.progress.bytes_read())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The number of line feeds in `bytes`: lines are counted by `\n`, so `\r\n`
+/// files count right and a lone `\r` does not start a line.
+fn count_newlines(bytes: &[u8]) -> u64 {
+    // Written as a filter-count so that it vectorizes.
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn source_is_send_and_static() {
+        fn assert_send<T: Send + 'static>() {}
+        assert_send::<Source>();
+        assert_send::<ReadProgress>();
+    }
+
+    #[test]
+    fn format_from_path_ignores_case_and_knows_four_extensions() {
+        let cases = [
+            ("a.csv", Some(SourceFormat::Csv)),
+            ("A.CSV", Some(SourceFormat::Csv)),
+            ("a.ndjson", Some(SourceFormat::Ndjson)),
+            ("a.JsonL", Some(SourceFormat::Ndjson)),
+            ("dir.v2/a.json", Some(SourceFormat::JsonArray)),
+            ("a.txt", None),
+            ("json", None),
+            ("a.csv.gz", None),
+        ];
+        for (path, format) in cases {
+            assert_eq!(SourceFormat::from_path(Path::new(path)), format, "{path}");
+        }
+        assert_eq!(SourceFormat::JsonArray.as_str(), "json");
+        assert_eq!(SourceFormat::Ndjson.to_string(), "ndjson");
+    }
+
+    #[test]
+    fn open_refuses_unknown_extensions_before_touching_the_file() {
+        let err = Source::open("does-not-exist.txt").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot tell the format of does-not-exist.txt: unknown extension `.txt`"
+        );
+        assert!(err.hint().is_some_and(|hint| hint.contains("--format")));
+
+        let err = Source::open("Makefile").unwrap_err();
+        assert!(err.to_string().ends_with("it has no extension"), "{err}");
+    }
+
+    #[test]
+    fn iteration_is_fused_after_a_fatal_error() {
+        let mut source = Source::from_reader(
+            "t.json",
+            SourceFormat::JsonArray,
+            Cursor::new("[{\"a\":1},"),
+        )
+        .unwrap();
+        assert!(source.next().unwrap().is_ok());
+        assert!(source.next().is_none());
+        let fatal = source.take_fatal().unwrap();
+        assert_eq!(fatal.line(), Some(1));
+        assert!(source.next().is_none());
+        assert!(source.take_fatal().is_none());
+    }
+
+    #[test]
+    fn progress_counts_bytes_consumed() {
+        let data = "{\"a\":1}\n".repeat(10_000);
+        let mut source =
+            Source::from_reader("t.ndjson", SourceFormat::Ndjson, Cursor::new(data.clone()))
+                .unwrap();
+        let progress = source.progress();
+        assert_eq!(source.total_bytes(), None);
+        assert_eq!(source.by_ref().count(), 10_000);
+        assert_eq!(progress.bytes_read(), data.len() as u64);
+    }
+
+    fn check_never_panics(format: SourceFormat, bytes: Vec<u8>) -> Result<(), TestCaseError> {
+        let Ok(mut source) = Source::from_reader("p", format, Cursor::new(bytes)) else {
+            return Ok(());
+        };
+        for item in &mut source {
+            match item {
+                Ok(record) => prop_assert!(record.location.line >= 1),
+                Err(error) => prop_assert!(error.location.line >= 1),
+            }
+        }
+        if let Some(fatal) = source.take_fatal() {
+            prop_assert!(fatal.line().is_some_and(|line| line >= 1));
+        }
+        Ok(())
+    }
+
+    /// Bytes that look a little like the formats, so that the property
+    /// reaches past the first syntax error.
+    fn bytes_like(alphabet: &'static [u8]) -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..200),
+            prop::collection::vec(prop::sample::select(alphabet), 0..200),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn csv_never_panics(bytes in bytes_like(b"a,\"\n\r \xef\xbb\xbf\xff")) {
+            check_never_panics(SourceFormat::Csv, bytes)?;
+        }
+
+        #[test]
+        fn ndjson_never_panics(bytes in bytes_like(b"{}[]\":,a1 \n\r\\\xff")) {
+            check_never_panics(SourceFormat::Ndjson, bytes)?;
+        }
+
+        #[test]
+        fn json_array_never_panics(bytes in bytes_like(b"{}[]\":,a1 \n\r\\\xff")) {
+            check_never_panics(SourceFormat::JsonArray, bytes)?;
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! CSV: a header row, then one record per row.
+//!
+//! This drives `csv_core` directly rather than `csv::Reader`, for two reasons
+//! found by testing `csv` 1.4: its `Position::line()` is wrong after blank
+//! lines and with `\r\n` endings (a row is reported on the line before it),
+//! and it buffers a row of any size (an unclosed quote swallows the rest of
+//! the file into memory). Here, every consumed byte is seen, so lines are
+//! counted exactly and a row past [`MAX_RECORD_BYTES`] is skipped unbuffered.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead};
+use std::sync::Arc;
+
+use csv_core::ReadRecordResult;
+
+use super::error::SourceError;
+use super::{Input, MAX_RECORD_BYTES, Step, count_newlines};
+use crate::{Field, FieldValue, Location, Record, RecordError, RecordErrorKind};
+
+/// More fields than this in a row is malformed: it bounds the `ends` buffer
+/// for rows like `,,,,,` that have many fields but no bytes of output.
+const MAX_FIELDS: usize = 1 << 16;
+
+const HEADER_HINT: &str = "the first row of a CSV file must name every column, once each";
+
+pub(super) struct CsvReader {
+    name: Arc<str>,
+    input: Input,
+    core: csv_core::Reader,
+    columns: Vec<Arc<str>>,
+    /// The current row's unescaped field bytes, back to back (reused).
+    out: Vec<u8>,
+    /// Where each field of the current row ends in `out` (reused).
+    ends: Vec<usize>,
+    /// The 1-based line of the next byte to be consumed.
+    line: u64,
+}
+
+/// A row's shape, its bytes being in `CsvReader::out` and `ends`.
+struct RawRow {
+    line: u64,
+    fields: usize,
+    /// Over [`MAX_RECORD_BYTES`] or [`MAX_FIELDS`]: its content was dropped.
+    oversize: bool,
+}
+
+impl CsvReader {
+    /// Reads the header row.
+    pub(super) fn new(name: Arc<str>, input: Input) -> Result<Self, SourceError> {
+        let mut reader = CsvReader {
+            name,
+            input,
+            // csv_core's defaults are RFC 4180 with any of \r, \n, \r\n ending a
+            // row; it strips a UTF-8 BOM at the start of the input.
+            core: csv_core::Reader::new(),
+            columns: Vec::new(),
+            out: vec![0; 4096],
+            ends: vec![0; 64],
+            line: 1,
+        };
+        let header = match reader.read_raw() {
+            Ok(Some(header)) => header,
+            Ok(None) => {
+                return Err(SourceError::invalid(
+                    &reader.name,
+                    reader.line,
+                    "the file is empty: expected a header row naming the columns",
+                    Some(HEADER_HINT),
+                ));
+            }
+            Err(err) => return Err(SourceError::read(&reader.name, reader.line, err)),
+        };
+        reader.columns = reader.parse_header(&header)?;
+        Ok(reader)
+    }
+
+    fn parse_header(&self, header: &RawRow) -> Result<Vec<Arc<str>>, SourceError> {
+        let invalid = |message: String| {
+            SourceError::invalid(&self.name, header.line, message, Some(HEADER_HINT))
+        };
+        if header.oversize {
+            return Err(invalid(format!(
+                "the header row is larger than {MAX_RECORD_BYTES} bytes"
+            )));
+        }
+        let mut columns = Vec::with_capacity(header.fields);
+        let mut seen: HashMap<&str, usize> = HashMap::with_capacity(header.fields);
+        for (index, bytes) in self.row_fields(header.fields).enumerate() {
+            let number = index + 1;
+            let text = std::str::from_utf8(bytes).map_err(|_| {
+                invalid(format!("column {number} of the header is not valid UTF-8"))
+            })?;
+            // csv_core strips a BOM only when its first read has 3 bytes or
+            // more; strip a leftover one here so it never ends up in a name.
+            let text = if index == 0 {
+                text.trim_start_matches('\u{feff}')
+            } else {
+                text
+            };
+            let text = text.trim();
+            if text.is_empty() {
+                return Err(invalid(format!(
+                    "column {number} of the header has no name"
+                )));
+            }
+            if let Some(first) = seen.insert(text, number) {
+                return Err(invalid(format!(
+                    "the header names column `{text}` twice (columns {first} and {number})"
+                )));
+            }
+            columns.push(Arc::from(text));
+        }
+        Ok(columns)
+    }
+
+    pub(super) fn columns(&self) -> &[Arc<str>] {
+        &self.columns
+    }
+
+    pub(super) fn next_step(&mut self) -> Step {
+        loop {
+            let row = match self.read_raw() {
+                Ok(Some(row)) => row,
+                Ok(None) => return Step::End,
+                Err(err) => return Step::Fatal(SourceError::read(&self.name, self.line, err)),
+            };
+            let location = Location {
+                source: Arc::clone(&self.name),
+                line: row.line,
+            };
+            let malformed = |message: String| {
+                Step::Bad(RecordError::new(
+                    location.clone(),
+                    RecordErrorKind::Malformed,
+                    message,
+                ))
+            };
+            if row.oversize {
+                return malformed(format!(
+                    "row is larger than {MAX_RECORD_BYTES} bytes or has more than {MAX_FIELDS} fields (is a quote left open?)"
+                ));
+            }
+            if row.fields != self.columns.len() {
+                if row.fields == 1
+                    && self
+                        .row_fields(1)
+                        .all(|f| f.iter().all(u8::is_ascii_whitespace))
+                {
+                    // A whitespace-only line in a multi-column file is blank, not a record.
+                    continue;
+                }
+                return malformed(format!(
+                    "row has {} but the header has {}",
+                    plural(row.fields, "field"),
+                    self.columns.len()
+                ));
+            }
+            return match self.build_fields(row.fields) {
+                Ok(fields) => Step::Record(Record { location, fields }),
+                Err((column, message)) => Step::Bad(
+                    RecordError::new(location, RecordErrorKind::Malformed, message)
+                        .with_field(&*self.columns[column]),
+                ),
+            };
+        }
+    }
+
+    /// The current row's fields as text, or the column and the reason one is not.
+    fn build_fields(&self, count: usize) -> Result<Vec<Field>, (usize, String)> {
+        let mut fields = Vec::with_capacity(count);
+        for (column, (bytes, name)) in self.row_fields(count).zip(&self.columns).enumerate() {
+            let text = std::str::from_utf8(bytes).map_err(|err| {
+                (
+                    column,
+                    format!("invalid UTF-8 after {} valid bytes", err.valid_up_to()),
+                )
+            })?;
+            fields.push(Field {
+                name: Arc::clone(name),
+                value: FieldValue::Text(text.to_owned()),
+            });
+        }
+        Ok(fields)
+    }
+
+    /// The first `count` fields of the current row.
+    fn row_fields(&self, count: usize) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends[..count].iter().map(move |&end| {
+            let field = &self.out[start..end];
+            start = end;
+            field
+        })
+    }
+
+    /// Reads the next row into `out` and `ends`; `None` at the end of input.
+    fn read_raw(&mut self) -> io::Result<Option<RawRow>> {
+        let (mut out_len, mut ends_len) = (0, 0);
+        let mut start_line = None;
+        let mut oversize = false;
+        loop {
+            let input = match self.input.fill_buf() {
+                Ok(input) => input,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            };
+            let (result, consumed, written, ended) =
+                self.core
+                    .read_record(input, &mut self.out[out_len..], &mut self.ends[ends_len..]);
+            let consumed_bytes = &input[..consumed];
+            if start_line.is_none() {
+                // csv_core skips blank lines (and the `\n` of a `\r\n` that
+                // ended the previous row); the row starts after them.
+                if let Some(at) = consumed_bytes
+                    .iter()
+                    .position(|&b| b != b'\n' && b != b'\r')
+                {
+                    start_line = Some(self.line + count_newlines(&consumed_bytes[..at]));
+                }
+            }
+            self.line += count_newlines(consumed_bytes);
+            self.input.consume(consumed);
+            out_len += written;
+            ends_len += ended;
+            match result {
+                ReadRecordResult::InputEmpty => {}
+                ReadRecordResult::OutputFull => {
+                    if self.out.len() < MAX_RECORD_BYTES {
+                        let bigger = (self.out.len() * 2).min(MAX_RECORD_BYTES);
+                        self.out.resize(bigger, 0);
+                    } else {
+                        // Keep parsing to find the row's end, overwriting
+                        // its content rather than keeping it.
+                        oversize = true;
+                        out_len = 0;
+                    }
+                }
+                ReadRecordResult::OutputEndsFull => {
+                    if self.ends.len() < MAX_FIELDS {
+                        let bigger = (self.ends.len() * 2).min(MAX_FIELDS);
+                        self.ends.resize(bigger, 0);
+                    } else {
+                        oversize = true;
+                        ends_len = 0;
+                    }
+                }
+                ReadRecordResult::Record => {
+                    return Ok(Some(RawRow {
+                        line: start_line.unwrap_or(self.line),
+                        fields: ends_len,
+                        oversize,
+                    }));
+                }
+                ReadRecordResult::End => return Ok(None),
+            }
+        }
+    }
+}
+
+fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Cursor, Read};
+
+    use crate::source::{Source, SourceFormat};
+    use crate::{FieldValue, RecordErrorKind};
+
+    fn open(data: impl AsRef<[u8]>) -> Result<Source, crate::source::SourceError> {
+        Source::from_reader(
+            "t.csv",
+            SourceFormat::Csv,
+            Cursor::new(data.as_ref().to_vec()),
+        )
+    }
+
+    /// (line, values) for a record, (line, message) for an error.
+    type Item = Result<(u64, Vec<String>), (u64, String)>;
+
+    fn read_all(data: impl AsRef<[u8]>) -> Vec<Item> {
+        let mut source = open(data).unwrap();
+        let items = source
+            .by_ref()
+            .map(|item| match item {
+                Ok(record) => Ok((
+                    record.location.line,
+                    record
+                        .fields
+                        .iter()
+                        .map(|f| match &f.value {
+                            FieldValue::Text(text) => text.clone(),
+                            FieldValue::Json(value) => panic!("CSV gave JSON {value}"),
+                        })
+                        .collect(),
+                )),
+                Err(err) => {
+                    assert_eq!(err.kind, RecordErrorKind::Malformed);
+                    Err((err.location.line, err.to_string()))
+                }
+            })
+            .collect();
+        assert!(source.take_fatal().is_none());
+        items
+    }
+
+    fn ok(line: u64, values: &[&str]) -> Item {
+        Ok((line, values.iter().map(|v| v.to_string()).collect()))
+    }
+
+    #[test]
+    fn reads_rows_with_their_lines() {
+        assert_eq!(
+            read_all("id,name\n1,Ann\n2,\n"),
+            [ok(2, &["1", "Ann"]), ok(3, &["2", ""])]
+        );
+    }
+
+    #[test]
+    fn counts_lines_right_with_crlf_blank_lines_and_no_final_newline() {
+        assert_eq!(
+            read_all("id,name\r\n\r\n1,a\r\n\n\n2,b\r\n3,c"),
+            [ok(3, &["1", "a"]), ok(6, &["2", "b"]), ok(7, &["3", "c"])]
+        );
+    }
+
+    #[test]
+    fn quoted_fields_span_lines_and_keep_quotes_and_commas() {
+        let data = "id,note\n1,\"two\nlines, \"\"quoted\"\"\"\n2,x\n";
+        assert_eq!(
+            read_all(data),
+            [ok(2, &["1", "two\nlines, \"quoted\""]), ok(4, &["2", "x"])]
+        );
+    }
+
+    #[test]
+    fn ragged_rows_are_malformed_and_reading_goes_on() {
+        assert_eq!(
+            read_all("a,b,c\n1,2,3\n1,2\n1,2,3,4\n   \n4,5,6\n"),
+            [
+                ok(2, &["1", "2", "3"]),
+                Err((3, "t.csv:3: row has 2 fields but the header has 3".into())),
+                Err((4, "t.csv:4: row has 4 fields but the header has 3".into())),
+                ok(6, &["4", "5", "6"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_column() {
+        let items = read_all(b"id,name\n1,\xff\n2,b\n");
+        assert_eq!(
+            items,
+            [
+                Err((
+                    2,
+                    "t.csv:2: field `name`: invalid UTF-8 after 0 valid bytes".into()
+                )),
+                ok(3, &["2", "b"])
+            ]
+        );
+    }
+
+    #[test]
+    fn header_is_trimmed_bom_stripped_and_names_shared() {
+        let mut source = open("\u{feff}id , Email\n1,a\n2,b\n").unwrap();
+        let columns: Vec<&str> = source.columns().unwrap().iter().map(|c| &**c).collect();
+        assert_eq!(columns, ["id", "Email"]);
+        let first = source.next().unwrap().unwrap();
+        let second = source.next().unwrap().unwrap();
+        assert_eq!(first.location.line, 2);
+        assert!(std::sync::Arc::ptr_eq(
+            &first.fields[1].name,
+            &second.fields[1].name
+        ));
+        assert!(std::sync::Arc::ptr_eq(
+            &first.fields[1].name,
+            &source.columns().unwrap()[1]
+        ));
+    }
+
+    #[test]
+    fn bom_is_stripped_even_when_read_one_byte_at_a_time() {
+        struct Trickle(Cursor<Vec<u8>>);
+        impl Read for Trickle {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let len = buf.len().min(1);
+                self.0.read(&mut buf[..len])
+            }
+        }
+        let data = b"\xef\xbb\xbfid\n7\n".to_vec();
+        let mut source =
+            Source::from_reader("t.csv", SourceFormat::Csv, Trickle(Cursor::new(data))).unwrap();
+        assert_eq!(&*source.columns().unwrap()[0], "id");
+        assert_eq!(source.next().unwrap().unwrap().location.line, 2);
+    }
+
+    #[test]
+    fn bad_headers_are_fatal_and_name_the_column() {
+        let cases = [
+            (
+                "",
+                "t.csv:1: the file is empty: expected a header row naming the columns",
+            ),
+            (
+                "\n\n",
+                "t.csv:3: the file is empty: expected a header row naming the columns",
+            ),
+            ("id,,name\n", "t.csv:1: column 2 of the header has no name"),
+            (
+                "\nid, name,name \n",
+                "t.csv:2: the header names column `name` twice (columns 2 and 3)",
+            ),
+        ];
+        for (data, message) in cases {
+            let err = open(data).unwrap_err();
+            assert_eq!(err.to_string(), message);
+            assert!(err.hint().is_some());
+        }
+    }
+
+    #[test]
+    fn oversized_rows_are_skipped_without_stopping() {
+        let data = format!(
+            "id,note\n1,\"{}\n2,b\n",
+            "x".repeat(super::MAX_RECORD_BYTES + 10)
+        );
+        let items = read_all(&data);
+        assert_eq!(
+            items.len(),
+            1,
+            "an unclosed quote runs to the end of the file"
+        );
+        assert!(
+            matches!(&items[0], Err((2, message)) if message.contains("is a quote left open?"))
+        );
+
+        let data = format!(
+            "id,note\n1,\"{}\"\n2,b\n",
+            "x".repeat(super::MAX_RECORD_BYTES)
+        );
+        let items = read_all(&data);
+        assert!(matches!(&items[0], Err((2, _))));
+        assert_eq!(items[1], ok(3, &["2", "b"]));
+
+        let data = format!("id\n{}\n2\n", ",".repeat(super::MAX_FIELDS + 1));
+        let items = read_all(&data);
+        assert!(matches!(&items[0], Err((2, _))));
+        assert_eq!(items[1], ok(3, &["2"]));
+    }
+}

@@ -1,0 +1,204 @@
+//! Parsing one JSON object into [`Field`]s, keeping the keys' source order.
+//!
+//! `serde_json::Map` (without the `preserve_order` feature) sorts keys, so the
+//! object is deserialized with a visitor straight into a `Vec<Field>`. Keys
+//! that repeat the previous record's key at the same position reuse its
+//! `Arc<str>`, so a file whose lines share a shape allocates no key names.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+use serde_json::Value;
+
+use crate::{Field, FieldValue};
+
+/// The previous object's key names, for reuse.
+#[derive(Debug, Default)]
+pub(super) struct KeyCache {
+    previous: Vec<Arc<str>>,
+}
+
+/// Parses `bytes` as exactly one JSON object (surrounding whitespace allowed).
+///
+/// A duplicate key is an error: which value is meant would be a guess.
+pub(super) fn parse_object(
+    bytes: &[u8],
+    cache: &mut KeyCache,
+) -> Result<Vec<Field>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let fields = ObjectSeed { cache }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(fields)
+}
+
+/// Describes a parse error at a position given by `at(line, column)`, where
+/// line and column are serde_json's (relative to the parsed bytes).
+pub(super) fn describe_error(
+    err: &serde_json::Error,
+    at: impl FnOnce(u64, u64) -> String,
+) -> String {
+    let full = err.to_string();
+    // serde_json appends " at line L column C"; the caller knows the real
+    // position in the file, so replace it.
+    let suffix = format!(" at line {} column {}", err.line(), err.column());
+    let bare = full.strip_suffix(&suffix).unwrap_or(&full);
+    let position = at(err.line() as u64, err.column() as u64);
+    if err.is_syntax() || err.is_eof() {
+        format!("invalid JSON at {position}: {bare}")
+    } else {
+        format!("{bare} at {position}")
+    }
+}
+
+struct ObjectSeed<'c> {
+    cache: &'c mut KeyCache,
+}
+
+impl<'de> DeserializeSeed<'de> for ObjectSeed<'_> {
+    type Value = Vec<Field>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Vec<Field>, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ObjectSeed<'_> {
+    type Value = Vec<Field>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<Field>, A::Error> {
+        let mut fields: Vec<Field> = Vec::with_capacity(self.cache.previous.len());
+        loop {
+            let seed = KeySeed {
+                previous: self.cache.previous.get(fields.len()),
+            };
+            let Some(name) = map.next_key_seed(seed)? else {
+                break;
+            };
+            if is_duplicate(&fields, &name) {
+                return Err(de::Error::custom(format_args!("duplicate key `{name}`")));
+            }
+            let value: Value = map.next_value()?;
+            fields.push(Field {
+                name,
+                value: FieldValue::Json(value),
+            });
+        }
+        self.cache.previous.clear();
+        self.cache
+            .previous
+            .extend(fields.iter().map(|f| Arc::clone(&f.name)));
+        Ok(fields)
+    }
+}
+
+fn is_duplicate(fields: &[Field], name: &str) -> bool {
+    // Records have tens of keys; a linear scan beats hashing there. Past a few
+    // hundred keys it would go quadratic, so hash instead (1 MiB caps the size).
+    const LINEAR_LIMIT: usize = 64;
+    if fields.len() <= LINEAR_LIMIT {
+        return fields.iter().any(|f| &*f.name == name);
+    }
+    let seen: std::collections::HashSet<&str> = fields.iter().map(|f| &*f.name).collect();
+    seen.contains(name)
+}
+
+struct KeySeed<'p> {
+    previous: Option<&'p Arc<str>>,
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Arc<str>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Arc<str>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Arc<str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Arc<str>, E> {
+        match self.previous {
+            Some(previous) if &**previous == key => Ok(Arc::clone(previous)),
+            _ => Ok(Arc::from(key)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(fields: &[Field]) -> Vec<&str> {
+        fields.iter().map(|f| &*f.name).collect()
+    }
+
+    #[test]
+    fn keeps_source_order() {
+        let mut cache = KeyCache::default();
+        let fields = parse_object(br#"{"z": 1, "a": "x", "m": null}"#, &mut cache).unwrap();
+        assert_eq!(names(&fields), ["z", "a", "m"]);
+        assert_eq!(fields[1].value, FieldValue::Json(Value::from("x")));
+    }
+
+    #[test]
+    fn reuses_key_names_of_the_previous_object() {
+        let mut cache = KeyCache::default();
+        let first = parse_object(br#"{"id": 1, "email": "a"}"#, &mut cache).unwrap();
+        let second = parse_object(br#"{"id": 2, "name": "b"}"#, &mut cache).unwrap();
+        assert!(Arc::ptr_eq(&first[0].name, &second[0].name));
+        assert!(!Arc::ptr_eq(&first[1].name, &second[1].name));
+        assert_eq!(names(&second), ["id", "name"]);
+    }
+
+    #[test]
+    fn rejects_non_objects_duplicates_and_trailing_data() {
+        let mut cache = KeyCache::default();
+        for bad in [&b"[1]"[..], b"1", b"{\"a\":1,\"a\":2}", b"{} {}", b"{", b""] {
+            assert!(
+                parse_object(bad, &mut cache).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn handles_escaped_keys_and_many_keys() {
+        let mut cache = KeyCache::default();
+        let fields = parse_object(br#"{"a\"b": 1, "\u00e9": 2}"#, &mut cache).unwrap();
+        assert_eq!(names(&fields), ["a\"b", "é"]);
+
+        let many: Vec<String> = (0..200).map(|i| format!("\"k{i}\": {i}")).collect();
+        let text = format!("{{{}, \"k150\": 0}}", many.join(","));
+        let err = parse_object(text.as_bytes(), &mut cache).unwrap_err();
+        assert!(err.to_string().contains("duplicate key `k150`"));
+    }
+
+    #[test]
+    fn describes_errors_at_the_callers_position() {
+        let mut cache = KeyCache::default();
+        let err = parse_object(b"{\"a\" 1}", &mut cache).unwrap_err();
+        let text = describe_error(&err, |_, col| format!("column {col}"));
+        assert_eq!(text, "invalid JSON at column 6: expected `:`");
+
+        let err = parse_object(b"[]", &mut cache).unwrap_err();
+        let text = describe_error(&err, |_, col| format!("column {col}"));
+        assert!(
+            text.starts_with("invalid type: sequence, expected a JSON object at column"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! NDJSON (JSON Lines): one JSON object per line.
+
+use std::io::{BufRead, Read};
+use std::sync::Arc;
+
+use super::error::SourceError;
+use super::json_object::{KeyCache, describe_error, parse_object};
+use super::{Input, MAX_RECORD_BYTES, Step};
+use crate::{Location, Record, RecordError, RecordErrorKind};
+
+pub(super) struct NdjsonReader {
+    name: Arc<str>,
+    input: Input,
+    /// The current line (reused).
+    line_buf: Vec<u8>,
+    /// The number of lines read so far: the current line's number.
+    line: u64,
+    keys: KeyCache,
+}
+
+impl NdjsonReader {
+    /// Reads nothing yet: stdin must not block before the first `next`.
+    pub(super) fn new(name: Arc<str>, input: Input) -> Self {
+        Self {
+            name,
+            input,
+            line_buf: Vec::new(),
+            line: 0,
+            keys: KeyCache::default(),
+        }
+    }
+
+    pub(super) fn next_step(&mut self) -> Step {
+        loop {
+            self.line_buf.clear();
+            // Room for the limit plus `\r\n` and no more, so a huge line is
+            // never held; `read_until` retries on `Interrupted` itself.
+            let limit = MAX_RECORD_BYTES as u64 + 2;
+            let read = (&mut self.input)
+                .take(limit)
+                .read_until(b'\n', &mut self.line_buf);
+            match read {
+                Ok(0) => return Step::End,
+                Ok(_) => self.line += 1,
+                Err(err) => return Step::Fatal(SourceError::read(&self.name, self.line + 1, err)),
+            }
+            let location = Location {
+                source: Arc::clone(&self.name),
+                line: self.line,
+            };
+            let mut line = self.line_buf.as_slice();
+            let complete = line.ends_with(b"\n");
+            if complete {
+                line = line.strip_suffix(b"\n").unwrap_or(line);
+                line = line.strip_suffix(b"\r").unwrap_or(line);
+            }
+            if line.len() > MAX_RECORD_BYTES {
+                // Skip the rest of the line unbuffered, so that the next line
+                // is read from its start.
+                if !complete && let Err(err) = self.input.skip_until(b'\n') {
+                    return Step::Fatal(SourceError::read(&self.name, self.line, err));
+                }
+                let message = format!("line is longer than {MAX_RECORD_BYTES} bytes");
+                return Step::Bad(RecordError::new(
+                    location,
+                    RecordErrorKind::Malformed,
+                    message,
+                ));
+            }
+            if self.line == 1 {
+                line = line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line);
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return match parse_object(line, &mut self.keys) {
+                Ok(fields) => Step::Record(Record { location, fields }),
+                Err(err) => {
+                    let message = describe_error(&err, |_, column| format!("column {column}"));
+                    Step::Bad(RecordError::new(
+                        location,
+                        RecordErrorKind::Malformed,
+                        message,
+                    ))
+                }
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use serde_json::json;
+
+    use crate::FieldValue;
+    use crate::source::{MAX_RECORD_BYTES, Source, SourceFormat};
+
+    type Item = Result<(u64, serde_json::Value), (u64, String)>;
+
+    fn read_all(data: impl AsRef<[u8]>) -> Vec<Item> {
+        let mut source = Source::from_reader(
+            "t.ndjson",
+            SourceFormat::Ndjson,
+            Cursor::new(data.as_ref().to_vec()),
+        )
+        .unwrap();
+        let items = source
+            .by_ref()
+            .map(|item| match item {
+                Ok(record) => {
+                    let object = record
+                        .fields
+                        .iter()
+                        .map(|f| match &f.value {
+                            FieldValue::Json(value) => (f.name.to_string(), value.clone()),
+                            FieldValue::Text(text) => panic!("NDJSON gave text {text}"),
+                        })
+                        .collect();
+                    Ok((record.location.line, serde_json::Value::Object(object)))
+                }
+                Err(err) => Err((err.location.line, err.message)),
+            })
+            .collect();
+        assert!(source.take_fatal().is_none());
+        items
+    }
+
+    #[test]
+    fn reads_objects_skipping_blank_lines() {
+        let data = "\u{feff}{\"id\": 1}\n\n   \r\n{\"id\": 2, \"tags\": [\"a\"]}\r\n{\"id\":3}";
+        assert_eq!(
+            read_all(data),
+            [
+                Ok((1, json!({"id": 1}))),
+                Ok((4, json!({"id": 2, "tags": ["a"]}))),
+                Ok((5, json!({"id": 3}))),
+            ]
+        );
+    }
+
+    #[test]
+    fn keeps_key_order() {
+        let mut source = Source::from_reader(
+            "t",
+            SourceFormat::Ndjson,
+            Cursor::new("{\"z\":1,\"a\":2,\"m\":3}\n"),
+        )
+        .unwrap();
+        let record = source.next().unwrap().unwrap();
+        let names: Vec<&str> = record.fields.iter().map(|f| &*f.name).collect();
+        assert_eq!(names, ["z", "a", "m"]);
+    }
+
+    #[test]
+    fn bad_lines_are_malformed_and_reading_goes_on() {
+        let data = "{\"id\": 1}\n{\"id\": }\n[1, 2]\n\"text\"\n{\"a\":1} x\n{\"id\": 6}\n";
+        let items = read_all(data);
+        assert_eq!(items.len(), 6);
+        assert_eq!(
+            items[1],
+            Err((2, "invalid JSON at column 8: expected value".into()))
+        );
+        assert!(
+            matches!(&items[2], Err((3, m)) if m.contains("expected a JSON object")),
+            "{:?}",
+            items[2]
+        );
+        assert!(matches!(&items[3], Err((4, m)) if m.contains("expected a JSON object")));
+        assert!(matches!(&items[4], Err((5, m)) if m.contains("trailing characters")));
+        assert_eq!(items[5], Ok((6, json!({"id": 6}))));
+    }
+
+    #[test]
+    fn long_lines_are_skipped_without_losing_the_next_line() {
+        let long = format!("{{\"a\": \"{}\"}}", "x".repeat(MAX_RECORD_BYTES));
+        let data = format!("{long}\n{{\"id\": 2}}\n{long}");
+        let items = read_all(data);
+        assert_eq!(items.len(), 3);
+        assert!(matches!(&items[0], Err((1, m)) if m.contains("longer than")));
+        assert_eq!(items[1], Ok((2, json!({"id": 2}))));
+        assert!(matches!(&items[2], Err((3, _))));
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_limit_is_accepted() {
+        let prefix = "{\"a\": \"";
+        let suffix = "\"}";
+        let filler = "x".repeat(MAX_RECORD_BYTES - prefix.len() - suffix.len());
+        let line = format!("{prefix}{filler}{suffix}");
+        assert_eq!(line.len(), MAX_RECORD_BYTES);
+        for data in [format!("{line}\n"), line.clone(), format!("{line}\r\n")] {
+            let items = read_all(&data);
+            assert!(matches!(&items[..], [Ok((1, _))]), "{}", data.len());
+        }
+        for data in [
+            format!("{line} \n{{}}"),
+            format!("{line} \r\n{{}}"),
+            format!("{line} "),
+        ] {
+            let items = read_all(&data);
+            assert!(
+                matches!(&items[0], Err((1, m)) if m.contains("longer than")),
+                "{}",
+                data.len()
+            );
+            assert_eq!(items.len(), if data.ends_with('}') { 2 } else { 1 });
+        }
+    }
+}
