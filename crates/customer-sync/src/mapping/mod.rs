@@ -1,1 +1,506 @@
-//! Placeholder: being written.
+//! Mapping: how a source [`Record`] becomes a Segment identify call.
+//!
+//! A [`Mapping`] is resolved once per input, from the input's header and an
+//! optional mapping file ([`MappingSpec`]), and then [applied](Mapping::apply)
+//! to every record. Everything that can be checked without records (unknown
+//! keys, a column the header lacks, two columns writing one trait, no
+//! identity column) fails in [`Mapping::new`] with a [`MappingError`], before
+//! any record is read; a bad value fails only its record, with a
+//! [`RecordError`] naming the line and column.
+//!
+//! # Default mapping (no mapping file)
+//!
+//! Column names are matched ignoring case, `_`, `-`, `.` and spaces, so
+//! `First Name`, `first_name` and `firstName` are the same.
+//!
+//! - **Identity.** `userId` comes from the first of these present: `user_id`,
+//!   `customer_id`, `id`, `uid`, `external_id`, `account_id`, `contact_id`,
+//!   `member_id`; `anonymousId` from `anonymous_id`. At least one is
+//!   required. Identity columns are not also sent as traits (so an `id`
+//!   column used as the identity is not the `id` trait).
+//! - **Reserved traits.** `first_name`/`given_name` → `firstName`;
+//!   `last_name`/`surname`/`family_name` → `lastName`; `email`/`email_address`;
+//!   `phone`/`phone_number`; `name`/`full_name`; `title`/`job_title`;
+//!   `username`; `website`; `avatar`/`avatar_url`; `description`; `gender`;
+//!   `id`; `age` (integer); `birthday`/`birth_date`/`date_of_birth`/`dob`
+//!   (timestamp); `created_at`/`signup_date`/`signed_up_at` → `createdAt`
+//!   (timestamp). Address parts, also with an `address_` prefix:
+//!   `street`/`street_address`/`address` → `address.street`, `city`, `state`,
+//!   `postal_code`/`postcode`/`zip`/`zip_code` → `address.postalCode`,
+//!   `country`. Company: `company`/`company_name` → `company.name`,
+//!   `company_id`, `industry`/`company_industry`,
+//!   `employee_count`/`company_employee_count` → `company.employee_count`
+//!   (integer; Segment spells it in snake_case), `company_plan`.
+//!   If two columns would write the same trait, the first in the header gets
+//!   it and the later one is sent under its own name.
+//! - **Everything else** is a custom trait under the column's own name, with
+//!   the value as the source gave it: CSV text stays a string, JSON stays JSON.
+//! - **Empty values** (empty or blank text, JSON `null`, an empty JSON string)
+//!   are left out, so Segment keeps what it has.
+//!
+//! `segment-sync mapping --print <SOURCE>` prints this resolved mapping
+//! ([`Mapping::describe`]) and an equivalent mapping file
+//! ([`Mapping::to_toml`]) to start from.
+//!
+//! # Mapping file
+//!
+//! A TOML file passed with `--mapping`. Every table is optional; unknown keys
+//! are errors, reported with their line and column. A complete example:
+//!
+//! ```toml
+//! # Which columns identify the customer. Without this table the identity is
+//! # detected by name as above. Name one or both; when both are set, a record
+//! # needs at least one of them non-empty.
+//! [identity]
+//! user_id = "Customer ID"
+//! # anonymous_id = "Visitor"
+//!
+//! [options]
+//! unmapped = "custom"  # columns not under [columns]: "custom" (default rules) or "drop"
+//! null = "omit"        # empty values: "omit" the trait, or send "null" to unset it
+//! duplicates = "last"  # one identity twice in an input: "last", "first" or "error"
+//!
+//! # One entry per column, keyed by its exact header name. A string is the trait
+//! # path; a table may set `trait`, `type`, `format`, `null`, or `drop = true`.
+//! [columns]
+//! "E-mail" = "email"
+//! "First Name" = "firstName"
+//! signup = { trait = "createdAt", format = "%d/%m/%Y %H:%M" }
+//! seats = { trait = "company.employee_count", type = "integer" }
+//! plan = "billing.plan"                      # any dotted path nests
+//! mrr = { trait = "billing.mrr", type = "float" }
+//! newsletter = { type = "boolean" }          # trait by the default rules
+//! phone = { null = "null" }                  # an empty phone unsets it
+//! internal_notes = { drop = true }
+//!
+//! # The long form of an entry, handy for many settings.
+//! [columns."Lifetime Value"]
+//! trait = "ltv"
+//! type = "float"
+//!
+//! # Sent with every record; any TOML value, nested tables nest.
+//! [constants]
+//! source = "crm-export"
+//! billing.currency = "EUR"
+//! ```
+//!
+//! Column settings:
+//!
+//! | key      | meaning | default |
+//! |----------|---------|---------|
+//! | `trait`  | trait path; dots nest (`address.city` → `{"address":{"city":..}}`); use Segment's wire names (`firstName`, `createdAt`, `company.employee_count`) | the default rules' trait for the column name |
+//! | `type`   | `string`, `integer`, `float`, `boolean` (true/false, yes/no, 1/0, any case), `timestamp` (sent as `YYYY-MM-DDTHH:MM:SSZ`; accepts RFC 3339 with any offset, `YYYY-MM-DD HH:MM:SS` as UTC, `YYYY-MM-DD`, unix seconds), `json` (text parsed as JSON) | the reserved trait's type (`age`, `company.employee_count`: integer; `birthday`, `createdAt`: timestamp; other reserved traits: string); custom traits are sent as the source gave them |
+//! | `format` | strftime format for a timestamp (`%d/%m/%Y`); implies `type = "timestamp"`; without `%z` the time is UTC | the forms above |
+//! | `null`   | `omit` or `null` for this column's empty values | `[options] null` |
+//! | `drop`   | `true` to never send this column | `false` |
+//!
+//! Rules: a column named under `[columns]` or `[identity]` must be in the
+//! header (for NDJSON, the first record's keys; a later record without it
+//! just lacks the value). Each trait path is written by one column or
+//! constant only; a path inside another (`billing` and `billing.plan`)
+//! counts as the same. A column may be both the identity and a trait when it
+//! is also listed under `[columns]`. Record keys outside the header follow
+//! `unmapped`.
+//!
+//! Values that do not convert fail their record as `invalid_value` (for
+//! example `"abc" is not an integer`); a missing or empty identity fails it
+//! as `missing_identity`.
+
+mod apply;
+mod convert;
+mod error;
+mod infer;
+mod render;
+mod spec;
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{Map, Value};
+
+pub use apply::MappedCustomer;
+pub use error::MappingError;
+pub use spec::{DuplicatePolicy, MappingSpec, NullPolicy, UnmappedPolicy, ValueType};
+
+use infer::{TraitPath, default_path, display, implied_type, literal, normalize};
+use spec::{ColumnSetting, overlaps};
+
+#[cfg(doc)]
+use crate::{Record, RecordError};
+
+/// A mapping resolved for one header: what each column becomes, the identity
+/// columns, the options and the constant traits.
+///
+/// Building one does all the name matching; [`apply`](Self::apply) then looks
+/// a field's rule up by its position (records of one CSV file share the
+/// header's order), checking the name, and only falls back to a name lookup
+/// when the position does not match. It holds no interior mutability, so it
+/// is `Send + Sync` and can be shared by reference across threads.
+///
+/// # Example
+/// ```
+/// use customer_sync::mapping::Mapping;
+/// use customer_sync::{Field, FieldValue, Location, Record};
+///
+/// let header = ["customer_id", "E-mail", "zip", "plan"];
+/// let mapping = Mapping::new(None, &header)?; // the default rules
+///
+/// let record = Record {
+///     location: Location::new("customers.csv", 2),
+///     fields: header
+///         .iter()
+///         .zip(["c1", "ada@example.com", "N1 9GU", "pro"])
+///         .map(|(name, value)| Field {
+///             name: (*name).into(),
+///             value: FieldValue::Text(value.into()),
+///         })
+///         .collect(),
+/// };
+/// let customer = mapping.apply(&record)?;
+/// assert_eq!(customer.identity.user_id(), Some("c1"));
+/// assert_eq!(
+///     serde_json::Value::Object(customer.traits),
+///     serde_json::json!({
+///         "email": "ada@example.com",
+///         "address": {"postalCode": "N1 9GU"},
+///         "plan": "pro",
+///     })
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    /// One per header column, in header order.
+    columns: Vec<Column>,
+    by_name: HashMap<Box<str>, usize>,
+    user_id: Option<usize>,
+    anonymous_id: Option<usize>,
+    unmapped: UnmappedPolicy,
+    null: NullPolicy,
+    duplicates: DuplicatePolicy,
+    /// Constant traits as leaves, for `describe` and `to_toml`.
+    constants: Vec<(TraitPath, Value)>,
+    /// Constant traits, nested: every record's traits start as a copy.
+    base: Map<String, Value>,
+    /// Paths written by header columns and constants, and their proper
+    /// prefixes: record keys outside the header must not collide with them.
+    taken: HashSet<TraitPath>,
+    taken_prefixes: HashSet<TraitPath>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Column {
+    name: Box<str>,
+    user_id: bool,
+    anonymous_id: bool,
+    action: Action,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Action {
+    /// An identity column that is not also a trait.
+    IdentityOnly,
+    Drop(DropReason),
+    Trait(Rule),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum DropReason {
+    File,
+    Unmapped,
+    EmptyName,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Rule {
+    path: TraitPath,
+    ty: Option<ValueType>,
+    format: Option<Box<str>>,
+    null: NullPolicy,
+}
+
+impl Mapping {
+    /// Resolves `spec` (or, with `None`, the default rules) for an input whose
+    /// header is `columns`. For NDJSON, pass the first record's keys.
+    ///
+    /// # Errors
+    /// A [`MappingError`] when no identity column is found (naming the
+    /// columns looked for, with a hint to use a mapping file), when the
+    /// header names a column twice, when a column named in the mapping file
+    /// is not in the header, or when two columns would write the same trait.
+    /// Errors name the mapping file and line when there is one.
+    pub fn new(spec: Option<&MappingSpec>, columns: &[&str]) -> Result<Mapping, MappingError> {
+        let defaults = MappingSpec::default();
+        let spec = spec.unwrap_or(&defaults);
+
+        let mut by_name: HashMap<Box<str>, usize> = HashMap::with_capacity(columns.len());
+        for (i, name) in columns.iter().enumerate() {
+            if by_name.insert((*name).into(), i).is_some() {
+                return Err(spec
+                    .error(format!("column `{name}` appears twice in the header"), None)
+                    .with_hint("rename one of them; the mapping cannot tell them apart"));
+            }
+        }
+        let find = |name: &str, pos, what: &str| {
+            by_name.get(name).copied().ok_or_else(|| {
+                spec.error(format!("{what} `{name}` is not in the header"), pos)
+                    .with_hint(header_hint(name, columns))
+            })
+        };
+
+        let (user_id, anonymous_id) = match &spec.identity {
+            Some(identity) => (
+                identity
+                    .user_id
+                    .as_ref()
+                    .map(|n| find(&n.name, n.pos, "identity column"))
+                    .transpose()?,
+                identity
+                    .anonymous_id
+                    .as_ref()
+                    .map(|n| find(&n.name, n.pos, "identity column"))
+                    .transpose()?,
+            ),
+            None => {
+                let user = infer::find_identity(columns, infer::USER_ID_COLUMNS);
+                let anonymous = infer::find_identity(columns, infer::ANONYMOUS_ID_COLUMNS);
+                if user.is_none() && anonymous.is_none() {
+                    return Err(no_identity(spec, columns));
+                }
+                (user, anonymous)
+            }
+        };
+
+        // Paths are claimed in priority order: constants, then the mapping
+        // file's columns, then the default rules in header order.
+        let mut claimed: Vec<(TraitPath, String)> = spec
+            .constants
+            .iter()
+            .map(|(path, _)| (path.clone(), format!("constant `{}`", display(path))))
+            .collect();
+        let mut actions: Vec<Option<Action>> = vec![None; columns.len()];
+        for entry in &spec.columns {
+            let i = find(&entry.name, entry.pos, "column")?;
+            actions[i] = Some(match &entry.setting {
+                ColumnSetting::Drop => Action::Drop(DropReason::File),
+                ColumnSetting::Map {
+                    path,
+                    ty,
+                    format,
+                    null,
+                } => {
+                    let path = path.clone().unwrap_or_else(|| default_path(&entry.name));
+                    if let Some((_, owner)) = claimed.iter().find(|(p, _)| overlaps(p, &path)) {
+                        return Err(spec
+                            .error(
+                                format!(
+                                    "column `{}` and {owner} both write trait `{}`",
+                                    entry.name,
+                                    display(&path)
+                                ),
+                                entry.pos,
+                            )
+                            .with_hint("map each trait path from one column only"));
+                    }
+                    claimed.push((path.clone(), format!("column `{}`", entry.name)));
+                    Rule {
+                        ty: ty.or_else(|| implied_type(&path)),
+                        path,
+                        format: format.clone(),
+                        null: null.unwrap_or(spec.null),
+                    }
+                    .into()
+                }
+            });
+        }
+
+        let mut resolved = Vec::with_capacity(columns.len());
+        for (i, (name, action)) in columns.iter().zip(actions).enumerate() {
+            let is_identity = Some(i) == user_id || Some(i) == anonymous_id;
+            let action = match action {
+                Some(action) => action,
+                None if is_identity => Action::IdentityOnly,
+                None if name.trim().is_empty() => Action::Drop(DropReason::EmptyName),
+                None if spec.unmapped == UnmappedPolicy::Drop => Action::Drop(DropReason::Unmapped),
+                None => {
+                    let rule = default_rule(name, spec.null, |path| {
+                        claimed.iter().any(|(p, _)| overlaps(p, path))
+                    })
+                    .map_err(|path| {
+                        let owner = claimed
+                            .iter()
+                            .find(|(p, _)| overlaps(p, &path))
+                            .map_or_else(String::new, |(_, o)| o.clone());
+                        spec.error(
+                            format!(
+                                "column `{name}` cannot be mapped: {owner} already writes trait `{}`",
+                                display(&path)
+                            ),
+                            None,
+                        )
+                        .with_hint(format!(
+                            "map or drop `{name}` under [columns] in a mapping file"
+                        ))
+                    })?;
+                    claimed.push((rule.path.clone(), format!("column `{name}`")));
+                    Action::Trait(rule)
+                }
+            };
+            resolved.push(Column {
+                name: (*name).into(),
+                user_id: Some(i) == user_id,
+                anonymous_id: Some(i) == anonymous_id,
+                action,
+            });
+        }
+
+        let mut base = Map::new();
+        for (path, value) in &spec.constants {
+            // Constant paths were checked not to overlap, so this cannot fail.
+            apply::insert(&mut base, path, value.clone());
+        }
+        let mut taken = HashSet::new();
+        let mut taken_prefixes = HashSet::new();
+        for (path, _) in claimed {
+            for n in 1..path.len() {
+                taken_prefixes.insert(TraitPath::from(&path[..n]));
+            }
+            taken.insert(path);
+        }
+        Ok(Mapping {
+            columns: resolved,
+            by_name,
+            user_id,
+            anonymous_id,
+            unmapped: spec.unmapped,
+            null: spec.null,
+            duplicates: spec.duplicates,
+            constants: spec.constants.clone(),
+            base,
+            taken,
+            taken_prefixes,
+        })
+    }
+
+    /// The duplicate-identity policy (`[options] duplicates`), for the sync engine.
+    pub fn duplicates(&self) -> DuplicatePolicy {
+        self.duplicates
+    }
+
+    /// The default null policy (`[options] null`); columns may override it.
+    pub fn null_policy(&self) -> NullPolicy {
+        self.null
+    }
+
+    /// What happens to columns and record keys the mapping file does not name.
+    pub fn unmapped(&self) -> UnmappedPolicy {
+        self.unmapped
+    }
+
+    /// Whether `path` collides with a trait a header column or constant writes.
+    fn is_taken(&self, path: &[Box<str>]) -> bool {
+        self.taken.contains(path)
+            || self.taken_prefixes.contains(path)
+            || (1..path.len()).any(|n| self.taken.contains(&path[..n]))
+    }
+}
+
+impl From<Rule> for Action {
+    fn from(rule: Rule) -> Self {
+        Action::Trait(rule)
+    }
+}
+
+/// The default rule for a column: its reserved trait, or its own name when
+/// that trait is taken (`is_taken`). Fails with the path when both are taken.
+fn default_rule(
+    name: &str,
+    null: NullPolicy,
+    is_taken: impl Fn(&[Box<str>]) -> bool,
+) -> Result<Rule, TraitPath> {
+    let mut path = default_path(name);
+    if is_taken(&path) {
+        let own = literal(name);
+        if is_taken(&own) {
+            return Err(path);
+        }
+        path = own;
+    }
+    Ok(Rule {
+        ty: implied_type(&path),
+        path,
+        format: None,
+        null,
+    })
+}
+
+/// Suggests the header column a misspelt name probably meant, or lists the header.
+fn header_hint(name: &str, columns: &[&str]) -> String {
+    let wanted = normalize(name);
+    if let Some(close) = columns.iter().find(|c| normalize(c) == wanted) {
+        return format!("the header has `{close}`; names must match exactly");
+    }
+    format!("the header's columns are: {}", list(columns))
+}
+
+fn list(columns: &[&str]) -> String {
+    const SHOWN: usize = 20;
+    let mut out = columns
+        .iter()
+        .take(SHOWN)
+        .map(|c| format!("`{c}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if columns.len() > SHOWN {
+        out.push_str(&format!(" and {} more", columns.len() - SHOWN));
+    }
+    if out.is_empty() {
+        out.push_str("(none)");
+    }
+    out
+}
+
+fn no_identity(spec: &MappingSpec, columns: &[&str]) -> MappingError {
+    let names = |candidates: &[&str]| {
+        candidates
+            .iter()
+            .map(|c| {
+                let camel = camel_case(c);
+                if camel == *c {
+                    format!("`{c}`")
+                } else {
+                    format!("`{c}`/`{camel}`")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    spec.error(
+        format!(
+            "no identity column: looked for {} (userId) and {} (anonymousId), ignoring case, `_`, `-` and spaces; the header has {}",
+            names(infer::USER_ID_COLUMNS),
+            names(infer::ANONYMOUS_ID_COLUMNS),
+            list(columns)
+        ),
+        None,
+    )
+    .with_hint("name the identity column in a mapping file passed with --mapping: [identity] user_id = \"<column>\"")
+}
+
+fn camel_case(snake: &str) -> String {
+    let mut out = String::with_capacity(snake.len());
+    let mut upper = false;
+    for c in snake.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,242 @@
+//! Applying a resolved [`Mapping`] to one record.
+
+use serde_json::map::Entry;
+use serde_json::{Map, Value};
+
+use segment_client::{IdentifyParams, Identity, UserTraits};
+
+use super::convert::convert;
+use super::infer::display;
+use super::{Action, Mapping, NullPolicy, Rule, UnmappedPolicy, default_rule};
+use crate::{Field, FieldValue, Record, RecordError, RecordErrorKind};
+
+/// One record, mapped: who it is about and the traits to send.
+///
+/// # Example
+/// ```
+/// use customer_sync::mapping::MappedCustomer;
+/// use segment_client::Identity;
+///
+/// let mut traits = serde_json::Map::new();
+/// traits.insert("email".into(), "ada@example.com".into());
+/// let params = MappedCustomer { identity: Identity::user("c1"), traits }.into_params();
+/// assert_eq!(params.traits.custom["email"], "ada@example.com");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappedCustomer {
+    /// The customer's `userId` and/or `anonymousId`.
+    pub identity: Identity,
+    /// The traits in Segment's wire form: wire names (`firstName`,
+    /// `company.employee_count`), nested objects for dotted paths, `null`
+    /// for traits to unset.
+    pub traits: Map<String, Value>,
+}
+
+impl MappedCustomer {
+    /// The identify parameters for this customer.
+    ///
+    /// The traits go into [`UserTraits::custom`] under their wire names,
+    /// reserved ones included: they serialise identically to the typed
+    /// fields without a conversion per record.
+    pub fn into_params(self) -> IdentifyParams {
+        let traits = UserTraits {
+            custom: self.traits,
+            ..UserTraits::default()
+        };
+        IdentifyParams::new(self.identity).with_traits(traits)
+    }
+}
+
+impl Mapping {
+    /// Maps one record to an identity and its traits.
+    ///
+    /// # Errors
+    /// A [`RecordError`] at `record.location`, naming the column:
+    /// [`MissingIdentity`](RecordErrorKind::MissingIdentity) when every
+    /// identity column is absent or empty;
+    /// [`InvalidValue`](RecordErrorKind::InvalidValue) when a value does not
+    /// convert to its type (`"abc" is not an integer`), when an identity value
+    /// is not a string or number, or when a record key outside the header
+    /// would write a trait another column already writes.
+    pub fn apply(&self, record: &Record) -> Result<MappedCustomer, RecordError> {
+        let mut traits = self.base.clone();
+        let mut user_id = Slot::Absent;
+        let mut anonymous_id = Slot::Absent;
+        for (i, field) in record.fields.iter().enumerate() {
+            // Same position and name as the header: the common case for CSV,
+            // one string comparison instead of a hash lookup.
+            let column = match self.columns.get(i) {
+                Some(c) if *c.name == *field.name => Some(c),
+                _ => self.by_name.get(&*field.name).map(|&j| &self.columns[j]),
+            };
+            let Some(column) = column else {
+                self.apply_unknown(record, field, &mut traits)?;
+                continue;
+            };
+            if column.user_id {
+                user_id = identity_value(record, field)?;
+            }
+            if column.anonymous_id {
+                anonymous_id = identity_value(record, field)?;
+            }
+            if let Action::Trait(rule) = &column.action {
+                put(record, field, rule, &mut traits)?;
+            }
+        }
+        let identity = match (user_id, anonymous_id) {
+            (Slot::Value(user_id), Slot::Value(anonymous_id)) => Identity::Both {
+                user_id,
+                anonymous_id,
+            },
+            (Slot::Value(id), _) => Identity::UserId(id),
+            (_, Slot::Value(id)) => Identity::AnonymousId(id),
+            (user, anonymous) => return Err(self.missing_identity(record, user, anonymous)),
+        };
+        Ok(MappedCustomer { identity, traits })
+    }
+
+    /// A record key the header did not have (NDJSON): the unmapped policy
+    /// with the default rules, computed on the spot. That is a few string
+    /// comparisons, rare enough not to need a cache.
+    fn apply_unknown(
+        &self,
+        record: &Record,
+        field: &Field,
+        traits: &mut Map<String, Value>,
+    ) -> Result<(), RecordError> {
+        if self.unmapped == UnmappedPolicy::Drop || field.name.trim().is_empty() {
+            return Ok(());
+        }
+        let rule = default_rule(&field.name, self.null, |p| self.is_taken(p)).map_err(|path| {
+            RecordError::new(
+                record.location.clone(),
+                RecordErrorKind::InvalidValue,
+                format!(
+                    "key is not in the header and trait `{}` is already mapped from another column",
+                    display(&path)
+                ),
+            )
+            .with_field(&*field.name)
+        })?;
+        put(record, field, &rule, traits)
+    }
+
+    fn missing_identity(&self, record: &Record, user: Slot, anonymous: Slot) -> RecordError {
+        let name = |i: Option<usize>| i.map(|i| &*self.columns[i].name);
+        let (field, message) = match (name(self.user_id), name(self.anonymous_id)) {
+            (Some(u), Some(a)) => (
+                u,
+                format!(
+                    "no identity: `{u}` is {} and `{a}` is {}",
+                    user.what(),
+                    anonymous.what()
+                ),
+            ),
+            (Some(u), None) => (u, format!("identity column `{u}` is {}", user.what())),
+            (None, Some(a)) => (a, format!("identity column `{a}` is {}", anonymous.what())),
+            // `Mapping::new` refuses a header without an identity column;
+            // answer with a record error rather than a panic all the same.
+            (None, None) => ("", "no identity column".to_owned()),
+        };
+        RecordError::new(
+            record.location.clone(),
+            RecordErrorKind::MissingIdentity,
+            message,
+        )
+        .with_field(field)
+    }
+}
+
+/// An identity column's value in one record.
+enum Slot {
+    Absent,
+    Empty,
+    Value(String),
+}
+
+impl Slot {
+    fn what(&self) -> &'static str {
+        match self {
+            Slot::Absent => "missing",
+            _ => "empty",
+        }
+    }
+}
+
+fn identity_value(record: &Record, field: &Field) -> Result<Slot, RecordError> {
+    let id = match &field.value {
+        FieldValue::Text(text) => text.trim(),
+        FieldValue::Json(Value::String(text)) => text.trim(),
+        FieldValue::Json(Value::Null) => "",
+        // NDJSON ids are often numbers; Segment wants strings.
+        FieldValue::Json(Value::Number(n)) => return Ok(Slot::Value(n.to_string())),
+        FieldValue::Json(other) => {
+            return Err(RecordError::new(
+                record.location.clone(),
+                RecordErrorKind::InvalidValue,
+                format!("an identity must be a string or a number, not {other}"),
+            )
+            .with_field(&*field.name));
+        }
+    };
+    Ok(if id.is_empty() {
+        Slot::Empty
+    } else {
+        Slot::Value(id.to_owned())
+    })
+}
+
+fn put(
+    record: &Record,
+    field: &Field,
+    rule: &Rule,
+    traits: &mut Map<String, Value>,
+) -> Result<(), RecordError> {
+    let error = |kind, message: String| {
+        RecordError::new(record.location.clone(), kind, message).with_field(&*field.name)
+    };
+    let value = if field.value.is_empty() {
+        match rule.null {
+            NullPolicy::Omit => return Ok(()),
+            NullPolicy::Null => Value::Null,
+        }
+    } else {
+        convert(&field.value, rule.ty, rule.format.as_deref())
+            .map_err(|message| error(RecordErrorKind::InvalidValue, message))?
+    };
+    if insert(traits, &rule.path, value) {
+        Ok(())
+    } else {
+        // Only reachable when a record repeats a key, or a key outside the
+        // header collides with another such key: header paths never overlap.
+        Err(error(
+            RecordErrorKind::InvalidValue,
+            format!("trait `{}` is set twice", display(&rule.path)),
+        ))
+    }
+}
+
+/// Inserts `value` at `path`, creating nested objects; `false` (and no change
+/// at the leaf) if the place is already taken.
+pub(super) fn insert(map: &mut Map<String, Value>, path: &[Box<str>], value: Value) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut map = map;
+    for segment in parents {
+        if !map.contains_key(&**segment) {
+            map.insert(segment.to_string(), Value::Object(Map::new()));
+        }
+        match map.get_mut(&**segment) {
+            Some(Value::Object(inner)) => map = inner,
+            _ => return false,
+        }
+    }
+    match map.entry(last.to_string()) {
+        Entry::Vacant(slot) => {
+            slot.insert(value);
+            true
+        }
+        Entry::Occupied(_) => false,
+    }
+}

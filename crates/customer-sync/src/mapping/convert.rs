@@ -1,0 +1,517 @@
+//! Value types: turning a field's value into the JSON a trait is sent as.
+//!
+//! Conversions only ever see non-empty values; emptiness is the null policy's
+//! business. Errors are the human part of a `RecordError` message, such as
+//! `"abc" is not an integer`.
+
+use chrono::format::{Item, StrftimeItems};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use serde_json::{Number, Value};
+
+use super::ValueType;
+use crate::FieldValue;
+
+/// Converts `value` to `ty`; `None` sends it as the source gave it (CSV text
+/// as a string, JSON as JSON).
+pub(super) fn convert(
+    value: &FieldValue,
+    ty: Option<ValueType>,
+    format: Option<&str>,
+) -> Result<Value, String> {
+    let Some(ty) = ty else {
+        return Ok(match value {
+            FieldValue::Text(text) => Value::String(text.clone()),
+            FieldValue::Json(json) => json.clone(),
+        });
+    };
+    match value {
+        FieldValue::Text(text) => from_text(text, ty, format),
+        FieldValue::Json(json) => from_json(json, ty, format),
+    }
+}
+
+fn from_text(text: &str, ty: ValueType, format: Option<&str>) -> Result<Value, String> {
+    // Typed values tolerate the padding spreadsheets leave around cells;
+    // strings are sent verbatim.
+    let trimmed = text.trim();
+    match ty {
+        ValueType::String => Ok(Value::String(text.to_owned())),
+        ValueType::Integer => integer(trimmed).ok_or_else(|| not_a(text, "an integer")),
+        ValueType::Float => float(trimmed).ok_or_else(|| not_a(text, "a number")),
+        ValueType::Boolean => boolean(trimmed).ok_or_else(|| {
+            format!(
+                "{} is not a boolean (expected true/false, yes/no or 1/0)",
+                quoted(text)
+            )
+        }),
+        ValueType::Timestamp => timestamp(trimmed, format).map(Value::String),
+        ValueType::Json => serde_json::from_str(trimmed)
+            .map_err(|e| format!("{} is not valid JSON: {e}", quoted(text))),
+    }
+}
+
+fn from_json(json: &Value, ty: ValueType, format: Option<&str>) -> Result<Value, String> {
+    // A JSON string holds text, typed like a CSV cell; other JSON values are
+    // accepted where they already are the type asked for.
+    if let Value::String(text) = json {
+        return from_text(text, ty, format);
+    }
+    let ok = match (ty, json) {
+        (ValueType::String, Value::Array(_) | Value::Object(_)) => {
+            Some(Value::String(json.to_string()))
+        }
+        (ValueType::String, Value::Number(n)) => Some(Value::String(n.to_string())),
+        (ValueType::String, Value::Bool(b)) => Some(Value::String(b.to_string())),
+        (ValueType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => Some(json.clone()),
+        (ValueType::Integer, Value::Number(n)) => n.as_f64().and_then(whole).map(Value::from),
+        (ValueType::Float, Value::Number(_)) | (ValueType::Boolean, Value::Bool(_)) => {
+            Some(json.clone())
+        }
+        (ValueType::Boolean, Value::Number(n)) => match n.as_u64() {
+            Some(0) => Some(Value::Bool(false)),
+            Some(1) => Some(Value::Bool(true)),
+            _ => None,
+        },
+        (ValueType::Timestamp, Value::Number(n)) => {
+            return n
+                .as_f64()
+                .and_then(from_unix)
+                .map(Value::String)
+                .ok_or_else(|| format!("{n} is out of range for a unix timestamp"));
+        }
+        (ValueType::Json, _) => Some(json.clone()),
+        _ => None,
+    };
+    ok.ok_or_else(|| {
+        let what = match ty {
+            ValueType::String => "a string",
+            ValueType::Integer => "an integer",
+            ValueType::Float => "a number",
+            ValueType::Boolean => "a boolean",
+            ValueType::Timestamp => "a timestamp",
+            ValueType::Json => "JSON",
+        };
+        format!("{} is not {what}", shorten(&json.to_string()))
+    })
+}
+
+fn integer(text: &str) -> Option<Value> {
+    if let Ok(n) = text.parse::<i64>() {
+        return Some(n.into());
+    }
+    if let Ok(n) = text.parse::<u64>() {
+        return Some(n.into());
+    }
+    // Spreadsheets export whole numbers as `12.0`; accept those, nothing fractional.
+    text.parse::<f64>().ok().and_then(whole).map(Value::from)
+}
+
+/// `f` as an integer, if it is a whole number that a double holds exactly.
+fn whole(f: f64) -> Option<i64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    (f.fract() == 0.0 && f.abs() <= EXACT).then_some(f as i64)
+}
+
+fn float(text: &str) -> Option<Value> {
+    // `parse` accepts `inf` and `NaN`, which JSON cannot carry.
+    let f = text.parse::<f64>().ok().filter(|f| f.is_finite())?;
+    Number::from_f64(f).map(Value::Number)
+}
+
+fn boolean(text: &str) -> Option<Value> {
+    const TRUE: [&str; 3] = ["true", "yes", "1"];
+    const FALSE: [&str; 3] = ["false", "no", "0"];
+    if TRUE.iter().any(|t| text.eq_ignore_ascii_case(t)) {
+        Some(Value::Bool(true))
+    } else if FALSE.iter().any(|f| text.eq_ignore_ascii_case(f)) {
+        Some(Value::Bool(false))
+    } else {
+        None
+    }
+}
+
+/// Parses a timestamp and renders it as ISO-8601 UTC (`2024-05-01T12:00:00Z`,
+/// with milliseconds only when the input had a fraction of a second).
+fn timestamp(text: &str, format: Option<&str>) -> Result<String, String> {
+    if let Some(format) = format {
+        return with_format(text, format)
+            .map(render)
+            .ok_or_else(|| format!("{} does not match format {format:?}", quoted(text)));
+    }
+    if looks_numeric(text) {
+        return text
+            .parse::<f64>()
+            .ok()
+            .and_then(from_unix)
+            .ok_or_else(|| format!("{} is out of range for a unix timestamp", quoted(text)));
+    }
+    parse_default(text).map(render).ok_or_else(|| {
+        format!(
+            "{} is not a timestamp (expected RFC 3339, YYYY-MM-DD HH:MM:SS, YYYY-MM-DD or unix seconds)",
+            quoted(text)
+        )
+    })
+}
+
+/// Parses the default forms: `YYYY-MM-DD`, optionally followed by `T` or a
+/// space, `HH:MM:SS`, a fraction, and `Z` or an offset (`+02:00`, `+0200`);
+/// without an offset the time is UTC.
+///
+/// Hand-written because chrono's strftime parser re-reads its format string
+/// on every call, which made a timestamp cost more than the rest of a record.
+fn parse_default(text: &str) -> Option<DateTime<Utc>> {
+    let b = text.as_bytes();
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(
+        number(&b[..4])? as i32,
+        number(&b[5..7])?,
+        number(&b[8..10])?,
+    )?;
+    if b.len() == 10 {
+        return date.and_hms_opt(0, 0, 0).map(|dt| dt.and_utc());
+    }
+    if b.len() < 19 || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (hour, minute, second) = (
+        number(&b[11..13])?,
+        number(&b[14..16])?,
+        number(&b[17..19])?,
+    );
+    let mut rest = &b[19..];
+    let mut nanos = 0;
+    if let [b'.', tail @ ..] = rest {
+        let digits = tail.iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        // Nanoseconds: the first nine digits, scaled; any further digits are below precision.
+        let kept = digits.min(9);
+        nanos = number(&tail[..kept])? * 10u32.pow(9 - kept as u32);
+        rest = &tail[digits..];
+    }
+    let offset_minutes = match rest {
+        [] | [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] | [sign @ (b'+' | b'-'), h1, h2, m1, m2] => {
+            let (h, m) = (number(&[*h1, *h2])?, number(&[*m1, *m2])?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let minutes = (h * 60 + m) as i64;
+            if *sign == b'-' { -minutes } else { minutes }
+        }
+        _ => return None,
+    };
+    let local = date.and_hms_nano_opt(hour, minute, second, nanos)?;
+    Some(local.and_utc() - chrono::TimeDelta::minutes(offset_minutes))
+}
+
+/// The value of a run of ASCII digits.
+fn number(digits: &[u8]) -> Option<u32> {
+    digits.iter().try_fold(0u32, |n, &c| {
+        c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+    })
+}
+
+/// Parses with a user's strftime `format`: with an offset if it has one,
+/// else as UTC, else as a date at midnight UTC.
+fn with_format(text: &str, format: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_str(text, format)
+        .map(|dt| dt.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            NaiveDateTime::parse_from_str(text, format)
+                .ok()
+                .map(|dt| dt.and_utc())
+        })
+        .or_else(|| {
+            NaiveDate::parse_from_str(text, format)
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|dt| dt.and_utc())
+        })
+}
+
+/// Whether a strftime format string is well formed.
+pub(super) fn valid_format(format: &str) -> bool {
+    !format.is_empty() && StrftimeItems::new(format).all(|item| !matches!(item, Item::Error))
+}
+
+fn looks_numeric(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && digits.bytes().filter(|&b| b == b'.').count() <= 1
+        && digits.bytes().any(|b| b.is_ascii_digit())
+}
+
+fn from_unix(seconds: f64) -> Option<String> {
+    if !seconds.is_finite() {
+        return None;
+    }
+    let whole = seconds.floor();
+    let nanos = ((seconds - whole) * 1e9).round().min(999_999_999.0) as u32;
+    if whole.abs() > 1e15 {
+        return None;
+    }
+    DateTime::from_timestamp(whole as i64, nanos).map(render)
+}
+
+fn render(dt: DateTime<Utc>) -> String {
+    use chrono::{Datelike, Timelike};
+    let nanos = dt.timestamp_subsec_nanos();
+    let year = dt.year();
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        // Outside four-digit years, or a leap second: chrono knows the rules.
+        let precision = if nanos == 0 {
+            SecondsFormat::Secs
+        } else {
+            SecondsFormat::Millis
+        };
+        return dt.to_rfc3339_opts(precision, true);
+    }
+    // Written by hand: `to_rfc3339_opts` goes through the formatting
+    // machinery, several times slower for a value sent on every record.
+    fn digits(out: &mut String, n: u32, width: u32) {
+        for place in (0..width).rev() {
+            out.push(char::from(b'0' + (n / 10u32.pow(place) % 10) as u8));
+        }
+    }
+    let mut out = String::with_capacity(24);
+    digits(&mut out, year as u32, 4);
+    let parts = [
+        ('-', dt.month()),
+        ('-', dt.day()),
+        ('T', dt.hour()),
+        (':', dt.minute()),
+        (':', dt.second()),
+    ];
+    for (separator, n) in parts {
+        out.push(separator);
+        digits(&mut out, n, 2);
+    }
+    if nanos != 0 {
+        out.push('.');
+        digits(&mut out, nanos / 1_000_000, 3);
+    }
+    out.push('Z');
+    out
+}
+
+fn not_a(text: &str, what: &str) -> String {
+    format!("{} is not {what}", quoted(text))
+}
+
+/// `text` in double quotes, shortened so one huge cell cannot flood a report.
+fn quoted(text: &str) -> String {
+    format!("{:?}", shorten(text))
+}
+
+fn shorten(text: &str) -> String {
+    const MAX: usize = 60;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn text(t: &str, ty: ValueType) -> Result<Value, String> {
+        convert(&FieldValue::Text(t.into()), Some(ty), None)
+    }
+
+    fn json_in(v: Value, ty: ValueType) -> Result<Value, String> {
+        convert(&FieldValue::Json(v), Some(ty), None)
+    }
+
+    #[test]
+    fn as_is_keeps_text_and_json() {
+        let t = FieldValue::Text(" 42 ".into());
+        assert_eq!(convert(&t, None, None), Ok(json!(" 42 ")));
+        let j = FieldValue::Json(json!({"a": [1, true]}));
+        assert_eq!(convert(&j, None, None), Ok(json!({"a": [1, true]})));
+    }
+
+    #[test]
+    fn strings() {
+        assert_eq!(text(" Ada ", ValueType::String), Ok(json!(" Ada ")));
+        assert_eq!(json_in(json!(12), ValueType::String), Ok(json!("12")));
+        assert_eq!(json_in(json!(true), ValueType::String), Ok(json!("true")));
+        assert_eq!(
+            json_in(json!([1, 2]), ValueType::String),
+            Ok(json!("[1,2]"))
+        );
+    }
+
+    #[test]
+    fn integers() {
+        assert_eq!(text("42", ValueType::Integer), Ok(json!(42)));
+        assert_eq!(text(" -7 ", ValueType::Integer), Ok(json!(-7)));
+        assert_eq!(text("12.0", ValueType::Integer), Ok(json!(12)));
+        assert_eq!(
+            text("18446744073709551615", ValueType::Integer),
+            Ok(json!(u64::MAX))
+        );
+        assert_eq!(
+            text("abc", ValueType::Integer),
+            Err("\"abc\" is not an integer".into())
+        );
+        assert!(text("12.5", ValueType::Integer).is_err());
+        assert_eq!(json_in(json!(3), ValueType::Integer), Ok(json!(3)));
+        assert_eq!(json_in(json!(3.0), ValueType::Integer), Ok(json!(3)));
+        assert_eq!(json_in(json!("9"), ValueType::Integer), Ok(json!(9)));
+        assert_eq!(
+            json_in(json!(true), ValueType::Integer),
+            Err("true is not an integer".into())
+        );
+        assert!(json_in(json!(3.5), ValueType::Integer).is_err());
+    }
+
+    #[test]
+    fn floats() {
+        assert_eq!(text("1.5", ValueType::Float), Ok(json!(1.5)));
+        assert_eq!(text("3", ValueType::Float), Ok(json!(3.0)));
+        assert_eq!(text("1e3", ValueType::Float), Ok(json!(1000.0)));
+        assert_eq!(
+            text("1,5", ValueType::Float),
+            Err("\"1,5\" is not a number".into())
+        );
+        assert!(text("NaN", ValueType::Float).is_err());
+        assert!(text("inf", ValueType::Float).is_err());
+        assert_eq!(json_in(json!(2), ValueType::Float), Ok(json!(2)));
+        assert!(json_in(json!({}), ValueType::Float).is_err());
+    }
+
+    #[test]
+    fn booleans() {
+        for t in ["true", "TRUE", "Yes", " yes ", "1"] {
+            assert_eq!(text(t, ValueType::Boolean), Ok(json!(true)), "{t}");
+        }
+        for t in ["false", "False", "NO", "0"] {
+            assert_eq!(text(t, ValueType::Boolean), Ok(json!(false)), "{t}");
+        }
+        let err = text("maybe", ValueType::Boolean).unwrap_err();
+        assert!(err.starts_with("\"maybe\" is not a boolean"), "{err}");
+        assert_eq!(json_in(json!(false), ValueType::Boolean), Ok(json!(false)));
+        assert_eq!(json_in(json!(1), ValueType::Boolean), Ok(json!(true)));
+        assert!(json_in(json!(2), ValueType::Boolean).is_err());
+    }
+
+    #[test]
+    fn timestamps_in_every_accepted_form() {
+        let cases = [
+            ("2024-05-01T12:00:00Z", "2024-05-01T12:00:00Z"),
+            ("2024-05-01T14:00:00+02:00", "2024-05-01T12:00:00Z"),
+            ("2024-05-01t12:00:00z", "2024-05-01T12:00:00Z"),
+            ("2024-05-01T07:00:00-05:00", "2024-05-01T12:00:00Z"),
+            ("2024-05-01T12:00:00.250Z", "2024-05-01T12:00:00.250Z"),
+            ("2024-05-01T14:00:00+0200", "2024-05-01T12:00:00Z"),
+            ("2024-05-01 12:00:00", "2024-05-01T12:00:00Z"),
+            ("2024-05-01T12:00:00", "2024-05-01T12:00:00Z"),
+            ("2024-05-01 12:00:00.5", "2024-05-01T12:00:00.500Z"),
+            ("2024-05-01", "2024-05-01T00:00:00Z"),
+            (" 2024-05-01 ", "2024-05-01T00:00:00Z"),
+            ("1714564800", "2024-05-01T12:00:00Z"),
+            ("1714564800.5", "2024-05-01T12:00:00.500Z"),
+            ("0", "1970-01-01T00:00:00Z"),
+            ("-86400", "1969-12-31T00:00:00Z"),
+            ("2024-05-01T12:00:00.123456789Z", "2024-05-01T12:00:00.123Z"),
+            ("2024-02-29T23:30:00-01:00", "2024-03-01T00:30:00Z"),
+            ("0001-01-01", "0001-01-01T00:00:00Z"),
+            ("253402300800", "+10000-01-01T00:00:00Z"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(
+                text(input, ValueType::Timestamp),
+                Ok(json!(expected)),
+                "{input}"
+            );
+        }
+        assert_eq!(
+            json_in(json!(1714564800), ValueType::Timestamp),
+            Ok(json!("2024-05-01T12:00:00Z"))
+        );
+        assert_eq!(
+            json_in(json!("2024-05-01"), ValueType::Timestamp),
+            Ok(json!("2024-05-01T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn bad_timestamps() {
+        for bad in [
+            "yesterday",
+            "2024-13-01",
+            "2024-05-01 25:00:00",
+            "01/05/2024",
+            "1.2.3",
+        ] {
+            let err = text(bad, ValueType::Timestamp).unwrap_err();
+            assert!(
+                err.starts_with(&format!("{bad:?} is not a timestamp")),
+                "{err}"
+            );
+        }
+        assert!(text("99999999999999999999", ValueType::Timestamp).is_err());
+        assert!(json_in(json!(true), ValueType::Timestamp).is_err());
+        assert!(json_in(json!(1e300), ValueType::Timestamp).is_err());
+    }
+
+    #[test]
+    fn timestamps_with_a_format() {
+        let ts = |t: &str, f: &str| {
+            convert(
+                &FieldValue::Text(t.into()),
+                Some(ValueType::Timestamp),
+                Some(f),
+            )
+        };
+        assert_eq!(
+            ts("01/05/2024 13:30", "%d/%m/%Y %H:%M"),
+            Ok(json!("2024-05-01T13:30:00Z"))
+        );
+        assert_eq!(
+            ts("01/05/2024", "%d/%m/%Y"),
+            Ok(json!("2024-05-01T00:00:00Z"))
+        );
+        assert_eq!(
+            ts("2024-05-01 14:00 +0200", "%Y-%m-%d %H:%M %z"),
+            Ok(json!("2024-05-01T12:00:00Z"))
+        );
+        assert_eq!(
+            ts("2024-05-01", "%d/%m/%Y"),
+            Err("\"2024-05-01\" does not match format \"%d/%m/%Y\"".into())
+        );
+        assert!(valid_format("%d/%m/%Y"));
+        assert!(!valid_format("%Q"));
+        assert!(!valid_format(""));
+    }
+
+    #[test]
+    fn json_text_is_parsed() {
+        assert_eq!(
+            text(r#"{"a": [1, 2]}"#, ValueType::Json),
+            Ok(json!({"a": [1, 2]}))
+        );
+        assert_eq!(json_in(json!("[true]"), ValueType::Json), Ok(json!([true])));
+        assert_eq!(
+            json_in(json!({"k": 1}), ValueType::Json),
+            Ok(json!({"k": 1}))
+        );
+        let err = text("{oops", ValueType::Json).unwrap_err();
+        assert!(err.starts_with("\"{oops\" is not valid JSON"), "{err}");
+    }
+
+    #[test]
+    fn long_values_are_shortened_in_messages() {
+        let err = text(&"x".repeat(500), ValueType::Integer).unwrap_err();
+        assert!(err.len() < 100, "{err}");
+        assert!(err.contains("..."));
+    }
+}

@@ -1,0 +1,723 @@
+//! The mapping file: its TOML schema, parsing and checks that need no header.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
+use serde_json::Value;
+use toml::Spanned;
+
+use super::convert::valid_format;
+use super::error::{MappingError, Pos, position};
+use super::infer::{TraitPath, display, dotted};
+
+/// What to do when the same identity appears more than once in one input.
+///
+/// The mapping only parses and exposes it (`[options] duplicates`); the sync
+/// engine applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DuplicatePolicy {
+    /// The last record wins (`"last"`, the default).
+    #[default]
+    Last,
+    /// The first record wins (`"first"`).
+    First,
+    /// Every repeat is refused as a `duplicate_identity` record error (`"error"`).
+    Error,
+}
+
+/// What an empty value (see [`FieldValue::is_empty`](crate::FieldValue::is_empty)) sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NullPolicy {
+    /// Leave the trait out, so Segment keeps the value it has (`"omit"`, the default).
+    #[default]
+    Omit,
+    /// Send `null`, which unsets the trait downstream (`"null"`).
+    Null,
+}
+
+/// What happens to columns the mapping file does not mention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum UnmappedPolicy {
+    /// Map them by the default rules: a reserved-trait name becomes that
+    /// reserved trait, anything else a custom trait under the column's own
+    /// name (`"custom"`, the default).
+    #[default]
+    Custom,
+    /// Leave them out (`"drop"`).
+    Drop,
+}
+
+/// The type a column's value is converted to before it is sent.
+///
+/// Empty values never reach the conversion; the [`NullPolicy`] decides them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueType {
+    /// Text, sent verbatim; JSON numbers and booleans become their text.
+    String,
+    /// A whole number: `42`, `-7`, or `12.0` as spreadsheets write it.
+    Integer,
+    /// A finite number.
+    Float,
+    /// `true`/`false`, `yes`/`no` or `1`/`0`, in any case.
+    Boolean,
+    /// A point in time, sent as ISO-8601 UTC (`2024-05-01T12:00:00Z`): RFC 3339
+    /// with any offset, `YYYY-MM-DD HH:MM:SS` (UTC), `YYYY-MM-DD`, unix
+    /// seconds, or a column's own strftime `format`.
+    Timestamp,
+    /// Text parsed as JSON and sent as the parsed value.
+    Json,
+}
+
+macro_rules! keyword {
+    ($ty:ty { $($variant:ident => $word:literal),* $(,)? }) => {
+        impl $ty {
+            /// The keyword the mapping file uses for this value.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $word),* }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+keyword!(DuplicatePolicy { Last => "last", First => "first", Error => "error" });
+keyword!(NullPolicy { Omit => "omit", Null => "null" });
+keyword!(UnmappedPolicy { Custom => "custom", Drop => "drop" });
+keyword!(ValueType {
+    String => "string",
+    Integer => "integer",
+    Float => "float",
+    Boolean => "boolean",
+    Timestamp => "timestamp",
+    Json => "json",
+});
+
+/// A parsed mapping file: the identity columns, options, per-column rules and
+/// constant traits (see the [module docs](super) for the format).
+///
+/// It is checked on its own when parsed (unknown keys, bad types, bad trait
+/// paths, two columns writing one trait); [`Mapping::new`](super::Mapping::new)
+/// then checks it against a header.
+///
+/// # Example
+/// ```
+/// use customer_sync::mapping::{DuplicatePolicy, Mapping, MappingSpec};
+///
+/// let spec = MappingSpec::from_toml(r#"
+///     [identity]
+///     user_id = "Customer ID"
+///
+///     [options]
+///     duplicates = "first"
+///
+///     [columns]
+///     "E-mail" = "email"
+///     seats = { trait = "company.employee_count", type = "integer" }
+/// "#)?;
+/// assert_eq!(spec.duplicates(), DuplicatePolicy::First);
+/// let mapping = Mapping::new(Some(&spec), &["Customer ID", "E-mail", "seats"])?;
+/// assert_eq!(mapping.duplicates(), DuplicatePolicy::First);
+///
+/// let err = MappingSpec::from_toml("[columns.x]\ntrait = \"a\"\ntpye = \"integer\"\n").unwrap_err();
+/// assert_eq!(err.line(), Some(3));
+/// # Ok::<(), customer_sync::mapping::MappingError>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MappingSpec {
+    pub(super) path: Option<PathBuf>,
+    pub(super) identity: Option<IdentitySpec>,
+    pub(super) unmapped: UnmappedPolicy,
+    pub(super) null: NullPolicy,
+    pub(super) duplicates: DuplicatePolicy,
+    pub(super) columns: Vec<ColumnSpec>,
+    pub(super) constants: Vec<(TraitPath, Value)>,
+}
+
+/// The `[identity]` table: at least one of the two is set.
+#[derive(Debug, Clone)]
+pub(super) struct IdentitySpec {
+    pub(super) user_id: Option<Named>,
+    pub(super) anonymous_id: Option<Named>,
+}
+
+/// A column name and where the file gave it.
+#[derive(Debug, Clone)]
+pub(super) struct Named {
+    pub(super) name: String,
+    pub(super) pos: Option<Pos>,
+}
+
+/// One `[columns]` entry.
+#[derive(Debug, Clone)]
+pub(super) struct ColumnSpec {
+    pub(super) name: String,
+    pub(super) pos: Option<Pos>,
+    pub(super) setting: ColumnSetting,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum ColumnSetting {
+    Drop,
+    /// Unset parts are inferred: the path from the column name, the type
+    /// from the path.
+    Map {
+        path: Option<TraitPath>,
+        ty: Option<ValueType>,
+        format: Option<Box<str>>,
+        null: Option<NullPolicy>,
+    },
+}
+
+impl MappingSpec {
+    /// Parses a mapping file's text.
+    ///
+    /// # Errors
+    /// A [`MappingError`] with the line and column for TOML syntax errors,
+    /// unknown keys or values, invalid trait paths or strftime formats, a
+    /// `drop = true` combined with other settings, and a trait path written
+    /// by two columns (or a column and a constant).
+    pub fn from_toml(text: &str) -> Result<MappingSpec, MappingError> {
+        let file: FileDoc = toml::from_str(text).map_err(|e| {
+            MappingError::new(e.message().trim_end().to_owned())
+                .at(e.span().map(|span| position(text, span.start)))
+        })?;
+        file.check(text)
+    }
+
+    /// Reads and parses the mapping file at `path`.
+    ///
+    /// # Errors
+    /// As [`from_toml`](Self::from_toml), and if the file cannot be read;
+    /// every error names `path`, as do errors from
+    /// [`Mapping::new`](super::Mapping::new) with this spec.
+    pub fn load(path: &Path) -> Result<MappingSpec, MappingError> {
+        let text = std::fs::read_to_string(path).map_err(|e| MappingError::io(path, e))?;
+        let mut spec = Self::from_toml(&text).map_err(|e| e.at_path(Some(path)))?;
+        spec.path = Some(path.to_path_buf());
+        Ok(spec)
+    }
+
+    /// The `[options] duplicates` policy, for the sync engine.
+    pub fn duplicates(&self) -> DuplicatePolicy {
+        self.duplicates
+    }
+
+    /// The `[options] null` policy.
+    pub fn null_policy(&self) -> NullPolicy {
+        self.null
+    }
+
+    /// The `[options] unmapped` policy.
+    pub fn unmapped(&self) -> UnmappedPolicy {
+        self.unmapped
+    }
+
+    pub(super) fn error(&self, message: impl Into<String>, pos: Option<Pos>) -> MappingError {
+        MappingError::new(message)
+            .at(pos)
+            .at_path(self.path.as_deref())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDoc {
+    identity: Option<Spanned<IdentityFile>>,
+    #[serde(default)]
+    options: OptionsFile,
+    #[serde(default)]
+    columns: BTreeMap<String, Spanned<ColumnEntry>>,
+    #[serde(default)]
+    constants: toml::Table,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityFile {
+    user_id: Option<Spanned<String>>,
+    anonymous_id: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct OptionsFile {
+    #[serde(default)]
+    unmapped: UnmappedPolicy,
+    #[serde(default)]
+    null: NullPolicy,
+    #[serde(default)]
+    duplicates: DuplicatePolicy,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ColumnFile {
+    #[serde(rename = "trait")]
+    trait_path: Option<String>,
+    #[serde(rename = "type")]
+    ty: Option<ValueType>,
+    format: Option<String>,
+    null: Option<NullPolicy>,
+    #[serde(default)]
+    drop: bool,
+}
+
+/// A `[columns]` value: `"trait.path"` shorthand or a table.
+enum ColumnEntry {
+    Rename(String),
+    Table(ColumnFile),
+}
+
+impl<'de> Deserialize<'de> for ColumnEntry {
+    // Hand-written rather than `#[serde(untagged)]`, which would replace the
+    // precise "unknown field `tpye`" error with "did not match any variant".
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = ColumnEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a trait path string or a table of column settings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ColumnEntry, E> {
+                Ok(ColumnEntry::Rename(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ColumnEntry, A::Error> {
+                ColumnFile::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(ColumnEntry::Table)
+            }
+        }
+        deserializer.deserialize_any(EntryVisitor)
+    }
+}
+
+impl FileDoc {
+    fn check(self, text: &str) -> Result<MappingSpec, MappingError> {
+        let at = |span: std::ops::Range<usize>| Some(position(text, span.start));
+        let err =
+            |message: String, span: std::ops::Range<usize>| MappingError::new(message).at(at(span));
+
+        let identity = match self.identity {
+            None => None,
+            Some(spanned) => {
+                let span = spanned.span();
+                let file = spanned.into_inner();
+                let named = |s: Option<Spanned<String>>, key: &str| match s {
+                    Some(s) if s.get_ref().is_empty() => {
+                        Err(err(format!("`identity.{key}` is empty"), s.span()))
+                    }
+                    Some(s) => Ok(Some(Named {
+                        pos: at(s.span()),
+                        name: s.into_inner(),
+                    })),
+                    None => Ok(None),
+                };
+                let user_id = named(file.user_id, "user_id")?;
+                let anonymous_id = named(file.anonymous_id, "anonymous_id")?;
+                if user_id.is_none() && anonymous_id.is_none() {
+                    return Err(MappingError::new(
+                        "`[identity]` names no column: set `user_id`, `anonymous_id` or both",
+                    )
+                    .at(at(span))
+                    .with_hint("remove `[identity]` to detect the identity column by name"));
+                }
+                Some(IdentitySpec {
+                    user_id,
+                    anonymous_id,
+                })
+            }
+        };
+
+        let mut columns = Vec::with_capacity(self.columns.len());
+        for (name, entry) in self.columns {
+            let span = entry.span();
+            let file = match entry.into_inner() {
+                ColumnEntry::Rename(path) => ColumnFile {
+                    trait_path: Some(path),
+                    ..ColumnFile::default()
+                },
+                ColumnEntry::Table(file) => file,
+            };
+            let setting = if file.drop {
+                if file.trait_path.is_some()
+                    || file.ty.is_some()
+                    || file.format.is_some()
+                    || file.null.is_some()
+                {
+                    return Err(err(
+                        format!(
+                            "column `{name}`: `drop = true` cannot be combined with other settings"
+                        ),
+                        span,
+                    ));
+                }
+                ColumnSetting::Drop
+            } else {
+                let path = match file.trait_path {
+                    Some(p) => match check_path(&p) {
+                        Ok(path) => Some(path),
+                        Err(why) => {
+                            return Err(err(
+                                format!("column `{name}`: trait path {p:?} {why}"),
+                                span,
+                            ));
+                        }
+                    },
+                    None => None,
+                };
+                let ty = match (file.ty, &file.format) {
+                    (None | Some(ValueType::Timestamp), Some(_)) => Some(ValueType::Timestamp),
+                    (Some(ty), Some(_)) => {
+                        return Err(err(
+                            format!(
+                                "column `{name}`: `format` applies only to `type = \"timestamp\"`, not {ty:?}",
+                                ty = ty.as_str()
+                            ),
+                            span,
+                        ));
+                    }
+                    (ty, None) => ty,
+                };
+                if let Some(f) = &file.format
+                    && !valid_format(f)
+                {
+                    return Err(err(
+                        format!("column `{name}`: {f:?} is not a valid strftime format"),
+                        span,
+                    ));
+                }
+                ColumnSetting::Map {
+                    path,
+                    ty,
+                    format: file.format.map(Into::into),
+                    null: file.null,
+                }
+            };
+            columns.push(ColumnSpec {
+                name,
+                pos: at(span),
+                setting,
+            });
+        }
+        // Keep the file's order: errors and `describe` then read like the file.
+        columns.sort_by_key(|c| c.pos);
+
+        let mut constants = Vec::new();
+        flatten_constants(&mut Vec::new(), &self.constants, &mut constants)?;
+
+        // Conflicts between explicit paths need no header, so report them now.
+        let mut claimed: Vec<(&[Box<str>], String)> = Vec::new();
+        for c in &columns {
+            if let ColumnSetting::Map {
+                path: Some(path), ..
+            } = &c.setting
+            {
+                if let Some((_, owner)) = claimed.iter().find(|(p, _)| overlaps(p, path)) {
+                    return Err(MappingError::new(format!(
+                        "column `{}` and {owner} both write trait `{}`",
+                        c.name,
+                        display(path)
+                    ))
+                    .at(c.pos)
+                    .with_hint("map each trait path from one column only"));
+                }
+                claimed.push((path, format!("column `{}`", c.name)));
+            }
+        }
+        for (path, _) in &constants {
+            if let Some((_, owner)) = claimed.iter().find(|(p, _)| overlaps(p, path)) {
+                return Err(MappingError::new(format!(
+                    "constant `{}` and {owner} both write trait `{}`",
+                    display(path),
+                    display(path)
+                ))
+                .with_hint("drop the constant or map the column to another trait"));
+            }
+        }
+
+        Ok(MappingSpec {
+            path: None,
+            identity,
+            unmapped: self.options.unmapped,
+            null: self.options.null,
+            duplicates: self.options.duplicates,
+            columns,
+            constants,
+        })
+    }
+}
+
+/// Checks a dotted trait path; the error completes "trait path "x" ...".
+pub(super) fn check_path(path: &str) -> Result<TraitPath, &'static str> {
+    if path.split('.').any(|s| s.trim().is_empty()) {
+        return Err("has an empty segment (use `a.b`, not `a..b`, `.a` or `a.`)");
+    }
+    Ok(dotted(path))
+}
+
+/// Whether two paths write the same place: equal, or one nests inside the other.
+pub(super) fn overlaps(a: &[Box<str>], b: &[Box<str>]) -> bool {
+    let n = a.len().min(b.len());
+    a[..n] == b[..n]
+}
+
+/// Turns the `[constants]` table into leaf paths and JSON values; nested
+/// tables nest, so they merge with columns writing sibling paths.
+fn flatten_constants(
+    prefix: &mut Vec<Box<str>>,
+    table: &toml::Table,
+    out: &mut Vec<(TraitPath, Value)>,
+) -> Result<(), MappingError> {
+    for (key, value) in table {
+        prefix.push(key.as_str().into());
+        match value {
+            toml::Value::Table(inner) if !inner.is_empty() => {
+                flatten_constants(prefix, inner, out)?;
+            }
+            other => out.push((prefix.clone().into(), toml_to_json(other, prefix)?)),
+        }
+        prefix.pop();
+    }
+    Ok(())
+}
+
+fn toml_to_json(value: &toml::Value, at: &[Box<str>]) -> Result<Value, MappingError> {
+    Ok(match value {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map(Value::Number)
+            .ok_or_else(|| {
+                MappingError::new(format!(
+                    "constant `{}`: {f} cannot be sent as JSON",
+                    display(at)
+                ))
+            })?,
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        // Segment takes timestamps as ISO-8601 strings.
+        toml::Value::Datetime(dt) => Value::String(dt.to_string()),
+        toml::Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| toml_to_json(v, at))
+                .collect::<Result<_, _>>()?,
+        ),
+        toml::Value::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| Ok((k.clone(), toml_to_json(v, at)?)))
+                .collect::<Result<_, MappingError>>()?,
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse_err(text: &str) -> MappingError {
+        MappingSpec::from_toml(text).unwrap_err()
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let spec = MappingSpec::from_toml("").unwrap();
+        assert!(spec.identity.is_none());
+        assert_eq!(spec.duplicates(), DuplicatePolicy::Last);
+        assert_eq!(spec.null_policy(), NullPolicy::Omit);
+        assert_eq!(spec.unmapped(), UnmappedPolicy::Custom);
+        assert!(spec.columns.is_empty() && spec.constants.is_empty());
+    }
+
+    #[test]
+    fn parses_every_option() {
+        let spec = MappingSpec::from_toml(
+            "[options]\nunmapped = \"drop\"\nnull = \"null\"\nduplicates = \"error\"\n",
+        )
+        .unwrap();
+        assert_eq!(spec.unmapped(), UnmappedPolicy::Drop);
+        assert_eq!(spec.null_policy(), NullPolicy::Null);
+        assert_eq!(spec.duplicates(), DuplicatePolicy::Error);
+        let first = MappingSpec::from_toml("options.duplicates = \"first\"").unwrap();
+        assert_eq!(first.duplicates(), DuplicatePolicy::First);
+    }
+
+    #[test]
+    fn column_shorthand_tables_and_sections() {
+        let spec = MappingSpec::from_toml(
+            r#"
+[columns]
+"E-mail" = "email"
+seats = { trait = "company.employee_count", type = "integer" }
+notes = { drop = true }
+when = { format = "%d/%m/%Y" }
+
+[columns."Lifetime Value"]
+trait = "billing.ltv"
+type = "float"
+null = "null"
+"#,
+        )
+        .unwrap();
+        let names: Vec<_> = spec.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["E-mail", "seats", "notes", "when", "Lifetime Value"]
+        );
+        assert!(matches!(spec.columns[2].setting, ColumnSetting::Drop));
+        let ColumnSetting::Map { ty, .. } = &spec.columns[3].setting else {
+            panic!()
+        };
+        assert_eq!(*ty, Some(ValueType::Timestamp), "format implies timestamp");
+        let ColumnSetting::Map { path, ty, null, .. } = &spec.columns[4].setting else {
+            panic!()
+        };
+        assert_eq!(display(path.as_ref().unwrap()), "billing.ltv");
+        assert_eq!(
+            (*ty, *null),
+            (Some(ValueType::Float), Some(NullPolicy::Null))
+        );
+        assert_eq!(spec.columns[4].pos.map(|p| p.0), Some(8));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_line_numbers() {
+        let err = parse_err("[identity]\nuser_id = \"id\"\n\n[columns.email]\ntratis = \"x\"\n");
+        assert_eq!(err.line(), Some(5), "{err}");
+        assert!(err.to_string().contains("unknown field `tratis`"), "{err}");
+        assert!(
+            err.to_string().starts_with("mapping line 5, column 1: "),
+            "{err}"
+        );
+
+        let err = parse_err("[options]\nnull = \"omit\"\nunmaped = \"drop\"\n");
+        assert_eq!(err.line(), Some(3), "{err}");
+        let err = parse_err("[identity]\nuser = \"x\"\n");
+        assert_eq!(err.line(), Some(2), "{err}");
+        let err = parse_err("[colums]\n");
+        assert_eq!(err.line(), Some(1), "{err}");
+        assert!(err.to_string().contains("unknown field `colums`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_errors_with_line_numbers() {
+        let err = parse_err("[columns]\nage = { type = \"int\" }\n");
+        assert_eq!(err.line(), Some(2), "{err}");
+        assert!(err.to_string().contains("unknown variant `int`"), "{err}");
+        let err = parse_err("\n[options]\nnull = \"skip\"\n");
+        assert_eq!(err.line(), Some(3), "{err}");
+        let err = parse_err("[columns]\nx = 3\n");
+        assert!(
+            err.to_string().contains("trait path string or a table"),
+            "{err}"
+        );
+        let err = parse_err("[columns\n");
+        assert_eq!(err.line(), Some(1), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_point_at_the_column() {
+        let err = parse_err("[columns]\n\"a\" = \"billing..plan\"\n");
+        assert_eq!(err.line(), Some(2));
+        assert!(err.to_string().contains("empty segment"), "{err}");
+        let err = parse_err("[columns]\n\nx = { drop = true, trait = \"x\" }\n");
+        assert_eq!(err.line(), Some(3));
+        let err = parse_err("[columns]\nx = { type = \"integer\", format = \"%Y\" }\n");
+        assert!(err.to_string().contains("`format` applies only"), "{err}");
+        let err = parse_err("[columns]\nx = { format = \"%Q\" }\n");
+        assert!(err.to_string().contains("not a valid strftime"), "{err}");
+        let err = parse_err("[identity]\nuser_id = \"\"\n");
+        assert!(err.to_string().contains("empty"), "{err}");
+        let err = parse_err("[identity]\n");
+        assert!(err.hint().is_some());
+    }
+
+    #[test]
+    fn two_columns_writing_one_trait_is_an_error() {
+        let err = parse_err("[columns]\na = \"email\"\nb = \"email\"\n");
+        assert_eq!(err.line(), Some(3), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "mapping line 3, column 5: column `b` and column `a` both write trait `email`"
+        );
+        // A path nested inside another is the same conflict.
+        let err = parse_err("[columns]\na = \"billing\"\nb = \"billing.plan\"\n");
+        assert!(err.to_string().contains("both write"), "{err}");
+        let err = parse_err("[columns]\na = \"source\"\n[constants]\nsource = \"x\"\n");
+        assert!(err.to_string().contains("constant `source`"), "{err}");
+        // Siblings are fine.
+        MappingSpec::from_toml("[columns]\na = \"b.x\"\nb = \"b.y\"\n[constants]\nb.z = 1\n")
+            .unwrap();
+    }
+
+    #[test]
+    fn constants_of_every_type_flatten_to_leaves() {
+        let spec = MappingSpec::from_toml(
+            r#"
+[constants]
+source = "crm"
+version = 3
+ratio = 0.5
+active = true
+tags = ["a", 1]
+imported = 2024-05-01T12:00:00Z
+empty = {}
+billing = { currency = "EUR", tier = { level = 2 } }
+"#,
+        )
+        .unwrap();
+        let leaves: Vec<(String, Value)> = spec
+            .constants
+            .iter()
+            .map(|(p, v)| (display(p), v.clone()))
+            .collect();
+        assert_eq!(
+            leaves,
+            [
+                ("active".into(), json!(true)),
+                ("billing.currency".into(), json!("EUR")),
+                ("billing.tier.level".into(), json!(2)),
+                ("empty".into(), json!({})),
+                ("imported".into(), json!("2024-05-01T12:00:00Z")),
+                ("ratio".into(), json!(0.5)),
+                ("source".into(), json!("crm")),
+                ("tags".into(), json!(["a", 1])),
+                ("version".into(), json!(3)),
+            ]
+        );
+        let err = parse_err("[constants]\nx = nan\n");
+        assert!(err.to_string().contains("cannot be sent as JSON"), "{err}");
+    }
+
+    #[test]
+    fn load_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        let err = MappingSpec::load(&path).unwrap_err();
+        assert!(err.to_string().contains("m.toml: cannot read"), "{err}");
+        std::fs::write(&path, "[options]\nbogus = 1\n").unwrap();
+        let err = MappingSpec::load(&path).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("m.toml:2:1: unknown field `bogus`"),
+            "{err}"
+        );
+        assert_eq!(err.path(), Some(path.as_path()));
+        std::fs::write(&path, "[options]\nnull = \"null\"\n").unwrap();
+        assert_eq!(
+            MappingSpec::load(&path).unwrap().null_policy(),
+            NullPolicy::Null
+        );
+    }
+}
