@@ -6,8 +6,14 @@
 //! payloads through a [`segment_client::HttpClient`] and accounts for every
 //! record in a run report.
 
+mod engine;
 pub mod mapping;
 mod record;
+mod report;
 pub mod source;
 
+pub use engine::{StopSignal, SyncError, SyncOptions, SyncProgress, SyncRun};
+pub use mapping::Mapping;
 pub use record::{Field, FieldValue, Location, Record, RecordError, RecordErrorKind};
+pub use report::{Counters, ReportWriter, RunReport, Undelivered};
+pub use source::Source;

@@ -483,6 +483,11 @@ impl HttpClientBuilder {
         self
     }
 
+    /// The API base URL this builder will send to.
+    pub fn configured_host(&self) -> &str {
+        &self.host
+    }
+
     /// Sends to a region's host. Default: [`Region::Us`].
     pub fn region(self, region: Region) -> Self {
         self.host(region.host())
@@ -597,9 +602,9 @@ impl HttpClientBuilder {
     }
 
     /// Sends nothing: each request body that would be sent is written to
-    /// `dir/request-NNNNNN.json` (`.json.gz` with gzip on), or only counted
-    /// when `dir` is `None`. Batching, validation and reports work as in a
-    /// real run, and no write key is needed. Default: off.
+    /// `dir/request-NNNNNN.json` (`.json.gz` with gzip on), numbered in batch
+    /// order, or only counted when `dir` is `None`. Batching, validation and
+    /// reports work as in a real run, and no write key is needed. Default: off.
     pub fn dry_run(mut self, dir: Option<PathBuf>) -> Self {
         self.dry_run = Some(dir);
         self
@@ -653,8 +658,13 @@ impl HttpClientBuilder {
                 "flush interval and request timeout must be longer than zero".into(),
             ));
         }
+        let mut max_in_flight = self.max_in_flight;
         let transport = match self.dry_run {
-            Some(dir) => Transport::DryRun(DryRun::new(dir)?),
+            Some(dir) => {
+                // One body at a time keeps the files in batch order.
+                max_in_flight = 1;
+                Transport::DryRun(DryRun::new(dir)?)
+            }
             None => Transport::Http(HttpTransport::new(
                 endpoint,
                 &self.write_key,
@@ -678,7 +688,7 @@ impl HttpClientBuilder {
                 envelope_bytes: encoder.envelope_bytes(),
             },
             flush_interval: self.flush_interval,
-            max_in_flight: self.max_in_flight,
+            max_in_flight,
             max_failures_in_report: self.max_failures_in_report,
             on_outcome: self.on_outcome,
         };

@@ -1,0 +1,263 @@
+//! The run report: counts that add up, and one JSON line per record that did
+//! not make it.
+//!
+//! Per-record lines are streamed to the report file as they happen, so a run
+//! over millions of records keeps no list in memory; the summary is the last
+//! line. Every line has a `type`: `invalid`, `failed`, `pending`,
+//! `duplicate`, or `summary`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use segment_client::{Identity, SegmentError};
+use serde::Serialize;
+
+use crate::record::{Location, RecordError};
+
+/// The summary of one sync run.
+///
+/// `read = valid + invalid` and `valid = delivered + failed + pending`, always.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct RunReport {
+    /// The source as given on the command line.
+    pub source: String,
+    /// Whether this was a dry run (nothing sent).
+    pub dry_run: bool,
+    /// When the run started.
+    pub started_at: DateTime<Utc>,
+    /// Wall time of the run in seconds.
+    pub duration_secs: f64,
+    /// Records read from the source, valid or not.
+    pub read: u64,
+    /// Records that became valid payloads and were queued.
+    pub valid: u64,
+    /// Records refused before sending (malformed, unmappable, invalid).
+    pub invalid: u64,
+    /// Records whose identity appeared earlier in the same input.
+    pub duplicates: u64,
+    /// Records Segment accepted (2xx).
+    pub delivered: u64,
+    /// Records Segment refused or that ran out of retries.
+    pub failed: u64,
+    /// Records queued but not finished when the run ended (interrupted or deadline).
+    pub pending: u64,
+    /// Whether the run was stopped early (Ctrl-C, SIGTERM, fatal error).
+    pub interrupted: bool,
+    /// Delivered records per second of wall time.
+    pub events_per_sec: f64,
+    /// Invalid records by reason code.
+    pub invalid_by_reason: BTreeMap<String, u64>,
+    /// Failed records by reason code.
+    pub failed_by_reason: BTreeMap<String, u64>,
+}
+
+impl RunReport {
+    /// Whether every record read was valid and delivered.
+    pub fn is_clean(&self) -> bool {
+        self.invalid == 0 && self.failed == 0 && self.pending == 0 && !self.interrupted
+    }
+
+    /// Whether the counts add up; a run that breaks this has a bug.
+    pub fn adds_up(&self) -> bool {
+        self.read == self.valid + self.invalid
+            && self.valid == self.delivered + self.failed + self.pending
+    }
+}
+
+/// Counters updated while a run goes on; readable from another thread for progress.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Records read.
+    pub read: AtomicU64,
+    /// Records refused before sending.
+    pub invalid: AtomicU64,
+    /// Records queued for sending.
+    pub valid: AtomicU64,
+    /// Identities seen before in this input.
+    pub duplicates: AtomicU64,
+    /// Records delivered.
+    pub delivered: AtomicU64,
+    /// Records failed.
+    pub failed: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A snapshot of one counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Serialize)]
+struct RecordLine<'a> {
+    r#type: &'static str,
+    source: &'a str,
+    line: u64,
+    #[serde(rename = "userId", skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+    #[serde(rename = "anonymousId", skip_serializing_if = "Option::is_none")]
+    anonymous_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_line: Option<u64>,
+}
+
+/// Writes report lines to a file (or nowhere) as a run goes on.
+#[derive(Debug)]
+pub struct ReportWriter {
+    out: Option<(PathBuf, BufWriter<File>)>,
+}
+
+impl ReportWriter {
+    /// A writer that writes nothing (no `--report`).
+    pub fn none() -> Self {
+        Self { out: None }
+    }
+
+    /// A writer to `path`, created or truncated.
+    ///
+    /// # Errors
+    /// If the file cannot be created.
+    pub fn create(path: &Path) -> io::Result<Self> {
+        let file = File::create(path)?;
+        Ok(Self {
+            out: Some((path.to_path_buf(), BufWriter::new(file))),
+        })
+    }
+
+    fn write_line(&mut self, line: &impl Serialize) -> io::Result<()> {
+        if let Some((_, out)) = &mut self.out {
+            serde_json::to_writer(&mut *out, line)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    /// Records an invalid record.
+    ///
+    /// # Errors
+    /// If the report file cannot be written.
+    pub fn invalid(&mut self, error: &RecordError) -> io::Result<()> {
+        self.write_line(&RecordLine {
+            r#type: "invalid",
+            source: &error.location.source,
+            line: error.location.line,
+            user_id: None,
+            anonymous_id: None,
+            field: error.field.as_deref(),
+            reason: error.kind.code(),
+            status: None,
+            message: &error.message,
+            first_line: None,
+        })
+    }
+
+    /// Records a duplicate identity (sent anyway under the `last` policy).
+    ///
+    /// # Errors
+    /// If the report file cannot be written.
+    pub fn duplicate(
+        &mut self,
+        at: &Location,
+        identity: &Identity,
+        first_line: u64,
+    ) -> io::Result<()> {
+        self.write_line(&RecordLine {
+            r#type: "duplicate",
+            source: &at.source,
+            line: at.line,
+            user_id: identity.user_id(),
+            anonymous_id: identity.anonymous_id(),
+            field: None,
+            reason: "duplicate_identity",
+            status: None,
+            message: "the same identity appears earlier in this input; both were sent in order, so the later values win",
+            first_line: Some(first_line),
+        })
+    }
+
+    /// Records a record that Segment did not accept, or that was still
+    /// pending; `error` says why (for a pending record, why the run ended).
+    ///
+    /// # Errors
+    /// If the report file cannot be written.
+    pub fn undelivered(
+        &mut self,
+        kind: Undelivered,
+        at: &Location,
+        identity: &Identity,
+        error: Option<&SegmentError>,
+    ) -> io::Result<()> {
+        self.write_line(&RecordLine {
+            r#type: kind.as_str(),
+            source: &at.source,
+            line: at.line,
+            user_id: identity.user_id(),
+            anonymous_id: identity.anonymous_id(),
+            field: None,
+            reason: error.and_then(SegmentError::code).unwrap_or(kind.as_str()),
+            status: error.and_then(SegmentError::status),
+            message: error.map_or(
+                "the run ended before Segment confirmed this record; run again to send it",
+                SegmentError::message,
+            ),
+            first_line: None,
+        })
+    }
+
+    /// Writes the summary as the last line and flushes the file.
+    ///
+    /// # Errors
+    /// If the report file cannot be written.
+    pub fn finish(mut self, report: &RunReport) -> io::Result<Option<PathBuf>> {
+        #[derive(Serialize)]
+        struct Summary<'a> {
+            r#type: &'static str,
+            #[serde(flatten)]
+            report: &'a RunReport,
+        }
+        self.write_line(&Summary {
+            r#type: "summary",
+            report,
+        })?;
+        match self.out.take() {
+            Some((path, mut out)) => {
+                out.flush()?;
+                Ok(Some(path))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// Why a valid record was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undelivered {
+    /// Segment refused it, or retries ran out.
+    Failed,
+    /// The run ended before it finished.
+    Pending,
+}
+
+impl Undelivered {
+    fn as_str(self) -> &'static str {
+        match self {
+            Undelivered::Failed => "failed",
+            Undelivered::Pending => "pending",
+        }
+    }
+}
