@@ -1,8 +1,65 @@
 //! The `segment-sync` command: a thin shell over the `customer-sync` library.
+//!
+//! `main` parses flags, runs the command, and maps the outcome to an exit
+//! code: 0 when every record was delivered, 1 when some records failed, were
+//! invalid or are still pending, 2 on a fatal or configuration error. A
+//! closed stdout (e.g. piped into `head`) is not an error.
+
+mod commands;
+mod config;
+mod flags;
+mod hint;
+mod progress;
+mod summary;
 
 use std::process::ExitCode;
 
+use clap::Parser;
+
+/// How a command that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything was delivered (or shown).
+    Clean,
+    /// Some records failed, were invalid, or are still pending.
+    Partial,
+}
+
 fn main() -> ExitCode {
-    eprintln!("segment-sync: not built yet");
-    ExitCode::from(2)
+    let cli = flags::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(commands::run(cli.command));
+    // Don't wait for a reader thread stuck on a closed client.
+    runtime.shutdown_background();
+    match result {
+        Ok(Outcome::Clean) => ExitCode::SUCCESS,
+        Ok(Outcome::Partial) => ExitCode::from(1),
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            if let Some(hint) = hint::hint_of(&error) {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }

@@ -1,0 +1,81 @@
+//! One module per subcommand, and what they share: opening the input.
+
+mod demo;
+mod inspect;
+mod receive;
+mod sync;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use customer_sync::mapping::{Mapping, MappingSpec};
+use customer_sync::source::{Source, SourceFormat};
+
+use crate::Outcome;
+use crate::flags::{Command, FormatArg, SourceArgs};
+use crate::hint::with_hint;
+
+/// Runs one subcommand.
+pub async fn run(command: Command) -> Result<Outcome> {
+    match command {
+        Command::Sync(args) => sync::run(args).await,
+        Command::Preview(args) => inspect::preview(&args).await,
+        Command::Mapping(args) => inspect::mapping(&args),
+        Command::Receive(args) => receive::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+    }
+}
+
+/// Opens the source and resolves its mapping: every configuration problem
+/// surfaces here, before a record is sent.
+pub fn open_input(args: &SourceArgs) -> Result<(Source, Mapping)> {
+    let source = match args.format {
+        Some(format) if args.source != "-" => {
+            Source::open_as(Path::new(&args.source), source_format(format))
+        }
+        _ => Source::open(&args.source),
+    }
+    .map_err(|e| match e.hint() {
+        Some(hint) => with_hint(e.to_string(), hint),
+        None => anyhow::Error::new(e),
+    })?;
+    let spec = match &args.mapping {
+        Some(path) => Some(MappingSpec::load(path).map_err(|e| mapping_error(&e))?),
+        None => None,
+    };
+    let mut source = source;
+    let columns = columns_of(&mut source);
+    let names: Vec<&str> = columns.iter().map(|c| &**c).collect();
+    let mapping = Mapping::new(spec.as_ref(), &names)
+        .map_err(|e| mapping_error(&e))
+        .with_context(|| format!("cannot map the columns of {}", source.name()))?;
+    Ok((source, mapping))
+}
+
+/// The columns the mapping is resolved against: the CSV header, or the keys
+/// of the first JSON record (later records may have other keys).
+pub fn columns_of(source: &mut Source) -> Vec<Arc<str>> {
+    if let Some(columns) = source.columns() {
+        return columns.to_vec();
+    }
+    match source.peek() {
+        Some(Ok(record)) => record.fields.iter().map(|f| Arc::clone(&f.name)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn mapping_error(error: &customer_sync::mapping::MappingError) -> anyhow::Error {
+    match error.hint() {
+        Some(hint) => with_hint(error.to_string(), hint),
+        None => anyhow::anyhow!("{error}"),
+    }
+}
+
+fn source_format(format: FormatArg) -> SourceFormat {
+    match format {
+        FormatArg::Csv => SourceFormat::Csv,
+        FormatArg::Ndjson => SourceFormat::Ndjson,
+        FormatArg::Json => SourceFormat::JsonArray,
+    }
+}

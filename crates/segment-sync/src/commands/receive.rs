@@ -1,0 +1,47 @@
+//! `segment-sync receive`: a local Segment-compatible receiver.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use anyhow::{Context, Result};
+use segment_receiver::{Receiver, ReceiverConfig};
+
+use crate::Outcome;
+use crate::flags::ReceiveArgs;
+
+pub async fn run(args: ReceiveArgs) -> Result<Outcome> {
+    let mut config = ReceiverConfig::new();
+    for key in &args.write_keys {
+        config = config.write_key(key);
+    }
+    if let Some(path) = &args.save {
+        config = config.save_to(path);
+    }
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
+    let receiver = Receiver::start_on(addr, config)
+        .await
+        .with_context(|| format!("cannot start the receiver on {addr}"))?;
+    // The first stdout line is the URL, so scripts and tests can read it.
+    println!("{}", receiver.url());
+    eprintln!(
+        "receiving Segment calls at {}; stop with Ctrl-C",
+        receiver.url()
+    );
+    eprintln!(
+        "  try: SEGMENT_HOST={} SEGMENT_WRITE_KEY=any segment-sync sync customers.csv",
+        receiver.url()
+    );
+    eprintln!("  see: {}/_receiver/stats", receiver.url());
+    if let Some(path) = &args.save {
+        eprintln!("  saving accepted events to {}", path.display());
+    }
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
+    let stats = receiver.store().stats();
+    receiver.shutdown().await;
+    eprintln!(
+        "received {} requests: {} events accepted ({} duplicates), {} rejected",
+        stats.requests, stats.accepted, stats.duplicates, stats.rejected
+    );
+    Ok(Outcome::Clean)
+}

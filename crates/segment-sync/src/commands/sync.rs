@@ -1,0 +1,121 @@
+//! `segment-sync sync`: a file (or stdin) into Segment.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use customer_sync::mapping::DuplicatePolicy;
+use customer_sync::{StopSignal, SyncError, SyncOptions, SyncRun};
+
+use crate::Outcome;
+use crate::commands::open_input;
+use crate::config::client_builder;
+use crate::flags::{DuplicatesArg, SyncArgs};
+use crate::hint::with_hint;
+use crate::progress::Progress;
+use crate::summary::print_summary;
+
+/// How long the reachability check may take before the run is refused.
+const REACHABLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn run(args: SyncArgs) -> Result<Outcome> {
+    // Configuration first: a bad key, host, source or mapping fails before
+    // any record is read.
+    let client = client_builder(&args.segment, &args.tuning, args.dry_run)?;
+    let (source, mapping) = open_input(&args.input)?;
+    let client = if args.dry_run {
+        client.dry_run(args.dry_run_dir.clone())
+    } else {
+        let host = client.configured_host().to_owned();
+        segment_client::check_reachable(&host, REACHABLE_TIMEOUT)
+            .await
+            .map_err(|e| {
+                with_hint(
+                    format!("cannot reach {host}: {e}"),
+                    "check the network and --host/SEGMENT_HOST; --dry-run checks a file without sending",
+                )
+            })?;
+        client
+    };
+    let options = SyncOptions {
+        duplicates: args.duplicates.map(duplicate_policy),
+        flush_timeout: Duration::from_secs(args.tuning.flush_timeout),
+        shutdown_timeout: Duration::from_secs(args.tuning.shutdown_timeout),
+        report: args.report.clone(),
+        dry_run: args.dry_run,
+    };
+    let source_name = args.input.source.clone();
+    let sync = SyncRun::new(source, mapping, client, options);
+    let progress = (!args.quiet).then(|| Progress::start(sync.progress()));
+    let signals = tokio::spawn(stop_on_signal(
+        sync.stop_signal(),
+        args.tuning.shutdown_timeout,
+    ));
+    let result = sync.run().await;
+    signals.abort();
+    if let Some(progress) = progress {
+        progress.finish();
+    }
+    match result {
+        Ok(report) => {
+            if !args.quiet {
+                print_summary(&source_name, &report, args.report.as_deref());
+            }
+            Ok(if report.is_clean() {
+                Outcome::Clean
+            } else {
+                Outcome::Partial
+            })
+        }
+        Err(error) => {
+            if let Some(report) = error.report() {
+                print_summary(&source_name, report, args.report.as_deref());
+            }
+            Err(fatal(error))
+        }
+    }
+}
+
+fn fatal(error: SyncError) -> anyhow::Error {
+    match error.hint() {
+        Some(hint) => with_hint(error.to_string(), hint),
+        None => error.into(),
+    }
+}
+
+/// Ctrl-C or SIGTERM: stop reading, flush what is queued, report the rest.
+async fn stop_on_signal(stop: StopSignal, shutdown_secs: u64) {
+    wait_for_signal().await;
+    eprintln!(
+        "\nstopping: no more records are read; flushing what is queued (up to {shutdown_secs} s)"
+    );
+    stop.stop();
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn duplicate_policy(arg: DuplicatesArg) -> DuplicatePolicy {
+    match arg {
+        DuplicatesArg::Last => DuplicatePolicy::Last,
+        DuplicatesArg::First => DuplicatePolicy::First,
+        DuplicatesArg::Error => DuplicatePolicy::Error,
+    }
+}

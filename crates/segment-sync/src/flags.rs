@@ -1,0 +1,169 @@
+//! Command-line flags as typed by the user, before validation.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Sync customer records into Segment as identify calls.
+#[derive(Debug, Parser)]
+#[command(name = "segment-sync", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send the customers in a file (or NDJSON on stdin) to Segment.
+    Sync(SyncArgs),
+    /// Print the first payloads as they would be sent, without sending.
+    Preview(PreviewArgs),
+    /// Show the mapping that would be applied to a file's columns.
+    Mapping(MappingArgs),
+    /// Run a local Segment-compatible receiver; point SEGMENT_HOST at it.
+    Receive(ReceiveArgs),
+    /// Sync the bundled sample customers to an in-process receiver: no account, no network.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// A .csv, .ndjson/.jsonl or .json (array) file, or - for NDJSON on stdin.
+    #[arg(value_name = "SOURCE")]
+    pub source: String,
+    /// Read SOURCE as this format instead of guessing from its extension.
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    /// A mapping file (TOML); without one, columns are mapped by name.
+    #[arg(long, value_name = "FILE")]
+    pub mapping: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    Csv,
+    Ndjson,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SegmentArgs {
+    /// Where to read the write key: env:NAME or file:PATH (a bare value works
+    /// but is visible to other users). Default: env:SEGMENT_WRITE_KEY.
+    #[arg(long, value_name = "SOURCE")]
+    pub write_key: Option<String>,
+    /// API base URL. Default: SEGMENT_HOST, or the region's host.
+    #[arg(long, value_name = "URL")]
+    pub host: Option<String>,
+    /// Segment region: us or eu. Default: SEGMENT_REGION, or us.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TuningArgs {
+    /// Most events per request (1-2500); requests are also kept under 500 KB.
+    #[arg(long, default_value_t = 2500, value_name = "N")]
+    pub batch_size: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub concurrency: usize,
+    /// Most requests started per second (Segment suggests staying under 1000 per workspace).
+    #[arg(long, value_name = "N")]
+    pub rate: Option<f64>,
+    /// Send request bodies uncompressed.
+    #[arg(long)]
+    pub no_gzip: bool,
+    /// Attempts per batch before it is reported as failed.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub max_attempts: u32,
+    /// First retry backoff in milliseconds; it doubles per attempt up to 60 s, with full jitter.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub backoff_ms: u64,
+    /// Seconds one batch may spend on retries.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub retry_budget: u64,
+    /// Seconds the final flush may take before undelivered records are reported pending.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub flush_timeout: u64,
+    /// Seconds to flush after Ctrl-C or SIGTERM.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub shutdown_timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub input: SourceArgs,
+    #[command(flatten)]
+    pub segment: SegmentArgs,
+    #[command(flatten)]
+    pub tuning: TuningArgs,
+    /// A repeated identity: keep the last (send both, in order), keep the
+    /// first, or treat it as an error. Default: the mapping's, or last.
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub duplicates: Option<DuplicatesArg>,
+    /// Write a JSON report: one line per invalid, failed or pending record, then a summary line.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Send nothing: validate and batch as usual, and count the requests.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --dry-run, write each request body that would be sent into DIR.
+    #[arg(long, value_name = "DIR", requires = "dry_run")]
+    pub dry_run_dir: Option<PathBuf>,
+    /// No progress and no summary on stderr (errors are still printed).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DuplicatesArg {
+    Last,
+    First,
+    Error,
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    #[command(flatten)]
+    pub input: SourceArgs,
+    /// How many payloads to print.
+    #[arg(short = 'n', long, default_value_t = 5)]
+    pub count: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct MappingArgs {
+    #[command(flatten)]
+    pub input: SourceArgs,
+    /// Print the mapping (the only action today; kept for clarity in scripts).
+    #[arg(long)]
+    pub print: bool,
+    /// Print it as a mapping file to start editing from.
+    #[arg(long)]
+    pub toml: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Accept only this write key (repeatable). Default: accept any.
+    #[arg(long = "write-key", value_name = "KEY")]
+    pub write_keys: Vec<String>,
+    /// Append every accepted event to FILE as NDJSON.
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Sync this file instead of the bundled sample.
+    #[arg(long, value_name = "SOURCE")]
+    pub source: Option<String>,
+    /// How many accepted events to show.
+    #[arg(long, default_value_t = 3)]
+    pub show: usize,
+}

@@ -1,0 +1,51 @@
+//! The end-of-run summary on stderr.
+
+use std::path::Path;
+
+use customer_sync::RunReport;
+
+/// Prints the counts, the rate, and where the details are.
+pub fn print_summary(source: &str, report: &RunReport, report_file: Option<&Path>) {
+    let verb = if report.dry_run {
+        "would send"
+    } else {
+        "delivered"
+    };
+    eprintln!(
+        "{source}: read {}, valid {}, invalid {}, {verb} {}, failed {}, pending {}",
+        report.read, report.valid, report.invalid, report.delivered, report.failed, report.pending
+    );
+    eprintln!(
+        "  {:.2} s, {:.0} records/s{}",
+        report.duration_secs,
+        report.events_per_sec,
+        if report.duplicates > 0 {
+            format!(", {} duplicate identities", report.duplicates)
+        } else {
+            String::new()
+        }
+    );
+    for (reason, count) in &report.invalid_by_reason {
+        eprintln!("  invalid: {count} {reason}");
+    }
+    for (reason, count) in &report.failed_by_reason {
+        eprintln!("  failed: {count} {reason}");
+    }
+    if report.interrupted {
+        eprintln!("  the run was stopped before the end of the source");
+    }
+    if report.pending > 0 {
+        eprintln!(
+            "  {} records were not delivered before the run ended; run again to send them",
+            report.pending
+        );
+    }
+    let undelivered = report.invalid + report.failed + report.pending;
+    match report_file {
+        Some(path) => eprintln!("  report: {}", path.display()),
+        None if undelivered > 0 => eprintln!(
+            "  pass --report FILE to list every record that was not delivered, with its line"
+        ),
+        None => {}
+    }
+}
