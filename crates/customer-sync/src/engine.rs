@@ -19,10 +19,12 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use segment_client::{EventOutcome, HttpClient, HttpClientBuilder, Identity, SegmentError};
 
-use crate::mapping::{DuplicatePolicy, Mapping};
+use crate::mapping::{DuplicatePolicy, MappedCustomer, Mapping};
+use crate::plan::{Decision, IncrementalOptions, Planner};
 use crate::record::{Location, RecordError, RecordErrorKind};
 use crate::report::{Counters, ReportWriter, RunReport, Undelivered};
 use crate::source::{ReadProgress, Source, SourceError};
+use crate::state::{Change, StateError, StateStore, identity_key};
 
 /// Tells a running sync to stop reading; cheap to clone, safe to call from a signal handler task.
 #[derive(Debug, Clone, Default)]
@@ -91,6 +93,17 @@ impl From<SourceError> for SyncError {
     }
 }
 
+impl From<StateError> for SyncError {
+    fn from(error: StateError) -> Self {
+        let mut err = SyncError::new(
+            error.to_string(),
+            Some("check --state and --name; `segment-sync reset` starts over"),
+        );
+        err.source = Some(Box::new(error));
+        err
+    }
+}
+
 impl From<SegmentError> for SyncError {
     fn from(error: SegmentError) -> Self {
         let hint = if error.is_unauthorized() {
@@ -119,8 +132,22 @@ pub struct SyncOptions {
     pub shutdown_timeout: Duration,
     /// Where to write the JSON report. Default: nowhere.
     pub report: Option<PathBuf>,
-    /// Whether the client is a dry run (recorded in the report).
+    /// Whether the client is a dry run (recorded in the report; the state
+    /// is read to skip unchanged records but never written).
     pub dry_run: bool,
+    /// The state to sync incrementally against. Default: none (send everything).
+    pub state: Option<StateOptions>,
+}
+
+/// Where the state lives and how it is used.
+#[derive(Debug, Clone)]
+pub struct StateOptions {
+    /// The state directory, e.g. `.segment-sync`.
+    pub dir: PathBuf,
+    /// The sync's name: its database is `DIR/NAME.sqlite`.
+    pub name: String,
+    /// Full resync, failed-record retries.
+    pub incremental: IncrementalOptions,
 }
 
 impl Default for SyncOptions {
@@ -131,6 +158,7 @@ impl Default for SyncOptions {
             shutdown_timeout: Duration::from_secs(10),
             report: None,
             dry_run: false,
+            state: None,
         }
     }
 }
@@ -196,9 +224,9 @@ impl SyncRun {
     ///
     /// # Errors
     /// Fatal problems only: the client cannot be built (no write key, bad
-    /// host), the report file cannot be written, the source fails mid-read,
-    /// or Segment refuses the write key. Where records were already handled,
-    /// the error carries the partial [`report`](SyncError::report).
+    /// host), the state or report cannot be written, the source fails
+    /// mid-read, or Segment refuses the write key. Where records were already
+    /// handled, the error carries the partial [`report`](SyncError::report).
     pub async fn run(self) -> Result<RunReport, SyncError> {
         let started_at = Utc::now();
         let started = Instant::now();
@@ -213,6 +241,33 @@ impl SyncRun {
             })?,
             None => ReportWriter::none(),
         };
+        // The state is opened before the client, so a state problem stops the
+        // run before anything is sent.
+        let writes_state = !self.options.dry_run;
+        let mut state = match &self.options.state {
+            Some(options) => {
+                let mut store = StateStore::open(&options.dir, &options.name)?;
+                let index = store.index()?;
+                let outbox = if writes_state {
+                    store.pending()?
+                } else {
+                    Vec::new()
+                };
+                let run_id = if writes_state {
+                    Some(store.begin_run(self.source.name())?)
+                } else {
+                    None
+                };
+                Some(RunState {
+                    store: Arc::new(Mutex::new(store)),
+                    index: Some(index),
+                    outbox,
+                    run_id,
+                    options: options.incremental.clone(),
+                })
+            }
+            None => None,
+        };
         let tracker = Arc::new(Tracker {
             counters: Arc::clone(&self.counters),
             in_flight: Mutex::default(),
@@ -221,6 +276,7 @@ impl SyncRun {
             fatal: Mutex::default(),
             failed_by_reason: Mutex::default(),
             invalid_by_reason: Mutex::default(),
+            changes: (state.is_some() && writes_state).then(Mutex::default),
             stop: self.stop.clone(),
         });
         let hook = Arc::clone(&tracker);
@@ -229,18 +285,45 @@ impl SyncRun {
             .on_outcome(move |outcome| hook.settle(outcome))
             .build()?;
 
+        let recovered = match &mut state {
+            Some(state) => {
+                recover_outbox(std::mem::take(&mut state.outbox), &client, &tracker).await
+            }
+            None => HashMap::new(),
+        };
+        let planner = state.as_mut().map(|state| {
+            let index = state.index.take().unwrap_or_default();
+            Planner::new(
+                index,
+                recovered,
+                state.options.clone(),
+                self.mapping.null_policy(),
+            )
+        });
+        let store = state.as_ref().map(|state| Arc::clone(&state.store));
         let duplicates = self
             .options
             .duplicates
             .unwrap_or_else(|| self.mapping.duplicates());
         let reader = {
-            let (client, tracker) = (client.clone(), Arc::clone(&tracker));
+            let (client, tracker, store) = (client.clone(), Arc::clone(&tracker), store.clone());
             let (source, mapping) = (self.source, self.mapping);
             tokio::task::spawn_blocking(move || {
-                read_all(source, &mapping, &client, &tracker, duplicates)
+                let mut reader = Reader {
+                    client: &client,
+                    tracker: &tracker,
+                    mapping: &mapping,
+                    store: store.as_deref(),
+                    planner,
+                    duplicates,
+                    chunk: Vec::new(),
+                    pending: Vec::new(),
+                };
+                let result = reader.read_all(source);
+                (result, reader.planner)
             })
         };
-        let read_result = wait_for_reader(reader, &self.stop).await;
+        let (read_result, planner) = wait_for_reader(reader, &self.stop).await;
 
         let stopped = self.stop.is_stopped();
         let flush_timeout = if stopped {
@@ -248,14 +331,34 @@ impl SyncRun {
         } else {
             self.options.flush_timeout
         };
-        // Outcomes arrive through the hook; the report of the close adds nothing new.
+        // Outcomes arrive through the hook; the close's own report adds nothing new.
         let close_error = client
             .close_and_flush_with_timeout(flush_timeout)
             .await
             .err();
         tracker.settle_pending(close_error.as_ref());
 
-        let report = tracker.summary(RunReport {
+        let mut removed = 0;
+        let mut state_error = None;
+        if let Some(store) = &store {
+            let mut store = lock(store);
+            // Commit the outcomes that arrived since the reader's last chunk.
+            if let Err(e) = store.apply(&tracker.take_changes()) {
+                state_error = Some(e);
+            }
+            // Only a source read to its end tells who is gone.
+            if let Some(planner) = planner.as_ref().filter(|_| read_result.is_ok() && !stopped) {
+                match store.keys_with_hashes(&planner.unseen()) {
+                    Ok(keys) => {
+                        removed = keys.len() as u64;
+                        tracker.write(|w| keys.iter().try_for_each(|key| w.removed(key)));
+                    }
+                    Err(e) => state_error = Some(e),
+                }
+            }
+        }
+        let traits = planner.as_ref().map(|p| p.traits).unwrap_or_default();
+        let mut report = tracker.summary(RunReport {
             source: String::new(),
             dry_run: self.options.dry_run,
             started_at,
@@ -264,15 +367,30 @@ impl SyncRun {
             valid: 0,
             invalid: 0,
             duplicates: 0,
+            skipped: 0,
+            given_up: 0,
+            recovered: 0,
+            removed,
             delivered: 0,
             failed: 0,
             pending: 0,
+            traits_unset: traits.unset,
+            traits_left_out: traits.left_out,
             interrupted: stopped,
             events_per_sec: 0.0,
             invalid_by_reason: BTreeMap::new(),
             failed_by_reason: BTreeMap::new(),
         });
+        if let Ok(name) = &read_result {
+            report.source.clone_from(name);
+        }
         debug_assert!(report.adds_up(), "{report:?}");
+        if let (Some(state), None) = (&state, &state_error)
+            && let Some(run_id) = state.run_id
+            && let Err(e) = lock(&state.store).finish_run(run_id, &report)
+        {
+            state_error = Some(e);
+        }
         let writer = std::mem::replace(&mut *lock(&tracker.report), ReportWriter::none());
         let report_io = writer
             .finish(&report)
@@ -287,6 +405,9 @@ impl SyncRun {
             return Err(with_report(fatal.into()));
         }
         read_result.map_err(with_report)?;
+        if let Some(e) = state_error {
+            return Err(with_report(e.into()));
+        }
         if let Some(e) = report_io {
             return Err(with_report(SyncError::new(
                 format!("cannot write the report: {e}"),
@@ -297,24 +418,76 @@ impl SyncRun {
     }
 }
 
+/// The state of a run that has one.
+struct RunState {
+    store: Arc<Mutex<StateStore>>,
+    index: Option<crate::state::StateIndex>,
+    outbox: Vec<crate::state::Pending>,
+    run_id: Option<i64>,
+    options: IncrementalOptions,
+}
+
+/// Queues again what an earlier run left in the outbox, with the same
+/// `messageId`s so Segment drops any copy it already has. Returns the
+/// recovered payload hash per identity key.
+async fn recover_outbox(
+    outbox: Vec<crate::state::Pending>,
+    client: &HttpClient,
+    tracker: &Tracker,
+) -> HashMap<String, u64> {
+    let mut recovered = HashMap::new();
+    for entry in outbox {
+        let at = Location::new(entry.source.as_str(), entry.line);
+        let Some(params) = crate::state::params_from_outbox(&entry.payload, &entry.message_id)
+        else {
+            tracker.invalid(&RecordError::new(
+                at,
+                RecordErrorKind::Malformed,
+                "the stored outbox entry is unreadable",
+            ));
+            continue;
+        };
+        lock(&tracker.in_flight).insert(
+            entry.message_id.clone(),
+            (at.clone(), params.identity.clone()),
+        );
+        match client.identify(params).await {
+            Ok(()) => {
+                Counters::add(&tracker.counters.recovered);
+                recovered.insert(entry.key, entry.hash);
+            }
+            Err(error) => {
+                lock(&tracker.in_flight).remove(&entry.message_id);
+                tracker.invalid(&RecordError::new(
+                    at,
+                    RecordErrorKind::InvalidPayload,
+                    error.message(),
+                ));
+            }
+        }
+    }
+    recovered
+}
+
+type ReaderResult = (Result<String, SyncError>, Option<Planner>);
+
 /// Waits for the reader, but not past a stop: a reader blocked on a full
 /// queue is left behind (the client's close unblocks it).
 async fn wait_for_reader(
-    reader: tokio::task::JoinHandle<Result<String, SyncError>>,
+    mut reader: tokio::task::JoinHandle<ReaderResult>,
     stop: &StopSignal,
-) -> Result<(), SyncError> {
-    let mut reader = reader;
+) -> (Result<String, SyncError>, Option<Planner>) {
     loop {
         tokio::select! {
             joined = &mut reader => {
                 return match joined {
-                    Ok(result) => result.map(drop),
-                    Err(e) => Err(SyncError::new(format!("the reader stopped: {e}"), None)),
+                    Ok(result) => result,
+                    Err(e) => (Err(SyncError::new(format!("the reader stopped: {e}"), None)), None),
                 };
             }
             () = tokio::time::sleep(Duration::from_millis(100)) => {
                 if stop.is_stopped() {
-                    return Ok(());
+                    return (Ok(String::new()), None);
                 }
             }
         }
@@ -335,6 +508,8 @@ struct Tracker {
     fatal: Mutex<Option<SegmentError>>,
     failed_by_reason: Mutex<BTreeMap<String, u64>>,
     invalid_by_reason: Mutex<BTreeMap<String, u64>>,
+    /// Outcomes waiting to be committed to the state, when there is one.
+    changes: Option<Mutex<Vec<Change>>>,
     stop: StopSignal,
 }
 
@@ -353,33 +528,53 @@ impl Tracker {
         self.write(|w| w.invalid(error));
     }
 
+    fn take_changes(&self) -> Vec<Change> {
+        self.changes
+            .as_ref()
+            .map(|c| std::mem::take(&mut *lock(c)))
+            .unwrap_or_default()
+    }
+
     /// Called by the client for every event, as soon as its fate is known.
     fn settle(&self, outcome: &EventOutcome<'_>) {
-        let tracked = lock(&self.in_flight).remove(outcome.message_id);
-        match outcome.result {
-            Ok(()) => Counters::add(&self.counters.delivered),
+        let Some((at, identity)) = lock(&self.in_flight).remove(outcome.message_id) else {
+            return;
+        };
+        let message_id = outcome.message_id.to_owned();
+        let change = match outcome.result {
+            Ok(()) => {
+                Counters::add(&self.counters.delivered);
+                Change::Accepted { message_id }
+            }
             Err(error) => {
                 Counters::add(&self.counters.failed);
                 let code = error.code().unwrap_or("unknown").to_owned();
-                *lock(&self.failed_by_reason).entry(code).or_default() += 1;
-                if let Some((at, identity)) = &tracked {
-                    self.write(|w| w.undelivered(Undelivered::Failed, at, identity, Some(error)));
-                }
+                *lock(&self.failed_by_reason)
+                    .entry(code.clone())
+                    .or_default() += 1;
+                self.write(|w| w.undelivered(Undelivered::Failed, &at, &identity, Some(error)));
                 if error.is_unauthorized() {
                     // A refused key will refuse every batch: stop at once.
                     lock(&self.fatal).get_or_insert_with(|| error.clone());
                     self.stop.stop();
                 }
+                Change::Failed {
+                    message_id,
+                    code,
+                    message: error.message().to_owned(),
+                    status: error.status(),
+                }
             }
+        };
+        if let Some(changes) = &self.changes {
+            lock(changes).push(change);
         }
     }
 
-    /// Whatever is still tracked at the end did not finish: report it as pending.
+    /// Whatever is still tracked at the end did not finish: report it as
+    /// pending. Its outbox entry stays, so the next run sends it again.
     fn settle_pending(&self, close_error: Option<&SegmentError>) {
         let left = std::mem::take(&mut *lock(&self.in_flight));
-        if left.is_empty() {
-            return;
-        }
         let mut left: Vec<_> = left.into_values().collect();
         left.sort_by_key(|(at, _)| at.line);
         for (at, identity) in &left {
@@ -393,11 +588,13 @@ impl Tracker {
         report.valid = Counters::get(&c.valid);
         report.invalid = Counters::get(&c.invalid);
         report.duplicates = Counters::get(&c.duplicates);
+        report.skipped = Counters::get(&c.skipped);
+        report.given_up = Counters::get(&c.given_up);
+        report.recovered = Counters::get(&c.recovered);
         report.delivered = Counters::get(&c.delivered);
         report.failed = Counters::get(&c.failed);
-        report.pending = report
-            .valid
-            .saturating_sub(report.delivered + report.failed);
+        report.pending =
+            (report.valid + report.recovered).saturating_sub(report.delivered + report.failed);
         report.events_per_sec = report.delivered as f64 / report.duration_secs.max(1e-9);
         report.invalid_by_reason = lock(&self.invalid_by_reason).clone();
         report.failed_by_reason = lock(&self.failed_by_reason).clone();
@@ -405,86 +602,210 @@ impl Tracker {
     }
 }
 
-/// Reads, maps and queues every record. Returns the source name.
-fn read_all(
-    mut source: Source,
-    mapping: &Mapping,
-    client: &HttpClient,
-    tracker: &Tracker,
+/// Records written to the outbox in one transaction before they are queued.
+const CHUNK: usize = 512;
+
+/// One record on its way to the client.
+struct Outgoing {
+    params: segment_client::IdentifyParams,
+    message_id: String,
+    at: Location,
+}
+
+/// Reads, maps, plans and queues every record, on a blocking thread.
+struct Reader<'a> {
+    client: &'a HttpClient,
+    tracker: &'a Tracker,
+    mapping: &'a Mapping,
+    store: Option<&'a Mutex<StateStore>>,
+    planner: Option<Planner>,
     duplicates: DuplicatePolicy,
-) -> Result<String, SyncError> {
-    let mut seen = SeenIdentities::default();
-    for item in source.by_ref() {
-        if tracker.stop.is_stopped() {
-            break;
+    chunk: Vec<Outgoing>,
+    /// Outbox entries for `chunk`, written before it is queued.
+    pending: Vec<Change>,
+}
+
+impl Reader<'_> {
+    /// Returns the source's name.
+    fn read_all(&mut self, mut source: Source) -> Result<String, SyncError> {
+        let read = self.read_records(&mut source);
+        let flushed = self.flush_chunk();
+        read?;
+        flushed?;
+        if let Some(error) = source.take_fatal() {
+            return Err(error.into());
         }
-        Counters::add(&tracker.counters.read);
-        let record = match item {
-            Ok(record) => record,
-            Err(error) => {
-                tracker.invalid(&error);
-                continue;
+        Ok(source.name().to_owned())
+    }
+
+    fn read_records(&mut self, source: &mut Source) -> Result<(), SyncError> {
+        let tracker = self.tracker;
+        let mut seen = SeenIdentities::default();
+        for item in source.by_ref() {
+            if tracker.stop.is_stopped() {
+                break;
             }
-        };
-        let mapped = match mapping.apply(&record) {
-            Ok(mapped) => mapped,
-            Err(error) => {
-                tracker.invalid(&error);
-                continue;
-            }
-        };
-        let at = record.location;
-        if let Some(first_line) = seen.check(&mapped.identity, at.line) {
-            Counters::add(&tracker.counters.duplicates);
-            let refuse = |why: &str| {
-                RecordError::new(
-                    at.clone(),
-                    RecordErrorKind::DuplicateIdentity,
-                    format!("the same identity is on line {first_line}; {why}"),
-                )
+            Counters::add(&tracker.counters.read);
+            let mapped = item.and_then(|record| {
+                let at = record.location.clone();
+                self.mapping.apply(&record).map(|mapped| (at, mapped))
+            });
+            let (at, mut mapped) = match mapped {
+                Ok(ok) => ok,
+                Err(error) => {
+                    tracker.invalid(&error);
+                    continue;
+                }
             };
-            match duplicates {
-                DuplicatePolicy::Last => {
-                    tracker.write(|w| w.duplicate(&at, &mapped.identity, first_line))
-                }
-                DuplicatePolicy::First => {
-                    tracker.invalid(&refuse("the first one wins, so this one was not sent"));
-                    continue;
-                }
-                DuplicatePolicy::Error => {
-                    tracker.invalid(&refuse("duplicates are errors in this mapping"));
-                    continue;
-                }
+            if !self.accept_duplicate(&mut seen, &at, &mapped) {
+                continue;
+            }
+            let hash = match self.plan(&at, &mut mapped)? {
+                Some(hash) => hash,
+                None => continue,
+            };
+            self.push(at, mapped, hash);
+            if self.chunk.len() >= self.chunk_size() && !self.flush_chunk()? {
+                break;
             }
         }
+        Ok(())
+    }
+
+    /// Applies the duplicate policy; `false` means the record is not sent.
+    fn accept_duplicate(
+        &self,
+        seen: &mut SeenIdentities,
+        at: &Location,
+        mapped: &MappedCustomer,
+    ) -> bool {
+        let Some(first_line) = seen.check(&mapped.identity, at.line) else {
+            return true;
+        };
+        let tracker = self.tracker;
+        Counters::add(&tracker.counters.duplicates);
+        let refuse = |why: &str| {
+            RecordError::new(
+                at.clone(),
+                RecordErrorKind::DuplicateIdentity,
+                format!("the same identity is on line {first_line}; {why}"),
+            )
+        };
+        match self.duplicates {
+            DuplicatePolicy::Last => {
+                tracker.write(|w| w.duplicate(at, &mapped.identity, first_line));
+                true
+            }
+            DuplicatePolicy::First => {
+                tracker.invalid(&refuse("the first one wins, so this one was not sent"));
+                false
+            }
+            DuplicatePolicy::Error => {
+                tracker.invalid(&refuse("duplicates are errors in this mapping"));
+                false
+            }
+        }
+    }
+
+    /// Decides against the state; `Some(hash)` means send.
+    fn plan(
+        &mut self,
+        at: &Location,
+        mapped: &mut MappedCustomer,
+    ) -> Result<Option<u64>, SyncError> {
+        let (Some(planner), Some(store)) = (self.planner.as_mut(), self.store) else {
+            return Ok(Some(0));
+        };
+        let counters = &self.tracker.counters;
+        match planner.decide(&lock(store), mapped)? {
+            Decision::Send { hash } => return Ok(Some(hash)),
+            Decision::Skip => Counters::add(&counters.skipped),
+            Decision::GiveUp { runs } => {
+                Counters::add(&counters.given_up);
+                self.tracker
+                    .write(|w| w.given_up(at, &mapped.identity, runs));
+            }
+            Decision::AlreadyQueued => {
+                // Read now, queued by the recovery: it moves from one bucket to the other.
+                Counters::add(&counters.valid);
+                counters.recovered.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        Ok(None)
+    }
+
+    fn push(&mut self, at: Location, mapped: MappedCustomer, hash: u64) {
         let message_id = segment_client::new_message_id();
-        let identity = mapped.identity.clone();
+        if self.tracker.changes.is_some() {
+            self.pending.push(Change::Pending {
+                key: identity_key(&mapped.identity),
+                hash,
+                message_id: message_id.clone(),
+                payload: crate::state::outbox_payload(&mapped),
+                traits: serde_json::to_string(&mapped.traits.keys().collect::<Vec<_>>())
+                    .unwrap_or_default(),
+                source: at.source.to_string(),
+                line: at.line,
+            });
+        }
         let params = mapped.into_params().with_message_id(message_id.clone());
-        lock(&tracker.in_flight).insert(message_id.clone(), (at.clone(), identity));
-        match client.identify_blocking(params) {
-            Ok(()) => Counters::add(&tracker.counters.valid),
-            Err(error) => {
-                lock(&tracker.in_flight).remove(&message_id);
-                if error.is_invalid_payload() {
-                    let kind = if error.code() == Some(segment_client::codes::PAYLOAD_TOO_LARGE) {
-                        RecordErrorKind::PayloadTooLarge
+        self.chunk.push(Outgoing {
+            params,
+            message_id,
+            at,
+        });
+    }
+
+    /// Without a state there is nothing to write first, so records go one by one.
+    fn chunk_size(&self) -> usize {
+        if self.tracker.changes.is_some() {
+            CHUNK
+        } else {
+            1
+        }
+    }
+
+    /// Writes the chunk's outbox entries (and the outcomes that arrived
+    /// meanwhile) in one transaction, then queues the chunk. Returns `false`
+    /// when the client was closed under it (a stop or a fatal error).
+    fn flush_chunk(&mut self) -> Result<bool, SyncError> {
+        let tracker = self.tracker;
+        if let Some(store) = self.store.filter(|_| tracker.changes.is_some()) {
+            let mut changes = std::mem::take(&mut self.pending);
+            changes.extend(tracker.take_changes());
+            lock(store).apply(&changes)?;
+        }
+        let mut chunk = std::mem::take(&mut self.chunk).into_iter();
+        for out in chunk.by_ref() {
+            lock(&tracker.in_flight).insert(
+                out.message_id.clone(),
+                (out.at.clone(), out.params.identity.clone()),
+            );
+            match self.client.identify_blocking(out.params) {
+                Ok(()) => Counters::add(&tracker.counters.valid),
+                Err(error) => {
+                    lock(&tracker.in_flight).remove(&out.message_id);
+                    if error.is_invalid_payload() {
+                        let kind = if error.code() == Some(segment_client::codes::PAYLOAD_TOO_LARGE)
+                        {
+                            RecordErrorKind::PayloadTooLarge
+                        } else {
+                            RecordErrorKind::InvalidPayload
+                        };
+                        tracker.invalid(&RecordError::new(out.at, kind, error.message()));
                     } else {
-                        RecordErrorKind::InvalidPayload
-                    };
-                    tracker.invalid(&RecordError::new(at, kind, error.message()));
-                } else {
-                    // Closed under us (a stop or a fatal error): this record was
-                    // read but not queued, so it counts as not read.
-                    tracker.counters.read.fetch_sub(1, Ordering::Relaxed);
-                    break;
+                        // Closed under us: these records were read but not
+                        // queued, so they count as not read; their outbox
+                        // entries stay for the next run.
+                        let unqueued = 1 + chunk.len() as u64;
+                        tracker.counters.read.fetch_sub(unqueued, Ordering::Relaxed);
+                        return Ok(false);
+                    }
                 }
             }
         }
+        Ok(true)
     }
-    if let Some(error) = source.take_fatal() {
-        return Err(error.into());
-    }
-    Ok(source.name().to_owned())
 }
 
 /// Identities already seen in this input, as 64-bit hashes with their first

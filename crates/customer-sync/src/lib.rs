@@ -8,12 +8,15 @@
 
 mod engine;
 pub mod mapping;
+mod plan;
 mod record;
 mod report;
 pub mod source;
+pub mod state;
 
-pub use engine::{StopSignal, SyncError, SyncOptions, SyncProgress, SyncRun};
+pub use engine::{StateOptions, StopSignal, SyncError, SyncOptions, SyncProgress, SyncRun};
 pub use mapping::Mapping;
+pub use plan::IncrementalOptions;
 pub use record::{Field, FieldValue, Location, Record, RecordError, RecordErrorKind};
 pub use report::{Counters, ReportWriter, RunReport, Undelivered};
 pub use source::Source;

@@ -4,7 +4,7 @@
 //! Per-record lines are streamed to the report file as they happen, so a run
 //! over millions of records keeps no list in memory; the summary is the last
 //! line. Every line has a `type`: `invalid`, `failed`, `pending`,
-//! `duplicate`, or `summary`.
+//! `duplicate`, `given_up`, `removed`, or `summary`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -20,7 +20,8 @@ use crate::record::{Location, RecordError};
 
 /// The summary of one sync run.
 ///
-/// `read = valid + invalid` and `valid = delivered + failed + pending`, always.
+/// The counts always add up: `read = valid + invalid + skipped + given_up`
+/// and `valid + recovered = delivered + failed + pending`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct RunReport {
@@ -40,12 +41,25 @@ pub struct RunReport {
     pub invalid: u64,
     /// Records whose identity appeared earlier in the same input.
     pub duplicates: u64,
+    /// Records unchanged since Segment accepted them (not sent).
+    pub skipped: u64,
+    /// Unchanged records that failed in too many runs in a row (not sent).
+    pub given_up: u64,
+    /// Records an earlier, unfinished run left in the outbox, sent again with
+    /// their first `messageId`.
+    pub recovered: u64,
+    /// Identities in the state that this source no longer has (nothing is sent for them).
+    pub removed: u64,
     /// Records Segment accepted (2xx).
     pub delivered: u64,
     /// Records Segment refused or that ran out of retries.
     pub failed: u64,
     /// Records queued but not finished when the run ended (interrupted or deadline).
     pub pending: u64,
+    /// Traits Segment accepted before, now empty or missing, sent as `null` (null policy `null`).
+    pub traits_unset: u64,
+    /// Traits Segment accepted before, now empty or missing, left out (null policy `omit`).
+    pub traits_left_out: u64,
     /// Whether the run was stopped early (Ctrl-C, SIGTERM, fatal error).
     pub interrupted: bool,
     /// Delivered records per second of wall time.
@@ -59,13 +73,17 @@ pub struct RunReport {
 impl RunReport {
     /// Whether every record read was valid and delivered.
     pub fn is_clean(&self) -> bool {
-        self.invalid == 0 && self.failed == 0 && self.pending == 0 && !self.interrupted
+        self.invalid == 0
+            && self.failed == 0
+            && self.pending == 0
+            && self.given_up == 0
+            && !self.interrupted
     }
 
     /// Whether the counts add up; a run that breaks this has a bug.
     pub fn adds_up(&self) -> bool {
-        self.read == self.valid + self.invalid
-            && self.valid == self.delivered + self.failed + self.pending
+        self.read == self.valid + self.invalid + self.skipped + self.given_up
+            && self.valid + self.recovered == self.delivered + self.failed + self.pending
     }
 }
 
@@ -80,6 +98,12 @@ pub struct Counters {
     pub valid: AtomicU64,
     /// Identities seen before in this input.
     pub duplicates: AtomicU64,
+    /// Records unchanged since accepted.
+    pub skipped: AtomicU64,
+    /// Records given up after failing too often.
+    pub given_up: AtomicU64,
+    /// Outbox entries from an earlier run, queued again.
+    pub recovered: AtomicU64,
     /// Records delivered.
     pub delivered: AtomicU64,
     /// Records failed.
@@ -187,6 +211,50 @@ impl ReportWriter {
             status: None,
             message: "the same identity appears earlier in this input; both were sent in order, so the later values win",
             first_line: Some(first_line),
+        })
+    }
+
+    /// Records an unchanged record not retried after failing in `runs` runs.
+    ///
+    /// # Errors
+    /// If the report file cannot be written.
+    pub fn given_up(&mut self, at: &Location, identity: &Identity, runs: u32) -> io::Result<()> {
+        let message = format!(
+            "failed in {runs} runs in a row and has not changed; not retried (pass --retry-failed to force it)"
+        );
+        self.write_line(&RecordLine {
+            r#type: "given_up",
+            source: &at.source,
+            line: at.line,
+            user_id: identity.user_id(),
+            anonymous_id: identity.anonymous_id(),
+            field: None,
+            reason: "given_up",
+            status: None,
+            message: &message,
+            first_line: None,
+        })
+    }
+
+    /// Records an identity the state has but the source no longer does.
+    ///
+    /// # Errors
+    /// If the report file cannot be written.
+    pub fn removed(&mut self, key: &str) -> io::Result<()> {
+        #[derive(Serialize)]
+        struct Removed<'a> {
+            r#type: &'static str,
+            #[serde(rename = "userId", skip_serializing_if = "Option::is_none")]
+            user_id: Option<&'a str>,
+            #[serde(rename = "anonymousId", skip_serializing_if = "Option::is_none")]
+            anonymous_id: Option<&'a str>,
+            message: &'static str,
+        }
+        self.write_line(&Removed {
+            r#type: "removed",
+            user_id: key.strip_prefix("u:"),
+            anonymous_id: key.strip_prefix("a:"),
+            message: "in the state but not in this source; nothing was sent for it",
         })
     }
 

@@ -15,7 +15,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Send the customers in a file (or NDJSON on stdin) to Segment.
-    Sync(SyncArgs),
+    Sync(Box<SyncArgs>),
     /// Print the first payloads as they would be sent, without sending.
     Preview(PreviewArgs),
     /// Show the mapping that would be applied to a file's columns.
@@ -24,6 +24,38 @@ pub enum Command {
     Receive(ReceiveArgs),
     /// Sync the bundled sample customers to an in-process receiver: no account, no network.
     Demo(DemoArgs),
+    /// Show a sync's state: records known, last run, failed and pending records.
+    Status(StatusArgs),
+    /// Delete a sync's state, so the next run sends everything again.
+    Reset(ResetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// Directory holding the sync state.
+    #[arg(long, value_name = "DIR", default_value = ".segment-sync")]
+    pub state: PathBuf,
+    /// The sync's name; its state is DIR/NAME.sqlite. Default: the source file's name.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// How many failed records to list.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub failed: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Do not ask for confirmation.
+    #[arg(long, short)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +144,20 @@ pub struct SyncArgs {
     /// With --dry-run, write each request body that would be sent into DIR.
     #[arg(long, value_name = "DIR", requires = "dry_run")]
     pub dry_run_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Send every record, without a state: no skipping, no outbox.
+    #[arg(long, conflicts_with_all = ["full_resync", "retry_failed"])]
+    pub no_state: bool,
+    /// Ignore what Segment accepted before and send everything again, with new messageIds.
+    #[arg(long)]
+    pub full_resync: bool,
+    /// Retry failed records even after --max-failed-runs.
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Runs an unchanged failing record is retried in before it is given up.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub max_failed_runs: u32,
     /// No progress and no summary on stderr (errors are still printed).
     #[arg(long, short)]
     pub quiet: bool,

@@ -18,9 +18,12 @@ async fn receiver(faults: FaultPlan) -> Receiver {
         .expect("receiver starts")
 }
 
-fn command(receiver: Option<&Receiver>, args: &[&str]) -> tokio::process::Command {
+/// The binary, run in `dir` so its default state (`.segment-sync/`) stays in
+/// the test's own directory.
+fn command(dir: &TempDir, receiver: Option<&Receiver>, args: &[&str]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.args(args)
+        .current_dir(dir.path())
         .env_remove("SEGMENT_WRITE_KEY")
         .env_remove("SEGMENT_HOST")
         .env_remove("SEGMENT_REGION")
@@ -32,8 +35,8 @@ fn command(receiver: Option<&Receiver>, args: &[&str]) -> tokio::process::Comman
     cmd
 }
 
-async fn run(receiver: Option<&Receiver>, args: &[&str]) -> Output {
-    command(receiver, args)
+async fn run(dir: &TempDir, receiver: Option<&Receiver>, args: &[&str]) -> Output {
+    command(dir, receiver, args)
         .output()
         .await
         .expect("the binary runs")
@@ -79,7 +82,7 @@ async fn default_mapping_sends_a_realistic_csv() {
     let receiver = receiver(FaultPlan::none()).await;
     let dir = TempDir::new().unwrap();
     let file = write(&dir, "customers.csv", CUSTOMERS);
-    let output = run(Some(&receiver), &["sync", path_str(&file)]).await;
+    let output = run(&dir, Some(&receiver), &["sync", path_str(&file)]).await;
 
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(receiver.store().stats().accepted, 3);
@@ -148,6 +151,7 @@ source = "crm-export"
 "#,
     );
     let output = run(
+        &dir,
         Some(&receiver),
         &["sync", path_str(&file), "--mapping", path_str(&mapping)],
     )
@@ -180,6 +184,7 @@ async fn invalid_rows_are_reported_with_their_lines_and_the_rest_is_sent() {
     );
     let report = dir.path().join("report.jsonl");
     let output = run(
+        &dir,
         Some(&receiver),
         &[
             "sync",
@@ -244,6 +249,7 @@ async fn server_errors_and_rate_limits_are_retried_until_delivered() {
     let dir = TempDir::new().unwrap();
     let file = write(&dir, "c.csv", &numbered_customers(30));
     let output = run(
+        &dir,
         Some(&receiver),
         &[
             "sync",
@@ -273,6 +279,7 @@ async fn a_refused_batch_fails_exactly_its_records() {
     let file = write(&dir, "c.csv", &numbered_customers(20));
     let report = dir.path().join("r.jsonl");
     let output = run(
+        &dir,
         Some(&receiver),
         &[
             "sync",
@@ -308,7 +315,7 @@ async fn a_refused_batch_fails_exactly_its_records() {
 async fn a_missing_write_key_stops_before_reading_with_a_hint() {
     let dir = TempDir::new().unwrap();
     let file = write(&dir, "c.csv", &numbered_customers(3));
-    let output = run(None, &["sync", path_str(&file)]).await;
+    let output = run(&dir, None, &["sync", path_str(&file)]).await;
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
     assert!(err.contains("error: SEGMENT_WRITE_KEY is not set"), "{err}");
@@ -321,6 +328,7 @@ async fn a_refused_write_key_stops_the_run_at_once() {
     let dir = TempDir::new().unwrap();
     let file = write(&dir, "c.csv", &numbered_customers(50));
     let output = command(
+        &dir,
         Some(&receiver),
         &["sync", path_str(&file), "--batch-size", "5"],
     )
@@ -346,7 +354,7 @@ async fn an_unreachable_host_stops_the_run_at_once() {
         .port();
     let dir = TempDir::new().unwrap();
     let file = write(&dir, "c.csv", &numbered_customers(3));
-    let output = command(None, &["sync", path_str(&file)])
+    let output = command(&dir, None, &["sync", path_str(&file)])
         .env("SEGMENT_WRITE_KEY", KEY)
         .env("SEGMENT_HOST", format!("http://127.0.0.1:{port}"))
         .output()
@@ -367,6 +375,7 @@ async fn a_dry_run_sends_nothing_and_writes_the_request_bodies() {
     let file = write(&dir, "c.csv", &numbered_customers(25));
     let out_dir = dir.path().join("bodies");
     let output = run(
+        &dir,
         Some(&receiver),
         &[
             "sync",
@@ -411,6 +420,7 @@ async fn ctrl_c_mid_run_flushes_and_writes_a_report() {
     let file = write(&dir, "c.csv", &numbered_customers(2_000));
     let report = dir.path().join("r.jsonl");
     let child = command(
+        &dir,
         Some(&receiver),
         &[
             "sync",
@@ -467,7 +477,7 @@ async fn ctrl_c_mid_run_flushes_and_writes_a_report() {
 async fn preview_and_mapping_show_what_would_be_sent() {
     let dir = TempDir::new().unwrap();
     let file = write(&dir, "customers.csv", CUSTOMERS);
-    let output = run(None, &["preview", path_str(&file), "-n", "2"]).await;
+    let output = run(&dir, None, &["preview", path_str(&file), "-n", "2"]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     let text = String::from_utf8(output.stdout).unwrap();
     let events: Vec<Value> = serde_json::Deserializer::from_str(&text)
@@ -478,7 +488,7 @@ async fn preview_and_mapping_show_what_would_be_sent() {
     assert_eq!(events[1]["userId"], "cus_2");
     assert_eq!(events[0]["traits"]["address"]["postalCode"], "N1 9GU");
 
-    let output = run(None, &["mapping", "--print", path_str(&file)]).await;
+    let output = run(&dir, None, &["mapping", "--print", path_str(&file)]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(
@@ -491,7 +501,8 @@ async fn preview_and_mapping_show_what_would_be_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ndjson_on_stdin_is_synced() {
     let receiver = receiver(FaultPlan::none()).await;
-    let mut child = command(Some(&receiver), &["sync", "-"])
+    let dir = TempDir::new().unwrap();
+    let mut child = command(&dir, Some(&receiver), &["sync", "-"])
         .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -520,7 +531,8 @@ async fn ndjson_on_stdin_is_synced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_without_any_configuration() {
-    let output = run(None, &["demo"]).await;
+    let dir = TempDir::new().unwrap();
+    let output = run(&dir, None, &["demo"]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(
@@ -531,7 +543,8 @@ async fn demo_runs_without_any_configuration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receive_runs_a_receiver_other_commands_can_use() {
-    let mut child = command(None, &["receive", "--write-key", KEY])
+    let dir = TempDir::new().unwrap();
+    let mut child = command(&dir, None, &["receive", "--write-key", KEY])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -547,7 +560,7 @@ async fn receive_runs_a_receiver_other_commands_can_use() {
 
     let dir = TempDir::new().unwrap();
     let file = write(&dir, "c.csv", &numbered_customers(7));
-    let output = command(None, &["sync", path_str(&file)])
+    let output = command(&dir, None, &["sync", path_str(&file)])
         .env("SEGMENT_WRITE_KEY", KEY)
         .env("SEGMENT_HOST", &url)
         .output()

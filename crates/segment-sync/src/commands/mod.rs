@@ -3,6 +3,7 @@
 mod demo;
 mod inspect;
 mod receive;
+mod state;
 mod sync;
 
 use std::path::Path;
@@ -13,18 +14,45 @@ use customer_sync::mapping::{Mapping, MappingSpec};
 use customer_sync::source::{Source, SourceFormat};
 
 use crate::Outcome;
-use crate::flags::{Command, FormatArg, SourceArgs};
+use crate::flags::{Command, FormatArg, SourceArgs, StateArgs};
 use crate::hint::with_hint;
 
 /// Runs one subcommand.
 pub async fn run(command: Command) -> Result<Outcome> {
     match command {
-        Command::Sync(args) => sync::run(args).await,
+        Command::Sync(args) => sync::run(*args).await,
         Command::Preview(args) => inspect::preview(&args).await,
         Command::Mapping(args) => inspect::mapping(&args),
         Command::Receive(args) => receive::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Status(args) => state::status(&args),
+        Command::Reset(args) => state::reset(&args),
     }
+}
+
+/// The sync's name: `--name`, or the source file's stem (`stdin` for `-`),
+/// kept to characters that are safe in a file name.
+pub fn sync_name(state: &StateArgs, source: &str) -> String {
+    if let Some(name) = &state.name {
+        return name.clone();
+    }
+    let stem = if source == "-" {
+        "stdin"
+    } else {
+        Path::new(source)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("sync")
+    };
+    stem.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Opens the source and resolves its mapping: every configuration problem

@@ -4,10 +4,12 @@ use std::time::Duration;
 
 use anyhow::Result;
 use customer_sync::mapping::DuplicatePolicy;
-use customer_sync::{StopSignal, SyncError, SyncOptions, SyncRun};
+use customer_sync::{
+    IncrementalOptions, StateOptions, StopSignal, SyncError, SyncOptions, SyncRun,
+};
 
 use crate::Outcome;
-use crate::commands::open_input;
+use crate::commands::{open_input, sync_name};
 use crate::config::client_builder;
 use crate::flags::{DuplicatesArg, SyncArgs};
 use crate::hint::with_hint;
@@ -42,6 +44,15 @@ pub async fn run(args: SyncArgs) -> Result<Outcome> {
         shutdown_timeout: Duration::from_secs(args.tuning.shutdown_timeout),
         report: args.report.clone(),
         dry_run: args.dry_run,
+        state: (!args.no_state).then(|| StateOptions {
+            dir: args.state.state.clone(),
+            name: sync_name(&args.state, &args.input.source),
+            incremental: IncrementalOptions {
+                full_resync: args.full_resync,
+                retry_failed: args.retry_failed,
+                max_failed_runs: args.max_failed_runs,
+            },
+        }),
     };
     let source_name = args.input.source.clone();
     let sync = SyncRun::new(source, mapping, client, options);

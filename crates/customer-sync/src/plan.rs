@@ -1,0 +1,156 @@
+//! Incremental sync: decides, per mapped record, whether it is new, changed,
+//! unchanged, a retry of an earlier failure, or given up, against the state
+//! loaded at the start of the run.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::mapping::{MappedCustomer, NullPolicy};
+use crate::state::{StateError, StateIndex, StateStore, identity_key, payload_hash, stable_hash};
+
+/// How a run treats the stored state.
+#[derive(Debug, Clone)]
+pub struct IncrementalOptions {
+    /// Ignore stored hashes: send everything, with new `messageId`s.
+    pub full_resync: bool,
+    /// Retry failed records even after `max_failed_runs`.
+    pub retry_failed: bool,
+    /// Runs an unchanged failing record is retried in before it is given up.
+    pub max_failed_runs: u32,
+}
+
+impl Default for IncrementalOptions {
+    fn default() -> Self {
+        Self {
+            full_resync: false,
+            retry_failed: false,
+            max_failed_runs: 5,
+        }
+    }
+}
+
+/// What to do with one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Send it; `hash` is the payload hash to record as pending.
+    Send { hash: u64 },
+    /// It is unchanged since Segment accepted it.
+    Skip,
+    /// It failed in `runs` runs in a row and has not changed: not retried.
+    GiveUp { runs: u32 },
+    /// An earlier run's outbox entry for this exact payload is already queued.
+    AlreadyQueued,
+}
+
+/// Trait-level accounting for the report.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct TraitChanges {
+    /// Traits sent as `null` because they were accepted before and are now empty or missing.
+    pub unset: u64,
+    /// Traits accepted before, now empty or missing, and left out.
+    pub left_out: u64,
+}
+
+pub(crate) struct Planner {
+    index: StateIndex,
+    /// One bit per index entry: was the identity in this run's source?
+    seen: Vec<u64>,
+    /// Outbox entries recovered at the start: key -> payload hash.
+    recovered: HashMap<String, u64>,
+    options: IncrementalOptions,
+    null_policy: NullPolicy,
+    pub traits: TraitChanges,
+}
+
+impl Planner {
+    pub fn new(
+        index: StateIndex,
+        recovered: HashMap<String, u64>,
+        options: IncrementalOptions,
+        null_policy: NullPolicy,
+    ) -> Self {
+        let words = index.len().div_ceil(64);
+        Self {
+            index,
+            seen: vec![0; words],
+            recovered,
+            options,
+            null_policy,
+            traits: TraitChanges::default(),
+        }
+    }
+
+    /// Decides for `customer`, adjusting its traits by the null policy
+    /// against what Segment accepted last time.
+    pub fn decide(
+        &mut self,
+        store: &StateStore,
+        customer: &mut MappedCustomer,
+    ) -> Result<Decision, StateError> {
+        let key = identity_key(&customer.identity);
+        let known = self.index.get(stable_hash(key.as_bytes()));
+        if let Some((position, _)) = known {
+            self.seen[position / 64] |= 1 << (position % 64);
+        }
+        let mut hash = payload_hash(&customer.identity, &customer.traits);
+        if self.options.full_resync {
+            return Ok(Decision::Send { hash });
+        }
+        if self.recovered.get(&key) == Some(&hash) {
+            self.recovered.remove(&key);
+            return Ok(Decision::AlreadyQueued);
+        }
+        let Some((_, known)) = known else {
+            return Ok(Decision::Send { hash });
+        };
+        if known.accepted_hash != Some(hash) && known.accepted_hash.is_some() {
+            // Changed: compare trait by trait with what Segment has.
+            hash = self.apply_null_policy(store, &key, customer)?;
+        }
+        if let Some((failed_hash, runs)) = known.failed
+            && failed_hash == hash
+        {
+            if runs >= self.options.max_failed_runs && !self.options.retry_failed {
+                return Ok(Decision::GiveUp { runs });
+            }
+            return Ok(Decision::Send { hash });
+        }
+        if known.accepted_hash == Some(hash) {
+            return Ok(Decision::Skip);
+        }
+        Ok(Decision::Send { hash })
+    }
+
+    /// Traits Segment accepted last time that are now absent are unset
+    /// (`null`) or left out, as the mapping's null policy says. Returns the
+    /// adjusted payload's hash.
+    fn apply_null_policy(
+        &mut self,
+        store: &StateStore,
+        key: &str,
+        customer: &mut MappedCustomer,
+    ) -> Result<u64, StateError> {
+        for name in store.accepted_traits(key)? {
+            if customer.traits.contains_key(&name) {
+                continue;
+            }
+            match self.null_policy {
+                NullPolicy::Null => {
+                    customer.traits.insert(name, Value::Null);
+                    self.traits.unset += 1;
+                }
+                NullPolicy::Omit => self.traits.left_out += 1,
+            }
+        }
+        Ok(payload_hash(&customer.identity, &customer.traits))
+    }
+
+    /// Key hashes of identities in the state that this run's source did not have.
+    pub fn unseen(&self) -> Vec<u64> {
+        (0..self.index.len())
+            .filter(|p| self.seen[p / 64] & (1 << (p % 64)) == 0)
+            .map(|p| self.index.key_at(p))
+            .collect()
+    }
+}

@@ -1,0 +1,890 @@
+//! The sync state: what Segment accepted for each identity, and the outbox of
+//! what is in flight, in one SQLite database per sync.
+//!
+//! # Schema (version 1)
+//!
+//! ```sql
+//! CREATE TABLE schema_version (version INTEGER NOT NULL);
+//! CREATE TABLE records (
+//!   identity            TEXT PRIMARY KEY,  -- "u:<userId>" or "a:<anonymousId>"
+//!   key_hash            INTEGER NOT NULL,  -- xxh3 of identity, for the in-memory index
+//!   accepted_hash       INTEGER,           -- xxh3 of the canonical payload Segment accepted
+//!   accepted_at         INTEGER,           -- unix milliseconds of the 2xx
+//!   accepted_message_id TEXT,
+//!   accepted_traits     TEXT,              -- JSON array of the accepted top-level trait names
+//!   pending_hash        INTEGER,           -- the outbox: set before the first send,
+//!   pending_message_id  TEXT,              --   cleared when Segment answers
+//!   pending_payload     TEXT,              -- {"userId","anonymousId","traits","timestamp"}
+//!   pending_traits      TEXT,
+//!   pending_since       INTEGER,
+//!   last_error_code     TEXT,              -- the last failure, kept until a success
+//!   last_error          TEXT,
+//!   last_status         INTEGER,
+//!   failed_runs         INTEGER NOT NULL DEFAULT 0,
+//!   failed_hash         INTEGER,           -- the payload that failed, to tell a retry from a change
+//!   source              TEXT,              -- where it was last read (file:line)
+//!   line                INTEGER
+//! );
+//! CREATE TABLE runs (
+//!   id INTEGER PRIMARY KEY, started_at INTEGER NOT NULL, finished_at INTEGER,
+//!   source TEXT NOT NULL, summary TEXT      -- the run report as JSON
+//! );
+//! ```
+//!
+//! The database runs in WAL mode with `synchronous = NORMAL`: a commit is
+//! durable against a killed process (the case the outbox exists for), and
+//! writes are grouped into one transaction per chunk of records.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use segment_client::Identity;
+use serde_json::{Map, Value};
+
+/// The schema version this code writes; older databases are migrated on open.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Migrations, indexed by the version they produce minus one.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE records (
+      identity TEXT PRIMARY KEY,
+      key_hash INTEGER NOT NULL,
+      accepted_hash INTEGER,
+      accepted_at INTEGER,
+      accepted_message_id TEXT,
+      accepted_traits TEXT,
+      pending_hash INTEGER,
+      pending_message_id TEXT,
+      pending_payload TEXT,
+      pending_traits TEXT,
+      pending_since INTEGER,
+      last_error_code TEXT,
+      last_error TEXT,
+      last_status INTEGER,
+      failed_runs INTEGER NOT NULL DEFAULT 0,
+      failed_hash INTEGER,
+      source TEXT,
+      line INTEGER
+    );
+    CREATE INDEX records_pending ON records (pending_message_id) WHERE pending_message_id IS NOT NULL;
+    CREATE TABLE runs (
+      id INTEGER PRIMARY KEY,
+      started_at INTEGER NOT NULL,
+      finished_at INTEGER,
+      source TEXT NOT NULL,
+      summary TEXT
+    );
+"];
+
+/// A problem with the state database. Fatal: the run stops before sending.
+#[derive(Debug, thiserror::Error)]
+#[error("state {path}: {message}")]
+pub struct StateError {
+    path: String,
+    message: String,
+    #[source]
+    source: Option<rusqlite::Error>,
+}
+
+impl StateError {
+    fn sql(path: &Path, what: &str, error: rusqlite::Error) -> Self {
+        Self {
+            path: path.display().to_string(),
+            message: format!("{what}: {error}"),
+            source: Some(error),
+        }
+    }
+}
+
+/// The key a record is stored under: its userId, or its anonymousId.
+pub fn identity_key(identity: &Identity) -> String {
+    match identity.user_id() {
+        Some(user_id) => format!("u:{user_id}"),
+        None => format!("a:{}", identity.anonymous_id().unwrap_or_default()),
+    }
+}
+
+/// A 64-bit hash of `bytes` that never changes between versions or machines.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+/// The hash of what Segment would store for this payload: identity and
+/// traits, as canonical JSON (keys sorted at every level, no whitespace), so
+/// that key order and formatting never cause a re-send.
+pub fn payload_hash(identity: &Identity, traits: &Map<String, Value>) -> u64 {
+    let mut canonical = Vec::with_capacity(256);
+    canonical.extend_from_slice(identity_key(identity).as_bytes());
+    canonical.push(b'\n');
+    if let Some(anonymous_id) = identity.anonymous_id() {
+        canonical.extend_from_slice(anonymous_id.as_bytes());
+    }
+    canonical.push(b'\n');
+    write_canonical_map(&mut canonical, traits);
+    // 0 stands for "none" in the index.
+    stable_hash(&canonical).max(1)
+}
+
+fn write_canonical_map(out: &mut Vec<u8>, map: &Map<String, Value>) {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_unstable_by_key(|(key, _)| *key);
+    out.push(b'{');
+    for (i, (key, value)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, key);
+        out.push(b':');
+        write_canonical(out, value);
+    }
+    out.push(b'}');
+}
+
+fn write_canonical(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Object(map) => write_canonical_map(out, map),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(out, item);
+            }
+            out.push(b']');
+        }
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
+    }
+}
+
+/// The outbox copy of a payload: enough to send it again after a crash.
+pub(crate) fn outbox_payload(customer: &crate::mapping::MappedCustomer) -> String {
+    serde_json::json!({
+        "userId": customer.identity.user_id(),
+        "anonymousId": customer.identity.anonymous_id(),
+        "traits": customer.traits,
+    })
+    .to_string()
+}
+
+/// Rebuilds identify parameters from an outbox copy, with its `messageId`.
+pub(crate) fn params_from_outbox(
+    payload: &str,
+    message_id: &str,
+) -> Option<segment_client::IdentifyParams> {
+    let value: Value = serde_json::from_str(payload).ok()?;
+    let text = |field: &str| value.get(field).and_then(Value::as_str).map(str::to_owned);
+    let identity = match (text("userId"), text("anonymousId")) {
+        (Some(user_id), Some(anonymous_id)) => Identity::Both {
+            user_id,
+            anonymous_id,
+        },
+        (Some(user_id), None) => Identity::UserId(user_id),
+        (None, Some(anonymous_id)) => Identity::AnonymousId(anonymous_id),
+        (None, None) => return None,
+    };
+    let traits = value.get("traits")?.as_object()?.clone();
+    let customer = crate::mapping::MappedCustomer { identity, traits };
+    Some(customer.into_params().with_message_id(message_id))
+}
+
+/// What the state knows of one identity, held in memory for the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Known {
+    /// The accepted payload's hash, if Segment ever accepted one.
+    pub accepted_hash: Option<u64>,
+    /// The hash of the payload that last failed, and in how many runs in a row.
+    pub failed: Option<(u64, u32)>,
+}
+
+/// All identities in the state, sorted by key hash: 16 bytes each (key and
+/// accepted hash; the few failed ones on the side), so a million customers
+/// cost 16 MB of memory instead of a query per record.
+#[derive(Debug, Default)]
+pub struct StateIndex {
+    /// (key hash, accepted hash or 0), sorted.
+    entries: Vec<(u64, u64)>,
+    failed: std::collections::HashMap<u64, (u64, u32)>,
+}
+
+impl StateIndex {
+    /// What is known of the identity with this key hash, and its position
+    /// (for marking it seen). `None` for an unknown identity, and also when
+    /// two identities share the hash (then the record is simply sent).
+    pub fn get(&self, key_hash: u64) -> Option<(usize, Known)> {
+        let start = self.entries.partition_point(|(k, _)| *k < key_hash);
+        match self.entries.get(start..start + 2) {
+            Some([(a, _), (b, _)]) if *a == key_hash && *b == key_hash => None,
+            _ => self
+                .entries
+                .get(start)
+                .filter(|(k, _)| *k == key_hash)
+                .map(|(_, accepted)| {
+                    let known = Known {
+                        accepted_hash: (*accepted != 0).then_some(*accepted),
+                        failed: self.failed.get(&key_hash).copied(),
+                    };
+                    (start, known)
+                }),
+        }
+    }
+
+    /// The key hash at `position`.
+    pub fn key_at(&self, position: usize) -> u64 {
+        self.entries[position].0
+    }
+
+    /// How many identities the state holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the state holds no identity.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// One change to the state, applied in a transaction with others.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A record is about to be sent: the outbox entry.
+    Pending {
+        /// [`identity_key`] of the record.
+        key: String,
+        /// The payload hash.
+        hash: u64,
+        /// Its `messageId`, reused on every resend.
+        message_id: String,
+        /// What to resend after a crash.
+        payload: String,
+        /// The payload's top-level trait names, as a JSON array.
+        traits: String,
+        /// Where the record was read.
+        source: String,
+        /// Its line.
+        line: u64,
+    },
+    /// Segment answered 2xx for this message.
+    Accepted {
+        /// The `messageId` Segment accepted.
+        message_id: String,
+    },
+    /// Segment refused this message, or retries ran out.
+    Failed {
+        /// The `messageId` that failed.
+        message_id: String,
+        /// The error code.
+        code: String,
+        /// The error message.
+        message: String,
+        /// The HTTP status, if any.
+        status: Option<u16>,
+    },
+}
+
+/// An outbox entry left by an earlier run that did not finish.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// [`identity_key`] of the record.
+    pub key: String,
+    /// Its payload hash.
+    pub hash: u64,
+    /// Its `messageId`.
+    pub message_id: String,
+    /// The stored payload.
+    pub payload: String,
+    /// Where it was read.
+    pub source: String,
+    /// Its line.
+    pub line: u64,
+}
+
+/// A failed record, for `segment-sync status`.
+#[derive(Debug, Clone)]
+pub struct FailedRecord {
+    /// [`identity_key`] of the record.
+    pub key: String,
+    /// The last error code.
+    pub code: String,
+    /// The last error message.
+    pub message: String,
+    /// Runs in a row in which it failed.
+    pub failed_runs: u32,
+}
+
+/// The state database of one sync.
+pub struct StateStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl StateStore {
+    /// The database path for sync `name` under `dir`.
+    pub fn path_for(dir: &Path, name: &str) -> PathBuf {
+        dir.join(format!("{name}.sqlite"))
+    }
+
+    /// Opens (creating if needed) the state of sync `name` under `dir`, and
+    /// migrates it to [`SCHEMA_VERSION`].
+    ///
+    /// # Errors
+    /// The directory or database cannot be created or opened, or the
+    /// database was written by a newer version of this tool.
+    pub fn open(dir: &Path, name: &str) -> Result<StateStore, StateError> {
+        let path = Self::path_for(dir, name);
+        std::fs::create_dir_all(dir).map_err(|e| StateError {
+            path: dir.display().to_string(),
+            message: format!("cannot create the state directory: {e}"),
+            source: None,
+        })?;
+        let conn = Connection::open(&path).map_err(|e| StateError::sql(&path, "cannot open", e))?;
+        let mut store = StateStore { conn, path };
+        store.configure()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens an existing state read-only, for `status`.
+    ///
+    /// # Errors
+    /// There is no state by that name, or it cannot be read.
+    pub fn open_existing(dir: &Path, name: &str) -> Result<StateStore, StateError> {
+        let path = Self::path_for(dir, name);
+        if !path.exists() {
+            return Err(StateError {
+                path: path.display().to_string(),
+                message: "no state by that name (run a sync first, or check --state and --name)"
+                    .into(),
+                source: None,
+            });
+        }
+        Self::open(dir, name)
+    }
+
+    /// Where the database is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn sql<'a>(&'a self, what: &'a str) -> impl FnOnce(rusqlite::Error) -> StateError + 'a {
+        move |e| StateError::sql(&self.path, what, e)
+    }
+
+    fn configure(&self) -> Result<(), StateError> {
+        self.conn
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
+            )
+            .map_err(self.sql("cannot configure"))
+    }
+
+    fn migrate(&mut self) -> Result<(), StateError> {
+        self.conn
+            .execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            .map_err(self.sql("cannot create the version table"))?;
+        let version: i64 = self
+            .conn
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.sql("cannot read the schema version"))?;
+        if version > SCHEMA_VERSION {
+            return Err(StateError {
+                path: self.path.display().to_string(),
+                message: format!(
+                    "schema version {version} is newer than this tool's {SCHEMA_VERSION}; upgrade segment-sync"
+                ),
+                source: None,
+            });
+        }
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| StateError::sql(&path, "cannot migrate", e))?;
+        for (i, migration) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(version).unwrap_or(0))
+        {
+            tx.execute_batch(migration)
+                .map_err(|e| StateError::sql(&path, "cannot migrate", e))?;
+            tx.execute("DELETE FROM schema_version", [])
+                .map_err(|e| StateError::sql(&path, "cannot migrate", e))?;
+            tx.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                [i as i64 + 1],
+            )
+            .map_err(|e| StateError::sql(&path, "cannot migrate", e))?;
+        }
+        tx.commit()
+            .map_err(|e| StateError::sql(&path, "cannot migrate", e))
+    }
+
+    /// Loads every identity into memory for the run's change detection.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn index(&self) -> Result<StateIndex, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key_hash, COALESCE(accepted_hash, 0), failed_runs, failed_hash FROM records")
+            .map_err(self.sql("cannot read records"))?;
+        let mut rows = stmt.query([]).map_err(self.sql("cannot read records"))?;
+        let mut index = StateIndex::default();
+        while let Some(row) = rows.next().map_err(self.sql("cannot read records"))? {
+            let mut read = || -> rusqlite::Result<()> {
+                let key = row.get::<_, i64>(0)? as u64;
+                index.entries.push((key, row.get::<_, i64>(1)? as u64));
+                let failed_runs = row.get::<_, i64>(2)?;
+                if failed_runs > 0 {
+                    let hash = row.get::<_, Option<i64>>(3)?.unwrap_or(0) as u64;
+                    index
+                        .failed
+                        .insert(key, (hash, u32::try_from(failed_runs).unwrap_or(u32::MAX)));
+                }
+                Ok(())
+            };
+            read().map_err(self.sql("cannot read records"))?;
+        }
+        index.entries.sort_unstable_by_key(|(k, _)| *k);
+        Ok(index)
+    }
+
+    /// Outbox entries left by runs that did not finish.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn pending(&self) -> Result<Vec<Pending>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT identity, pending_hash, pending_message_id, pending_payload, COALESCE(source, ''), COALESCE(line, 0)
+                 FROM records WHERE pending_message_id IS NOT NULL ORDER BY source, line",
+            )
+            .map_err(self.sql("cannot read the outbox"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Pending {
+                    key: r.get(0)?,
+                    hash: r.get::<_, i64>(1)? as u64,
+                    message_id: r.get(2)?,
+                    payload: r.get(3)?,
+                    source: r.get(4)?,
+                    line: r.get::<_, i64>(5)? as u64,
+                })
+            })
+            .map_err(self.sql("cannot read the outbox"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(self.sql("cannot read the outbox"))
+    }
+
+    /// The accepted trait names of `key`, for the null policy.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn accepted_traits(&self, key: &str) -> Result<Vec<String>, StateError> {
+        let traits: Option<Option<String>> = self
+            .conn
+            .query_row(
+                "SELECT accepted_traits FROM records WHERE identity = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.sql("cannot read accepted traits"))?;
+        Ok(traits
+            .flatten()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default())
+    }
+
+    /// Applies `changes` in one transaction.
+    ///
+    /// # Errors
+    /// The database cannot be written.
+    pub fn apply(&mut self, changes: &[Change]) -> Result<(), StateError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let err = |e| StateError::sql(&path, "cannot write", e);
+        let now = now_ms();
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut pending = tx
+                .prepare_cached(
+                    "INSERT INTO records (identity, key_hash, pending_hash, pending_message_id, pending_payload,
+                                          pending_traits, pending_since, source, line)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (identity) DO UPDATE SET
+                       pending_hash = excluded.pending_hash, pending_message_id = excluded.pending_message_id,
+                       pending_payload = excluded.pending_payload, pending_traits = excluded.pending_traits,
+                       pending_since = excluded.pending_since, source = excluded.source, line = excluded.line",
+                )
+                .map_err(err)?;
+            let mut accepted = tx
+                .prepare_cached(
+                    "UPDATE records SET accepted_hash = pending_hash, accepted_at = ?2,
+                       accepted_message_id = pending_message_id, accepted_traits = pending_traits,
+                       pending_hash = NULL, pending_message_id = NULL, pending_payload = NULL,
+                       pending_traits = NULL, pending_since = NULL,
+                       last_error_code = NULL, last_error = NULL, last_status = NULL, failed_runs = 0,
+                       failed_hash = NULL
+                     WHERE pending_message_id = ?1",
+                )
+                .map_err(err)?;
+            let mut failed = tx
+                .prepare_cached(
+                    "UPDATE records SET failed_hash = pending_hash,
+                       pending_hash = NULL, pending_message_id = NULL, pending_payload = NULL,
+                       pending_traits = NULL, pending_since = NULL,
+                       last_error_code = ?2, last_error = ?3, last_status = ?4, failed_runs = failed_runs + 1
+                     WHERE pending_message_id = ?1",
+                )
+                .map_err(err)?;
+            for change in changes {
+                match change {
+                    Change::Pending {
+                        key,
+                        hash,
+                        message_id,
+                        payload,
+                        traits,
+                        source,
+                        line,
+                    } => {
+                        pending
+                            .execute(params![
+                                key,
+                                stable_hash(key.as_bytes()) as i64,
+                                *hash as i64,
+                                message_id,
+                                payload,
+                                traits,
+                                now,
+                                source,
+                                *line as i64
+                            ])
+                            .map_err(err)?;
+                    }
+                    Change::Accepted { message_id } => {
+                        accepted.execute(params![message_id, now]).map_err(err)?;
+                    }
+                    Change::Failed {
+                        message_id,
+                        code,
+                        message,
+                        status,
+                    } => {
+                        failed
+                            .execute(params![message_id, code, message, status.map(i64::from)])
+                            .map_err(err)?;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Records the start of a run; returns its id.
+    ///
+    /// # Errors
+    /// The database cannot be written.
+    pub fn begin_run(&mut self, source: &str) -> Result<i64, StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (started_at, source) VALUES (?1, ?2)",
+                params![now_ms(), source],
+            )
+            .map_err(self.sql("cannot record the run"))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Records the end of run `id` with its report.
+    ///
+    /// # Errors
+    /// The database cannot be written.
+    pub fn finish_run(
+        &mut self,
+        id: i64,
+        summary: &impl serde::Serialize,
+    ) -> Result<(), StateError> {
+        let summary = serde_json::to_string(summary).unwrap_or_default();
+        self.conn
+            .execute(
+                "UPDATE runs SET finished_at = ?2, summary = ?3 WHERE id = ?1",
+                params![id, now_ms(), summary],
+            )
+            .map_err(self.sql("cannot record the run"))?;
+        Ok(())
+    }
+
+    /// The keys of identities with these key hashes, for the removed report.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn keys_with_hashes(&self, hashes: &[u64]) -> Result<Vec<String>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT identity FROM records WHERE key_hash = ?1")
+            .map_err(self.sql("cannot read records"))?;
+        let mut keys = Vec::with_capacity(hashes.len());
+        for hash in hashes {
+            let rows = stmt
+                .query_map([*hash as i64], |r| r.get::<_, String>(0))
+                .map_err(self.sql("cannot read records"))?;
+            for key in rows {
+                keys.push(key.map_err(self.sql("cannot read records"))?);
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Counts for `status`: (records, accepted, pending, failed).
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn counts(&self) -> Result<(u64, u64, u64, u64), StateError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*), COUNT(accepted_hash), COUNT(pending_message_id),
+                        COUNT(*) FILTER (WHERE failed_runs > 0) FROM records",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, i64>(2)? as u64,
+                        r.get::<_, i64>(3)? as u64,
+                    ))
+                },
+            )
+            .map_err(self.sql("cannot count records"))
+    }
+
+    /// Failed records, most-failed first, at most `limit`.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn failed(&self, limit: usize) -> Result<Vec<FailedRecord>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT identity, COALESCE(last_error_code, ''), COALESCE(last_error, ''), failed_runs
+                 FROM records WHERE failed_runs > 0 ORDER BY failed_runs DESC, identity LIMIT ?1",
+            )
+            .map_err(self.sql("cannot read failed records"))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok(FailedRecord {
+                    key: r.get(0)?,
+                    code: r.get(1)?,
+                    message: r.get(2)?,
+                    failed_runs: u32::try_from(r.get::<_, i64>(3)?).unwrap_or(u32::MAX),
+                })
+            })
+            .map_err(self.sql("cannot read failed records"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(self.sql("cannot read failed records"))
+    }
+
+    /// The last run's start time and summary JSON, if any run was recorded.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn last_run(&self) -> Result<Option<(i64, Option<String>)>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT started_at, summary FROM runs ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.sql("cannot read runs"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn traits(json: Value) -> Map<String, Value> {
+        json.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn payload_hash_ignores_key_order_but_not_values() {
+        let id = Identity::user("u1");
+        let a = payload_hash(
+            &id,
+            &traits(serde_json::json!({"a": 1, "b": {"x": 1, "y": [1, 2]}})),
+        );
+        let b: Map<String, Value> =
+            serde_json::from_str(r#"{"b":{"y":[1,2],"x":1},"a":1}"#).unwrap();
+        assert_eq!(a, payload_hash(&id, &b));
+        let c = payload_hash(
+            &id,
+            &traits(serde_json::json!({"a": 2, "b": {"x": 1, "y": [1, 2]}})),
+        );
+        assert_ne!(a, c);
+        assert_ne!(a, payload_hash(&Identity::user("u2"), &b));
+        // Arrays keep their order: it is part of the value.
+        let d = payload_hash(
+            &id,
+            &traits(serde_json::json!({"a": 1, "b": {"x": 1, "y": [2, 1]}})),
+        );
+        assert_ne!(a, d);
+    }
+
+    #[test]
+    fn hashes_are_stable_across_versions() {
+        // A changed hash function would re-send every customer: pin it.
+        assert_eq!(stable_hash(b"segment-sync"), stable_hash(b"segment-sync"));
+        assert_eq!(stable_hash(b""), 0x2d06_8005_38d3_94c2);
+    }
+
+    #[test]
+    fn pending_then_accepted_moves_the_hash_and_clears_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(dir.path(), "t").unwrap();
+        store
+            .apply(&[Change::Pending {
+                key: "u:1".into(),
+                hash: 42,
+                message_id: "m1".into(),
+                payload: "{}".into(),
+                traits: "[\"email\"]".into(),
+                source: "f.csv".into(),
+                line: 2,
+            }])
+            .unwrap();
+        assert_eq!(store.pending().unwrap().len(), 1);
+        let index = store.index().unwrap();
+        let (_, known) = index.get(stable_hash(b"u:1")).unwrap();
+        assert_eq!(
+            known,
+            Known {
+                accepted_hash: None,
+                failed: None
+            }
+        );
+
+        store
+            .apply(&[Change::Accepted {
+                message_id: "m1".into(),
+            }])
+            .unwrap();
+        assert!(store.pending().unwrap().is_empty());
+        let (_, known) = store.index().unwrap().get(stable_hash(b"u:1")).unwrap();
+        assert_eq!(known.accepted_hash, Some(42));
+        assert_eq!(store.accepted_traits("u:1").unwrap(), ["email"]);
+        assert_eq!(store.counts().unwrap(), (1, 1, 0, 0));
+    }
+
+    #[test]
+    fn a_failure_counts_runs_and_keeps_the_last_accepted_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(dir.path(), "t").unwrap();
+        let pending = |m: &str, hash| Change::Pending {
+            key: "u:1".into(),
+            hash,
+            message_id: m.into(),
+            payload: "{}".into(),
+            traits: "[]".into(),
+            source: "f.csv".into(),
+            line: 2,
+        };
+        store
+            .apply(&[
+                pending("m1", 1),
+                Change::Accepted {
+                    message_id: "m1".into(),
+                },
+            ])
+            .unwrap();
+        store
+            .apply(&[
+                pending("m2", 2),
+                Change::Failed {
+                    message_id: "m2".into(),
+                    code: "http_status".into(),
+                    message: "400".into(),
+                    status: Some(400),
+                },
+            ])
+            .unwrap();
+        let (_, known) = store.index().unwrap().get(stable_hash(b"u:1")).unwrap();
+        assert_eq!(
+            known,
+            Known {
+                accepted_hash: Some(1),
+                failed: Some((2, 1))
+            }
+        );
+        assert_eq!(store.failed(10).unwrap()[0].code, "http_status");
+        // A stale outcome for a replaced message changes nothing.
+        store
+            .apply(&[Change::Accepted {
+                message_id: "m2".into(),
+            }])
+            .unwrap();
+        assert_eq!(
+            store
+                .index()
+                .unwrap()
+                .get(stable_hash(b"u:1"))
+                .unwrap()
+                .1
+                .accepted_hash,
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn reopening_keeps_the_schema_and_refuses_newer_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(StateStore::open(dir.path(), "t").unwrap());
+        let store = StateStore::open(dir.path(), "t").unwrap();
+        store
+            .conn
+            .execute("INSERT INTO schema_version (version) VALUES (99)", [])
+            .unwrap();
+        drop(store);
+        let err = StateStore::open(dir.path(), "t").unwrap_err();
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn index_treats_colliding_hashes_as_unknown() {
+        let index = StateIndex {
+            entries: vec![(1, 1), (5, 5), (5, 6)],
+            failed: Default::default(),
+        };
+        assert_eq!(index.get(1).map(|(_, k)| k.accepted_hash), Some(Some(1)));
+        assert!(index.get(5).is_none());
+        assert!(index.get(3).is_none());
+    }
+}

@@ -1,0 +1,109 @@
+//! `status` and `reset`: look at or drop a sync's state.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::{Context, Result};
+use customer_sync::state::StateStore;
+
+use crate::Outcome;
+use crate::flags::{ResetArgs, StateArgs, StatusArgs};
+use crate::hint::with_hint;
+
+fn name_of(args: &StateArgs) -> Result<&str> {
+    args.name.as_deref().ok_or_else(|| {
+        with_hint(
+            "which sync? pass --name",
+            "a sync is named after its source file, e.g. customers.csv -> --name customers; `ls .segment-sync` lists them",
+        )
+    })
+}
+
+/// Prints what the state knows.
+pub fn status(args: &StatusArgs) -> Result<Outcome> {
+    let name = name_of(&args.state)?;
+    let store = StateStore::open_existing(&args.state.state, name)
+        .map_err(|e| with_hint(e.to_string(), "check --state and --name"))?;
+    let (records, accepted, pending, failed) = store.counts()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "sync {name} ({})", store.path().display())?;
+    writeln!(out, "  records known  {records}")?;
+    writeln!(out, "  accepted       {accepted}")?;
+    writeln!(
+        out,
+        "  pending        {pending}  (in the outbox; the next run sends them again)"
+    )?;
+    writeln!(out, "  failed         {failed}")?;
+    match store.last_run()? {
+        Some((started_ms, summary)) => {
+            let started = chrono::DateTime::from_timestamp_millis(started_ms)
+                .map_or_else(|| started_ms.to_string(), |t| t.to_rfc3339());
+            writeln!(out, "  last run       {started}")?;
+            if let Some(summary) = summary {
+                writeln!(out, "  last report    {summary}")?;
+            } else {
+                writeln!(out, "  last report    none: the run did not finish")?;
+            }
+        }
+        None => writeln!(out, "  last run       none")?,
+    }
+    for record in store.failed(args.failed)? {
+        writeln!(
+            out,
+            "  failed {}  ({} runs): {}: {}",
+            record.key, record.failed_runs, record.code, record.message
+        )?;
+    }
+    for entry in store.pending()?.iter().take(args.failed) {
+        writeln!(
+            out,
+            "  pending {}  {}:{}  messageId {}",
+            entry.key, entry.source, entry.line, entry.message_id
+        )?;
+    }
+    Ok(Outcome::Clean)
+}
+
+/// Deletes the state after a confirmation.
+pub fn reset(args: &ResetArgs) -> Result<Outcome> {
+    let name = name_of(&args.state)?;
+    let path = StateStore::path_for(&args.state.state, name);
+    if !path.exists() {
+        return Err(with_hint(
+            format!("there is no state at {}", path.display()),
+            "check --state and --name",
+        ));
+    }
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(with_hint(
+                "reset needs a confirmation and stdin is not a terminal",
+                "pass --yes to reset without asking",
+            ));
+        }
+        eprint!(
+            "delete {}? the next run will send every record again [y/N] ",
+            path.display()
+        );
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("nothing was deleted");
+            return Ok(Outcome::Partial);
+        }
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let file = path.with_file_name(format!(
+            "{}{suffix}",
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+        ));
+        if file.exists() {
+            std::fs::remove_file(&file)
+                .with_context(|| format!("cannot delete {}", file.display()))?;
+        }
+    }
+    eprintln!("deleted {}", path.display());
+    Ok(Outcome::Clean)
+}
