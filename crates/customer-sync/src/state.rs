@@ -663,6 +663,22 @@ impl StateStore {
         Ok(keys)
     }
 
+    /// The `messageId` Segment last accepted for `key`, if any.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn accepted_message_id(&self, key: &str) -> Result<Option<String>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT accepted_message_id FROM records WHERE identity = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(self.sql("cannot read records"))
+    }
+
     /// Counts for `status`: (records, accepted, pending, failed).
     ///
     /// # Errors

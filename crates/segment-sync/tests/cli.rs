@@ -1,74 +1,14 @@
 //! End-to-end: the real `segment-sync` binary, run as a process, against the
 //! real receiver over loopback HTTP.
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+mod common;
+
 use std::time::Duration;
 
-use segment_receiver::{FaultPlan, Receiver, ReceiverConfig};
+use common::*;
+use segment_receiver::FaultPlan;
 use serde_json::Value;
 use tempfile::TempDir;
-
-const KEY: &str = "cli-test-key";
-const BIN: &str = env!("CARGO_BIN_EXE_segment-sync");
-
-async fn receiver(faults: FaultPlan) -> Receiver {
-    Receiver::start(ReceiverConfig::new().write_key(KEY).faults(faults))
-        .await
-        .expect("receiver starts")
-}
-
-/// The binary, run in `dir` so its default state (`.segment-sync/`) stays in
-/// the test's own directory.
-fn command(dir: &TempDir, receiver: Option<&Receiver>, args: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args(args)
-        .current_dir(dir.path())
-        .env_remove("SEGMENT_WRITE_KEY")
-        .env_remove("SEGMENT_HOST")
-        .env_remove("SEGMENT_REGION")
-        .kill_on_drop(true);
-    if let Some(receiver) = receiver {
-        cmd.env("SEGMENT_WRITE_KEY", KEY)
-            .env("SEGMENT_HOST", receiver.url());
-    }
-    cmd
-}
-
-async fn run(dir: &TempDir, receiver: Option<&Receiver>, args: &[&str]) -> Output {
-    command(dir, receiver, args)
-        .output()
-        .await
-        .expect("the binary runs")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn write(dir: &TempDir, name: &str, text: &str) -> PathBuf {
-    let path = dir.path().join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn report_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
-
-fn summary(lines: &[Value]) -> &Value {
-    let last = lines.last().expect("a report has a summary line");
-    assert_eq!(last["type"], "summary");
-    last
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 const CUSTOMERS: &str = "\
 customer_id,email,first_name,last_name,created_at,city,postal_code,company_name,plan
@@ -228,14 +168,6 @@ async fn invalid_rows_are_reported_with_their_lines_and_the_rest_is_sent() {
         (summary["invalid"].as_u64(), summary["delivered"].as_u64()),
         (Some(3), Some(2))
     );
-}
-
-fn numbered_customers(n: usize) -> String {
-    let mut csv = String::from("user_id,email\n");
-    for i in 0..n {
-        csv.push_str(&format!("u{i},u{i}@example.com\n"));
-    }
-    csv
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,84 @@
+//! Helpers shared by the end-to-end tests: run the binary in a temp dir
+//! against an in-process receiver, and read its report.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use segment_receiver::{FaultPlan, Receiver, ReceiverConfig};
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub const KEY: &str = "cli-test-key";
+pub const BIN: &str = env!("CARGO_BIN_EXE_segment-sync");
+
+pub async fn receiver(faults: FaultPlan) -> Receiver {
+    Receiver::start(ReceiverConfig::new().write_key(KEY).faults(faults))
+        .await
+        .expect("receiver starts")
+}
+
+/// The binary, run in `dir` so its default state (`.segment-sync/`) stays in
+/// the test's own directory.
+pub fn command(
+    dir: &TempDir,
+    receiver: Option<&Receiver>,
+    args: &[&str],
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args(args)
+        .current_dir(dir.path())
+        .env_remove("SEGMENT_WRITE_KEY")
+        .env_remove("SEGMENT_HOST")
+        .env_remove("SEGMENT_REGION")
+        .kill_on_drop(true);
+    if let Some(receiver) = receiver {
+        cmd.env("SEGMENT_WRITE_KEY", KEY)
+            .env("SEGMENT_HOST", receiver.url());
+    }
+    cmd
+}
+
+pub async fn run(dir: &TempDir, receiver: Option<&Receiver>, args: &[&str]) -> Output {
+    command(dir, receiver, args)
+        .output()
+        .await
+        .expect("the binary runs")
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn write(dir: &TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn report_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+pub fn summary(lines: &[Value]) -> &Value {
+    let last = lines.last().expect("a report has a summary line");
+    assert_eq!(last["type"], "summary");
+    last
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A CSV of `n` customers `u0`..: `user_id,email`.
+pub fn numbered_customers(n: usize) -> String {
+    let mut csv = String::from("user_id,email\n");
+    for i in 0..n {
+        csv.push_str(&format!("u{i},u{i}@example.com\n"));
+    }
+    csv
+}
