@@ -440,6 +440,8 @@ pub struct HttpClientBuilder {
     on_outcome: Option<OutcomeHook>,
     own_thread: bool,
     dry_run: Option<Option<PathBuf>>,
+    #[cfg(feature = "outbox")]
+    outbox: Option<PathBuf>,
 }
 
 impl fmt::Debug for HttpClientBuilder {
@@ -473,6 +475,8 @@ impl HttpClientBuilder {
             on_outcome: None,
             own_thread: false,
             dry_run: None,
+            #[cfg(feature = "outbox")]
+            outbox: None,
         }
     }
 
@@ -601,6 +605,20 @@ impl HttpClientBuilder {
         self
     }
 
+    /// Keeps queued events in a durable outbox (an SQLite file at `path`),
+    /// so they survive a crash or a restart: a client built later with the
+    /// same path sends what was left, with the original `messageId`s, before
+    /// anything new. An event is written when the worker takes it from the
+    /// in-memory queue (one transaction per chunk, before it can be sent) and
+    /// deleted once Segment answered for it; events abandoned at a
+    /// close deadline stay for the next start. Default: no outbox.
+    /// Needs the cargo feature `outbox`.
+    #[cfg(feature = "outbox")]
+    pub fn outbox(mut self, path: impl Into<PathBuf>) -> Self {
+        self.outbox = Some(path.into());
+        self
+    }
+
     /// Sends nothing: each request body that would be sent is written to
     /// `dir/request-NNNNNN.json` (`.json.gz` with gzip on), numbered in batch
     /// order, or only counted when `dir` is `None`. Batching, validation and
@@ -658,6 +676,11 @@ impl HttpClientBuilder {
                 "flush interval and request timeout must be longer than zero".into(),
             ));
         }
+        #[cfg(feature = "outbox")]
+        let outbox = match &self.outbox {
+            Some(path) => Some(Arc::new(crate::outbox::Outbox::open(path)?)),
+            None => None,
+        };
         let mut max_in_flight = self.max_in_flight;
         let transport = match self.dry_run {
             Some(dir) => {
@@ -691,9 +714,17 @@ impl HttpClientBuilder {
             max_in_flight,
             max_failures_in_report: self.max_failures_in_report,
             on_outcome: self.on_outcome,
+            #[cfg(feature = "outbox")]
+            outbox: outbox.clone(),
         };
         let (tx, rx) = mpsc::channel(self.queue_capacity);
-        spawn_worker(Worker::new(rx, sender, settings), self.own_thread)?;
+        let worker = Worker::new(rx, sender, settings);
+        #[cfg(feature = "outbox")]
+        let worker = match &outbox {
+            Some(outbox) => worker.with_recovered(outbox.load()?),
+            None => worker,
+        };
+        spawn_worker(worker, self.own_thread)?;
         Ok(HttpClient {
             inner: Arc::new(Handle {
                 tx,

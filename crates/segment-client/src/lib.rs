@@ -38,6 +38,8 @@ mod encode;
 mod error;
 mod memory;
 mod message;
+#[cfg(feature = "outbox")]
+mod outbox;
 mod payload;
 mod report;
 mod retry;

@@ -52,6 +52,8 @@ pub(crate) struct Settings {
     pub max_in_flight: usize,
     pub max_failures_in_report: usize,
     pub on_outcome: Option<OutcomeHook>,
+    #[cfg(feature = "outbox")]
+    pub outbox: Option<Arc<crate::outbox::Outbox>>,
 }
 
 /// What the send tasks share: how to encode and send, and the client-wide gates.
@@ -204,6 +206,7 @@ impl Worker {
                 () = &mut waiter_timer, if armed_waiter.is_some() => self.expire_waiters(),
                 () = &mut batch_timer, if armed_batch.is_some() && self.ready.is_empty() => self.seal(),
                 n = self.rx.recv_many(&mut received, RECV_CHUNK), if can_read => {
+                    self.persist(&mut received);
                     if n == 0 {
                         // Every handle is gone: deliver what is queued, then stop.
                         self.closing = true;
@@ -216,6 +219,58 @@ impl Worker {
             }
         }
     }
+
+    /// Queues events an earlier process left in the outbox, ahead of new ones.
+    #[cfg(feature = "outbox")]
+    pub fn with_recovered(mut self, events: Vec<Event>) -> Self {
+        for event in events {
+            self.accept(Task::Event(event, None));
+        }
+        self
+    }
+
+    /// Writes events just taken from the queue to the outbox, before they
+    /// can be sent. If that fails they are not durable, so they fail loudly
+    /// instead of going out without the guarantee the caller asked for.
+    #[cfg(feature = "outbox")]
+    fn persist(&mut self, tasks: &mut Vec<Task>) {
+        let Some(outbox) = self.settings.outbox.clone() else {
+            return;
+        };
+        let events = tasks.iter().filter_map(|task| match task {
+            Task::Event(event, _) => Some(event),
+            _ => None,
+        });
+        let Err(error) = outbox.put(events) else {
+            return;
+        };
+        for task in std::mem::take(tasks) {
+            match task {
+                Task::Event(event, receipt) => {
+                    self.record(&event, Err(&error));
+                    if let Some(receipt) = receipt {
+                        let _ = receipt.send(Err(error.clone()));
+                    }
+                }
+                other => tasks.push(other),
+            }
+        }
+    }
+
+    #[cfg(not(feature = "outbox"))]
+    fn persist(&mut self, _tasks: &mut [Task]) {}
+
+    /// Drops finished events from the outbox. A failed delete only means a
+    /// resend after a restart, which Segment drops by `messageId`.
+    #[cfg(feature = "outbox")]
+    fn forget(&self, events: &[Event]) {
+        if let Some(outbox) = &self.settings.outbox {
+            let _ = outbox.remove(events.iter().map(|e| e.message_id.as_str()));
+        }
+    }
+
+    #[cfg(not(feature = "outbox"))]
+    fn forget(&self, _events: &[Event]) {}
 
     fn accept(&mut self, task: Task) {
         if self.closing {
@@ -336,6 +391,7 @@ impl Worker {
                 let _ = receipt.send(result.map_err(Clone::clone));
             }
         }
+        self.forget(&batch.events);
     }
 
     fn record(&mut self, event: &Event, result: Result<(), &SegmentError>) {

@@ -15,6 +15,18 @@ pub fn print_summary(source: &str, report: &RunReport, report_file: Option<&Path
         "{source}: read {}, valid {}, invalid {}, {verb} {}, failed {}, pending {}",
         report.read, report.valid, report.invalid, report.delivered, report.failed, report.pending
     );
+    if report.skipped + report.given_up + report.recovered + report.removed > 0 {
+        eprintln!(
+            "  unchanged (skipped) {}, given up {}, resent from the outbox {}, removed from the source {}",
+            report.skipped, report.given_up, report.recovered, report.removed
+        );
+    }
+    if report.traits_unset + report.traits_left_out > 0 {
+        eprintln!(
+            "  traits gone since the last sync: {} unset (sent as null), {} left out",
+            report.traits_unset, report.traits_left_out
+        );
+    }
     eprintln!(
         "  {:.2} s, {:.0} records/s{}",
         report.duration_secs,
@@ -40,7 +52,10 @@ pub fn print_summary(source: &str, report: &RunReport, report_file: Option<&Path
             report.pending
         );
     }
-    let undelivered = report.invalid + report.failed + report.pending;
+    if report.given_up > 0 {
+        eprintln!("  --retry-failed sends given-up records again");
+    }
+    let undelivered = report.invalid + report.failed + report.pending + report.given_up;
     match report_file {
         Some(path) => eprintln!("  report: {}", path.display()),
         None if undelivered > 0 => eprintln!(

@@ -1,0 +1,72 @@
+//! The durable outbox: events a client could not deliver before it stopped
+//! are sent by the next client on the same outbox, with the same messageIds.
+#![cfg(feature = "outbox")]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use segment_client::{HttpClient, IdentifyParams, Identity};
+use segment_receiver::{FaultPlan, Receiver, ReceiverConfig};
+
+#[tokio::test(start_paused = true)]
+async fn undelivered_events_are_sent_after_a_restart_with_their_message_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox.sqlite");
+    // Nothing answers: the first client cannot deliver anything.
+    let receiver = Receiver::start(ReceiverConfig::new().faults(FaultPlan::hang(u32::MAX)))
+        .await
+        .unwrap();
+    let client = HttpClient::builder("key")
+        .host(receiver.url())
+        .outbox(&outbox)
+        .request_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    for i in 0..5 {
+        client
+            .identify(IdentifyParams::new(Identity::user(format!("u{i}"))))
+            .await
+            .unwrap();
+    }
+    let report = client
+        .close_and_flush_with_timeout(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(report.pending.len(), 5, "{report:?}");
+    let first_ids: BTreeSet<String> = report
+        .pending
+        .iter()
+        .map(|p| p.message_id.clone())
+        .collect();
+    receiver.set_faults(FaultPlan::none());
+
+    // A new client on the same outbox sends them first, unchanged.
+    let client = HttpClient::builder("key")
+        .host(receiver.url())
+        .outbox(&outbox)
+        .build()
+        .unwrap();
+    client
+        .identify(IdentifyParams::new(Identity::user("new")))
+        .await
+        .unwrap();
+    let report = client.close_and_flush().await.unwrap();
+    assert_eq!(report.delivered, 6);
+    let delivered: BTreeSet<String> = receiver
+        .store()
+        .events()
+        .iter()
+        .filter(|e| e["userId"] != "new")
+        .map(|e| e["messageId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(delivered, first_ids);
+
+    // Delivered events leave the outbox: a third client has nothing to send.
+    let client = HttpClient::builder("key")
+        .host(receiver.url())
+        .outbox(&outbox)
+        .build()
+        .unwrap();
+    let report = client.close_and_flush().await.unwrap();
+    assert_eq!(report.delivered, 0);
+}
