@@ -323,7 +323,7 @@ impl SyncRun {
                 (result, reader.planner)
             })
         };
-        let (read_result, planner) = wait_for_reader(reader, &self.stop).await;
+        let waited = wait_for_reader(reader, &self.stop).await;
 
         let stopped = self.stop.is_stopped();
         let flush_timeout = if stopped {
@@ -336,6 +336,18 @@ impl SyncRun {
             .close_and_flush_with_timeout(flush_timeout)
             .await
             .err();
+        // A reader left behind at a stop is unblocked by the close; join it so
+        // its last counts are in before the summary.
+        let (read_result, planner) = match waited {
+            Ok(done) => done,
+            Err(reader) => match tokio::time::timeout(Duration::from_secs(5), reader).await {
+                Ok(joined) => joined_result(joined),
+                Err(_) => (
+                    Err(SyncError::new("the reader did not stop in time", None)),
+                    None,
+                ),
+            },
+        };
         tracker.settle_pending(close_error.as_ref());
 
         let mut removed = 0;
@@ -472,26 +484,30 @@ async fn recover_outbox(
 type ReaderResult = (Result<String, SyncError>, Option<Planner>);
 
 /// Waits for the reader, but not past a stop: a reader blocked on a full
-/// queue is left behind (the client's close unblocks it).
+/// queue is handed back, to be joined once the client's close unblocks it.
 async fn wait_for_reader(
     mut reader: tokio::task::JoinHandle<ReaderResult>,
     stop: &StopSignal,
-) -> (Result<String, SyncError>, Option<Planner>) {
+) -> Result<ReaderResult, tokio::task::JoinHandle<ReaderResult>> {
     loop {
         tokio::select! {
-            joined = &mut reader => {
-                return match joined {
-                    Ok(result) => result,
-                    Err(e) => (Err(SyncError::new(format!("the reader stopped: {e}"), None)), None),
-                };
-            }
+            joined = &mut reader => return Ok(joined_result(joined)),
             () = tokio::time::sleep(Duration::from_millis(100)) => {
                 if stop.is_stopped() {
-                    return (Ok(String::new()), None);
+                    return Err(reader);
                 }
             }
         }
     }
+}
+
+fn joined_result(joined: Result<ReaderResult, tokio::task::JoinError>) -> ReaderResult {
+    joined.unwrap_or_else(|e| {
+        (
+            Err(SyncError::new(format!("the reader stopped: {e}"), None)),
+            None,
+        )
+    })
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
