@@ -2,7 +2,8 @@
 //!
 //! Writes a deterministic customer CSV (default 1,000,000 rows of about 150
 //! bytes; `-- --rows N`) to a temp dir, streamed to disk, then runs the real
-//! release binary, `segment-sync sync <file> --quiet`, as a child process
+//! release binary, `segment-sync sync <file> --quiet` (with a fresh `--state`
+//! dir, so it is a first sync of every row), as a child process
 //! against a `segment_receiver` hosted in another child (this bench binary,
 //! re-executed), so neither the receiver's nor the bench's own CPU and memory
 //! are counted. For each run it reports wall time, the binary's CPU seconds
@@ -359,12 +360,18 @@ struct SyncRun {
 fn run_sync(input: &Input, url: &str, tuning: &[&str], dir: &Path) -> SyncRun {
     let stderr = dir.join("segment-sync.stderr");
     let log = File::create(&stderr).expect("could not create the stderr log");
+    // A fresh sync state per run, so every run is a first sync that sends
+    // every row, and none leaves a `.segment-sync` directory in the repo.
+    let state = tempfile::tempdir_in(dir).expect("could not create a state dir");
     let started = Instant::now();
     let child = Command::new(BIN)
         .arg("sync")
         .arg(&input.path)
         .arg("--quiet")
+        .arg("--state")
+        .arg(state.path())
         .args(tuning)
+        .current_dir(dir)
         .env("SEGMENT_WRITE_KEY", WRITE_KEY)
         .env("SEGMENT_HOST", url)
         .env_remove("SEGMENT_REGION")
