@@ -7,24 +7,23 @@
 //! failed. A record is tracked from just before it is queued until its
 //! outcome, so whatever is still tracked when the run ends is pending.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
-use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use segment_client::{EventOutcome, HttpClient, HttpClientBuilder, Identity, SegmentError};
+use segment_client::{HttpClient, HttpClientBuilder, SegmentError};
 
-use crate::mapping::{DuplicatePolicy, MappedCustomer, Mapping};
-use crate::plan::{Decision, IncrementalOptions, Planner};
+use crate::mapping::{DuplicatePolicy, Mapping};
+use crate::plan::{IncrementalOptions, Planner};
+use crate::reader::Reader;
 use crate::record::{Location, RecordError, RecordErrorKind};
-use crate::report::{Counters, ReportWriter, RunReport, Undelivered};
+use crate::report::{Counters, ReportWriter, RunReport};
 use crate::source::{ReadProgress, Source, SourceError};
-use crate::state::{Change, StateError, StateStore, identity_key};
+use crate::state::{StateError, StateStore};
+use crate::tracker::{Tracker, lock};
 
 /// Tells a running sync to stop reading; cheap to clone, safe to call from a signal handler task.
 #[derive(Debug, Clone, Default)]
@@ -325,17 +324,13 @@ impl SyncRun {
         };
         let waited = wait_for_reader(reader, &self.stop).await;
 
-        let stopped = self.stop.is_stopped();
-        let flush_timeout = if stopped {
-            self.options.shutdown_timeout
-        } else {
-            self.options.flush_timeout
+        // Outcomes arrive through the hook; the close's own report adds
+        // nothing new. A stop during the close cuts it to the shutdown timeout.
+        let close_error = tokio::select! {
+            result = client.close_and_flush_with_timeout(self.options.flush_timeout) => result.err(),
+            () = shutdown_deadline(&self.stop, self.options.shutdown_timeout) => None,
         };
-        // Outcomes arrive through the hook; the close's own report adds nothing new.
-        let close_error = client
-            .close_and_flush_with_timeout(flush_timeout)
-            .await
-            .err();
+        let stopped = self.stop.is_stopped();
         // A reader left behind at a stop is unblocked by the close; join it so
         // its last counts are in before the summary.
         let (read_result, planner) = match waited {
@@ -459,17 +454,14 @@ async fn recover_outbox(
             ));
             continue;
         };
-        lock(&tracker.in_flight).insert(
-            entry.message_id.clone(),
-            (at.clone(), params.identity.clone()),
-        );
+        tracker.track(&entry.message_id, at.clone(), params.identity.clone());
         match client.identify(params).await {
             Ok(()) => {
                 Counters::add(&tracker.counters.recovered);
                 recovered.insert(entry.key, entry.hash);
             }
             Err(error) => {
-                lock(&tracker.in_flight).remove(&entry.message_id);
+                tracker.untrack(&entry.message_id);
                 tracker.invalid(&RecordError::new(
                     at,
                     RecordErrorKind::InvalidPayload,
@@ -501,6 +493,14 @@ async fn wait_for_reader(
     }
 }
 
+/// Resolves `timeout` after a stop is asked for (or at once past it).
+async fn shutdown_deadline(stop: &StopSignal, timeout: Duration) {
+    while !stop.is_stopped() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(timeout).await;
+}
+
 fn joined_result(joined: Result<ReaderResult, tokio::task::JoinError>) -> ReaderResult {
     joined.unwrap_or_else(|e| {
         (
@@ -508,341 +508,4 @@ fn joined_result(joined: Result<ReaderResult, tokio::task::JoinError>) -> Reader
             None,
         )
     })
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// What the reader thread and the outcome hook share.
-struct Tracker {
-    counters: Arc<Counters>,
-    /// Records queued and not yet settled, by `messageId`.
-    in_flight: Mutex<HashMap<String, (Location, Identity)>>,
-    report: Mutex<ReportWriter>,
-    report_error: Mutex<Option<io::Error>>,
-    fatal: Mutex<Option<SegmentError>>,
-    failed_by_reason: Mutex<BTreeMap<String, u64>>,
-    invalid_by_reason: Mutex<BTreeMap<String, u64>>,
-    /// Outcomes waiting to be committed to the state, when there is one.
-    changes: Option<Mutex<Vec<Change>>>,
-    stop: StopSignal,
-}
-
-impl Tracker {
-    fn write(&self, write: impl FnOnce(&mut ReportWriter) -> io::Result<()>) {
-        if let Err(e) = write(&mut lock(&self.report)) {
-            lock(&self.report_error).get_or_insert(e);
-        }
-    }
-
-    fn invalid(&self, error: &RecordError) {
-        Counters::add(&self.counters.invalid);
-        *lock(&self.invalid_by_reason)
-            .entry(error.kind.code().to_owned())
-            .or_default() += 1;
-        self.write(|w| w.invalid(error));
-    }
-
-    fn take_changes(&self) -> Vec<Change> {
-        self.changes
-            .as_ref()
-            .map(|c| std::mem::take(&mut *lock(c)))
-            .unwrap_or_default()
-    }
-
-    /// Called by the client for every event, as soon as its fate is known.
-    fn settle(&self, outcome: &EventOutcome<'_>) {
-        let Some((at, identity)) = lock(&self.in_flight).remove(outcome.message_id) else {
-            return;
-        };
-        let message_id = outcome.message_id.to_owned();
-        let change = match outcome.result {
-            Ok(()) => {
-                Counters::add(&self.counters.delivered);
-                Change::Accepted { message_id }
-            }
-            Err(error) => {
-                Counters::add(&self.counters.failed);
-                let code = error.code().unwrap_or("unknown").to_owned();
-                *lock(&self.failed_by_reason)
-                    .entry(code.clone())
-                    .or_default() += 1;
-                self.write(|w| w.undelivered(Undelivered::Failed, &at, &identity, Some(error)));
-                if error.is_unauthorized() {
-                    // A refused key will refuse every batch: stop at once.
-                    lock(&self.fatal).get_or_insert_with(|| error.clone());
-                    self.stop.stop();
-                }
-                Change::Failed {
-                    message_id,
-                    code,
-                    message: error.message().to_owned(),
-                    status: error.status(),
-                }
-            }
-        };
-        if let Some(changes) = &self.changes {
-            lock(changes).push(change);
-        }
-    }
-
-    /// Whatever is still tracked at the end did not finish: report it as
-    /// pending. Its outbox entry stays, so the next run sends it again.
-    fn settle_pending(&self, close_error: Option<&SegmentError>) {
-        let left = std::mem::take(&mut *lock(&self.in_flight));
-        let mut left: Vec<_> = left.into_values().collect();
-        left.sort_by_key(|(at, _)| at.line);
-        for (at, identity) in &left {
-            self.write(|w| w.undelivered(Undelivered::Pending, at, identity, close_error));
-        }
-    }
-
-    fn summary(&self, mut report: RunReport) -> RunReport {
-        let c = &self.counters;
-        report.read = Counters::get(&c.read);
-        report.valid = Counters::get(&c.valid);
-        report.invalid = Counters::get(&c.invalid);
-        report.duplicates = Counters::get(&c.duplicates);
-        report.skipped = Counters::get(&c.skipped);
-        report.given_up = Counters::get(&c.given_up);
-        report.recovered = Counters::get(&c.recovered);
-        report.delivered = Counters::get(&c.delivered);
-        report.failed = Counters::get(&c.failed);
-        report.pending =
-            (report.valid + report.recovered).saturating_sub(report.delivered + report.failed);
-        report.events_per_sec = report.delivered as f64 / report.duration_secs.max(1e-9);
-        report.invalid_by_reason = lock(&self.invalid_by_reason).clone();
-        report.failed_by_reason = lock(&self.failed_by_reason).clone();
-        report
-    }
-}
-
-/// Records written to the outbox in one transaction before they are queued.
-const CHUNK: usize = 512;
-
-/// One record on its way to the client.
-struct Outgoing {
-    params: segment_client::IdentifyParams,
-    message_id: String,
-    at: Location,
-}
-
-/// Reads, maps, plans and queues every record, on a blocking thread.
-struct Reader<'a> {
-    client: &'a HttpClient,
-    tracker: &'a Tracker,
-    mapping: &'a Mapping,
-    store: Option<&'a Mutex<StateStore>>,
-    planner: Option<Planner>,
-    duplicates: DuplicatePolicy,
-    chunk: Vec<Outgoing>,
-    /// Outbox entries for `chunk`, written before it is queued.
-    pending: Vec<Change>,
-}
-
-impl Reader<'_> {
-    /// Returns the source's name.
-    fn read_all(&mut self, mut source: Source) -> Result<String, SyncError> {
-        let read = self.read_records(&mut source);
-        let flushed = self.flush_chunk();
-        read?;
-        flushed?;
-        if let Some(error) = source.take_fatal() {
-            return Err(error.into());
-        }
-        Ok(source.name().to_owned())
-    }
-
-    fn read_records(&mut self, source: &mut Source) -> Result<(), SyncError> {
-        let tracker = self.tracker;
-        let mut seen = SeenIdentities::default();
-        for item in source.by_ref() {
-            if tracker.stop.is_stopped() {
-                break;
-            }
-            Counters::add(&tracker.counters.read);
-            let mapped = item.and_then(|record| {
-                let at = record.location.clone();
-                self.mapping.apply(&record).map(|mapped| (at, mapped))
-            });
-            let (at, mut mapped) = match mapped {
-                Ok(ok) => ok,
-                Err(error) => {
-                    tracker.invalid(&error);
-                    continue;
-                }
-            };
-            if !self.accept_duplicate(&mut seen, &at, &mapped) {
-                continue;
-            }
-            let hash = match self.plan(&at, &mut mapped)? {
-                Some(hash) => hash,
-                None => continue,
-            };
-            self.push(at, mapped, hash);
-            if self.chunk.len() >= self.chunk_size() && !self.flush_chunk()? {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// Applies the duplicate policy; `false` means the record is not sent.
-    fn accept_duplicate(
-        &self,
-        seen: &mut SeenIdentities,
-        at: &Location,
-        mapped: &MappedCustomer,
-    ) -> bool {
-        let Some(first_line) = seen.check(&mapped.identity, at.line) else {
-            return true;
-        };
-        let tracker = self.tracker;
-        Counters::add(&tracker.counters.duplicates);
-        let refuse = |why: &str| {
-            RecordError::new(
-                at.clone(),
-                RecordErrorKind::DuplicateIdentity,
-                format!("the same identity is on line {first_line}; {why}"),
-            )
-        };
-        match self.duplicates {
-            DuplicatePolicy::Last => {
-                tracker.write(|w| w.duplicate(at, &mapped.identity, first_line));
-                true
-            }
-            DuplicatePolicy::First => {
-                tracker.invalid(&refuse("the first one wins, so this one was not sent"));
-                false
-            }
-            DuplicatePolicy::Error => {
-                tracker.invalid(&refuse("duplicates are errors in this mapping"));
-                false
-            }
-        }
-    }
-
-    /// Decides against the state; `Some(hash)` means send.
-    fn plan(
-        &mut self,
-        at: &Location,
-        mapped: &mut MappedCustomer,
-    ) -> Result<Option<u64>, SyncError> {
-        let (Some(planner), Some(store)) = (self.planner.as_mut(), self.store) else {
-            return Ok(Some(0));
-        };
-        let counters = &self.tracker.counters;
-        match planner.decide(&lock(store), mapped)? {
-            Decision::Send { hash } => return Ok(Some(hash)),
-            Decision::Skip => Counters::add(&counters.skipped),
-            Decision::GiveUp { runs } => {
-                Counters::add(&counters.given_up);
-                self.tracker
-                    .write(|w| w.given_up(at, &mapped.identity, runs));
-            }
-            Decision::AlreadyQueued => {
-                // Read now, queued by the recovery: it moves from one bucket to the other.
-                Counters::add(&counters.valid);
-                counters.recovered.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-        Ok(None)
-    }
-
-    fn push(&mut self, at: Location, mapped: MappedCustomer, hash: u64) {
-        let message_id = segment_client::new_message_id();
-        if self.tracker.changes.is_some() {
-            self.pending.push(Change::Pending {
-                key: identity_key(&mapped.identity),
-                hash,
-                message_id: message_id.clone(),
-                payload: crate::state::outbox_payload(&mapped),
-                traits: serde_json::to_string(&mapped.traits.keys().collect::<Vec<_>>())
-                    .unwrap_or_default(),
-                source: at.source.to_string(),
-                line: at.line,
-            });
-        }
-        let params = mapped.into_params().with_message_id(message_id.clone());
-        self.chunk.push(Outgoing {
-            params,
-            message_id,
-            at,
-        });
-    }
-
-    /// Without a state there is nothing to write first, so records go one by one.
-    fn chunk_size(&self) -> usize {
-        if self.tracker.changes.is_some() {
-            CHUNK
-        } else {
-            1
-        }
-    }
-
-    /// Writes the chunk's outbox entries (and the outcomes that arrived
-    /// meanwhile) in one transaction, then queues the chunk. Returns `false`
-    /// when the client was closed under it (a stop or a fatal error).
-    fn flush_chunk(&mut self) -> Result<bool, SyncError> {
-        let tracker = self.tracker;
-        if let Some(store) = self.store.filter(|_| tracker.changes.is_some()) {
-            let mut changes = std::mem::take(&mut self.pending);
-            changes.extend(tracker.take_changes());
-            lock(store).apply(&changes)?;
-        }
-        let mut chunk = std::mem::take(&mut self.chunk).into_iter();
-        for out in chunk.by_ref() {
-            lock(&tracker.in_flight).insert(
-                out.message_id.clone(),
-                (out.at.clone(), out.params.identity.clone()),
-            );
-            match self.client.identify_blocking(out.params) {
-                Ok(()) => Counters::add(&tracker.counters.valid),
-                Err(error) => {
-                    lock(&tracker.in_flight).remove(&out.message_id);
-                    if error.is_invalid_payload() {
-                        let kind = if error.code() == Some(segment_client::codes::PAYLOAD_TOO_LARGE)
-                        {
-                            RecordErrorKind::PayloadTooLarge
-                        } else {
-                            RecordErrorKind::InvalidPayload
-                        };
-                        tracker.invalid(&RecordError::new(out.at, kind, error.message()));
-                    } else {
-                        // Closed under us: these records were read but not
-                        // queued, so they count as not read; their outbox
-                        // entries stay for the next run.
-                        let unqueued = 1 + chunk.len() as u64;
-                        tracker.counters.read.fetch_sub(unqueued, Ordering::Relaxed);
-                        return Ok(false);
-                    }
-                }
-            }
-        }
-        Ok(true)
-    }
-}
-
-/// Identities already seen in this input, as 64-bit hashes with their first
-/// line: 16 bytes per identity instead of the identity itself.
-#[derive(Default)]
-struct SeenIdentities {
-    first_line: HashMap<u64, u64>,
-}
-
-impl SeenIdentities {
-    /// Remembers `identity` at `line`; returns the earlier line if it was seen.
-    fn check(&mut self, identity: &Identity, line: u64) -> Option<u64> {
-        let mut hasher = DefaultHasher::new();
-        identity.user_id().hash(&mut hasher);
-        identity.anonymous_id().hash(&mut hasher);
-        match self.first_line.entry(hasher.finish()) {
-            std::collections::hash_map::Entry::Occupied(first) => Some(*first.get()),
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(line);
-                None
-            }
-        }
-    }
 }

@@ -9,10 +9,12 @@
 mod engine;
 pub mod mapping;
 mod plan;
+mod reader;
 mod record;
 mod report;
 pub mod source;
 pub mod state;
+mod tracker;
 
 pub use engine::{StateOptions, StopSignal, SyncError, SyncOptions, SyncProgress, SyncRun};
 pub use mapping::Mapping;

@@ -1,0 +1,337 @@
+//! The reader: source -> mapping -> duplicate check -> state plan -> the
+//! client's queue, on a blocking thread, in chunks whose outbox entries are
+//! written in one transaction before they are queued.
+
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+use segment_client::{HttpClient, Identity};
+
+use crate::engine::SyncError;
+use crate::mapping::{DuplicatePolicy, MappedCustomer, Mapping};
+use crate::plan::{Decision, Planner};
+use crate::record::{Location, RecordError, RecordErrorKind};
+use crate::report::Counters;
+use crate::source::{ReadProgress, Source};
+use crate::state::{Change, StateStore, identity_key, stable_hash};
+use crate::tracker::{Tracker, lock};
+
+/// Records written to the outbox in one transaction before they are queued.
+/// Records per chunk with a state: one outbox transaction each.
+const CHUNK: usize = 2_048;
+/// Records per chunk without a state: one wake-up of the client's worker each.
+const CHUNK_STATELESS: usize = 64;
+/// Records read before the duplicate table is sized from the source's size.
+const SIZING_SAMPLE: u64 = 1_024;
+
+/// One record on its way to the client.
+pub(crate) struct Outgoing {
+    params: segment_client::IdentifyParams,
+    message_id: String,
+    at: Location,
+}
+
+/// Reads, maps, plans and queues every record, on a blocking thread.
+pub(crate) struct Reader<'a> {
+    pub client: &'a HttpClient,
+    pub tracker: &'a Tracker,
+    pub mapping: &'a Mapping,
+    pub store: Option<&'a Mutex<StateStore>>,
+    pub planner: Option<Planner>,
+    pub duplicates: DuplicatePolicy,
+    pub chunk: Vec<Outgoing>,
+    /// Outbox entries for `chunk`, written before it is queued.
+    pub pending: Vec<Change>,
+}
+
+impl Reader<'_> {
+    /// Returns the source's name.
+    pub fn read_all(&mut self, mut source: Source) -> Result<String, SyncError> {
+        let read = self.read_records(&mut source);
+        let flushed = self.flush_chunk();
+        read?;
+        flushed?;
+        if let Some(error) = source.take_fatal() {
+            return Err(error.into());
+        }
+        Ok(source.name().to_owned())
+    }
+
+    fn read_records(&mut self, source: &mut Source) -> Result<(), SyncError> {
+        let tracker = self.tracker;
+        let mut seen = SeenIdentities::default();
+        let (progress, total_bytes) = (source.progress(), source.total_bytes());
+        for item in source.by_ref() {
+            if tracker.stop.is_stopped() {
+                break;
+            }
+            Counters::add(&tracker.counters.read);
+            if Counters::get(&tracker.counters.read) == SIZING_SAMPLE {
+                size_duplicate_table(&mut seen, &progress, total_bytes);
+            }
+            let mapped = item.and_then(|record| {
+                let at = record.location.clone();
+                self.mapping.apply(&record).map(|mapped| (at, mapped))
+            });
+            let (at, mut mapped) = match mapped {
+                Ok(ok) => ok,
+                Err(error) => {
+                    tracker.invalid(&error);
+                    continue;
+                }
+            };
+            if !self.accept_duplicate(&mut seen, &at, &mapped) {
+                continue;
+            }
+            let hash = match self.plan(&at, &mut mapped)? {
+                Some(hash) => hash,
+                None => continue,
+            };
+            self.push(at, mapped, hash);
+            if self.chunk.len() >= self.chunk_size() && !self.flush_chunk()? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the duplicate policy; `false` means the record is not sent.
+    fn accept_duplicate(
+        &self,
+        seen: &mut SeenIdentities,
+        at: &Location,
+        mapped: &MappedCustomer,
+    ) -> bool {
+        let Some(first_line) = seen.check(&mapped.identity, at.line) else {
+            return true;
+        };
+        let tracker = self.tracker;
+        Counters::add(&tracker.counters.duplicates);
+        let refuse = |why: &str| {
+            RecordError::new(
+                at.clone(),
+                RecordErrorKind::DuplicateIdentity,
+                format!("the same identity is on line {first_line}; {why}"),
+            )
+        };
+        match self.duplicates {
+            DuplicatePolicy::Last => {
+                tracker.write(|w| w.duplicate(at, &mapped.identity, first_line));
+                true
+            }
+            DuplicatePolicy::First => {
+                tracker.invalid(&refuse("the first one wins, so this one was not sent"));
+                false
+            }
+            DuplicatePolicy::Error => {
+                tracker.invalid(&refuse("duplicates are errors in this mapping"));
+                false
+            }
+        }
+    }
+
+    /// Decides against the state; `Some(hash)` means send.
+    fn plan(
+        &mut self,
+        at: &Location,
+        mapped: &mut MappedCustomer,
+    ) -> Result<Option<u64>, SyncError> {
+        let (Some(planner), Some(store)) = (self.planner.as_mut(), self.store) else {
+            return Ok(Some(0));
+        };
+        let counters = &self.tracker.counters;
+        match planner.decide(&lock(store), mapped)? {
+            Decision::Send { hash } => return Ok(Some(hash)),
+            Decision::Skip => Counters::add(&counters.skipped),
+            Decision::GiveUp { runs } => {
+                Counters::add(&counters.given_up);
+                self.tracker
+                    .write(|w| w.given_up(at, &mapped.identity, runs));
+            }
+            Decision::AlreadyQueued => {
+                // Read now, queued by the recovery: it moves from one bucket to the other.
+                Counters::add(&counters.valid);
+                counters.recovered.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        Ok(None)
+    }
+
+    fn push(&mut self, at: Location, mapped: MappedCustomer, hash: u64) {
+        let message_id = segment_client::new_message_id();
+        if self.tracker.changes.is_some() {
+            self.pending.push(Change::Pending {
+                key: identity_key(&mapped.identity),
+                hash,
+                message_id: message_id.clone(),
+                payload: crate::state::outbox_payload(&mapped),
+                traits: crate::state::trait_names(&mapped.traits),
+                source: at.source.to_string(),
+                line: at.line,
+            });
+        }
+        let params = mapped.into_params().with_message_id(message_id.clone());
+        self.chunk.push(Outgoing {
+            params,
+            message_id,
+            at,
+        });
+    }
+
+    /// Without a state there is nothing to write first, so records go one by one.
+    fn chunk_size(&self) -> usize {
+        if self.tracker.changes.is_some() {
+            CHUNK
+        } else {
+            CHUNK_STATELESS
+        }
+    }
+
+    /// Writes the chunk's outbox entries (and the outcomes that arrived
+    /// meanwhile) in one transaction, then queues the chunk. Returns `false`
+    /// when the client was closed under it (a stop or a fatal error).
+    fn flush_chunk(&mut self) -> Result<bool, SyncError> {
+        let tracker = self.tracker;
+        if let Some(store) = self.store.filter(|_| tracker.changes.is_some()) {
+            let mut changes = std::mem::take(&mut self.pending);
+            changes.extend(tracker.take_changes());
+            lock(store).apply(&changes)?;
+        }
+        let chunk = std::mem::take(&mut self.chunk);
+        let mut queued = Vec::with_capacity(chunk.len());
+        let mut params = Vec::with_capacity(chunk.len());
+        for out in chunk {
+            tracker.track(&out.message_id, out.at.clone(), out.params.identity.clone());
+            params.push(out.params);
+            queued.push((out.message_id, out.at));
+        }
+        let mut closed = 0;
+        let results = self.client.identify_many_blocking(params);
+        for ((message_id, at), result) in queued.into_iter().zip(results) {
+            let Err(error) = result else {
+                Counters::add(&tracker.counters.valid);
+                continue;
+            };
+            tracker.untrack(&message_id);
+            if error.is_invalid_payload() {
+                let kind = if error.code() == Some(segment_client::codes::PAYLOAD_TOO_LARGE) {
+                    RecordErrorKind::PayloadTooLarge
+                } else {
+                    RecordErrorKind::InvalidPayload
+                };
+                tracker.invalid(&RecordError::new(at, kind, error.message()));
+            } else {
+                // Closed under us (a stop or a fatal error): read but not
+                // queued, so not counted as read; any outbox entry stays
+                // for the next run.
+                closed += 1;
+            }
+        }
+        tracker.counters.read.fetch_sub(closed, Ordering::Relaxed);
+        Ok(closed == 0)
+    }
+}
+
+/// Sizes the duplicate table for the whole source, estimated from the bytes
+/// the first records took, so it does not grow (and briefly double) later.
+fn size_duplicate_table(
+    seen: &mut SeenIdentities,
+    progress: &ReadProgress,
+    total_bytes: Option<u64>,
+) {
+    let read = progress.bytes_read();
+    if let Some(total) = total_bytes.filter(|_| read > 0) {
+        let estimate = total as f64 / read as f64 * SIZING_SAMPLE as f64 * 1.05;
+        seen.reserve(estimate as usize);
+    }
+}
+
+/// Identities already seen in this input: an open-addressing table of
+/// 64-bit identity hashes with the line each was first seen on, 12 bytes a
+/// slot, sized once from an estimate of the record count so it rarely grows.
+#[derive(Default)]
+pub(crate) struct SeenIdentities {
+    /// 0 marks an empty slot; hashes are forced odd so they are never 0.
+    keys: Vec<u64>,
+    lines: Vec<u32>,
+    len: usize,
+}
+
+impl SeenIdentities {
+    /// Makes room for `records` identities without growing.
+    pub fn reserve(&mut self, records: usize) {
+        let wanted = records + records / 7 + 16;
+        if wanted > self.keys.len() {
+            self.rehash(wanted);
+        }
+    }
+
+    /// Remembers `identity` at `line`; returns the earlier line if it was seen.
+    pub fn check(&mut self, identity: &Identity, line: u64) -> Option<u64> {
+        if (self.len + 1) * 8 > self.keys.len() * 7 {
+            self.rehash((self.keys.len() * 3 / 2).max(1024));
+        }
+        let key = identity_hash(identity);
+        let mut slot = self.slot(key);
+        loop {
+            match self.keys[slot] {
+                0 => {
+                    self.keys[slot] = key;
+                    self.lines[slot] = u32::try_from(line).unwrap_or(u32::MAX);
+                    self.len += 1;
+                    return None;
+                }
+                k if k == key => return Some(u64::from(self.lines[slot])),
+                _ => slot = (slot + 1) % self.keys.len(),
+            }
+        }
+    }
+
+    /// Maps a hash onto the table without a power-of-two size (multiply-shift).
+    fn slot(&self, key: u64) -> usize {
+        ((u128::from(key) * self.keys.len() as u128) >> 64) as usize
+    }
+
+    fn rehash(&mut self, capacity: usize) {
+        let keys = std::mem::replace(&mut self.keys, vec![0; capacity]);
+        let lines = std::mem::replace(&mut self.lines, vec![0; capacity]);
+        for (key, line) in keys.into_iter().zip(lines).filter(|(k, _)| *k != 0) {
+            let mut slot = self.slot(key);
+            while self.keys[slot] != 0 {
+                slot = (slot + 1) % self.keys.len();
+            }
+            self.keys[slot] = key;
+            self.lines[slot] = line;
+        }
+    }
+}
+
+fn identity_hash(identity: &Identity) -> u64 {
+    let mut bytes = Vec::with_capacity(64);
+    bytes.extend_from_slice(identity.user_id().unwrap_or_default().as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(identity.anonymous_id().unwrap_or_default().as_bytes());
+    stable_hash(&bytes) | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_identities_finds_repeats_with_their_first_line_across_growth() {
+        let mut seen = SeenIdentities::default();
+        for i in 0..5_000u64 {
+            assert_eq!(seen.check(&Identity::user(format!("u{i}")), i + 2), None);
+        }
+        assert_eq!(seen.check(&Identity::user("u42"), 9_000), Some(44));
+        assert_eq!(
+            seen.check(&Identity::anonymous("u42"), 9_001),
+            None,
+            "another kind of id"
+        );
+        seen.reserve(100_000);
+        assert_eq!(seen.check(&Identity::user("u4999"), 9_002), Some(5_001));
+        assert_eq!(seen.len, 5_001);
+    }
+}

@@ -1,0 +1,161 @@
+//! What the reader thread and the client's outcome hook share: the live
+//! counts, the records in flight, the report file and the state changes
+//! waiting to be committed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use segment_client::{EventOutcome, Identity, SegmentError};
+
+use crate::engine::StopSignal;
+use crate::record::{Location, RecordError};
+use crate::report::{Counters, ReportWriter, RunReport, Undelivered};
+use crate::state::{Change, identity_key, stable_hash};
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Records in flight, keyed by a 64-bit hash of their `messageId` (already
+/// well mixed, so it is used as is).
+pub(crate) type InFlight = HashMap<u64, (Location, Identity), BuildHasherDefault<PassThrough>>;
+
+/// A hasher for keys that are hashes already.
+#[derive(Default)]
+pub(crate) struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// What the reader thread and the outcome hook share.
+pub(crate) struct Tracker {
+    pub counters: Arc<Counters>,
+    /// Records queued and not yet settled, by a hash of their `messageId`.
+    pub in_flight: Mutex<InFlight>,
+    pub report: Mutex<ReportWriter>,
+    pub report_error: Mutex<Option<io::Error>>,
+    pub fatal: Mutex<Option<SegmentError>>,
+    pub failed_by_reason: Mutex<BTreeMap<String, u64>>,
+    pub invalid_by_reason: Mutex<BTreeMap<String, u64>>,
+    /// Outcomes waiting to be committed to the state, when there is one.
+    pub changes: Option<Mutex<Vec<Change>>>,
+    pub stop: StopSignal,
+}
+
+impl Tracker {
+    /// Tracks a record from just before it is queued until its outcome.
+    pub fn track(&self, message_id: &str, at: Location, identity: Identity) {
+        lock(&self.in_flight).insert(stable_hash(message_id.as_bytes()), (at, identity));
+    }
+
+    /// Stops tracking a record; returns where it was read, if it was tracked.
+    pub fn untrack(&self, message_id: &str) -> Option<(Location, Identity)> {
+        lock(&self.in_flight).remove(&stable_hash(message_id.as_bytes()))
+    }
+
+    pub fn write(&self, write: impl FnOnce(&mut ReportWriter) -> io::Result<()>) {
+        if let Err(e) = write(&mut lock(&self.report)) {
+            lock(&self.report_error).get_or_insert(e);
+        }
+    }
+
+    pub fn invalid(&self, error: &RecordError) {
+        Counters::add(&self.counters.invalid);
+        *lock(&self.invalid_by_reason)
+            .entry(error.kind.code().to_owned())
+            .or_default() += 1;
+        self.write(|w| w.invalid(error));
+    }
+
+    pub fn take_changes(&self) -> Vec<Change> {
+        self.changes
+            .as_ref()
+            .map(|c| std::mem::take(&mut *lock(c)))
+            .unwrap_or_default()
+    }
+
+    /// Called by the client for every event, as soon as its fate is known.
+    pub fn settle(&self, outcome: &EventOutcome<'_>) {
+        let Some((at, identity)) = self.untrack(outcome.message_id) else {
+            return;
+        };
+        let message_id = outcome.message_id.to_owned();
+        let change = match outcome.result {
+            Ok(()) => {
+                Counters::add(&self.counters.delivered);
+                Change::Accepted {
+                    key: identity_key(&identity),
+                    message_id,
+                }
+            }
+            Err(error) => {
+                Counters::add(&self.counters.failed);
+                let code = error.code().unwrap_or("unknown").to_owned();
+                *lock(&self.failed_by_reason)
+                    .entry(code.clone())
+                    .or_default() += 1;
+                self.write(|w| w.undelivered(Undelivered::Failed, &at, &identity, Some(error)));
+                if error.is_unauthorized() {
+                    // A refused key will refuse every batch: stop at once.
+                    lock(&self.fatal).get_or_insert_with(|| error.clone());
+                    self.stop.stop();
+                }
+                Change::Failed {
+                    key: identity_key(&identity),
+                    message_id,
+                    code,
+                    message: error.message().to_owned(),
+                    status: error.status(),
+                }
+            }
+        };
+        if let Some(changes) = &self.changes {
+            lock(changes).push(change);
+        }
+    }
+
+    /// Whatever is still tracked at the end did not finish: report it as
+    /// pending. Its outbox entry stays, so the next run sends it again.
+    pub fn settle_pending(&self, close_error: Option<&SegmentError>) {
+        let left = std::mem::take(&mut *lock(&self.in_flight));
+        let mut left: Vec<_> = left.into_values().collect();
+        left.sort_by_key(|(at, _)| at.line);
+        for (at, identity) in &left {
+            self.write(|w| w.undelivered(Undelivered::Pending, at, identity, close_error));
+        }
+    }
+
+    pub fn summary(&self, mut report: RunReport) -> RunReport {
+        let c = &self.counters;
+        report.read = Counters::get(&c.read);
+        report.valid = Counters::get(&c.valid);
+        report.invalid = Counters::get(&c.invalid);
+        report.duplicates = Counters::get(&c.duplicates);
+        report.skipped = Counters::get(&c.skipped);
+        report.given_up = Counters::get(&c.given_up);
+        report.recovered = Counters::get(&c.recovered);
+        report.delivered = Counters::get(&c.delivered);
+        report.failed = Counters::get(&c.failed);
+        report.pending =
+            (report.valid + report.recovered).saturating_sub(report.delivered + report.failed);
+        report.events_per_sec = report.delivered as f64 / report.duration_secs.max(1e-9);
+        report.invalid_by_reason = lock(&self.invalid_by_reason).clone();
+        report.failed_by_reason = lock(&self.failed_by_reason).clone();
+        report
+    }
+}
