@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use segment_client::{HttpClient, HttpClientBuilder, SegmentError};
+use segment_client::{HttpClient, HttpClientBuilder, PreparedEvent, SegmentError};
 
 use crate::mapping::{DuplicatePolicy, Mapping};
 use crate::plan::{IncrementalOptions, Planner};
@@ -23,7 +23,7 @@ use crate::record::{Location, RecordError, RecordErrorKind};
 use crate::report::{Counters, ReportWriter, RunReport};
 use crate::source::{ReadProgress, Source, SourceError};
 use crate::state::{StateError, StateStore};
-use crate::tracker::{Tracker, lock};
+use crate::tracker::{InFlightRecord, StateRef, Tracker, lock};
 
 /// Tells a running sync to stop reading; cheap to clone, safe to call from a signal handler task.
 #[derive(Debug, Clone, Default)]
@@ -276,6 +276,7 @@ impl SyncRun {
             failed_by_reason: Mutex::default(),
             invalid_by_reason: Mutex::default(),
             changes: (state.is_some() && writes_state).then(Mutex::default),
+            chunks: Mutex::default(),
             stop: self.stop.clone(),
         });
         let hook = Arc::clone(&tracker);
@@ -316,7 +317,6 @@ impl SyncRun {
                     planner,
                     duplicates,
                     chunk: Vec::new(),
-                    pending: Vec::new(),
                 };
                 let result = reader.read_all(source);
                 (result, reader.planner)
@@ -434,8 +434,8 @@ struct RunState {
     options: IncrementalOptions,
 }
 
-/// Queues again what an earlier run left in the outbox, with the same
-/// `messageId`s so Segment drops any copy it already has. Returns the
+/// Queues again what an earlier run left in the outbox: the stored events,
+/// unchanged, so Segment drops any copy it already has. Returns the
 /// recovered payload hash per identity key.
 async fn recover_outbox(
     outbox: Vec<crate::state::Pending>,
@@ -443,32 +443,38 @@ async fn recover_outbox(
     tracker: &Tracker,
 ) -> HashMap<String, u64> {
     let mut recovered = HashMap::new();
-    for entry in outbox {
+    for crate::state::Pending { chunk, entry } in outbox {
         let at = Location::new(entry.source.as_str(), entry.line);
-        let Some(params) = crate::state::params_from_outbox(&entry.payload, &entry.message_id)
-        else {
-            tracker.invalid(&RecordError::new(
-                at,
-                RecordErrorKind::Malformed,
-                "the stored outbox entry is unreadable",
-            ));
-            continue;
-        };
-        tracker.track(&entry.message_id, at.clone(), params.identity.clone());
-        match client.identify(params).await {
-            Ok(()) => {
-                Counters::add(&tracker.counters.recovered);
-                recovered.insert(entry.key, entry.hash);
-            }
+        let event = match PreparedEvent::from_json(entry.event) {
+            Ok(event) => event,
             Err(error) => {
-                tracker.untrack(&entry.message_id);
-                tracker.invalid(&RecordError::new(
-                    at,
-                    RecordErrorKind::InvalidPayload,
-                    error.message(),
-                ));
+                let message = format!("the stored outbox entry is unreadable: {error}");
+                tracker.invalid(&RecordError::new(at, RecordErrorKind::Malformed, message));
+                continue;
             }
+        };
+        let message_id = event.message_id().to_owned();
+        let state = StateRef {
+            chunk,
+            hash: entry.hash,
+            traits: entry.traits,
+        };
+        tracker.open_chunk(chunk, 1);
+        tracker.track(
+            &message_id,
+            InFlightRecord {
+                at,
+                identity: event.identity().clone(),
+                state: Some(state),
+            },
+        );
+        if client.queue_prepared(event).await.is_err() {
+            // Closed already (a stop): it stays in the outbox for the next run.
+            tracker.untrack(&message_id);
+            break;
         }
+        Counters::add(&tracker.counters.recovered);
+        recovered.insert(entry.key, entry.hash);
     }
     recovered
 }

@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
-use segment_client::{HttpClient, Identity};
+use segment_client::{HttpClient, Identity, PreparedEvent};
 
 use crate::engine::SyncError;
 use crate::mapping::{DuplicatePolicy, MappedCustomer, Mapping};
@@ -13,22 +13,22 @@ use crate::plan::{Decision, Planner};
 use crate::record::{Location, RecordError, RecordErrorKind};
 use crate::report::Counters;
 use crate::source::{ReadProgress, Source};
-use crate::state::{Change, StateStore, identity_key, stable_hash};
-use crate::tracker::{Tracker, lock};
+use crate::state::{Change, OutboxEntryRef, StateStore, identity_key, stable_hash};
+use crate::tracker::{InFlightRecord, StateRef, Tracker, lock};
 
-/// Records written to the outbox in one transaction before they are queued.
-/// Records per chunk with a state: one outbox transaction each.
+/// Records per chunk with a state: one outbox row and transaction each.
 const CHUNK: usize = 2_048;
 /// Records per chunk without a state: one wake-up of the client's worker each.
 const CHUNK_STATELESS: usize = 64;
 /// Records read before the duplicate table is sized from the source's size.
 const SIZING_SAMPLE: u64 = 1_024;
 
-/// One record on its way to the client.
+/// One record on its way to the client: validated and serialised.
 pub(crate) struct Outgoing {
-    params: segment_client::IdentifyParams,
-    message_id: String,
+    event: PreparedEvent,
     at: Location,
+    /// The payload hash and trait names, when there is a state.
+    state: Option<(u64, String)>,
 }
 
 /// Reads, maps, plans and queues every record, on a blocking thread.
@@ -40,8 +40,6 @@ pub(crate) struct Reader<'a> {
     pub planner: Option<Planner>,
     pub duplicates: DuplicatePolicy,
     pub chunk: Vec<Outgoing>,
-    /// Outbox entries for `chunk`, written before it is queued.
-    pub pending: Vec<Change>,
 }
 
 impl Reader<'_> {
@@ -157,28 +155,29 @@ impl Reader<'_> {
         Ok(None)
     }
 
+    /// Validates and serialises the record (an invalid one is reported and
+    /// never reaches the outbox) and adds it to the chunk.
     fn push(&mut self, at: Location, mapped: MappedCustomer, hash: u64) {
-        let message_id = segment_client::new_message_id();
-        if self.tracker.changes.is_some() {
-            self.pending.push(Change::Pending {
-                key: identity_key(&mapped.identity),
-                hash,
-                message_id: message_id.clone(),
-                payload: crate::state::outbox_payload(&mapped),
-                traits: crate::state::trait_names(&mapped.traits),
-                source: at.source.to_string(),
-                line: at.line,
-            });
+        let state = self
+            .tracker
+            .changes
+            .is_some()
+            .then(|| (hash, crate::state::trait_names(&mapped.traits)));
+        match PreparedEvent::new(mapped.into_params()) {
+            Ok(event) => self.chunk.push(Outgoing { event, at, state }),
+            Err(error) => {
+                let kind = if error.code() == Some(segment_client::codes::PAYLOAD_TOO_LARGE) {
+                    RecordErrorKind::PayloadTooLarge
+                } else {
+                    RecordErrorKind::InvalidPayload
+                };
+                self.tracker
+                    .invalid(&RecordError::new(at, kind, error.message()));
+            }
         }
-        let params = mapped.into_params().with_message_id(message_id.clone());
-        self.chunk.push(Outgoing {
-            params,
-            message_id,
-            at,
-        });
     }
 
-    /// Without a state there is nothing to write first, so records go one by one.
+    /// Without a state there is nothing to write first, so chunks stay small.
     fn chunk_size(&self) -> usize {
         if self.tracker.changes.is_some() {
             CHUNK
@@ -187,49 +186,84 @@ impl Reader<'_> {
         }
     }
 
-    /// Writes the chunk's outbox entries (and the outcomes that arrived
-    /// meanwhile) in one transaction, then queues the chunk. Returns `false`
-    /// when the client was closed under it (a stop or a fatal error).
+    /// Writes the chunk to the outbox (with the outcomes that arrived
+    /// meanwhile) in one transaction, then queues it. Returns `false` when
+    /// the client was closed under it (a stop or a fatal error).
     fn flush_chunk(&mut self) -> Result<bool, SyncError> {
         let tracker = self.tracker;
-        if let Some(store) = self.store.filter(|_| tracker.changes.is_some()) {
-            let mut changes = std::mem::take(&mut self.pending);
-            changes.extend(tracker.take_changes());
-            lock(store).apply(&changes)?;
-        }
         let chunk = std::mem::take(&mut self.chunk);
-        let mut queued = Vec::with_capacity(chunk.len());
-        let mut params = Vec::with_capacity(chunk.len());
+        let outbox = match self.store.filter(|_| tracker.changes.is_some()) {
+            Some(store) => Some(write_outbox(&mut lock(store), &chunk, tracker)?),
+            None => None,
+        };
+        let mut events = Vec::with_capacity(chunk.len());
         for out in chunk {
-            tracker.track(&out.message_id, out.at.clone(), out.params.identity.clone());
-            params.push(out.params);
-            queued.push((out.message_id, out.at));
-        }
-        let mut closed = 0;
-        let results = self.client.identify_many_blocking(params);
-        for ((message_id, at), result) in queued.into_iter().zip(results) {
-            let Err(error) = result else {
-                Counters::add(&tracker.counters.valid);
-                continue;
+            let state = outbox
+                .zip(out.state)
+                .map(|(chunk, (hash, traits))| StateRef {
+                    chunk,
+                    hash,
+                    traits,
+                });
+            let record = InFlightRecord {
+                at: out.at,
+                identity: out.event.identity().clone(),
+                state,
             };
-            tracker.untrack(&message_id);
-            if error.is_invalid_payload() {
-                let kind = if error.code() == Some(segment_client::codes::PAYLOAD_TOO_LARGE) {
-                    RecordErrorKind::PayloadTooLarge
-                } else {
-                    RecordErrorKind::InvalidPayload
-                };
-                tracker.invalid(&RecordError::new(at, kind, error.message()));
-            } else {
-                // Closed under us (a stop or a fatal error): read but not
-                // queued, so not counted as read; any outbox entry stays
-                // for the next run.
-                closed += 1;
-            }
+            tracker.track(out.event.message_id(), record);
+            events.push(out.event);
         }
-        tracker.counters.read.fetch_sub(closed, Ordering::Relaxed);
-        Ok(closed == 0)
+        // Queued in a tight loop, so the worker wakes about once per chunk.
+        let mut events = events.into_iter();
+        for event in events.by_ref() {
+            let message_id = event.message_id().to_owned();
+            if self.client.queue_prepared_blocking(event).is_err() {
+                // Closed under us (a stop or a fatal error): read but not
+                // queued, so not counted as read; their outbox entries stay
+                // for the next run.
+                tracker.untrack(&message_id);
+                let unqueued = 1 + events.len() as u64;
+                for event in events {
+                    tracker.untrack(event.message_id());
+                }
+                tracker.counters.read.fetch_sub(unqueued, Ordering::Relaxed);
+                return Ok(false);
+            }
+            Counters::add(&tracker.counters.valid);
+        }
+        Ok(true)
     }
+}
+
+/// Writes a chunk as one outbox row, with the outcomes waiting to be
+/// committed, in one transaction; returns the chunk's outbox id.
+fn write_outbox(
+    store: &mut StateStore,
+    chunk: &[Outgoing],
+    tracker: &Tracker,
+) -> Result<i64, SyncError> {
+    let id = store.allocate_outbox_id();
+    let mut entries = Vec::with_capacity(chunk.len() * 700);
+    for out in chunk {
+        let Some((hash, traits)) = &out.state else {
+            continue;
+        };
+        OutboxEntryRef {
+            key: &identity_key(out.event.identity()),
+            hash: *hash,
+            message_id: out.event.message_id(),
+            source: &out.at.source,
+            line: out.at.line,
+            traits,
+            event: out.event.json(),
+        }
+        .write_line(&mut entries);
+    }
+    let mut changes = vec![Change::Outbox { id, entries }];
+    changes.extend(tracker.take_changes());
+    store.apply(&changes)?;
+    tracker.open_chunk(id, chunk.len());
+    Ok(id)
 }
 
 /// Sizes the duplicate table for the whole source, estimated from the bytes

@@ -5,25 +5,26 @@
 //!
 //! ```sql
 //! CREATE TABLE schema_version (version INTEGER NOT NULL);
-//! CREATE TABLE records (
+//! CREATE TABLE records (               -- what Segment accepted, per identity
 //!   identity            TEXT PRIMARY KEY,  -- "u:<userId>" or "a:<anonymousId>"
 //!   key_hash            INTEGER NOT NULL,  -- xxh3 of identity, for the in-memory index
 //!   accepted_hash       INTEGER,           -- xxh3 of the canonical payload Segment accepted
 //!   accepted_at         INTEGER,           -- unix milliseconds of the 2xx
 //!   accepted_message_id TEXT,
 //!   accepted_traits     TEXT,              -- JSON array of the accepted top-level trait names
-//!   pending_hash        INTEGER,           -- the outbox: set before the first send,
-//!   pending_message_id  TEXT,              --   cleared when Segment answers
-//!   pending_payload     TEXT,              -- {"userId","anonymousId","traits","timestamp"}
-//!   pending_traits      TEXT,
-//!   pending_since       INTEGER,
+//!   last_message_id     TEXT,              -- the last message that settled (2xx or failure)
 //!   last_error_code     TEXT,              -- the last failure, kept until a success
 //!   last_error          TEXT,
 //!   last_status         INTEGER,
 //!   failed_runs         INTEGER NOT NULL DEFAULT 0,
 //!   failed_hash         INTEGER,           -- the payload that failed, to tell a retry from a change
-//!   source              TEXT,              -- where it was last read (file:line)
+//!   source              TEXT,              -- where it was last read
 //!   line                INTEGER
+//! ) WITHOUT ROWID;
+//! CREATE TABLE outbox (                -- what is in flight, one row per chunk of records
+//!   id         INTEGER PRIMARY KEY,
+//!   created_at INTEGER NOT NULL,
+//!   entries    TEXT NOT NULL           -- JSON lines: key, hash, messageId, source, line, traits, event
 //! );
 //! CREATE TABLE runs (
 //!   id INTEGER PRIMARY KEY, started_at INTEGER NOT NULL, finished_at INTEGER,
@@ -31,9 +32,17 @@
 //! );
 //! ```
 //!
+//! A chunk of records is written to the outbox in one row, in one
+//! transaction, before any of them is sent; each record's row in `records` is
+//! written once, when Segment answered for it; a chunk's outbox row is deleted
+//! once all its records are settled. An outbox entry whose `messageId` is not
+//! its record's `last_message_id` is still in flight, and the next run sends
+//! its stored event again, unchanged. One row per chunk instead of one per
+//! record keeps the state's cost on a first run of a million customers to one
+//! row write per customer.
+//!
 //! The database runs in WAL mode with `synchronous = NORMAL`: a commit is
-//! durable against a killed process (the case the outbox exists for), and
-//! writes are grouped into one transaction per chunk of records.
+//! durable against a killed process (the case the outbox exists for).
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -54,11 +63,7 @@ const MIGRATIONS: &[&str] = &["
       accepted_at INTEGER,
       accepted_message_id TEXT,
       accepted_traits TEXT,
-      pending_hash INTEGER,
-      pending_message_id TEXT,
-      pending_payload TEXT,
-      pending_traits TEXT,
-      pending_since INTEGER,
+      last_message_id TEXT,
       last_error_code TEXT,
       last_error TEXT,
       last_status INTEGER,
@@ -66,6 +71,11 @@ const MIGRATIONS: &[&str] = &["
       failed_hash INTEGER,
       source TEXT,
       line INTEGER
+    ) WITHOUT ROWID;
+    CREATE TABLE outbox (
+      id INTEGER PRIMARY KEY,
+      created_at INTEGER NOT NULL,
+      entries TEXT NOT NULL
     );
     CREATE TABLE runs (
       id INTEGER PRIMARY KEY,
@@ -160,24 +170,6 @@ fn write_canonical(out: &mut Vec<u8>, value: &Value) {
     }
 }
 
-/// The outbox copy of a payload: enough to send it again after a crash.
-pub(crate) fn outbox_payload(customer: &crate::mapping::MappedCustomer) -> String {
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Payload<'a> {
-        user_id: Option<&'a str>,
-        anonymous_id: Option<&'a str>,
-        traits: &'a Map<String, Value>,
-    }
-    // Borrowed, not a cloned `json!` tree: this runs once per record sent.
-    serde_json::to_string(&Payload {
-        user_id: customer.identity.user_id(),
-        anonymous_id: customer.identity.anonymous_id(),
-        traits: &customer.traits,
-    })
-    .unwrap_or_default()
-}
-
 /// The payload's top-level trait names as a JSON array, for the null policy.
 pub(crate) fn trait_names(traits: &Map<String, Value>) -> String {
     let mut out = Vec::with_capacity(16 * traits.len() + 2);
@@ -193,25 +185,104 @@ pub(crate) fn trait_names(traits: &Map<String, Value>) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// Rebuilds identify parameters from an outbox copy, with its `messageId`.
-pub(crate) fn params_from_outbox(
-    payload: &str,
-    message_id: &str,
-) -> Option<segment_client::IdentifyParams> {
-    let value: Value = serde_json::from_str(payload).ok()?;
-    let text = |field: &str| value.get(field).and_then(Value::as_str).map(str::to_owned);
-    let identity = match (text("userId"), text("anonymousId")) {
-        (Some(user_id), Some(anonymous_id)) => Identity::Both {
-            user_id,
-            anonymous_id,
-        },
-        (Some(user_id), None) => Identity::UserId(user_id),
-        (None, Some(anonymous_id)) => Identity::AnonymousId(anonymous_id),
-        (None, None) => return None,
-    };
-    let traits = value.get("traits")?.as_object()?.clone();
-    let customer = crate::mapping::MappedCustomer { identity, traits };
-    Some(customer.into_params().with_message_id(message_id))
+/// One record in an outbox chunk: the event exactly as it is sent, and
+/// what its record's row needs once Segment answers.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    /// [`identity_key`] of the record.
+    pub key: String,
+    /// The payload hash.
+    pub hash: u64,
+    /// The event's `messageId`, reused on every resend.
+    pub message_id: String,
+    /// Where the record was read.
+    pub source: String,
+    /// Its line.
+    pub line: u64,
+    /// Its top-level trait names, as a JSON array (see [`trait_names`]).
+    pub traits: String,
+    /// The serialised event.
+    pub event: Vec<u8>,
+}
+
+/// An [`OutboxEntry`] borrowed from the record being sent, for writing.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxEntryRef<'a> {
+    /// [`identity_key`] of the record.
+    pub key: &'a str,
+    /// The payload hash.
+    pub hash: u64,
+    /// The event's `messageId`.
+    pub message_id: &'a str,
+    /// Where the record was read.
+    pub source: &'a str,
+    /// Its line.
+    pub line: u64,
+    /// Its top-level trait names, as a JSON array.
+    pub traits: &'a str,
+    /// The serialised event.
+    pub event: &'a [u8],
+}
+
+impl OutboxEntryRef<'_> {
+    /// Appends this entry as one JSON line to `out`.
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Head<'a> {
+            key: &'a str,
+            hash: u64,
+            message_id: &'a str,
+            source: &'a str,
+            line: u64,
+        }
+        // Writing into a Vec cannot fail; the event and trait list are JSON already.
+        let _ = serde_json::to_writer(
+            &mut *out,
+            &Head {
+                key: self.key,
+                hash: self.hash,
+                message_id: self.message_id,
+                source: self.source,
+                line: self.line,
+            },
+        );
+        out.pop();
+        out.extend_from_slice(b",\"traits\":");
+        out.extend_from_slice(self.traits.as_bytes());
+        out.extend_from_slice(b",\"event\":");
+        out.extend_from_slice(self.event);
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+impl OutboxEntry {
+    /// Parses one line written by [`OutboxEntryRef::write_line`].
+    pub fn parse(line: &str) -> Option<OutboxEntry> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Line<'a> {
+            key: String,
+            hash: u64,
+            message_id: String,
+            source: String,
+            line: u64,
+            #[serde(borrow)]
+            traits: &'a serde_json::value::RawValue,
+            #[serde(borrow)]
+            event: &'a serde_json::value::RawValue,
+        }
+        let parsed: Line<'_> = serde_json::from_str(line).ok()?;
+        Some(OutboxEntry {
+            key: parsed.key,
+            hash: parsed.hash,
+            message_id: parsed.message_id,
+            source: parsed.source,
+            line: parsed.line,
+            traits: parsed.traits.get().to_owned(),
+            event: parsed.event.get().as_bytes().to_vec(),
+        })
+    }
 }
 
 /// What the state knows of one identity, held in memory for the run.
@@ -274,36 +345,24 @@ impl StateIndex {
 /// One change to the state, applied in a transaction with others.
 #[derive(Debug, Clone)]
 pub enum Change {
-    /// A record is about to be sent: the outbox entry.
-    Pending {
-        /// [`identity_key`] of the record.
-        key: String,
-        /// The payload hash.
-        hash: u64,
-        /// Its `messageId`, reused on every resend.
-        message_id: String,
-        /// What to resend after a crash.
-        payload: String,
-        /// The payload's top-level trait names, as a JSON array.
-        traits: String,
-        /// Where the record was read.
-        source: String,
-        /// Its line.
-        line: u64,
+    /// A chunk of records about to be sent: the outbox row.
+    Outbox {
+        /// From [`StateStore::allocate_outbox_id`].
+        id: i64,
+        /// The chunk's entries, one [`OutboxEntry`] line each.
+        entries: Vec<u8>,
     },
-    /// Segment answered 2xx for this message.
-    Accepted {
-        /// [`identity_key`] of the record.
-        key: String,
-        /// The `messageId` Segment accepted.
-        message_id: String,
+    /// All records of an outbox chunk are settled.
+    OutboxDone {
+        /// The chunk.
+        id: i64,
     },
-    /// Segment refused this message, or retries ran out.
+    /// Segment answered 2xx for a record.
+    Accepted(Settled),
+    /// Segment refused a record, or retries ran out.
     Failed {
-        /// [`identity_key`] of the record.
-        key: String,
-        /// The `messageId` that failed.
-        message_id: String,
+        /// The record.
+        record: Settled,
         /// The error code.
         code: String,
         /// The error message.
@@ -313,21 +372,30 @@ pub enum Change {
     },
 }
 
-/// An outbox entry left by an earlier run that did not finish.
+/// A record Segment answered for.
 #[derive(Debug, Clone)]
-pub struct Pending {
+pub struct Settled {
     /// [`identity_key`] of the record.
     pub key: String,
-    /// Its payload hash.
+    /// The payload hash.
     pub hash: u64,
-    /// Its `messageId`.
+    /// The `messageId` that settled.
     pub message_id: String,
-    /// The stored payload.
-    pub payload: String,
+    /// Top-level trait names, as a JSON array.
+    pub traits: String,
     /// Where it was read.
     pub source: String,
     /// Its line.
     pub line: u64,
+}
+
+/// An outbox entry still in flight, left by a run that did not finish.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// The outbox chunk it is in.
+    pub chunk: i64,
+    /// The entry.
+    pub entry: OutboxEntry,
 }
 
 /// A failed record, for `segment-sync status`.
@@ -347,6 +415,7 @@ pub struct FailedRecord {
 pub struct StateStore {
     conn: Connection,
     path: PathBuf,
+    next_outbox_id: i64,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -384,9 +453,19 @@ impl StateStore {
             source: None,
         })?;
         let conn = Connection::open(&path).map_err(|e| StateError::sql(&path, "cannot open", e))?;
-        let mut store = StateStore { conn, path };
+        let mut store = StateStore {
+            conn,
+            path,
+            next_outbox_id: 0,
+        };
         store.configure()?;
         store.migrate()?;
+        store.next_outbox_id = store
+            .conn
+            .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM outbox", [], |r| {
+                r.get(0)
+            })
+            .map_err(store.sql("cannot read the outbox"))?;
         Ok(store)
     }
 
@@ -502,32 +581,52 @@ impl StateStore {
         Ok(index)
     }
 
-    /// Outbox entries left by runs that did not finish.
+    /// A fresh outbox chunk id.
+    pub fn allocate_outbox_id(&mut self) -> i64 {
+        self.next_outbox_id += 1;
+        self.next_outbox_id - 1
+    }
+
+    /// Outbox entries still in flight, left by runs that did not finish,
+    /// oldest first. Chunks whose records all settled are deleted on the way.
     ///
     /// # Errors
-    /// The database cannot be read.
-    pub fn pending(&self) -> Result<Vec<Pending>, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT identity, pending_hash, pending_message_id, pending_payload, COALESCE(source, ''), COALESCE(line, 0)
-                 FROM records WHERE pending_message_id IS NOT NULL ORDER BY source, line",
-            )
-            .map_err(self.sql("cannot read the outbox"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(Pending {
-                    key: r.get(0)?,
-                    hash: r.get::<_, i64>(1)? as u64,
-                    message_id: r.get(2)?,
-                    payload: r.get(3)?,
-                    source: r.get(4)?,
-                    line: r.get::<_, i64>(5)? as u64,
-                })
-            })
-            .map_err(self.sql("cannot read the outbox"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(self.sql("cannot read the outbox"))
+    /// The database cannot be read or written.
+    pub fn pending(&mut self) -> Result<Vec<Pending>, StateError> {
+        let chunks: Vec<(i64, String)> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT id, entries FROM outbox ORDER BY id")
+                .map_err(self.sql("cannot read the outbox"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(self.sql("cannot read the outbox"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(self.sql("cannot read the outbox"))?
+        };
+        let mut pending = Vec::new();
+        let mut settled_chunks = Vec::new();
+        for (chunk, entries) in chunks {
+            let before = pending.len();
+            for entry in entries.lines().filter_map(OutboxEntry::parse) {
+                if self.last_message_id(&entry.key)?.as_deref() != Some(entry.message_id.as_str()) {
+                    pending.push(Pending { chunk, entry });
+                }
+            }
+            if pending.len() == before {
+                settled_chunks.push(Change::OutboxDone { id: chunk });
+            }
+        }
+        self.apply(&settled_chunks)?;
+        Ok(pending)
+    }
+
+    fn last_message_id(&self, key: &str) -> Result<Option<String>, StateError> {
+        self.conn
+            .prepare_cached("SELECT last_message_id FROM records WHERE identity = ?1")
+            .and_then(|mut stmt| stmt.query_row([key], |r| r.get(0)).optional())
+            .map(Option::flatten)
+            .map_err(self.sql("cannot read records"))
     }
 
     /// The accepted trait names of `key`, for the null policy.
@@ -563,81 +662,82 @@ impl StateStore {
         let now = now_ms();
         let tx = self.conn.transaction().map_err(err)?;
         {
-            let mut pending = tx
-                .prepare_cached(
-                    "INSERT INTO records (identity, key_hash, pending_hash, pending_message_id, pending_payload,
-                                          pending_traits, pending_since, source, line)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (identity) DO UPDATE SET
-                       pending_hash = excluded.pending_hash, pending_message_id = excluded.pending_message_id,
-                       pending_payload = excluded.pending_payload, pending_traits = excluded.pending_traits,
-                       pending_since = excluded.pending_since, source = excluded.source, line = excluded.line",
-                )
-                .map_err(err)?;
             let mut accepted = tx
                 .prepare_cached(
-                    "UPDATE records SET accepted_hash = pending_hash, accepted_at = ?2,
-                       accepted_message_id = pending_message_id, accepted_traits = pending_traits,
-                       pending_hash = NULL, pending_message_id = NULL, pending_payload = NULL,
-                       pending_traits = NULL, pending_since = NULL,
-                       last_error_code = NULL, last_error = NULL, last_status = NULL, failed_runs = 0,
-                       failed_hash = NULL
-                     WHERE identity = ?3 AND pending_message_id = ?1",
+                    "INSERT INTO records (identity, key_hash, accepted_hash, accepted_at, accepted_message_id,
+                                          accepted_traits, last_message_id, source, line)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?7, ?8)
+                     ON CONFLICT (identity) DO UPDATE SET
+                       accepted_hash = excluded.accepted_hash, accepted_at = excluded.accepted_at,
+                       accepted_message_id = excluded.accepted_message_id,
+                       accepted_traits = excluded.accepted_traits, last_message_id = excluded.last_message_id,
+                       last_error_code = NULL, last_error = NULL, last_status = NULL,
+                       failed_runs = 0, failed_hash = NULL, source = excluded.source, line = excluded.line",
                 )
                 .map_err(err)?;
             let mut failed = tx
                 .prepare_cached(
-                    "UPDATE records SET failed_hash = pending_hash,
-                       pending_hash = NULL, pending_message_id = NULL, pending_payload = NULL,
-                       pending_traits = NULL, pending_since = NULL,
-                       last_error_code = ?2, last_error = ?3, last_status = ?4, failed_runs = failed_runs + 1
-                     WHERE identity = ?5 AND pending_message_id = ?1",
+                    "INSERT INTO records (identity, key_hash, last_message_id, last_error_code, last_error,
+                                          last_status, failed_runs, failed_hash, source, line)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9)
+                     ON CONFLICT (identity) DO UPDATE SET
+                       last_message_id = excluded.last_message_id, last_error_code = excluded.last_error_code,
+                       last_error = excluded.last_error, last_status = excluded.last_status,
+                       failed_runs = records.failed_runs + 1, failed_hash = excluded.failed_hash,
+                       source = excluded.source, line = excluded.line",
                 )
                 .map_err(err)?;
             for change in changes {
                 match change {
-                    Change::Pending {
-                        key,
-                        hash,
-                        message_id,
-                        payload,
-                        traits,
-                        source,
-                        line,
-                    } => {
-                        pending
-                            .execute(params![
-                                key,
-                                stable_hash(key.as_bytes()) as i64,
-                                *hash as i64,
-                                message_id,
-                                payload,
-                                traits,
+                    Change::Outbox { id, entries } => {
+                        tx.prepare_cached(
+                            "INSERT INTO outbox (id, created_at, entries) VALUES (?1, ?2, ?3)",
+                        )
+                        .and_then(|mut stmt| {
+                            stmt.execute(params![
+                                id,
                                 now,
-                                source,
-                                *line as i64
+                                std::str::from_utf8(entries).unwrap_or_default()
+                            ])
+                        })
+                        .map_err(err)?;
+                    }
+                    Change::OutboxDone { id } => {
+                        tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")
+                            .and_then(|mut stmt| stmt.execute([id]))
+                            .map_err(err)?;
+                    }
+                    Change::Accepted(record) => {
+                        accepted
+                            .execute(params![
+                                record.key,
+                                stable_hash(record.key.as_bytes()) as i64,
+                                record.hash as i64,
+                                now,
+                                record.message_id,
+                                record.traits,
+                                record.source,
+                                record.line as i64
                             ])
                             .map_err(err)?;
                     }
-                    Change::Accepted { key, message_id } => {
-                        accepted
-                            .execute(params![message_id, now, key])
-                            .map_err(err)?;
-                    }
                     Change::Failed {
-                        key,
-                        message_id,
+                        record,
                         code,
                         message,
                         status,
                     } => {
                         failed
                             .execute(params![
-                                message_id,
+                                record.key,
+                                stable_hash(record.key.as_bytes()) as i64,
+                                record.message_id,
                                 code,
                                 message,
                                 status.map(i64::from),
-                                key
+                                record.hash as i64,
+                                record.source,
+                                record.line as i64
                             ])
                             .map_err(err)?;
                     }
@@ -721,22 +821,17 @@ impl StateStore {
     ///
     /// # Errors
     /// The database cannot be read.
-    pub fn counts(&self) -> Result<(u64, u64, u64, u64), StateError> {
-        self.conn
+    pub fn counts(&mut self) -> Result<(u64, u64, u64, u64), StateError> {
+        let (records, accepted, failed) = self
+            .conn
             .query_row(
-                "SELECT COUNT(*), COUNT(accepted_hash), COUNT(pending_message_id),
-                        COUNT(*) FILTER (WHERE failed_runs > 0) FROM records",
+                "SELECT COUNT(*), COUNT(accepted_hash), COUNT(*) FILTER (WHERE failed_runs > 0) FROM records",
                 [],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)? as u64,
-                        r.get::<_, i64>(1)? as u64,
-                        r.get::<_, i64>(2)? as u64,
-                        r.get::<_, i64>(3)? as u64,
-                    ))
-                },
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)),
             )
-            .map_err(self.sql("cannot count records"))
+            .map_err(self.sql("cannot count records"))?;
+        let pending = self.pending()?.len() as u64;
+        Ok((records, accepted, pending, failed))
     }
 
     /// Failed records, most-failed first, at most `limit`.
@@ -820,105 +915,131 @@ mod tests {
         assert_eq!(stable_hash(b""), 0x2d06_8005_38d3_94c2);
     }
 
+    fn settled(message_id: &str, hash: u64) -> Settled {
+        Settled {
+            key: "u:1".into(),
+            hash,
+            message_id: message_id.into(),
+            traits: r#"["email"]"#.into(),
+            source: "f.csv".into(),
+            line: 2,
+        }
+    }
+
+    /// An outbox chunk holding one entry for u:1.
+    fn chunk(store: &mut StateStore, message_id: &str, hash: u64) -> Change {
+        let mut entries = Vec::new();
+        OutboxEntryRef {
+            key: "u:1",
+            hash,
+            message_id,
+            source: "f.csv",
+            line: 2,
+            traits: r#"["email"]"#,
+            event: br#"{"type":"identify","userId":"1"}"#,
+        }
+        .write_line(&mut entries);
+        Change::Outbox {
+            id: store.allocate_outbox_id(),
+            entries,
+        }
+    }
+
     #[test]
-    fn pending_then_accepted_moves_the_hash_and_clears_the_outbox() {
+    fn an_outbox_entry_is_pending_until_its_record_settles() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = StateStore::open(dir.path(), "t").unwrap();
-        store
-            .apply(&[Change::Pending {
-                key: "u:1".into(),
-                hash: 42,
-                message_id: "m1".into(),
-                payload: "{}".into(),
-                traits: "[\"email\"]".into(),
-                source: "f.csv".into(),
-                line: 2,
-            }])
-            .unwrap();
-        assert_eq!(store.pending().unwrap().len(), 1);
-        let index = store.index().unwrap();
-        let (_, known) = index.get(stable_hash(b"u:1")).unwrap();
+        let outbox = chunk(&mut store, "m1", 42);
+        store.apply(&[outbox]).unwrap();
+        let pending = store.pending().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].entry.message_id, "m1");
+        assert_eq!(
+            pending[0].entry.event,
+            br#"{"type":"identify","userId":"1"}"#
+        );
+        assert_eq!(pending[0].entry.traits, r#"["email"]"#);
+
+        store.apply(&[Change::Accepted(settled("m1", 42))]).unwrap();
+        assert!(
+            store.pending().unwrap().is_empty(),
+            "settled entries are not pending"
+        );
+        let (_, known) = store.index().unwrap().get(stable_hash(b"u:1")).unwrap();
         assert_eq!(
             known,
             Known {
-                accepted_hash: None,
+                accepted_hash: Some(42),
                 failed: None
             }
         );
-
-        store
-            .apply(&[Change::Accepted {
-                key: "u:1".into(),
-                message_id: "m1".into(),
-            }])
-            .unwrap();
-        assert!(store.pending().unwrap().is_empty());
-        let (_, known) = store.index().unwrap().get(stable_hash(b"u:1")).unwrap();
-        assert_eq!(known.accepted_hash, Some(42));
         assert_eq!(store.accepted_traits("u:1").unwrap(), ["email"]);
+        assert_eq!(
+            store.accepted_message_id("u:1").unwrap().as_deref(),
+            Some("m1")
+        );
         assert_eq!(store.counts().unwrap(), (1, 1, 0, 0));
+        // The settled chunk was deleted while looking for pending entries.
+        let chunks: i64 = store
+            .conn
+            .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(chunks, 0);
     }
 
     #[test]
     fn a_failure_counts_runs_and_keeps_the_last_accepted_hash() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = StateStore::open(dir.path(), "t").unwrap();
-        let pending = |m: &str, hash| Change::Pending {
-            key: "u:1".into(),
-            hash,
-            message_id: m.into(),
-            payload: "{}".into(),
-            traits: "[]".into(),
-            source: "f.csv".into(),
-            line: 2,
+        store.apply(&[Change::Accepted(settled("m1", 1))]).unwrap();
+        let failure = |m: &str| Change::Failed {
+            record: settled(m, 2),
+            code: "http_status".into(),
+            message: "400".into(),
+            status: Some(400),
         };
-        store
-            .apply(&[
-                pending("m1", 1),
-                Change::Accepted {
-                    key: "u:1".into(),
-                    message_id: "m1".into(),
-                },
-            ])
-            .unwrap();
-        store
-            .apply(&[
-                pending("m2", 2),
-                Change::Failed {
-                    key: "u:1".into(),
-                    message_id: "m2".into(),
-                    code: "http_status".into(),
-                    message: "400".into(),
-                    status: Some(400),
-                },
-            ])
-            .unwrap();
+        store.apply(&[failure("m2"), failure("m3")]).unwrap();
         let (_, known) = store.index().unwrap().get(stable_hash(b"u:1")).unwrap();
         assert_eq!(
             known,
             Known {
                 accepted_hash: Some(1),
-                failed: Some((2, 1))
+                failed: Some((2, 2))
             }
         );
         assert_eq!(store.failed(10).unwrap()[0].code, "http_status");
-        // A stale outcome for a replaced message changes nothing.
-        store
-            .apply(&[Change::Accepted {
-                key: "u:1".into(),
-                message_id: "m2".into(),
-            }])
-            .unwrap();
+        store.apply(&[Change::Accepted(settled("m4", 3))]).unwrap();
+        let (_, known) = store.index().unwrap().get(stable_hash(b"u:1")).unwrap();
         assert_eq!(
-            store
-                .index()
-                .unwrap()
-                .get(stable_hash(b"u:1"))
-                .unwrap()
-                .1
-                .accepted_hash,
-            Some(1)
+            known,
+            Known {
+                accepted_hash: Some(3),
+                failed: None
+            },
+            "a success clears failures"
         );
+    }
+
+    #[test]
+    fn outbox_lines_round_trip() {
+        let mut line = Vec::new();
+        let entry = OutboxEntryRef {
+            key: "a:x\"y",
+            hash: u64::MAX,
+            message_id: "m",
+            source: "dir/f.csv",
+            line: 7,
+            traits: "[]",
+            event: br#"{"a":[1,2]}"#,
+        };
+        entry.write_line(&mut line);
+        assert_eq!(line.last(), Some(&b'\n'));
+        let parsed = OutboxEntry::parse(std::str::from_utf8(&line).unwrap().trim_end()).unwrap();
+        assert_eq!(
+            (parsed.key.as_str(), parsed.hash, parsed.line),
+            ("a:x\"y", u64::MAX, 7)
+        );
+        assert_eq!(parsed.event, br#"{"a":[1,2]}"#);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use segment_client::{EventOutcome, Identity, SegmentError};
 use crate::engine::StopSignal;
 use crate::record::{Location, RecordError};
 use crate::report::{Counters, ReportWriter, RunReport, Undelivered};
-use crate::state::{Change, identity_key, stable_hash};
+use crate::state::{Change, Settled, identity_key, stable_hash};
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -20,7 +20,23 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Records in flight, keyed by a 64-bit hash of their `messageId` (already
 /// well mixed, so it is used as is).
-pub(crate) type InFlight = HashMap<u64, (Location, Identity), BuildHasherDefault<PassThrough>>;
+pub(crate) type InFlight = HashMap<u64, InFlightRecord, BuildHasherDefault<PassThrough>>;
+
+/// A record queued and not yet settled.
+pub(crate) struct InFlightRecord {
+    pub at: Location,
+    pub identity: Identity,
+    /// What its state row needs when it settles, when there is a state.
+    pub state: Option<StateRef>,
+}
+
+/// A record's place in the state: its outbox chunk and what to commit.
+pub(crate) struct StateRef {
+    pub chunk: i64,
+    pub hash: u64,
+    /// Top-level trait names, as a JSON array.
+    pub traits: String,
+}
 
 /// A hasher for keys that are hashes already.
 #[derive(Default)]
@@ -54,18 +70,41 @@ pub(crate) struct Tracker {
     pub invalid_by_reason: Mutex<BTreeMap<String, u64>>,
     /// Outcomes waiting to be committed to the state, when there is one.
     pub changes: Option<Mutex<Vec<Change>>>,
+    /// Unsettled records per outbox chunk; a chunk at zero is deleted.
+    pub chunks: Mutex<HashMap<i64, usize>>,
     pub stop: StopSignal,
 }
 
 impl Tracker {
     /// Tracks a record from just before it is queued until its outcome.
-    pub fn track(&self, message_id: &str, at: Location, identity: Identity) {
-        lock(&self.in_flight).insert(stable_hash(message_id.as_bytes()), (at, identity));
+    pub fn track(&self, message_id: &str, record: InFlightRecord) {
+        lock(&self.in_flight).insert(stable_hash(message_id.as_bytes()), record);
     }
 
-    /// Stops tracking a record; returns where it was read, if it was tracked.
-    pub fn untrack(&self, message_id: &str) -> Option<(Location, Identity)> {
+    /// Stops tracking a record; returns it, if it was tracked.
+    pub fn untrack(&self, message_id: &str) -> Option<InFlightRecord> {
         lock(&self.in_flight).remove(&stable_hash(message_id.as_bytes()))
+    }
+
+    /// Counts `records` as unsettled in outbox chunk `id`.
+    pub fn open_chunk(&self, id: i64, records: usize) {
+        if records > 0 {
+            *lock(&self.chunks).entry(id).or_default() += records;
+        }
+    }
+
+    /// One record of chunk `id` settled; returns whether the chunk is done.
+    fn settle_in_chunk(&self, id: i64) -> bool {
+        let mut chunks = lock(&self.chunks);
+        let Some(left) = chunks.get_mut(&id) else {
+            return false;
+        };
+        *left -= 1;
+        if *left == 0 {
+            chunks.remove(&id);
+            return true;
+        }
+        false
     }
 
     pub fn write(&self, write: impl FnOnce(&mut ReportWriter) -> io::Result<()>) {
@@ -91,41 +130,52 @@ impl Tracker {
 
     /// Called by the client for every event, as soon as its fate is known.
     pub fn settle(&self, outcome: &EventOutcome<'_>) {
-        let Some((at, identity)) = self.untrack(outcome.message_id) else {
+        let Some(InFlightRecord {
+            at,
+            identity,
+            state,
+        }) = self.untrack(outcome.message_id)
+        else {
             return;
         };
-        let message_id = outcome.message_id.to_owned();
-        let change = match outcome.result {
-            Ok(()) => {
-                Counters::add(&self.counters.delivered);
-                Change::Accepted {
-                    key: identity_key(&identity),
-                    message_id,
-                }
-            }
+        match outcome.result {
+            Ok(()) => Counters::add(&self.counters.delivered),
             Err(error) => {
                 Counters::add(&self.counters.failed);
                 let code = error.code().unwrap_or("unknown").to_owned();
-                *lock(&self.failed_by_reason)
-                    .entry(code.clone())
-                    .or_default() += 1;
+                *lock(&self.failed_by_reason).entry(code).or_default() += 1;
                 self.write(|w| w.undelivered(Undelivered::Failed, &at, &identity, Some(error)));
                 if error.is_unauthorized() {
                     // A refused key will refuse every batch: stop at once.
                     lock(&self.fatal).get_or_insert_with(|| error.clone());
                     self.stop.stop();
                 }
-                Change::Failed {
-                    key: identity_key(&identity),
-                    message_id,
-                    code,
-                    message: error.message().to_owned(),
-                    status: error.status(),
-                }
             }
+        }
+        let (Some(changes), Some(state)) = (&self.changes, state) else {
+            return;
         };
-        if let Some(changes) = &self.changes {
-            lock(changes).push(change);
+        let record = Settled {
+            key: identity_key(&identity),
+            hash: state.hash,
+            message_id: outcome.message_id.to_owned(),
+            traits: state.traits,
+            source: at.source.to_string(),
+            line: at.line,
+        };
+        let change = match outcome.result {
+            Ok(()) => Change::Accepted(record),
+            Err(error) => Change::Failed {
+                record,
+                code: error.code().unwrap_or("unknown").to_owned(),
+                message: error.message().to_owned(),
+                status: error.status(),
+            },
+        };
+        let mut changes = lock(changes);
+        changes.push(change);
+        if self.settle_in_chunk(state.chunk) {
+            changes.push(Change::OutboxDone { id: state.chunk });
         }
     }
 
@@ -134,9 +184,16 @@ impl Tracker {
     pub fn settle_pending(&self, close_error: Option<&SegmentError>) {
         let left = std::mem::take(&mut *lock(&self.in_flight));
         let mut left: Vec<_> = left.into_values().collect();
-        left.sort_by_key(|(at, _)| at.line);
-        for (at, identity) in &left {
-            self.write(|w| w.undelivered(Undelivered::Pending, at, identity, close_error));
+        left.sort_by_key(|record| record.at.line);
+        for record in &left {
+            self.write(|w| {
+                w.undelivered(
+                    Undelivered::Pending,
+                    &record.at,
+                    &record.identity,
+                    close_error,
+                )
+            });
         }
     }
 

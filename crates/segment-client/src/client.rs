@@ -16,12 +16,64 @@ use crate::batcher::{Limits, MAX_BATCH_EVENTS, MAX_REQUEST_BYTES};
 use crate::contract::SegmentIntegrationResult;
 use crate::encode::Encoder;
 use crate::error::{Kind, SegmentError};
-use crate::message::{IdentifyParams, MAX_EVENT_BYTES, new_message_id, prepare};
+use crate::message::{Event, IdentifyParams, Identity, MAX_EVENT_BYTES, new_message_id, prepare};
 use crate::report::{DeliveryReport, EventOutcome};
 use crate::retry::RetryPolicy;
 use crate::throttle::{Pacer, Pause};
 use crate::transport::{DryRun, HttpTransport, Transport, batch_endpoint};
 use crate::worker::{Gates, OutcomeHook, Sender, Settings, Task, Worker};
+
+/// An event validated and serialised once, ready to queue with
+/// [`HttpClient::queue_prepared_blocking`]. Its JSON is exactly what will be
+/// sent (inside a batch), so it can also be stored and queued again later.
+///
+/// # Example
+/// ```
+/// use segment_client::{IdentifyParams, Identity, PreparedEvent};
+///
+/// let event = PreparedEvent::new(IdentifyParams::new(Identity::user("cus_1"))).unwrap();
+/// let stored = event.json().to_vec();
+/// let again = PreparedEvent::from_json(stored).unwrap();
+/// assert_eq!(again.message_id(), event.message_id());
+/// assert_eq!(again.identity().user_id(), Some("cus_1"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct PreparedEvent(Event);
+
+impl PreparedEvent {
+    /// Validates `params` and serialises the event, filling in `messageId`
+    /// and `timestamp` if they are missing.
+    ///
+    /// # Errors
+    /// `invalid_payload` or `payload_too_large`, as for [`HttpClient::identify`].
+    pub fn new(params: IdentifyParams) -> Result<Self, SegmentError> {
+        prepare(params).map(Self)
+    }
+
+    /// Rebuilds an event from the JSON of an earlier [`json`](Self::json).
+    ///
+    /// # Errors
+    /// `invalid_payload` if the JSON is not an identify event with a
+    /// `messageId` and an identity, `payload_too_large` if it is too big.
+    pub fn from_json(json: Vec<u8>) -> Result<Self, SegmentError> {
+        crate::message::from_json(json).map(Self)
+    }
+
+    /// The event's `messageId`.
+    pub fn message_id(&self) -> &str {
+        &self.0.message_id
+    }
+
+    /// Who the event is about.
+    pub fn identity(&self) -> &Identity {
+        &self.0.identity
+    }
+
+    /// The serialised event, exactly as it goes into a batch.
+    pub fn json(&self) -> &[u8] {
+        &self.0.json
+    }
+}
 
 /// A boxed future, so that [`SegmentClient`] works as `&dyn SegmentClient`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -244,41 +296,32 @@ impl HttpClient {
             .map_err(|_| closed())
     }
 
-    /// Validates and queues many events from a thread outside any async
-    /// runtime, blocking while the queue is full; returns one result per
-    /// event, in order. All events are validated first and then queued in a
-    /// tight loop, so the worker wakes about once per call instead of once
-    /// per event: the cheap way for a bulk producer to feed the client.
+    /// Queues an event validated earlier with [`PreparedEvent::new`] or
+    /// rebuilt with [`PreparedEvent::from_json`], waiting for room.
     ///
     /// # Errors
-    /// Per event, as for [`identify`](Self::identify). After the client is
-    /// closed, the remaining events get `client_closed`.
+    /// `client_closed` after [`close_and_flush`](Self::close_and_flush).
+    pub async fn queue_prepared(&self, event: PreparedEvent) -> Result<(), SegmentError> {
+        self.enqueue(Task::Event(event.0, None)).await
+    }
+
+    /// Queues an event validated earlier with [`PreparedEvent::new`], from a
+    /// thread outside any async runtime, blocking while the queue is full.
+    /// Lets a bulk producer validate a chunk, store it durably, then queue it
+    /// without serialising anything twice.
+    ///
+    /// # Errors
+    /// `client_closed` after [`close_and_flush`](Self::close_and_flush).
     ///
     /// # Panics
     /// If called from within an async runtime, like
     /// [`identify_blocking`](Self::identify_blocking).
-    pub fn identify_many_blocking(
-        &self,
-        params: impl IntoIterator<Item = IdentifyParams>,
-    ) -> Vec<Result<(), SegmentError>> {
-        let prepared: Vec<_> = params.into_iter().map(prepare).collect();
-        let mut closed_now = self.check_open().is_err();
-        prepared
-            .into_iter()
-            .map(|event| {
-                let event = event?;
-                if closed_now {
-                    return Err(closed());
-                }
-                self.inner
-                    .tx
-                    .blocking_send(Task::Event(event, None))
-                    .map_err(|_| {
-                        closed_now = true;
-                        closed()
-                    })
-            })
-            .collect()
+    pub fn queue_prepared_blocking(&self, event: PreparedEvent) -> Result<(), SegmentError> {
+        self.check_open()?;
+        self.inner
+            .tx
+            .blocking_send(Task::Event(event.0, None))
+            .map_err(|_| closed())
     }
 
     /// Validates and queues an event without waiting.

@@ -49,7 +49,7 @@ mod worker;
 
 pub use batcher::{MAX_BATCH_EVENTS, MAX_REQUEST_BYTES};
 pub use client::{
-    BoxFuture, DeliveryReceipt, HttpClient, HttpClientBuilder, Region, SegmentClient,
+    BoxFuture, DeliveryReceipt, HttpClient, HttpClientBuilder, PreparedEvent, Region, SegmentClient,
 };
 pub use config::{
     HOST_VAR, REGION_VAR, WRITE_KEY_VAR, builder_from_lookup, get_segment_client_from_environment,

@@ -283,6 +283,53 @@ pub(crate) fn prepare(mut params: IdentifyParams) -> Result<Event, SegmentError>
     })
 }
 
+/// Rebuilds an event from its serialised JSON (as stored by a caller).
+///
+/// # Errors
+/// `invalid_payload` unless it is an identify event with a `messageId` and an
+/// identity; `payload_too_large` over [`MAX_EVENT_BYTES`].
+pub(crate) fn from_json(json: Vec<u8>) -> Result<Event, SegmentError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Head {
+        r#type: String,
+        message_id: String,
+        user_id: Option<String>,
+        anonymous_id: Option<String>,
+    }
+    if json.len() > MAX_EVENT_BYTES {
+        return Err(SegmentError::new(
+            Kind::PayloadTooLarge,
+            format!(
+                "event is {} bytes; Segment drops events over {MAX_EVENT_BYTES} bytes",
+                json.len()
+            ),
+        ));
+    }
+    let head: Head = serde_json::from_slice(&json).map_err(|e| {
+        SegmentError::with_source(Kind::InvalidPayload, "stored event is not valid JSON", e)
+    })?;
+    if head.r#type != "identify" {
+        return Err(invalid(format!("stored event has type `{}`", head.r#type)));
+    }
+    let identity = match (head.user_id, head.anonymous_id) {
+        (Some(user_id), Some(anonymous_id)) => Identity::Both {
+            user_id,
+            anonymous_id,
+        },
+        (Some(user_id), None) => Identity::UserId(user_id),
+        (None, Some(anonymous_id)) => Identity::AnonymousId(anonymous_id),
+        (None, None) => return Err(invalid("stored event has no identity".into())),
+    };
+    check_id("userId", identity.user_id())?;
+    check_id("anonymousId", identity.anonymous_id())?;
+    Ok(Event {
+        message_id: head.message_id,
+        identity,
+        json,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,6 +421,19 @@ mod tests {
         traits.custom.insert("email".into(), Value::Null);
         let err = prepare(user("u").with_traits(traits)).unwrap_err();
         assert!(err.message().contains("`email`"), "{}", err.message());
+    }
+
+    #[test]
+    fn stored_events_round_trip_and_bad_ones_are_refused() {
+        let event = prepare(user("u1").with_message_id("m1")).unwrap();
+        let again = from_json(event.json.clone()).unwrap();
+        assert_eq!(
+            (again.message_id.as_str(), again.identity),
+            ("m1", Identity::user("u1"))
+        );
+        assert!(from_json(b"{}".to_vec()).is_err());
+        assert!(from_json(br#"{"type":"track","messageId":"m","userId":"u"}"#.to_vec()).is_err());
+        assert!(from_json(br#"{"type":"identify","messageId":"m"}"#.to_vec()).is_err());
     }
 
     #[test]

@@ -354,7 +354,7 @@ async fn killed_at_any_point_a_rerun_delivers_everything_once_per_message_id() {
     );
 
     // The state agrees with the receiver, customer by customer.
-    let store = StateStore::open_existing(&dir.path().join(".segment-sync"), "crash").unwrap();
+    let mut store = StateStore::open_existing(&dir.path().join(".segment-sync"), "crash").unwrap();
     assert_eq!(store.counts().unwrap(), (ROWS as u64, ROWS as u64, 0, 0));
     for (user, ids) in &by_user {
         let accepted = store.accepted_message_id(&format!("u:{user}")).unwrap();

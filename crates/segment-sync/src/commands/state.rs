@@ -21,7 +21,7 @@ fn name_of(args: &StateArgs) -> Result<&str> {
 /// Prints what the state knows.
 pub fn status(args: &StatusArgs) -> Result<Outcome> {
     let name = name_of(&args.state)?;
-    let store = StateStore::open_existing(&args.state.state, name)
+    let mut store = StateStore::open_existing(&args.state.state, name)
         .map_err(|e| with_hint(e.to_string(), "check --state and --name"))?;
     let (records, accepted, pending, failed) = store.counts()?;
     let mut out = std::io::stdout().lock();
@@ -53,7 +53,8 @@ pub fn status(args: &StatusArgs) -> Result<Outcome> {
             record.key, record.failed_runs, record.code, record.message
         )?;
     }
-    for entry in store.pending()?.iter().take(args.failed) {
+    for pending in store.pending()?.iter().take(args.failed) {
+        let entry = &pending.entry;
         writeln!(
             out,
             "  pending {}  {}:{}  messageId {}",
