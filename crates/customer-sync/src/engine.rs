@@ -22,7 +22,7 @@ use crate::reader::Reader;
 use crate::record::{Location, RecordError, RecordErrorKind};
 use crate::report::{Counters, ReportWriter, RunReport};
 use crate::source::{ReadProgress, Source, SourceError};
-use crate::state::{StateError, StateStore};
+use crate::state::{OutboxEntry, StateError, StateStore};
 use crate::tracker::{InFlightRecord, StateRef, Tracker, lock};
 
 /// Tells a running sync to stop reading; cheap to clone, safe to call from a signal handler task.
@@ -276,7 +276,6 @@ impl SyncRun {
             failed_by_reason: Mutex::default(),
             invalid_by_reason: Mutex::default(),
             changes: (state.is_some() && writes_state).then(Mutex::default),
-            chunks: Mutex::default(),
             stop: self.stop.clone(),
         });
         let hook = Arc::clone(&tracker);
@@ -285,17 +284,18 @@ impl SyncRun {
             .on_outcome(move |outcome| hook.settle(outcome))
             .build()?;
 
-        let recovered = match &mut state {
+        let recovery = match &mut state {
             Some(state) => {
                 recover_outbox(std::mem::take(&mut state.outbox), &client, &tracker).await
             }
-            None => HashMap::new(),
+            None => Recovery::default(),
         };
+        let recovery_complete = !recovery.interrupted;
         let planner = state.as_mut().map(|state| {
             let index = state.index.take().unwrap_or_default();
             Planner::new(
                 index,
-                recovered,
+                recovery.hashes,
                 state.options.clone(),
                 self.mapping.null_policy(),
             )
@@ -343,6 +343,9 @@ impl SyncRun {
                 ),
             },
         };
+        // Everything written to the outbox settled: nothing to recover later.
+        let all_settled =
+            !tracker.has_in_flight() && recovery_complete && !stopped && read_result.is_ok();
         tracker.settle_pending(close_error.as_ref());
 
         let mut removed = 0;
@@ -350,7 +353,12 @@ impl SyncRun {
         if let Some(store) = &store {
             let mut store = lock(store);
             // Commit the outcomes that arrived since the reader's last chunk.
-            if let Err(e) = store.apply(&tracker.take_changes()) {
+            let committed = store.apply(&tracker.take_changes());
+            let cleared = committed.and_then(|()| match all_settled && writes_state {
+                true => store.clear_outbox(),
+                false => Ok(()),
+            });
+            if let Err(e) = cleared {
                 state_error = Some(e);
             }
             // Only a source read to its end tells who is gone.
@@ -429,7 +437,7 @@ impl SyncRun {
 struct RunState {
     store: Arc<Mutex<StateStore>>,
     index: Option<crate::state::StateIndex>,
-    outbox: Vec<crate::state::Pending>,
+    outbox: Vec<OutboxEntry>,
     run_id: Option<i64>,
     options: IncrementalOptions,
 }
@@ -438,12 +446,12 @@ struct RunState {
 /// unchanged, so Segment drops any copy it already has. Returns the
 /// recovered payload hash per identity key.
 async fn recover_outbox(
-    outbox: Vec<crate::state::Pending>,
+    outbox: Vec<OutboxEntry>,
     client: &HttpClient,
     tracker: &Tracker,
-) -> HashMap<String, u64> {
-    let mut recovered = HashMap::new();
-    for crate::state::Pending { chunk, entry } in outbox {
+) -> Recovery {
+    let mut recovery = Recovery::default();
+    for entry in outbox {
         let at = Location::new(entry.source.as_str(), entry.line);
         let event = match PreparedEvent::from_json(entry.event) {
             Ok(event) => event,
@@ -455,11 +463,9 @@ async fn recover_outbox(
         };
         let message_id = event.message_id().to_owned();
         let state = StateRef {
-            chunk,
             hash: entry.hash,
             traits: entry.traits,
         };
-        tracker.open_chunk(chunk, 1);
         tracker.track(
             &message_id,
             InFlightRecord {
@@ -471,12 +477,22 @@ async fn recover_outbox(
         if client.queue_prepared(event).await.is_err() {
             // Closed already (a stop): it stays in the outbox for the next run.
             tracker.untrack(&message_id);
+            recovery.interrupted = true;
             break;
         }
         Counters::add(&tracker.counters.recovered);
-        recovered.insert(entry.key, entry.hash);
+        recovery.hashes.insert(entry.key, entry.hash);
     }
-    recovered
+    recovery
+}
+
+/// What the recovery of an earlier run's outbox queued.
+#[derive(Default)]
+struct Recovery {
+    /// Payload hash per identity key.
+    hashes: HashMap<String, u64>,
+    /// Whether it stopped before queueing every entry.
+    interrupted: bool,
 }
 
 type ReaderResult = (Result<String, SyncError>, Option<Planner>);

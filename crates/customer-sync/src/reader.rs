@@ -13,7 +13,7 @@ use crate::plan::{Decision, Planner};
 use crate::record::{Location, RecordError, RecordErrorKind};
 use crate::report::Counters;
 use crate::source::{ReadProgress, Source};
-use crate::state::{Change, OutboxEntryRef, StateStore, identity_key, stable_hash};
+use crate::state::{OutboxEntryRef, StateStore, identity_key, stable_hash};
 use crate::tracker::{InFlightRecord, StateRef, Tracker, lock};
 
 /// Records per chunk with a state: one outbox row and transaction each.
@@ -192,19 +192,12 @@ impl Reader<'_> {
     fn flush_chunk(&mut self) -> Result<bool, SyncError> {
         let tracker = self.tracker;
         let chunk = std::mem::take(&mut self.chunk);
-        let outbox = match self.store.filter(|_| tracker.changes.is_some()) {
-            Some(store) => Some(write_outbox(&mut lock(store), &chunk, tracker)?),
-            None => None,
-        };
+        if let Some(store) = self.store.filter(|_| tracker.changes.is_some()) {
+            write_outbox(&mut lock(store), &chunk, tracker)?;
+        }
         let mut events = Vec::with_capacity(chunk.len());
         for out in chunk {
-            let state = outbox
-                .zip(out.state)
-                .map(|(chunk, (hash, traits))| StateRef {
-                    chunk,
-                    hash,
-                    traits,
-                });
+            let state = out.state.map(|(hash, traits)| StateRef { hash, traits });
             let record = InFlightRecord {
                 at: out.at,
                 identity: out.event.identity().clone(),
@@ -235,14 +228,13 @@ impl Reader<'_> {
     }
 }
 
-/// Writes a chunk as one outbox row, with the outcomes waiting to be
-/// committed, in one transaction; returns the chunk's outbox id.
+/// Appends a chunk to the outbox log, then commits the outcomes that
+/// arrived meanwhile in one transaction.
 fn write_outbox(
     store: &mut StateStore,
     chunk: &[Outgoing],
     tracker: &Tracker,
-) -> Result<i64, SyncError> {
-    let id = store.allocate_outbox_id();
+) -> Result<(), SyncError> {
     let mut entries = Vec::with_capacity(chunk.len() * 700);
     for out in chunk {
         let Some((hash, traits)) = &out.state else {
@@ -259,11 +251,9 @@ fn write_outbox(
         }
         .write_line(&mut entries);
     }
-    let mut changes = vec![Change::Outbox { id, entries }];
-    changes.extend(tracker.take_changes());
-    store.apply(&changes)?;
-    tracker.open_chunk(id, chunk.len());
-    Ok(id)
+    store.append_outbox(&entries)?;
+    store.apply(&tracker.take_changes())?;
+    Ok(())
 }
 
 /// Sizes the duplicate table for the whole source, estimated from the bytes

@@ -30,9 +30,8 @@ pub(crate) struct InFlightRecord {
     pub state: Option<StateRef>,
 }
 
-/// A record's place in the state: its outbox chunk and what to commit.
+/// What a record's state row needs when it settles.
 pub(crate) struct StateRef {
-    pub chunk: i64,
     pub hash: u64,
     /// Top-level trait names, as a JSON array.
     pub traits: String,
@@ -70,8 +69,6 @@ pub(crate) struct Tracker {
     pub invalid_by_reason: Mutex<BTreeMap<String, u64>>,
     /// Outcomes waiting to be committed to the state, when there is one.
     pub changes: Option<Mutex<Vec<Change>>>,
-    /// Unsettled records per outbox chunk; a chunk at zero is deleted.
-    pub chunks: Mutex<HashMap<i64, usize>>,
     pub stop: StopSignal,
 }
 
@@ -84,27 +81,6 @@ impl Tracker {
     /// Stops tracking a record; returns it, if it was tracked.
     pub fn untrack(&self, message_id: &str) -> Option<InFlightRecord> {
         lock(&self.in_flight).remove(&stable_hash(message_id.as_bytes()))
-    }
-
-    /// Counts `records` as unsettled in outbox chunk `id`.
-    pub fn open_chunk(&self, id: i64, records: usize) {
-        if records > 0 {
-            *lock(&self.chunks).entry(id).or_default() += records;
-        }
-    }
-
-    /// One record of chunk `id` settled; returns whether the chunk is done.
-    fn settle_in_chunk(&self, id: i64) -> bool {
-        let mut chunks = lock(&self.chunks);
-        let Some(left) = chunks.get_mut(&id) else {
-            return false;
-        };
-        *left -= 1;
-        if *left == 0 {
-            chunks.remove(&id);
-            return true;
-        }
-        false
     }
 
     pub fn write(&self, write: impl FnOnce(&mut ReportWriter) -> io::Result<()>) {
@@ -172,11 +148,12 @@ impl Tracker {
                 status: error.status(),
             },
         };
-        let mut changes = lock(changes);
-        changes.push(change);
-        if self.settle_in_chunk(state.chunk) {
-            changes.push(Change::OutboxDone { id: state.chunk });
-        }
+        lock(changes).push(change);
+    }
+
+    /// Whether any record is still in flight.
+    pub fn has_in_flight(&self) -> bool {
+        !lock(&self.in_flight).is_empty()
     }
 
     /// Whatever is still tracked at the end did not finish: report it as

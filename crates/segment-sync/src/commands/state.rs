@@ -53,8 +53,7 @@ pub fn status(args: &StatusArgs) -> Result<Outcome> {
             record.key, record.failed_runs, record.code, record.message
         )?;
     }
-    for pending in store.pending()?.iter().take(args.failed) {
-        let entry = &pending.entry;
+    for entry in store.pending()?.iter().take(args.failed) {
         writeln!(
             out,
             "  pending {}  {}:{}  messageId {}",
