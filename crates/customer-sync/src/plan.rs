@@ -70,7 +70,7 @@ impl Planner {
         options: IncrementalOptions,
         null_policy: NullPolicy,
     ) -> Self {
-        let words = index.len().div_ceil(64);
+        let words = index.slots().div_ceil(64);
         Self {
             index,
             seen: vec![0; words],
@@ -148,9 +148,9 @@ impl Planner {
 
     /// Key hashes of identities in the state that this run's source did not have.
     pub fn unseen(&self) -> Vec<u64> {
-        (0..self.index.len())
+        (0..self.index.slots())
             .filter(|p| self.seen[p / 64] & (1 << (p % 64)) == 0)
-            .map(|p| self.index.key_at(p))
+            .filter_map(|p| self.index.key_at(p))
             .collect()
     }
 }

@@ -45,7 +45,7 @@
 //! record is sent, and the database runs in WAL mode with `synchronous =
 //! NORMAL`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -120,53 +120,70 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
 }
 
 /// The hash of what Segment would store for this payload: identity and
-/// traits, as canonical JSON (keys sorted at every level, no whitespace), so
-/// that key order and formatting never cause a re-send.
+/// traits, in a canonical encoding (keys sorted at every level,
+/// length-prefixed strings, no whitespace), so that key order and formatting
+/// never cause a re-send.
 pub fn payload_hash(identity: &Identity, traits: &Map<String, Value>) -> u64 {
-    let mut canonical = Vec::with_capacity(256);
-    canonical.extend_from_slice(identity_key(identity).as_bytes());
-    canonical.push(b'\n');
-    if let Some(anonymous_id) = identity.anonymous_id() {
-        canonical.extend_from_slice(anonymous_id.as_bytes());
+    thread_local! {
+        static CANONICAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    canonical.push(b'\n');
-    write_canonical_map(&mut canonical, traits);
-    // 0 stands for "none" in the index.
-    stable_hash(&canonical).max(1)
+    CANONICAL.with_borrow_mut(|out| {
+        out.clear();
+        write_str(out, identity.user_id().unwrap_or_default());
+        write_str(out, identity.anonymous_id().unwrap_or_default());
+        write_map(out, traits);
+        // 0 stands for "none" in the index.
+        stable_hash(out).max(1)
+    })
 }
 
-fn write_canonical_map(out: &mut Vec<u8>, map: &Map<String, Value>) {
-    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-    entries.sort_unstable_by_key(|(key, _)| *key);
+fn write_str(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+fn write_map(out: &mut Vec<u8>, map: &Map<String, Value>) {
     out.push(b'{');
-    for (i, (key, value)) in entries.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    out.extend_from_slice(&(map.len() as u64).to_le_bytes());
+    // serde_json's map iterates in key order unless its `preserve_order`
+    // feature is on somewhere in the build; only then is a sort needed.
+    if map.keys().is_sorted() {
+        for (key, value) in map {
+            write_str(out, key);
+            write_value(out, value);
         }
-        // Writing a string into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, key);
-        out.push(b':');
-        write_canonical(out, value);
+    } else {
+        let mut entries: Vec<_> = map.iter().collect();
+        entries.sort_unstable_by_key(|(key, _)| *key);
+        for (key, value) in entries {
+            write_str(out, key);
+            write_value(out, value);
+        }
     }
-    out.push(b'}');
 }
 
-fn write_canonical(out: &mut Vec<u8>, value: &Value) {
+fn write_value(out: &mut Vec<u8>, value: &Value) {
     match value {
-        Value::Object(map) => write_canonical_map(out, map),
+        Value::Null => out.push(b'z'),
+        Value::Bool(true) => out.push(b't'),
+        Value::Bool(false) => out.push(b'f'),
+        Value::Number(number) => {
+            out.push(b'n');
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "{number};");
+        }
+        Value::String(text) => {
+            out.push(b's');
+            write_str(out, text);
+        }
         Value::Array(items) => {
             out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(out, item);
+            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            for item in items {
+                write_value(out, item);
             }
-            out.push(b']');
         }
-        other => {
-            let _ = serde_json::to_writer(&mut *out, other);
-        }
+        Value::Object(map) => write_map(out, map),
     }
 }
 
@@ -294,51 +311,98 @@ pub struct Known {
     pub failed: Option<(u64, u32)>,
 }
 
-/// All identities in the state, sorted by key hash: 16 bytes each (key and
-/// accepted hash; the few failed ones on the side), so a million customers
-/// cost 16 MB of memory instead of a query per record.
+/// All identities in the state, in an open-addressing table keyed by key
+/// hash: 16 bytes a slot (key and accepted hash; the few failed ones on the
+/// side), so a million customers cost about 18 MB and one cache miss per
+/// lookup instead of a query per record.
 #[derive(Debug, Default)]
 pub struct StateIndex {
-    /// (key hash, accepted hash or 0), sorted.
-    entries: Vec<(u64, u64)>,
-    failed: std::collections::HashMap<u64, (u64, u32)>,
+    /// (key hash, accepted hash or 0); key 0 marks an empty slot.
+    slots: Vec<(u64, u64)>,
+    len: usize,
+    /// Key hashes shared by two identities (or equal to 0): always sent.
+    ambiguous: HashSet<u64>,
+    failed: HashMap<u64, (u64, u32)>,
 }
 
 impl StateIndex {
-    /// What is known of the identity with this key hash, and its position
-    /// (for marking it seen). `None` for an unknown identity, and also when
-    /// two identities share the hash (then the record is simply sent).
-    pub fn get(&self, key_hash: u64) -> Option<(usize, Known)> {
-        let start = self.entries.partition_point(|(k, _)| *k < key_hash);
-        match self.entries.get(start..start + 2) {
-            Some([(a, _), (b, _)]) if *a == key_hash && *b == key_hash => None,
-            _ => self
-                .entries
-                .get(start)
-                .filter(|(k, _)| *k == key_hash)
-                .map(|(_, accepted)| {
-                    let known = Known {
-                        accepted_hash: (*accepted != 0).then_some(*accepted),
-                        failed: self.failed.get(&key_hash).copied(),
-                    };
-                    (start, known)
-                }),
+    fn with_capacity(identities: usize) -> Self {
+        Self {
+            slots: vec![(0, 0); identities + identities / 7 + 16],
+            ..Self::default()
         }
     }
 
-    /// The key hash at `position`.
-    pub fn key_at(&self, position: usize) -> u64 {
-        self.entries[position].0
+    fn slot(&self, key: u64) -> usize {
+        // Multiply-shift: a table of any size, not only powers of two.
+        ((u128::from(key) * self.slots.len() as u128) >> 64) as usize
+    }
+
+    fn insert(&mut self, key: u64, accepted: u64) {
+        if key == 0 {
+            self.ambiguous.insert(key);
+            return;
+        }
+        let mut slot = self.slot(key);
+        loop {
+            match self.slots[slot].0 {
+                0 => {
+                    self.slots[slot] = (key, accepted);
+                    self.len += 1;
+                    return;
+                }
+                k if k == key => {
+                    self.ambiguous.insert(key);
+                    return;
+                }
+                _ => slot = (slot + 1) % self.slots.len(),
+            }
+        }
+    }
+
+    /// What is known of the identity with this key hash, and its slot (for
+    /// marking it seen). `None` for an unknown identity, and also when two
+    /// identities share the hash (then the record is simply sent).
+    pub fn get(&self, key_hash: u64) -> Option<(usize, Known)> {
+        if self.slots.is_empty()
+            || (!self.ambiguous.is_empty() && self.ambiguous.contains(&key_hash))
+        {
+            return None;
+        }
+        let mut slot = self.slot(key_hash);
+        loop {
+            match self.slots[slot] {
+                (0, _) => return None,
+                (k, accepted) if k == key_hash => {
+                    let known = Known {
+                        accepted_hash: (accepted != 0).then_some(accepted),
+                        failed: self.failed.get(&key_hash).copied(),
+                    };
+                    return Some((slot, known));
+                }
+                _ => slot = (slot + 1) % self.slots.len(),
+            }
+        }
+    }
+
+    /// The key hash in `slot`, if the slot holds one.
+    pub fn key_at(&self, slot: usize) -> Option<u64> {
+        self.slots.get(slot).map(|(k, _)| *k).filter(|k| *k != 0)
+    }
+
+    /// How many slots the table has (for a bitset over them).
+    pub fn slots(&self) -> usize {
+        self.slots.len()
     }
 
     /// How many identities the state holds.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     /// Whether the state holds no identity.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 }
 
@@ -565,16 +629,20 @@ impl StateStore {
     /// # Errors
     /// The database cannot be read.
     pub fn index(&self) -> Result<StateIndex, StateError> {
+        let count: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM records", [], |r| r.get(0))
+            .map_err(self.sql("cannot count records"))?;
+        let mut index = StateIndex::with_capacity(usize::try_from(count).unwrap_or(0));
         let mut stmt = self
             .conn
             .prepare("SELECT key_hash, COALESCE(accepted_hash, 0), failed_runs, failed_hash FROM records")
             .map_err(self.sql("cannot read records"))?;
         let mut rows = stmt.query([]).map_err(self.sql("cannot read records"))?;
-        let mut index = StateIndex::default();
         while let Some(row) = rows.next().map_err(self.sql("cannot read records"))? {
             let mut read = || -> rusqlite::Result<()> {
                 let key = row.get::<_, i64>(0)? as u64;
-                index.entries.push((key, row.get::<_, i64>(1)? as u64));
+                index.insert(key, row.get::<_, i64>(1)? as u64);
                 let failed_runs = row.get::<_, i64>(2)?;
                 if failed_runs > 0 {
                     let hash = row.get::<_, Option<i64>>(3)?.unwrap_or(0) as u64;
@@ -586,7 +654,6 @@ impl StateStore {
             };
             read().map_err(self.sql("cannot read records"))?;
         }
-        index.entries.sort_unstable_by_key(|(k, _)| *k);
         Ok(index)
     }
 
@@ -948,11 +1015,29 @@ mod tests {
         assert_ne!(a, d);
     }
 
+    /// The hash of the payload in `hashes_are_stable_across_versions`, as first computed.
+    const PINNED_PAYLOAD_HASH: u64 = 7_485_935_815_751_391_336;
+
     #[test]
     fn hashes_are_stable_across_versions() {
-        // A changed hash function would re-send every customer: pin it.
-        assert_eq!(stable_hash(b"segment-sync"), stable_hash(b"segment-sync"));
+        // A changed hash or encoding would re-send every customer: pin both.
         assert_eq!(stable_hash(b""), 0x2d06_8005_38d3_94c2);
+        let traits = traits(serde_json::json!({"email": "a@b.c", "age": 3, "x": [true, null]}));
+        assert_eq!(
+            payload_hash(&Identity::user("u1"), &traits),
+            PINNED_PAYLOAD_HASH
+        );
+    }
+
+    #[test]
+    fn the_encoding_is_unambiguous() {
+        let id = Identity::user("u");
+        let a = traits(serde_json::json!({"ab": "c"}));
+        let b = traits(serde_json::json!({"a": "bc"}));
+        assert_ne!(payload_hash(&id, &a), payload_hash(&id, &b));
+        let c = traits(serde_json::json!({"a": "1"}));
+        let d = traits(serde_json::json!({"a": 1}));
+        assert_ne!(payload_hash(&id, &c), payload_hash(&id, &d));
     }
 
     fn settled(message_id: &str, hash: u64) -> Settled {
@@ -1095,13 +1180,28 @@ mod tests {
     }
 
     #[test]
-    fn index_treats_colliding_hashes_as_unknown() {
-        let index = StateIndex {
-            entries: vec![(1, 1), (5, 5), (5, 6)],
-            failed: Default::default(),
-        };
-        assert_eq!(index.get(1).map(|(_, k)| k.accepted_hash), Some(Some(1)));
-        assert!(index.get(5).is_none());
-        assert!(index.get(3).is_none());
+    fn index_finds_every_key_and_treats_colliding_hashes_as_unknown() {
+        let mut index = StateIndex::with_capacity(1_000);
+        for key in 1..=1_000u64 {
+            index.insert(key.wrapping_mul(0x9E37_79B9_7F4A_7C15), key);
+        }
+        index.insert(5u64.wrapping_mul(0x9E37_79B9_7F4A_7C15), 77);
+        assert_eq!(index.len(), 1_000);
+        for key in (1..=1_000u64).filter(|k| *k != 5) {
+            let (slot, known) = index.get(key.wrapping_mul(0x9E37_79B9_7F4A_7C15)).unwrap();
+            assert_eq!(known.accepted_hash, Some(key));
+            assert_eq!(
+                index.key_at(slot),
+                Some(key.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            );
+        }
+        assert!(
+            index
+                .get(5u64.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                .is_none(),
+            "shared by two identities"
+        );
+        assert!(index.get(12_345).is_none());
+        assert!(StateIndex::default().get(1).is_none());
     }
 }
