@@ -267,20 +267,23 @@ pub(crate) fn prepare(mut params: IdentifyParams) -> Result<Event, SegmentError>
     serde_json::to_writer(&mut json, &wire).map_err(|e| {
         SegmentError::with_source(Kind::InvalidPayload, "event could not be serialised", e)
     })?;
-    if json.len() > MAX_EVENT_BYTES {
-        return Err(SegmentError::new(
-            Kind::PayloadTooLarge,
-            format!(
-                "event is {} bytes; Segment drops events over {MAX_EVENT_BYTES} bytes",
-                json.len()
-            ),
-        ));
-    }
+    check_size(json.len())?;
     Ok(Event {
         message_id,
         identity: params.identity,
         json,
     })
+}
+
+/// Refuses an event Segment would drop for its size.
+fn check_size(bytes: usize) -> Result<(), SegmentError> {
+    if bytes > MAX_EVENT_BYTES {
+        return Err(SegmentError::new(
+            Kind::PayloadTooLarge,
+            format!("event is {bytes} bytes; Segment drops events over {MAX_EVENT_BYTES} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 /// Rebuilds an event from its serialised JSON (as stored by a caller).
@@ -297,15 +300,7 @@ pub(crate) fn from_json(json: Vec<u8>) -> Result<Event, SegmentError> {
         user_id: Option<String>,
         anonymous_id: Option<String>,
     }
-    if json.len() > MAX_EVENT_BYTES {
-        return Err(SegmentError::new(
-            Kind::PayloadTooLarge,
-            format!(
-                "event is {} bytes; Segment drops events over {MAX_EVENT_BYTES} bytes",
-                json.len()
-            ),
-        ));
-    }
+    check_size(json.len())?;
     let head: Head = serde_json::from_slice(&json).map_err(|e| {
         SegmentError::with_source(Kind::InvalidPayload, "stored event is not valid JSON", e)
     })?;

@@ -38,6 +38,9 @@ const WRITE_KEY: &str = "bench-write-key";
 const TARGET_CPU_SECONDS: f64 = 10.0;
 const TARGET_PEAK_MB: f64 = 64.0;
 const TARGET_FAULT_WALL_SECONDS: f64 = 5.0;
+const TARGET_SECOND_RUN_CPU_SECONDS: f64 = 3.0;
+/// Every how many rows one changes for the second run (1%).
+const CHANGE_EVERY: u64 = 100;
 const FAULT_LATENCY: Duration = Duration::from_millis(50);
 const FAULT_FRACTION: f64 = 0.1;
 const FAULT_STATUS: u16 = 500;
@@ -70,14 +73,64 @@ fn main() {
 
     let mut failures = Vec::new();
     control.reset();
-    let run = run_sync(&big, &receiver.url, &[], dir.path());
-    print_case_a(&big, &run, &control.stats());
-    failures.extend(delivery_problem("case A", rows, &run, &control.stats()));
+    let stateless = run_sync(&big, &receiver.url, &["--no-state"], dir.path(), None);
+    print_case_a("without state", &big, rows, &stateless, &control.stats());
+    failures.extend(delivery_problem(
+        "case A",
+        rows,
+        &stateless,
+        &control.stats(),
+    ));
+
+    // The same file with a state: a first run sends everything...
+    let state = tempfile::tempdir_in(dir.path()).expect("could not create a state dir");
+    control.reset();
+    let first = run_sync(&big, &receiver.url, &[], dir.path(), Some(state.path()));
+    print_case_a(
+        "with state, first run",
+        &big,
+        rows,
+        &first,
+        &control.stats(),
+    );
+    println!(
+        "  vs no state {:.2}x client cpu  (target <= 1.5x) {}",
+        first.cpu_seconds / stateless.cpu_seconds,
+        verdict(first.cpu_seconds <= 1.5 * stateless.cpu_seconds)
+    );
+    failures.extend(delivery_problem(
+        "case A, first run",
+        rows,
+        &first,
+        &control.stats(),
+    ));
+
+    // ...and a second run over the file with 1% of rows changed sends only those.
+    let changed = generate_changed(dir.path(), rows);
+    control.reset();
+    let second = run_sync(&changed, &receiver.url, &[], dir.path(), Some(state.path()));
+    print_case_a(
+        "with state, second run, 1% changed",
+        &changed,
+        changed_rows(rows),
+        &second,
+        &control.stats(),
+    );
+    println!(
+        "  target      < {TARGET_SECOND_RUN_CPU_SECONDS} s client cpu {}",
+        verdict(second.cpu_seconds < TARGET_SECOND_RUN_CPU_SECONDS)
+    );
+    failures.extend(delivery_problem(
+        "case A, second run",
+        changed_rows(rows),
+        &second,
+        &control.stats(),
+    ));
 
     for tuning in [&[][..], &FAULT_TUNING[..]] {
         control.reset();
         control.set_faults(&fault_plan());
-        let run = run_sync(&small, &receiver.url, tuning, dir.path());
+        let run = run_sync(&small, &receiver.url, tuning, dir.path(), None);
         let stats = control.stats();
         print_case_b(&small, tuning, &run, &stats);
         failures.extend(delivery_problem("case B", fault_rows, &run, &stats));
@@ -113,6 +166,37 @@ fn generate(dir: &Path, rows: u64) -> Input {
         bytes,
         took: started.elapsed(),
     }
+}
+
+/// The same customers with every hundredth one's plan changed.
+fn generate_changed(dir: &Path, rows: u64) -> Input {
+    let started = Instant::now();
+    let path = dir.join(format!("customers-{rows}-changed.csv"));
+    let source = File::open(dir.join(format!("customers-{rows}.csv"))).expect("the CSV exists");
+    let mut out = BufWriter::with_capacity(
+        1 << 20,
+        File::create(&path).expect("could not create the CSV"),
+    );
+    for (i, line) in BufReader::new(source).lines().enumerate() {
+        let line = line.expect("could not read the CSV");
+        if i > 0 && (i as u64).is_multiple_of(CHANGE_EVERY) {
+            writeln!(out, "{line}-changed")
+        } else {
+            writeln!(out, "{line}")
+        }
+        .expect("could not write the CSV");
+    }
+    out.flush().expect("could not write the CSV");
+    Input {
+        bytes: std::fs::metadata(&path).expect("the CSV exists").len(),
+        path,
+        rows,
+        took: started.elapsed(),
+    }
+}
+
+fn changed_rows(rows: u64) -> u64 {
+    rows / CHANGE_EVERY
 }
 
 const HEADER: &str = "customer_id,email,first_name,last_name,phone,created_at,city,country,\
@@ -357,19 +441,27 @@ struct SyncRun {
     stderr: PathBuf,
 }
 
-fn run_sync(input: &Input, url: &str, tuning: &[&str], dir: &Path) -> SyncRun {
+/// Runs a sync with `state` as its state directory, or a fresh one (a first
+/// sync that sends every row) when `None`; never one in the repo.
+fn run_sync(
+    input: &Input,
+    url: &str,
+    tuning: &[&str],
+    dir: &Path,
+    state: Option<&Path>,
+) -> SyncRun {
     let stderr = dir.join("segment-sync.stderr");
     let log = File::create(&stderr).expect("could not create the stderr log");
-    // A fresh sync state per run, so every run is a first sync that sends
-    // every row, and none leaves a `.segment-sync` directory in the repo.
-    let state = tempfile::tempdir_in(dir).expect("could not create a state dir");
+    let fresh = tempfile::tempdir_in(dir).expect("could not create a state dir");
     let started = Instant::now();
     let child = Command::new(BIN)
         .arg("sync")
         .arg(&input.path)
         .arg("--quiet")
+        .arg("--name")
+        .arg("bench")
         .arg("--state")
-        .arg(state.path())
+        .arg(state.unwrap_or(fresh.path()))
         .args(tuning)
         .current_dir(dir)
         .env("SEGMENT_WRITE_KEY", WRITE_KEY)
@@ -439,11 +531,11 @@ fn describe_status(status: libc::c_int) -> String {
 
 // ---- output ----
 
-fn print_case_a(input: &Input, run: &SyncRun, stats: &Stats) {
+fn print_case_a(what: &str, input: &Input, expected: u64, run: &SyncRun, stats: &Stats) {
     let wall = run.wall.as_secs_f64();
     let peak_mb = run.peak_rss_kb as f64 / 1024.0;
     println!(
-        "case A  {} rows ({} CSV, written in {:.1} s) -> receiver",
+        "case A  {} rows ({} CSV, written in {:.1} s) -> receiver, {what}",
         grouped(input.rows),
         megabytes(input.bytes),
         input.took.as_secs_f64()
@@ -461,7 +553,7 @@ fn print_case_a(input: &Input, run: &SyncRun, stats: &Stats) {
         "  peak RSS    {peak_mb:.1} MB  (target < {TARGET_PEAK_MB} MB) {}",
         verdict(peak_mb < TARGET_PEAK_MB)
     );
-    print_delivery(input.rows, run, stats);
+    print_delivery(expected, run, stats);
 }
 
 fn print_case_b(input: &Input, tuning: &[&str], run: &SyncRun, stats: &Stats) {
