@@ -22,7 +22,7 @@ use crate::reader::Reader;
 use crate::record::{Location, RecordError, RecordErrorKind};
 use crate::report::{Counters, ReportWriter, RunReport};
 use crate::source::{ReadProgress, Source, SourceError};
-use crate::state::{OutboxEntry, StateError, StateStore};
+use crate::state::{Pending, StateError, StateStore};
 use crate::tracker::{InFlightRecord, StateRef, Tracker, lock};
 
 /// Tells a running sync to stop reading; cheap to clone, safe to call from a signal handler task.
@@ -248,7 +248,7 @@ impl SyncRun {
                 let mut store = StateStore::open(&options.dir, &options.name)?;
                 let index = store.index()?;
                 let outbox = if writes_state {
-                    store.pending()?
+                    store.pending(&index)?
                 } else {
                     Vec::new()
                 };
@@ -363,7 +363,7 @@ impl SyncRun {
             }
             // Only a source read to its end tells who is gone.
             if let Some(planner) = planner.as_ref().filter(|_| read_result.is_ok() && !stopped) {
-                match store.keys_with_hashes(&planner.unseen()) {
+                match store.identities(&planner.unseen()) {
                     Ok(keys) => {
                         removed = keys.len() as u64;
                         tracker.write(|w| keys.iter().try_for_each(|key| w.removed(key)));
@@ -437,7 +437,7 @@ impl SyncRun {
 struct RunState {
     store: Arc<Mutex<StateStore>>,
     index: Option<crate::state::StateIndex>,
-    outbox: Vec<OutboxEntry>,
+    outbox: Vec<Pending>,
     run_id: Option<i64>,
     options: IncrementalOptions,
 }
@@ -445,13 +445,9 @@ struct RunState {
 /// Queues again what an earlier run left in the outbox: the stored events,
 /// unchanged, so Segment drops any copy it already has. Returns the
 /// recovered payload hash per identity key.
-async fn recover_outbox(
-    outbox: Vec<OutboxEntry>,
-    client: &HttpClient,
-    tracker: &Tracker,
-) -> Recovery {
+async fn recover_outbox(outbox: Vec<Pending>, client: &HttpClient, tracker: &Tracker) -> Recovery {
     let mut recovery = Recovery::default();
-    for entry in outbox {
+    for Pending { entry, row } in outbox {
         let at = Location::new(entry.source.as_str(), entry.line);
         let event = match PreparedEvent::from_json(entry.event) {
             Ok(event) => event,
@@ -463,6 +459,7 @@ async fn recover_outbox(
         };
         let message_id = event.message_id().to_owned();
         let state = StateRef {
+            row,
             hash: entry.hash,
             traits: entry.traits,
         };

@@ -33,8 +33,8 @@ impl Default for IncrementalOptions {
 /// What to do with one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Decision {
-    /// Send it; `hash` is the payload hash to record as pending.
-    Send { hash: u64 },
+    /// Send it; `hash` is its payload hash, `row` its state row if it has one.
+    Send { hash: u64, row: Option<i64> },
     /// It is unchanged since Segment accepted it.
     Skip,
     /// It failed in `runs` runs in a row and has not changed: not retried.
@@ -94,19 +94,20 @@ impl Planner {
             self.seen[position / 64] |= 1 << (position % 64);
         }
         let mut hash = payload_hash(&customer.identity, &customer.traits);
+        let row = known.map(|(_, k)| k.row);
         if self.options.full_resync {
-            return Ok(Decision::Send { hash });
+            return Ok(Decision::Send { hash, row });
         }
         if self.recovered.get(&key) == Some(&hash) {
             self.recovered.remove(&key);
             return Ok(Decision::AlreadyQueued);
         }
         let Some((_, known)) = known else {
-            return Ok(Decision::Send { hash });
+            return Ok(Decision::Send { hash, row });
         };
         if known.accepted_hash != Some(hash) && known.accepted_hash.is_some() {
             // Changed: compare trait by trait with what Segment has.
-            hash = self.apply_null_policy(store, &key, customer)?;
+            hash = self.apply_null_policy(store, known.row, customer)?;
         }
         if let Some((failed_hash, runs)) = known.failed
             && failed_hash == hash
@@ -114,12 +115,12 @@ impl Planner {
             if runs >= self.options.max_failed_runs && !self.options.retry_failed {
                 return Ok(Decision::GiveUp { runs });
             }
-            return Ok(Decision::Send { hash });
+            return Ok(Decision::Send { hash, row });
         }
         if known.accepted_hash == Some(hash) {
             return Ok(Decision::Skip);
         }
-        Ok(Decision::Send { hash })
+        Ok(Decision::Send { hash, row })
     }
 
     /// Traits Segment accepted last time that are now absent are unset
@@ -128,10 +129,10 @@ impl Planner {
     fn apply_null_policy(
         &mut self,
         store: &StateStore,
-        key: &str,
+        row: i64,
         customer: &mut MappedCustomer,
     ) -> Result<u64, StateError> {
-        for name in store.accepted_traits(key)? {
+        for name in store.accepted_traits(row)? {
             if customer.traits.contains_key(&name) {
                 continue;
             }
@@ -146,11 +147,11 @@ impl Planner {
         Ok(payload_hash(&customer.identity, &customer.traits))
     }
 
-    /// Key hashes of identities in the state that this run's source did not have.
-    pub fn unseen(&self) -> Vec<u64> {
+    /// Rows of identities in the state that this run's source did not have.
+    pub fn unseen(&self) -> Vec<i64> {
         (0..self.index.slots())
             .filter(|p| self.seen[p / 64] & (1 << (p % 64)) == 0)
-            .filter_map(|p| self.index.key_at(p))
+            .filter_map(|p| self.index.row_at(p))
             .collect()
     }
 }

@@ -27,8 +27,8 @@ const SIZING_SAMPLE: u64 = 1_024;
 pub(crate) struct Outgoing {
     event: PreparedEvent,
     at: Location,
-    /// The payload hash and trait names, when there is a state.
-    state: Option<(u64, String)>,
+    /// What its state row needs, when there is a state.
+    state: Option<StateRef>,
 }
 
 /// Reads, maps, plans and queues every record, on a blocking thread.
@@ -81,11 +81,10 @@ impl Reader<'_> {
             if !self.accept_duplicate(&mut seen, &at, &mapped) {
                 continue;
             }
-            let hash = match self.plan(&at, &mut mapped)? {
-                Some(hash) => hash,
-                None => continue,
+            let Some(send) = self.plan(&at, &mut mapped)? else {
+                continue;
             };
-            self.push(at, mapped, hash);
+            self.push(at, mapped, send);
             if self.chunk.len() >= self.chunk_size() && !self.flush_chunk()? {
                 break;
             }
@@ -128,18 +127,18 @@ impl Reader<'_> {
         }
     }
 
-    /// Decides against the state; `Some(hash)` means send.
+    /// Decides against the state; `Some((hash, row))` means send.
     fn plan(
         &mut self,
         at: &Location,
         mapped: &mut MappedCustomer,
-    ) -> Result<Option<u64>, SyncError> {
+    ) -> Result<Option<(u64, Option<i64>)>, SyncError> {
         let (Some(planner), Some(store)) = (self.planner.as_mut(), self.store) else {
-            return Ok(Some(0));
+            return Ok(Some((0, None)));
         };
         let counters = &self.tracker.counters;
         match planner.decide(&lock(store), mapped)? {
-            Decision::Send { hash } => return Ok(Some(hash)),
+            Decision::Send { hash, row } => return Ok(Some((hash, row))),
             Decision::Skip => Counters::add(&counters.skipped),
             Decision::GiveUp { runs } => {
                 Counters::add(&counters.given_up);
@@ -157,12 +156,12 @@ impl Reader<'_> {
 
     /// Validates and serialises the record (an invalid one is reported and
     /// never reaches the outbox) and adds it to the chunk.
-    fn push(&mut self, at: Location, mapped: MappedCustomer, hash: u64) {
-        let state = self
-            .tracker
-            .changes
-            .is_some()
-            .then(|| (hash, crate::state::trait_names(&mapped.traits)));
+    fn push(&mut self, at: Location, mapped: MappedCustomer, (hash, row): (u64, Option<i64>)) {
+        let state = self.tracker.changes.is_some().then(|| StateRef {
+            row,
+            hash,
+            traits: crate::state::trait_names(&mapped.traits),
+        });
         match PreparedEvent::new(mapped.into_params()) {
             Ok(event) => self.chunk.push(Outgoing { event, at, state }),
             Err(error) => {
@@ -197,7 +196,7 @@ impl Reader<'_> {
         }
         let mut events = Vec::with_capacity(chunk.len());
         for out in chunk {
-            let state = out.state.map(|(hash, traits)| StateRef { hash, traits });
+            let state = out.state;
             let record = InFlightRecord {
                 at: out.at,
                 identity: out.event.identity().clone(),
@@ -237,16 +236,16 @@ fn write_outbox(
 ) -> Result<(), SyncError> {
     let mut entries = Vec::with_capacity(chunk.len() * 700);
     for out in chunk {
-        let Some((hash, traits)) = &out.state else {
+        let Some(state) = &out.state else {
             continue;
         };
         OutboxEntryRef {
             key: &identity_key(out.event.identity()),
-            hash: *hash,
+            hash: state.hash,
             message_id: out.event.message_id(),
             source: &out.at.source,
             line: out.at.line,
-            traits,
+            traits: &state.traits,
             event: out.event.json(),
         }
         .write_line(&mut entries);

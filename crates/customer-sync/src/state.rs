@@ -5,8 +5,9 @@
 //!
 //! ```sql
 //! CREATE TABLE schema_version (version INTEGER NOT NULL);
-//! CREATE TABLE records (               -- what Segment accepted, per identity
-//!   identity            TEXT PRIMARY KEY,  -- "u:<userId>" or "a:<anonymousId>"
+//! CREATE TABLE records (               -- what Segment accepted, one row per identity
+//!   id                  INTEGER PRIMARY KEY, -- in order of first appearance: a first run appends
+//!   identity            TEXT NOT NULL,     -- "u:<userId>" or "a:<anonymousId>"
 //!   key_hash            INTEGER NOT NULL,  -- xxh3 of identity, for the in-memory index
 //!   accepted_hash       INTEGER,           -- xxh3 of the canonical payload Segment accepted
 //!   accepted_at         INTEGER,           -- unix milliseconds of the 2xx
@@ -18,9 +19,8 @@
 //!   last_status         INTEGER,
 //!   failed_runs         INTEGER NOT NULL DEFAULT 0,
 //!   failed_hash         INTEGER,           -- the payload that failed, to tell a retry from a change
-//!   source              TEXT,              -- where it was last read
-//!   line                INTEGER
-//! ) WITHOUT ROWID;
+//!   line                INTEGER            -- where it was last read
+//! );
 //! CREATE TABLE trait_sets (id INTEGER PRIMARY KEY, names TEXT NOT NULL UNIQUE);  -- JSON arrays
 //! CREATE TABLE runs (
 //!   id INTEGER PRIMARY KEY, started_at INTEGER NOT NULL, finished_at INTEGER,
@@ -40,6 +40,12 @@
 //! event again, unchanged. A run that ends with nothing in flight empties the
 //! log. Keeping in-flight payloads out of the B-tree (they are written once
 //! and read only after a crash) cut a first run's state cost by half.
+//!
+//! Records are found through the in-memory [`StateIndex`] (identity hash to
+//! row id), so the table needs no index on the identity: a first run only
+//! appends, and later runs update the few rows that changed, by row id.
+//! Random-order inserts into an identity B-tree had made a first run over an
+//! unsorted file write gigabytes of WAL.
 //!
 //! Both survive a killed process: the log's writes are in the OS before a
 //! record is sent, and the database runs in WAL mode with `synchronous =
@@ -61,7 +67,8 @@ pub const SCHEMA_VERSION: i64 = 1;
 /// Migrations, indexed by the version they produce minus one.
 const MIGRATIONS: &[&str] = &["
     CREATE TABLE records (
-      identity TEXT PRIMARY KEY,
+      id INTEGER PRIMARY KEY,
+      identity TEXT NOT NULL,
       key_hash INTEGER NOT NULL,
       accepted_hash INTEGER,
       accepted_at INTEGER,
@@ -73,9 +80,8 @@ const MIGRATIONS: &[&str] = &["
       last_status INTEGER,
       failed_runs INTEGER NOT NULL DEFAULT 0,
       failed_hash INTEGER,
-      source TEXT,
       line INTEGER
-    ) WITHOUT ROWID;
+    );
     CREATE TABLE trait_sets (id INTEGER PRIMARY KEY, names TEXT NOT NULL UNIQUE);
     CREATE TABLE runs (
       id INTEGER PRIMARY KEY,
@@ -305,6 +311,8 @@ impl OutboxEntry {
 /// What the state knows of one identity, held in memory for the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Known {
+    /// Its row in `records`.
+    pub row: i64,
     /// The accepted payload's hash, if Segment ever accepted one.
     pub accepted_hash: Option<u64>,
     /// The hash of the payload that last failed, and in how many runs in a row.
@@ -312,13 +320,17 @@ pub struct Known {
 }
 
 /// All identities in the state, in an open-addressing table keyed by key
-/// hash: 16 bytes a slot (key and accepted hash; the few failed ones on the
-/// side), so a million customers cost about 18 MB and one cache miss per
+/// hash: 20 bytes a slot (key, accepted hash, row id; the few failed ones on
+/// the side), so a million customers cost about 23 MB and one cache miss per
 /// lookup instead of a query per record.
 #[derive(Debug, Default)]
 pub struct StateIndex {
-    /// (key hash, accepted hash or 0); key 0 marks an empty slot.
-    slots: Vec<(u64, u64)>,
+    /// Key hash per slot; 0 marks an empty slot.
+    keys: Vec<u64>,
+    /// Accepted hash per slot, or 0.
+    accepted: Vec<u64>,
+    /// Row id per slot.
+    rows: Vec<u32>,
     len: usize,
     /// Key hashes shared by two identities (or equal to 0): always sent.
     ambiguous: HashSet<u64>,
@@ -327,72 +339,77 @@ pub struct StateIndex {
 
 impl StateIndex {
     fn with_capacity(identities: usize) -> Self {
+        let slots = identities + identities / 7 + 16;
         Self {
-            slots: vec![(0, 0); identities + identities / 7 + 16],
+            keys: vec![0; slots],
+            accepted: vec![0; slots],
+            rows: vec![0; slots],
             ..Self::default()
         }
     }
 
     fn slot(&self, key: u64) -> usize {
         // Multiply-shift: a table of any size, not only powers of two.
-        ((u128::from(key) * self.slots.len() as u128) >> 64) as usize
+        ((u128::from(key) * self.keys.len() as u128) >> 64) as usize
     }
 
-    fn insert(&mut self, key: u64, accepted: u64) {
+    /// The slot holding `key`, or the empty slot where it would go.
+    fn find(&self, key: u64) -> usize {
+        let mut slot = self.slot(key);
+        while self.keys[slot] != 0 && self.keys[slot] != key {
+            slot = (slot + 1) % self.keys.len();
+        }
+        slot
+    }
+
+    /// Adds a row; returns the row it replaces when the key is already there.
+    fn insert(&mut self, key: u64, accepted: u64, row: i64) -> Option<i64> {
+        let row = u32::try_from(row).unwrap_or(u32::MAX);
         if key == 0 {
             self.ambiguous.insert(key);
-            return;
+            return None;
         }
-        let mut slot = self.slot(key);
-        loop {
-            match self.slots[slot].0 {
-                0 => {
-                    self.slots[slot] = (key, accepted);
-                    self.len += 1;
-                    return;
-                }
-                k if k == key => {
-                    self.ambiguous.insert(key);
-                    return;
-                }
-                _ => slot = (slot + 1) % self.slots.len(),
-            }
+        let slot = self.find(key);
+        if self.keys[slot] == key {
+            return Some(i64::from(std::mem::replace(&mut self.rows[slot], row)))
+                .inspect(|_| self.accepted[slot] = accepted);
         }
+        self.keys[slot] = key;
+        self.accepted[slot] = accepted;
+        self.rows[slot] = row;
+        self.len += 1;
+        None
     }
 
     /// What is known of the identity with this key hash, and its slot (for
     /// marking it seen). `None` for an unknown identity, and also when two
     /// identities share the hash (then the record is simply sent).
     pub fn get(&self, key_hash: u64) -> Option<(usize, Known)> {
-        if self.slots.is_empty()
+        if self.keys.is_empty()
             || (!self.ambiguous.is_empty() && self.ambiguous.contains(&key_hash))
         {
             return None;
         }
-        let mut slot = self.slot(key_hash);
-        loop {
-            match self.slots[slot] {
-                (0, _) => return None,
-                (k, accepted) if k == key_hash => {
-                    let known = Known {
-                        accepted_hash: (accepted != 0).then_some(accepted),
-                        failed: self.failed.get(&key_hash).copied(),
-                    };
-                    return Some((slot, known));
-                }
-                _ => slot = (slot + 1) % self.slots.len(),
-            }
-        }
+        let slot = self.find(key_hash);
+        (self.keys[slot] == key_hash).then(|| {
+            let accepted = self.accepted[slot];
+            let known = Known {
+                row: i64::from(self.rows[slot]),
+                accepted_hash: (accepted != 0).then_some(accepted),
+                failed: self.failed.get(&key_hash).copied(),
+            };
+            (slot, known)
+        })
     }
 
-    /// The key hash in `slot`, if the slot holds one.
-    pub fn key_at(&self, slot: usize) -> Option<u64> {
-        self.slots.get(slot).map(|(k, _)| *k).filter(|k| *k != 0)
+    /// The row id in `slot`, if the slot holds one.
+    pub fn row_at(&self, slot: usize) -> Option<i64> {
+        (self.keys.get(slot).copied().unwrap_or(0) != 0).then(|| i64::from(self.rows[slot]))
     }
 
     /// How many slots the table has (for a bitset over them).
     pub fn slots(&self) -> usize {
-        self.slots.len()
+        self.keys.len()
     }
 
     /// How many identities the state holds.
@@ -404,6 +421,15 @@ impl StateIndex {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+}
+
+/// An outbox entry still in flight, left by a run that did not finish.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// The entry.
+    pub entry: OutboxEntry,
+    /// Its record's row, if the state has the identity.
+    pub row: Option<i64>,
 }
 
 /// One change to the state, applied in a transaction with others.
@@ -427,6 +453,8 @@ pub enum Change {
 /// A record Segment answered for.
 #[derive(Debug, Clone)]
 pub struct Settled {
+    /// Its row, when the state already had the identity; a new row otherwise.
+    pub row: Option<i64>,
     /// [`identity_key`] of the record.
     pub key: String,
     /// The payload hash.
@@ -435,9 +463,7 @@ pub struct Settled {
     pub message_id: String,
     /// Top-level trait names, as a JSON array.
     pub traits: String,
-    /// Where it was read.
-    pub source: String,
-    /// Its line.
+    /// The line it was read from.
     pub line: u64,
 }
 
@@ -572,9 +598,9 @@ impl StateStore {
         self.conn
             .execute_batch(
                 // A bigger autocheckpoint folds the log back less often during a
-                // first run's million inserts; the cache keeps the index pages hot.
+                // first run's million inserts.
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;
-                 PRAGMA wal_autocheckpoint = 10000; PRAGMA cache_size = -8000;",
+                 PRAGMA wal_autocheckpoint = 10000;",
             )
             .map_err(self.sql("cannot configure"))
     }
@@ -628,33 +654,75 @@ impl StateStore {
     ///
     /// # Errors
     /// The database cannot be read.
-    pub fn index(&self) -> Result<StateIndex, StateError> {
+    pub fn index(&mut self) -> Result<StateIndex, StateError> {
         let count: i64 = self
             .conn
             .query_row("SELECT COUNT(*) FROM records", [], |r| r.get(0))
             .map_err(self.sql("cannot count records"))?;
         let mut index = StateIndex::with_capacity(usize::try_from(count).unwrap_or(0));
-        let mut stmt = self
-            .conn
-            .prepare("SELECT key_hash, COALESCE(accepted_hash, 0), failed_runs, failed_hash FROM records")
-            .map_err(self.sql("cannot read records"))?;
-        let mut rows = stmt.query([]).map_err(self.sql("cannot read records"))?;
-        while let Some(row) = rows.next().map_err(self.sql("cannot read records"))? {
-            let mut read = || -> rusqlite::Result<()> {
-                let key = row.get::<_, i64>(0)? as u64;
-                index.insert(key, row.get::<_, i64>(1)? as u64);
-                let failed_runs = row.get::<_, i64>(2)?;
-                if failed_runs > 0 {
-                    let hash = row.get::<_, Option<i64>>(3)?.unwrap_or(0) as u64;
-                    index
-                        .failed
-                        .insert(key, (hash, u32::try_from(failed_runs).unwrap_or(u32::MAX)));
-                }
-                Ok(())
-            };
-            read().map_err(self.sql("cannot read records"))?;
+        let mut replaced = Vec::new();
+        {
+            let mut stmt = self
+                .conn
+                .prepare(
+                    "SELECT id, key_hash, COALESCE(accepted_hash, 0), failed_runs, failed_hash
+                     FROM records ORDER BY id",
+                )
+                .map_err(self.sql("cannot read records"))?;
+            let mut rows = stmt.query([]).map_err(self.sql("cannot read records"))?;
+            while let Some(row) = rows.next().map_err(self.sql("cannot read records"))? {
+                let mut read = || -> rusqlite::Result<()> {
+                    let id: i64 = row.get(0)?;
+                    let key = row.get::<_, i64>(1)? as u64;
+                    if let Some(older) = index.insert(key, row.get::<_, i64>(2)? as u64, id) {
+                        replaced.push((key, older, id));
+                    }
+                    let failed_runs = row.get::<_, i64>(3)?;
+                    if failed_runs > 0 {
+                        let hash = row.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64;
+                        index
+                            .failed
+                            .insert(key, (hash, u32::try_from(failed_runs).unwrap_or(u32::MAX)));
+                    } else {
+                        index.failed.remove(&key);
+                    }
+                    Ok(())
+                };
+                read().map_err(self.sql("cannot read records"))?;
+            }
         }
+        self.merge_repeated_rows(&mut index, &replaced)?;
         Ok(index)
+    }
+
+    /// An identity sent twice in one run before its first row existed gets
+    /// two rows; the newer one wins and the older is deleted. Two different
+    /// identities sharing a key hash are marked ambiguous instead.
+    fn merge_repeated_rows(
+        &mut self,
+        index: &mut StateIndex,
+        replaced: &[(u64, i64, i64)],
+    ) -> Result<(), StateError> {
+        if replaced.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let err = |e| StateError::sql(&path, "cannot merge repeated rows", e);
+        let tx = self.conn.transaction().map_err(err)?;
+        for &(key, older, newer) in replaced {
+            let identity = |row: i64| -> rusqlite::Result<String> {
+                tx.query_row("SELECT identity FROM records WHERE id = ?1", [row], |r| {
+                    r.get(0)
+                })
+            };
+            if identity(older).map_err(err)? == identity(newer).map_err(err)? {
+                tx.execute("DELETE FROM records WHERE id = ?1", [older])
+                    .map_err(err)?;
+            } else {
+                index.ambiguous.insert(key);
+            }
+        }
+        tx.commit().map_err(err)
     }
 
     /// The outbox log's path.
@@ -723,7 +791,7 @@ impl StateStore {
     ///
     /// # Errors
     /// The log or the database cannot be read.
-    pub fn pending(&self) -> Result<Vec<OutboxEntry>, StateError> {
+    pub fn pending(&self, index: &StateIndex) -> Result<Vec<Pending>, StateError> {
         let file = match File::open(self.outbox_path()) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -740,32 +808,43 @@ impl StateStore {
             let Some(entry) = OutboxEntry::parse(&line) else {
                 continue;
             };
-            if self.last_message_id(&entry.key)?.as_deref() != Some(entry.message_id.as_str()) {
-                pending.push(entry);
+            // A record with no row never settled; one with a row settled
+            // this entry if it is the row's last message.
+            let row = index
+                .get(stable_hash(entry.key.as_bytes()))
+                .map(|(_, known)| known.row);
+            let settled = match row {
+                Some(row) => {
+                    self.last_message_id(row)?.as_deref() == Some(entry.message_id.as_str())
+                }
+                None => false,
+            };
+            if !settled {
+                pending.push(Pending { entry, row });
             }
         }
         Ok(pending)
     }
 
-    fn last_message_id(&self, key: &str) -> Result<Option<String>, StateError> {
+    fn last_message_id(&self, row: i64) -> Result<Option<String>, StateError> {
         self.conn
-            .prepare_cached("SELECT last_message_id FROM records WHERE identity = ?1")
-            .and_then(|mut stmt| stmt.query_row([key], |r| r.get(0)).optional())
+            .prepare_cached("SELECT last_message_id FROM records WHERE id = ?1")
+            .and_then(|mut stmt| stmt.query_row([row], |r| r.get(0)).optional())
             .map(Option::flatten)
             .map_err(self.sql("cannot read records"))
     }
 
-    /// The accepted trait names of `key`, for the null policy.
+    /// The accepted trait names of the record in `row`, for the null policy.
     ///
     /// # Errors
     /// The database cannot be read.
-    pub fn accepted_traits(&self, key: &str) -> Result<Vec<String>, StateError> {
+    pub fn accepted_traits(&self, row: i64) -> Result<Vec<String>, StateError> {
         let traits: Option<String> = self
             .conn
             .prepare_cached(
-                "SELECT t.names FROM records r JOIN trait_sets t ON t.id = r.accepted_traits WHERE r.identity = ?1",
+                "SELECT t.names FROM records r JOIN trait_sets t ON t.id = r.accepted_traits WHERE r.id = ?1",
             )
-            .and_then(|mut stmt| stmt.query_row([key], |r| r.get(0)).optional())
+            .and_then(|mut stmt| stmt.query_row([row], |r| r.get(0)).optional())
             .map_err(self.sql("cannot read accepted traits"))?;
         Ok(traits
             .and_then(|t| serde_json::from_str(&t).ok())
@@ -784,70 +863,71 @@ impl StateStore {
         let err = |e| StateError::sql(&path, "cannot write", e);
         let now = now_ms();
         let tx = self.conn.transaction().map_err(err)?;
-        {
-            let mut accepted = tx
-                .prepare_cached(
-                    "INSERT INTO records (identity, key_hash, accepted_hash, accepted_at, accepted_message_id,
-                                          accepted_traits, last_message_id, source, line)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?7, ?8)
-                     ON CONFLICT (identity) DO UPDATE SET
-                       accepted_hash = excluded.accepted_hash, accepted_at = excluded.accepted_at,
-                       accepted_message_id = excluded.accepted_message_id,
-                       accepted_traits = excluded.accepted_traits, last_message_id = excluded.last_message_id,
-                       last_error_code = NULL, last_error = NULL, last_status = NULL,
-                       failed_runs = 0, failed_hash = NULL, source = excluded.source, line = excluded.line",
-                )
-                .map_err(err)?;
-            let mut failed = tx
-                .prepare_cached(
-                    "INSERT INTO records (identity, key_hash, last_message_id, last_error_code, last_error,
-                                          last_status, failed_runs, failed_hash, source, line)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9)
-                     ON CONFLICT (identity) DO UPDATE SET
-                       last_message_id = excluded.last_message_id, last_error_code = excluded.last_error_code,
-                       last_error = excluded.last_error, last_status = excluded.last_status,
-                       failed_runs = records.failed_runs + 1, failed_hash = excluded.failed_hash,
-                       source = excluded.source, line = excluded.line",
-                )
-                .map_err(err)?;
-            for change in changes {
-                match change {
-                    Change::Accepted(record) => {
-                        let traits = intern_trait_set(&tx, &mut self.trait_sets, &record.traits)
-                            .map_err(err)?;
-                        accepted
-                            .execute(params![
+        for change in changes {
+            let (record, failure) = match change {
+                Change::Accepted(record) => (record, None),
+                Change::Failed {
+                    record,
+                    code,
+                    message,
+                    status,
+                } => (record, Some((code, message, status))),
+            };
+            // New identities are appended; known ones are updated by row id.
+            let row = match record.row {
+                Some(row) => row,
+                None => {
+                    tx.prepare_cached("INSERT INTO records (identity, key_hash) VALUES (?1, ?2)")
+                        .and_then(|mut stmt| {
+                            stmt.execute(params![
                                 record.key,
-                                stable_hash(record.key.as_bytes()) as i64,
-                                record.hash as i64,
-                                now,
-                                record.message_id,
-                                traits,
-                                record.source,
-                                record.line as i64
+                                stable_hash(record.key.as_bytes()) as i64
                             ])
-                            .map_err(err)?;
-                    }
-                    Change::Failed {
-                        record,
-                        code,
-                        message,
-                        status,
-                    } => {
-                        failed
-                            .execute(params![
-                                record.key,
-                                stable_hash(record.key.as_bytes()) as i64,
-                                record.message_id,
-                                code,
-                                message,
-                                status.map(i64::from),
-                                record.hash as i64,
-                                record.source,
-                                record.line as i64
-                            ])
-                            .map_err(err)?;
-                    }
+                        })
+                        .map_err(err)?;
+                    tx.last_insert_rowid()
+                }
+            };
+            match failure {
+                None => {
+                    let traits =
+                        intern_trait_set(&tx, &mut self.trait_sets, &record.traits).map_err(err)?;
+                    tx.prepare_cached(
+                        "UPDATE records SET accepted_hash = ?2, accepted_at = ?3, accepted_message_id = ?4,
+                           accepted_traits = ?5, last_message_id = ?4, last_error_code = NULL,
+                           last_error = NULL, last_status = NULL, failed_runs = 0, failed_hash = NULL, line = ?6
+                         WHERE id = ?1",
+                    )
+                    .and_then(|mut stmt| {
+                        stmt.execute(params![
+                            row,
+                            record.hash as i64,
+                            now,
+                            record.message_id,
+                            traits,
+                            record.line as i64
+                        ])
+                    })
+                    .map_err(err)?;
+                }
+                Some((code, message, status)) => {
+                    tx.prepare_cached(
+                        "UPDATE records SET last_message_id = ?2, last_error_code = ?3, last_error = ?4,
+                           last_status = ?5, failed_runs = failed_runs + 1, failed_hash = ?6, line = ?7
+                         WHERE id = ?1",
+                    )
+                    .and_then(|mut stmt| {
+                        stmt.execute(params![
+                            row,
+                            record.message_id,
+                            code,
+                            message,
+                            status.map(i64::from),
+                            record.hash as i64,
+                            record.line as i64
+                        ])
+                    })
+                    .map_err(err)?;
                 }
             }
         }
@@ -887,28 +967,23 @@ impl StateStore {
         Ok(())
     }
 
-    /// The keys of identities with these key hashes, for the removed report.
+    /// The identity keys of these rows, for the removed report.
     ///
     /// # Errors
     /// The database cannot be read.
-    pub fn keys_with_hashes(&self, hashes: &[u64]) -> Result<Vec<String>, StateError> {
+    pub fn identities(&self, rows: &[i64]) -> Result<Vec<String>, StateError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT identity FROM records WHERE key_hash = ?1")
+            .prepare_cached("SELECT identity FROM records WHERE id = ?1")
             .map_err(self.sql("cannot read records"))?;
-        let mut keys = Vec::with_capacity(hashes.len());
-        for hash in hashes {
-            let rows = stmt
-                .query_map([*hash as i64], |r| r.get::<_, String>(0))
-                .map_err(self.sql("cannot read records"))?;
-            for key in rows {
-                keys.push(key.map_err(self.sql("cannot read records"))?);
-            }
-        }
-        Ok(keys)
+        rows.iter()
+            .map(|row| stmt.query_row([row], |r| r.get(0)))
+            .collect::<Result<_, _>>()
+            .map_err(self.sql("cannot read records"))
     }
 
-    /// The `messageId` Segment last accepted for `key`, if any.
+    /// The `messageId` Segment last accepted for `key`, if any. Scans the
+    /// table: for tests and tools, not for a run's hot path.
     ///
     /// # Errors
     /// The database cannot be read.
@@ -937,7 +1012,8 @@ impl StateStore {
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)),
             )
             .map_err(self.sql("cannot count records"))?;
-        let pending = self.pending()?.len() as u64;
+        let index = self.index()?;
+        let pending = self.pending(&index)?.len() as u64;
         Ok((records, accepted, pending, failed))
     }
 
@@ -1040,13 +1116,13 @@ mod tests {
         assert_ne!(payload_hash(&id, &c), payload_hash(&id, &d));
     }
 
-    fn settled(message_id: &str, hash: u64) -> Settled {
+    fn settled(row: Option<i64>, message_id: &str, hash: u64) -> Settled {
         Settled {
+            row,
             key: "u:1".into(),
             hash,
             message_id: message_id.into(),
             traits: r#"["email"]"#.into(),
-            source: "f.csv".into(),
             line: 2,
         }
     }
@@ -1067,6 +1143,15 @@ mod tests {
         store.append_outbox(&entries).unwrap();
     }
 
+    fn pending(store: &mut StateStore) -> Vec<Pending> {
+        let index = store.index().unwrap();
+        store.pending(&index).unwrap()
+    }
+
+    fn known(store: &mut StateStore) -> Known {
+        store.index().unwrap().get(stable_hash(b"u:1")).unwrap().1
+    }
+
     #[test]
     fn an_outbox_entry_is_pending_until_its_record_settles() {
         let dir = tempfile::tempdir().unwrap();
@@ -1076,26 +1161,23 @@ mod tests {
         store.append_outbox(br#"{"key":"u:2","ha"#).unwrap();
         drop(store);
         let mut store = StateStore::open(dir.path(), "t").unwrap();
-        let pending = store.pending().unwrap();
-        assert_eq!(pending.len(), 1);
-        assert_eq!(pending[0].message_id, "m1");
-        assert_eq!(pending[0].event, br#"{"type":"identify","userId":"1"}"#);
-        assert_eq!(pending[0].traits, r#"["email"]"#);
+        let left = pending(&mut store);
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].entry.message_id, "m1");
+        assert_eq!(left[0].entry.event, br#"{"type":"identify","userId":"1"}"#);
+        assert_eq!(left[0].entry.traits, r#"["email"]"#);
+        assert_eq!(left[0].row, None, "a record never settled has no row");
 
-        store.apply(&[Change::Accepted(settled("m1", 42))]).unwrap();
+        store
+            .apply(&[Change::Accepted(settled(None, "m1", 42))])
+            .unwrap();
         assert!(
-            store.pending().unwrap().is_empty(),
+            pending(&mut store).is_empty(),
             "settled entries are not pending"
         );
-        let (_, known) = store.index().unwrap().get(stable_hash(b"u:1")).unwrap();
-        assert_eq!(
-            known,
-            Known {
-                accepted_hash: Some(42),
-                failed: None
-            }
-        );
-        assert_eq!(store.accepted_traits("u:1").unwrap(), ["email"]);
+        let known = known(&mut store);
+        assert_eq!((known.accepted_hash, known.failed), (Some(42), None));
+        assert_eq!(store.accepted_traits(known.row).unwrap(), ["email"]);
         assert_eq!(
             store.accepted_message_id("u:1").unwrap().as_deref(),
             Some("m1")
@@ -1104,9 +1186,9 @@ mod tests {
 
         // A new message for the same record is pending again until it settles.
         send(&mut store, "m2", 43);
-        assert_eq!(store.pending().unwrap().len(), 1);
+        assert_eq!(pending(&mut store)[0].row, Some(known.row));
         store.clear_outbox().unwrap();
-        assert!(store.pending().unwrap().is_empty());
+        assert!(pending(&mut store).is_empty());
         assert_eq!(std::fs::metadata(store.outbox_path()).unwrap().len(), 0);
     }
 
@@ -1114,33 +1196,48 @@ mod tests {
     fn a_failure_counts_runs_and_keeps_the_last_accepted_hash() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = StateStore::open(dir.path(), "t").unwrap();
-        store.apply(&[Change::Accepted(settled("m1", 1))]).unwrap();
+        store
+            .apply(&[Change::Accepted(settled(None, "m1", 1))])
+            .unwrap();
+        let row = Some(known(&mut store).row);
         let failure = |m: &str| Change::Failed {
-            record: settled(m, 2),
+            record: settled(row, m, 2),
             code: "http_status".into(),
             message: "400".into(),
             status: Some(400),
         };
         store.apply(&[failure("m2"), failure("m3")]).unwrap();
-        let (_, known) = store.index().unwrap().get(stable_hash(b"u:1")).unwrap();
-        assert_eq!(
-            known,
-            Known {
-                accepted_hash: Some(1),
-                failed: Some((2, 2))
-            }
-        );
+        let k = known(&mut store);
+        assert_eq!((k.accepted_hash, k.failed), (Some(1), Some((2, 2))));
         assert_eq!(store.failed(10).unwrap()[0].code, "http_status");
-        store.apply(&[Change::Accepted(settled("m4", 3))]).unwrap();
-        let (_, known) = store.index().unwrap().get(stable_hash(b"u:1")).unwrap();
+        store
+            .apply(&[Change::Accepted(settled(row, "m4", 3))])
+            .unwrap();
+        let k = known(&mut store);
         assert_eq!(
-            known,
-            Known {
-                accepted_hash: Some(3),
-                failed: None
-            },
+            (k.accepted_hash, k.failed),
+            (Some(3), None),
             "a success clears failures"
         );
+        assert_eq!(store.counts().unwrap().0, 1, "updates never add rows");
+    }
+
+    #[test]
+    fn an_identity_sent_twice_before_it_had_a_row_is_merged_into_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(dir.path(), "t").unwrap();
+        store
+            .apply(&[
+                Change::Accepted(settled(None, "m1", 1)),
+                Change::Accepted(settled(None, "m2", 2)),
+            ])
+            .unwrap();
+        assert_eq!(
+            known(&mut store).accepted_hash,
+            Some(2),
+            "the later one wins"
+        );
+        assert_eq!(store.counts().unwrap().0, 1, "the older row is gone");
     }
 
     #[test]
@@ -1180,27 +1277,26 @@ mod tests {
     }
 
     #[test]
-    fn index_finds_every_key_and_treats_colliding_hashes_as_unknown() {
+    fn index_finds_every_key_with_its_row() {
+        let key = |k: u64| k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut index = StateIndex::with_capacity(1_000);
-        for key in 1..=1_000u64 {
-            index.insert(key.wrapping_mul(0x9E37_79B9_7F4A_7C15), key);
+        for k in 1..=1_000u64 {
+            assert_eq!(index.insert(key(k), k, k as i64 + 10), None);
         }
-        index.insert(5u64.wrapping_mul(0x9E37_79B9_7F4A_7C15), 77);
-        assert_eq!(index.len(), 1_000);
-        for key in (1..=1_000u64).filter(|k| *k != 5) {
-            let (slot, known) = index.get(key.wrapping_mul(0x9E37_79B9_7F4A_7C15)).unwrap();
-            assert_eq!(known.accepted_hash, Some(key));
-            assert_eq!(
-                index.key_at(slot),
-                Some(key.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-            );
-        }
-        assert!(
-            index
-                .get(5u64.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-                .is_none(),
-            "shared by two identities"
+        assert_eq!(
+            index.insert(key(5), 77, 2_000),
+            Some(15),
+            "a repeated key hands back the older row"
         );
+        assert_eq!(index.len(), 1_000);
+        for k in (1..=1_000u64).filter(|k| *k != 5) {
+            let (slot, known) = index.get(key(k)).unwrap();
+            assert_eq!((known.accepted_hash, known.row), (Some(k), k as i64 + 10));
+            assert_eq!(index.row_at(slot), Some(k as i64 + 10));
+        }
+        assert_eq!(index.get(key(5)).unwrap().1.row, 2_000);
+        index.ambiguous.insert(key(7));
+        assert!(index.get(key(7)).is_none(), "shared by two identities");
         assert!(index.get(12_345).is_none());
         assert!(StateIndex::default().get(1).is_none());
     }

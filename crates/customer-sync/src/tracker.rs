@@ -32,6 +32,8 @@ pub(crate) struct InFlightRecord {
 
 /// What a record's state row needs when it settles.
 pub(crate) struct StateRef {
+    /// Its row, if the state already had the identity.
+    pub row: Option<i64>,
     pub hash: u64,
     /// Top-level trait names, as a JSON array.
     pub traits: String,
@@ -132,11 +134,11 @@ impl Tracker {
             return;
         };
         let record = Settled {
+            row: state.row,
             key: identity_key(&identity),
             hash: state.hash,
             message_id: outcome.message_id.to_owned(),
             traits: state.traits,
-            source: at.source.to_string(),
             line: at.line,
         };
         let change = match outcome.result {

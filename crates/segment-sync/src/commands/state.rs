@@ -53,7 +53,9 @@ pub fn status(args: &StatusArgs) -> Result<Outcome> {
             record.key, record.failed_runs, record.code, record.message
         )?;
     }
-    for entry in store.pending()?.iter().take(args.failed) {
+    let index = store.index()?;
+    for pending in store.pending(&index)?.iter().take(args.failed) {
+        let entry = &pending.entry;
         writeln!(
             out,
             "  pending {}  {}:{}  messageId {}",
