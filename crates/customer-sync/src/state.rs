@@ -863,71 +863,99 @@ impl StateStore {
         let err = |e| StateError::sql(&path, "cannot write", e);
         let now = now_ms();
         let tx = self.conn.transaction().map_err(err)?;
-        for change in changes {
-            let (record, failure) = match change {
-                Change::Accepted(record) => (record, None),
-                Change::Failed {
-                    record,
-                    code,
-                    message,
-                    status,
-                } => (record, Some((code, message, status))),
-            };
-            // New identities are appended; known ones are updated by row id.
-            let row = match record.row {
-                Some(row) => row,
-                None => {
-                    tx.prepare_cached("INSERT INTO records (identity, key_hash) VALUES (?1, ?2)")
-                        .and_then(|mut stmt| {
-                            stmt.execute(params![
+        {
+            // Prepared once per transaction: a first run writes a row per record.
+            let mut insert_accepted = tx
+                .prepare(
+                    "INSERT INTO records (identity, key_hash, accepted_hash, accepted_at, accepted_message_id,
+                                          accepted_traits, last_message_id, line)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?7)",
+                )
+                .map_err(err)?;
+            let mut update_accepted = tx
+                .prepare(
+                    "UPDATE records SET accepted_hash = ?2, accepted_at = ?3, accepted_message_id = ?4,
+                       accepted_traits = ?5, last_message_id = ?4, last_error_code = NULL, last_error = NULL,
+                       last_status = NULL, failed_runs = 0, failed_hash = NULL, line = ?6
+                     WHERE id = ?1",
+                )
+                .map_err(err)?;
+            let mut insert_failed = tx
+                .prepare(
+                    "INSERT INTO records (identity, key_hash, last_message_id, last_error_code, last_error,
+                                          last_status, failed_runs, failed_hash, line)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8)",
+                )
+                .map_err(err)?;
+            let mut update_failed = tx
+                .prepare(
+                    "UPDATE records SET last_message_id = ?2, last_error_code = ?3, last_error = ?4,
+                       last_status = ?5, failed_runs = failed_runs + 1, failed_hash = ?6, line = ?7
+                     WHERE id = ?1",
+                )
+                .map_err(err)?;
+            for change in changes {
+                // New identities are appended; known ones are updated by row id.
+                match change {
+                    Change::Accepted(record) => {
+                        let traits = intern_trait_set(&tx, &mut self.trait_sets, &record.traits)
+                            .map_err(err)?;
+                        let (hash, line) = (record.hash as i64, record.line as i64);
+                        match record.row {
+                            Some(row) => update_accepted.execute(params![
+                                row,
+                                hash,
+                                now,
+                                record.message_id,
+                                traits,
+                                line
+                            ]),
+                            None => insert_accepted.execute(params![
                                 record.key,
-                                stable_hash(record.key.as_bytes()) as i64
-                            ])
-                        })
+                                stable_hash(record.key.as_bytes()) as i64,
+                                hash,
+                                now,
+                                record.message_id,
+                                traits,
+                                line
+                            ]),
+                        }
                         .map_err(err)?;
-                    tx.last_insert_rowid()
-                }
-            };
-            match failure {
-                None => {
-                    let traits =
-                        intern_trait_set(&tx, &mut self.trait_sets, &record.traits).map_err(err)?;
-                    tx.prepare_cached(
-                        "UPDATE records SET accepted_hash = ?2, accepted_at = ?3, accepted_message_id = ?4,
-                           accepted_traits = ?5, last_message_id = ?4, last_error_code = NULL,
-                           last_error = NULL, last_status = NULL, failed_runs = 0, failed_hash = NULL, line = ?6
-                         WHERE id = ?1",
-                    )
-                    .and_then(|mut stmt| {
-                        stmt.execute(params![
-                            row,
+                    }
+                    Change::Failed {
+                        record,
+                        code,
+                        message,
+                        status,
+                    } => {
+                        let (hash, line, status) = (
                             record.hash as i64,
-                            now,
-                            record.message_id,
-                            traits,
-                            record.line as i64
-                        ])
-                    })
-                    .map_err(err)?;
-                }
-                Some((code, message, status)) => {
-                    tx.prepare_cached(
-                        "UPDATE records SET last_message_id = ?2, last_error_code = ?3, last_error = ?4,
-                           last_status = ?5, failed_runs = failed_runs + 1, failed_hash = ?6, line = ?7
-                         WHERE id = ?1",
-                    )
-                    .and_then(|mut stmt| {
-                        stmt.execute(params![
-                            row,
-                            record.message_id,
-                            code,
-                            message,
+                            record.line as i64,
                             status.map(i64::from),
-                            record.hash as i64,
-                            record.line as i64
-                        ])
-                    })
-                    .map_err(err)?;
+                        );
+                        match record.row {
+                            Some(row) => update_failed.execute(params![
+                                row,
+                                record.message_id,
+                                code,
+                                message,
+                                status,
+                                hash,
+                                line
+                            ]),
+                            None => insert_failed.execute(params![
+                                record.key,
+                                stable_hash(record.key.as_bytes()) as i64,
+                                record.message_id,
+                                code,
+                                message,
+                                status,
+                                hash,
+                                line
+                            ]),
+                        }
+                        .map_err(err)?;
+                    }
                 }
             }
         }
