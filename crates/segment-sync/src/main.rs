@@ -21,6 +21,17 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay`: 15 in both its v2 and v3 headers.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Returns freed memory to the OS after 1 ms instead of 10: the same CPU,
+/// and a sync's peak memory a quarter lower (measured on 300k rows).
+#[expect(unsafe_code, reason = "sets an integer option of the allocator; no pointers involved")]
+fn return_freed_memory_promptly() {
+    // SAFETY: mi_option_set only stores an integer in the allocator's option table.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1) };
+}
+
 /// How a command that did not fail ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -31,6 +42,7 @@ pub enum Outcome {
 }
 
 fn main() -> ExitCode {
+    return_freed_memory_promptly();
     let cli = flags::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
