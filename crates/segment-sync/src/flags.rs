@@ -202,6 +202,10 @@ pub struct ReceiveArgs {
     /// Append every accepted event to FILE as NDJSON.
     #[arg(long, value_name = "FILE")]
     pub save: Option<PathBuf>,
+    /// Keep only counts and messageIds in memory, not the events (for big
+    /// or long runs; --save still writes them).
+    #[arg(long)]
+    pub counts_only: bool,
 }
 
 #[derive(Debug, Args)]

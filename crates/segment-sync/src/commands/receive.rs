@@ -3,7 +3,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use anyhow::{Context, Result};
-use segment_receiver::{Receiver, ReceiverConfig};
+use segment_receiver::{Receiver, ReceiverConfig, Record};
 
 use crate::Outcome;
 use crate::flags::ReceiveArgs;
@@ -15,6 +15,9 @@ pub async fn run(args: ReceiveArgs) -> Result<Outcome> {
     }
     if let Some(path) = &args.save {
         config = config.save_to(path);
+    }
+    if args.counts_only {
+        config = config.record(Record::CountsOnly);
     }
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
     let receiver = Receiver::start_on(addr, config)
