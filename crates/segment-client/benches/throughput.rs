@@ -14,6 +14,12 @@
 //! the machine (DESIGN.md, "Performance: how it is judged"); only delivery is
 //! checked, since a fast run that loses events means nothing.
 
+// The allocator the `segment-sync` binary uses; the floor runs under it too.
+// Events are allocated by the caller's thread and freed on the client's
+// worker, a pattern glibc's malloc handles poorly.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
