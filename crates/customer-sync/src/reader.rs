@@ -191,8 +191,15 @@ impl Reader<'_> {
     fn flush_chunk(&mut self) -> Result<bool, SyncError> {
         let tracker = self.tracker;
         let chunk = std::mem::take(&mut self.chunk);
-        if let Some(store) = self.store.filter(|_| tracker.changes.is_some()) {
-            write_outbox(&mut lock(store), &chunk, tracker)?;
+        if let Some(store) = self.store.filter(|_| tracker.changes.is_some())
+            && let Err(error) = write_outbox(&mut lock(store), &chunk, tracker)
+        {
+            // Not durable, so not sent: these records count as not read.
+            tracker
+                .counters
+                .read
+                .fetch_sub(chunk.len() as u64, Ordering::Relaxed);
+            return Err(error);
         }
         let mut events = Vec::with_capacity(chunk.len());
         for out in chunk {
