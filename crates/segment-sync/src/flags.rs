@@ -35,7 +35,8 @@ pub struct StateArgs {
     /// Directory holding the sync state.
     #[arg(long, value_name = "DIR", default_value = ".segment-sync")]
     pub state: PathBuf,
-    /// The sync's name; its state is DIR/NAME.sqlite. Default: the source file's name.
+    /// The sync's name; its state is DIR/NAME.sqlite. Default: for `sync`, the
+    /// source file's name; for `status` and `reset`, the only sync in DIR.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 }

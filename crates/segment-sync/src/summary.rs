@@ -28,8 +28,9 @@ pub fn print_summary(source: &str, report: &RunReport, report_file: Option<&Path
         );
     }
     eprintln!(
-        "  {:.2} s, {:.0} records/s{}",
+        "  {:.2} s, {:.0} records read/s, {:.0} delivered/s{}",
         report.duration_secs,
+        report.read as f64 / report.duration_secs.max(1e-9),
         report.events_per_sec,
         if report.duplicates > 0 {
             format!(", {} duplicate identities", report.duplicates)

@@ -237,6 +237,14 @@ async fn status_and_reset_show_and_drop_the_state() {
     assert!(text.contains("records known  4"), "{text}");
     assert!(text.contains("accepted       3"), "{text}");
     assert!(text.contains("failed u:u1"), "{text}");
+    // With a single sync in the state directory, --name can be left out.
+    let output = run(&dir, None, &["status"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .contains("sync customers")
+    );
 
     let output = run(&dir, None, &["reset", "--name", "customers"]).await;
     assert_eq!(

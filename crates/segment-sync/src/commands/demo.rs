@@ -57,8 +57,13 @@ pub async fn run(args: DemoArgs) -> Result<Outcome> {
     let store = receiver.store();
     let stats = store.stats();
     println!(
-        "the receiver accepted {} events in {} requests ({} rejected, {} duplicates)",
-        stats.accepted, stats.requests, stats.rejected, stats.duplicates
+        "the receiver accepted {} events in {} request{} ({} rejected, {} duplicates); the first {}:",
+        stats.accepted,
+        stats.requests,
+        if stats.requests == 1 { "" } else { "s" },
+        stats.rejected,
+        stats.duplicates,
+        args.show.min(stats.accepted as usize)
     );
     for event in store.events().iter().take(args.show) {
         println!("{}", serde_json::to_string_pretty(event)?);

@@ -9,19 +9,40 @@ use crate::Outcome;
 use crate::flags::{ResetArgs, StateArgs, StatusArgs};
 use crate::hint::with_hint;
 
-fn name_of(args: &StateArgs) -> Result<&str> {
-    args.name.as_deref().ok_or_else(|| {
-        with_hint(
-            "which sync? pass --name",
-            "a sync is named after its source file, e.g. customers.csv -> --name customers; `ls .segment-sync` lists them",
-        )
-    })
+/// The sync's name: `--name`, or the only sync in the state directory.
+fn name_of(args: &StateArgs) -> Result<String> {
+    if let Some(name) = &args.name {
+        return Ok(name.clone());
+    }
+    let names: Vec<String> = std::fs::read_dir(&args.state)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter_map(|f| f.strip_suffix(".sqlite").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    match names.as_slice() {
+        [only] => Ok(only.clone()),
+        [] => Err(with_hint(
+            format!("there is no sync state in {}", args.state.display()),
+            "run a sync first, or pass --state DIR",
+        )),
+        several => Err(with_hint(
+            format!(
+                "which sync? {} has {}",
+                args.state.display(),
+                several.join(", ")
+            ),
+            "pass --name NAME",
+        )),
+    }
 }
 
 /// Prints what the state knows.
 pub fn status(args: &StatusArgs) -> Result<Outcome> {
     let name = name_of(&args.state)?;
-    let mut store = StateStore::open_existing(&args.state.state, name)
+    let mut store = StateStore::open_existing(&args.state.state, &name)
         .map_err(|e| with_hint(e.to_string(), "check --state and --name"))?;
     let (records, accepted, pending, failed) = store.counts()?;
     let mut out = std::io::stdout().lock();
@@ -68,7 +89,7 @@ pub fn status(args: &StatusArgs) -> Result<Outcome> {
 /// Deletes the state after a confirmation.
 pub fn reset(args: &ResetArgs) -> Result<Outcome> {
     let name = name_of(&args.state)?;
-    let path = StateStore::path_for(&args.state.state, name);
+    let path = StateStore::path_for(&args.state.state, &name);
     if !path.exists() {
         return Err(with_hint(
             format!("there is no state at {}", path.display()),
