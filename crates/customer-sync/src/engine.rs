@@ -461,6 +461,7 @@ async fn recover_outbox(outbox: Vec<Pending>, client: &HttpClient, tracker: &Tra
         let state = StateRef {
             row,
             hash: entry.hash,
+            source_hash: entry.source_hash,
             traits: entry.traits,
         };
         tracker.track(

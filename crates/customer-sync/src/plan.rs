@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::mapping::{MappedCustomer, NullPolicy};
-use crate::state::{StateError, StateIndex, StateStore, identity_key, payload_hash, stable_hash};
+use crate::state::{StateError, StateIndex, StateStore, payload_hash, stable_hash};
 
 /// How a run treats the stored state.
 #[derive(Debug, Clone)]
@@ -81,31 +81,47 @@ impl Planner {
         }
     }
 
-    /// Decides for `customer`, adjusting its traits by the null policy
-    /// against what Segment accepted last time.
+    /// Whether the record with identity `key` and source fingerprint
+    /// `source_hash` is exactly what Segment last accepted, so it can be
+    /// skipped without being mapped. Marks the identity as seen either way.
+    pub fn unchanged(&mut self, key: &str, source_hash: u64) -> bool {
+        let Some((slot, known)) = self.index.get(stable_hash(key.as_bytes())) else {
+            return false;
+        };
+        self.seen[slot / 64] |= 1 << (slot % 64);
+        !self.options.full_resync
+            && known.failed.is_none()
+            && known.source_hash == Some(source_hash)
+            && !self.recovered.contains_key(key)
+    }
+
+    /// Decides for a mapped `customer` that [`unchanged`](Self::unchanged)
+    /// did not skip, adjusting its traits by the null policy against what
+    /// Segment accepted last time.
     pub fn decide(
         &mut self,
         store: &StateStore,
+        key: &str,
         customer: &mut MappedCustomer,
     ) -> Result<Decision, StateError> {
-        let key = identity_key(&customer.identity);
-        let known = self.index.get(stable_hash(key.as_bytes()));
-        if let Some((position, _)) = known {
-            self.seen[position / 64] |= 1 << (position % 64);
-        }
+        let known = self
+            .index
+            .get(stable_hash(key.as_bytes()))
+            .map(|(_, known)| known);
         let mut hash = payload_hash(&customer.identity, &customer.traits);
-        let row = known.map(|(_, k)| k.row);
+        let row = known.map(|k| k.row);
         if self.options.full_resync {
             return Ok(Decision::Send { hash, row });
         }
-        if self.recovered.get(&key) == Some(&hash) {
-            self.recovered.remove(&key);
+        if self.recovered.get(key) == Some(&hash) {
+            self.recovered.remove(key);
             return Ok(Decision::AlreadyQueued);
         }
-        let Some((_, known)) = known else {
+        let Some(known) = known else {
             return Ok(Decision::Send { hash, row });
         };
-        if known.accepted_hash != Some(hash) && known.accepted_hash.is_some() {
+        let accepted = store.accepted_hash(known.row)?;
+        if accepted.is_some_and(|accepted| accepted != hash) {
             // Changed: compare trait by trait with what Segment has.
             hash = self.apply_null_policy(store, known.row, customer)?;
         }
@@ -117,7 +133,7 @@ impl Planner {
             }
             return Ok(Decision::Send { hash, row });
         }
-        if known.accepted_hash == Some(hash) {
+        if accepted == Some(hash) {
             return Ok(Decision::Skip);
         }
         Ok(Decision::Send { hash, row })

@@ -23,6 +23,14 @@ const CHUNK_STATELESS: usize = 64;
 /// Records read before the duplicate table is sized from the source's size.
 const SIZING_SAMPLE: u64 = 1_024;
 
+/// What the state plan says of a record to send.
+#[derive(Debug, Default, Clone, Copy)]
+struct Planned {
+    hash: u64,
+    row: Option<i64>,
+    source_hash: u64,
+}
+
 /// One record on its way to the client: validated and serialised.
 pub(crate) struct Outgoing {
     event: PreparedEvent,
@@ -67,21 +75,50 @@ impl Reader<'_> {
             if Counters::get(&tracker.counters.read) == SIZING_SAMPLE {
                 size_duplicate_table(&mut seen, &progress, total_bytes);
             }
-            let mapped = item.and_then(|record| {
-                let at = record.location.clone();
-                self.mapping.apply(&record).map(|mapped| (at, mapped))
-            });
-            let (at, mut mapped) = match mapped {
-                Ok(ok) => ok,
+            let record = match item {
+                Ok(record) => record,
                 Err(error) => {
                     tracker.invalid(&error);
                     continue;
                 }
             };
-            if !self.accept_duplicate(&mut seen, &at, &mapped) {
+            let at = record.location.clone();
+            // With a state, an unchanged record is skipped before it is mapped.
+            let fingerprint = match self.planner.is_some() {
+                true => match self.mapping.fingerprint(&record) {
+                    Ok((identity, source_hash)) => {
+                        if !self.accept_duplicate(&mut seen, &at, &identity) {
+                            continue;
+                        }
+                        let key = identity_key(&identity);
+                        if self
+                            .planner
+                            .as_mut()
+                            .is_some_and(|p| p.unchanged(&key, source_hash))
+                        {
+                            Counters::add(&tracker.counters.skipped);
+                            continue;
+                        }
+                        Some((key, source_hash))
+                    }
+                    Err(error) => {
+                        tracker.invalid(&error);
+                        continue;
+                    }
+                },
+                false => None,
+            };
+            let mut mapped = match self.mapping.apply(&record) {
+                Ok(mapped) => mapped,
+                Err(error) => {
+                    tracker.invalid(&error);
+                    continue;
+                }
+            };
+            if fingerprint.is_none() && !self.accept_duplicate(&mut seen, &at, &mapped.identity) {
                 continue;
             }
-            let Some(send) = self.plan(&at, &mut mapped)? else {
+            let Some(send) = self.plan(&at, fingerprint.as_ref(), &mut mapped)? else {
                 continue;
             };
             self.push(at, mapped, send);
@@ -97,9 +134,9 @@ impl Reader<'_> {
         &self,
         seen: &mut SeenIdentities,
         at: &Location,
-        mapped: &MappedCustomer,
+        identity: &Identity,
     ) -> bool {
-        let Some(first_line) = seen.check(&mapped.identity, at.line) else {
+        let Some(first_line) = seen.check(identity, at.line) else {
             return true;
         };
         let tracker = self.tracker;
@@ -113,7 +150,7 @@ impl Reader<'_> {
         };
         match self.duplicates {
             DuplicatePolicy::Last => {
-                tracker.write(|w| w.duplicate(at, &mapped.identity, first_line));
+                tracker.write(|w| w.duplicate(at, identity, first_line));
                 true
             }
             DuplicatePolicy::First => {
@@ -131,14 +168,23 @@ impl Reader<'_> {
     fn plan(
         &mut self,
         at: &Location,
+        fingerprint: Option<&(String, u64)>,
         mapped: &mut MappedCustomer,
-    ) -> Result<Option<(u64, Option<i64>)>, SyncError> {
-        let (Some(planner), Some(store)) = (self.planner.as_mut(), self.store) else {
-            return Ok(Some((0, None)));
+    ) -> Result<Option<Planned>, SyncError> {
+        let (Some(planner), Some(store), Some((key, source_hash))) =
+            (self.planner.as_mut(), self.store, fingerprint)
+        else {
+            return Ok(Some(Planned::default()));
         };
         let counters = &self.tracker.counters;
-        match planner.decide(&lock(store), mapped)? {
-            Decision::Send { hash, row } => return Ok(Some((hash, row))),
+        match planner.decide(&lock(store), key, mapped)? {
+            Decision::Send { hash, row } => {
+                return Ok(Some(Planned {
+                    hash,
+                    row,
+                    source_hash: *source_hash,
+                }));
+            }
             Decision::Skip => Counters::add(&counters.skipped),
             Decision::GiveUp { runs } => {
                 Counters::add(&counters.given_up);
@@ -156,10 +202,11 @@ impl Reader<'_> {
 
     /// Validates and serialises the record (an invalid one is reported and
     /// never reaches the outbox) and adds it to the chunk.
-    fn push(&mut self, at: Location, mapped: MappedCustomer, (hash, row): (u64, Option<i64>)) {
+    fn push(&mut self, at: Location, mapped: MappedCustomer, planned: Planned) {
         let state = self.tracker.changes.is_some().then(|| StateRef {
-            row,
-            hash,
+            row: planned.row,
+            hash: planned.hash,
+            source_hash: planned.source_hash,
             traits: crate::state::trait_names(&mapped.traits),
         });
         match PreparedEvent::new(mapped.into_params()) {
@@ -249,6 +296,7 @@ fn write_outbox(
         OutboxEntryRef {
             key: &identity_key(out.event.identity()),
             hash: state.hash,
+            source_hash: state.source_hash,
             message_id: out.event.message_id(),
             source: &out.at.source,
             line: out.at.line,

@@ -13,6 +13,7 @@
 //!   accepted_at         INTEGER,           -- unix milliseconds of the 2xx
 //!   accepted_message_id TEXT,
 //!   accepted_traits     INTEGER,           -- trait_sets.id: the accepted top-level trait names
+//!   source_hash         INTEGER,           -- Mapping::fingerprint of the record Segment accepted
 //!   last_message_id     TEXT,              -- the last message that settled (2xx or failure)
 //!   last_error_code     TEXT,              -- the last failure, kept until a success
 //!   last_error          TEXT,
@@ -31,7 +32,7 @@
 //! # The outbox
 //!
 //! Beside the database, `NAME.outbox` is an append-only log, one JSON line
-//! per record sent: its identity key, payload hash, `messageId`, source line,
+//! per record sent: its identity key, payload hash, source fingerprint, `messageId`, source line,
 //! trait names, and the event exactly as it is sent. A chunk of records is
 //! appended (one `write`) before any of them is queued; each record's row in
 //! `records` is written once, when Segment answered for it, in the next
@@ -40,6 +41,11 @@
 //! event again, unchanged. A run that ends with nothing in flight empties the
 //! log. Keeping in-flight payloads out of the B-tree (they are written once
 //! and read only after a crash) cut a first run's state cost by half.
+//!
+//! A record whose source fingerprint (its raw mapped columns and the mapping
+//! itself, see `Mapping::fingerprint`) matches `source_hash` is skipped
+//! without being mapped; only the others are mapped and compared by payload
+//! hash, so a mapping change re-sends exactly the records it changes.
 //!
 //! Records are found through the in-memory [`StateIndex`] (identity hash to
 //! row id), so the table needs no index on the identity: a first run only
@@ -74,6 +80,7 @@ const MIGRATIONS: &[&str] = &["
       accepted_at INTEGER,
       accepted_message_id TEXT,
       accepted_traits INTEGER,
+      source_hash INTEGER,
       last_message_id TEXT,
       last_error_code TEXT,
       last_error TEXT,
@@ -216,6 +223,8 @@ pub struct OutboxEntry {
     pub key: String,
     /// The payload hash.
     pub hash: u64,
+    /// The record's source fingerprint.
+    pub source_hash: u64,
     /// The event's `messageId`, reused on every resend.
     pub message_id: String,
     /// Where the record was read.
@@ -235,6 +244,8 @@ pub struct OutboxEntryRef<'a> {
     pub key: &'a str,
     /// The payload hash.
     pub hash: u64,
+    /// The record's source fingerprint.
+    pub source_hash: u64,
     /// The event's `messageId`.
     pub message_id: &'a str,
     /// Where the record was read.
@@ -255,6 +266,7 @@ impl OutboxEntryRef<'_> {
         struct Head<'a> {
             key: &'a str,
             hash: u64,
+            source_hash: u64,
             message_id: &'a str,
             source: &'a str,
             line: u64,
@@ -265,6 +277,7 @@ impl OutboxEntryRef<'_> {
             &Head {
                 key: self.key,
                 hash: self.hash,
+                source_hash: self.source_hash,
                 message_id: self.message_id,
                 source: self.source,
                 line: self.line,
@@ -287,6 +300,7 @@ impl OutboxEntry {
         struct Line<'a> {
             key: String,
             hash: u64,
+            source_hash: u64,
             message_id: String,
             source: String,
             line: u64,
@@ -299,6 +313,7 @@ impl OutboxEntry {
         Some(OutboxEntry {
             key: parsed.key,
             hash: parsed.hash,
+            source_hash: parsed.source_hash,
             message_id: parsed.message_id,
             source: parsed.source,
             line: parsed.line,
@@ -313,21 +328,21 @@ impl OutboxEntry {
 pub struct Known {
     /// Its row in `records`.
     pub row: i64,
-    /// The accepted payload's hash, if Segment ever accepted one.
-    pub accepted_hash: Option<u64>,
+    /// The source fingerprint of the record Segment last accepted, if any.
+    pub source_hash: Option<u64>,
     /// The hash of the payload that last failed, and in how many runs in a row.
     pub failed: Option<(u64, u32)>,
 }
 
 /// All identities in the state, in an open-addressing table keyed by key
-/// hash: 20 bytes a slot (key, accepted hash, row id; the few failed ones on
-/// the side), so a million customers cost about 23 MB and one cache miss per
+/// hash: 20 bytes a slot (key, accepted source fingerprint, row id; the few
+/// failed ones on the side), so a million customers cost about 23 MB and one cache miss per
 /// lookup instead of a query per record.
 #[derive(Debug, Default)]
 pub struct StateIndex {
     /// Key hash per slot; 0 marks an empty slot.
     keys: Vec<u64>,
-    /// Accepted hash per slot, or 0.
+    /// Accepted source fingerprint per slot, or 0.
     accepted: Vec<u64>,
     /// Row id per slot.
     rows: Vec<u32>,
@@ -395,7 +410,7 @@ impl StateIndex {
             let accepted = self.accepted[slot];
             let known = Known {
                 row: i64::from(self.rows[slot]),
-                accepted_hash: (accepted != 0).then_some(accepted),
+                source_hash: (accepted != 0).then_some(accepted),
                 failed: self.failed.get(&key_hash).copied(),
             };
             (slot, known)
@@ -459,6 +474,8 @@ pub struct Settled {
     pub key: String,
     /// The payload hash.
     pub hash: u64,
+    /// The record's source fingerprint.
+    pub source_hash: u64,
     /// The `messageId` that settled.
     pub message_id: String,
     /// Top-level trait names, as a JSON array.
@@ -665,7 +682,7 @@ impl StateStore {
             let mut stmt = self
                 .conn
                 .prepare(
-                    "SELECT id, key_hash, COALESCE(accepted_hash, 0), failed_runs, failed_hash
+                    "SELECT id, key_hash, COALESCE(source_hash, 0), failed_runs, failed_hash
                      FROM records ORDER BY id",
                 )
                 .map_err(self.sql("cannot read records"))?;
@@ -834,6 +851,21 @@ impl StateStore {
             .map_err(self.sql("cannot read records"))
     }
 
+    /// The payload hash Segment last accepted for the record in `row`.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn accepted_hash(&self, row: i64) -> Result<Option<u64>, StateError> {
+        self.conn
+            .prepare_cached("SELECT accepted_hash FROM records WHERE id = ?1")
+            .and_then(|mut stmt| {
+                stmt.query_row([row], |r| r.get::<_, Option<i64>>(0))
+                    .optional()
+            })
+            .map(|hash| hash.flatten().map(|h| h as u64))
+            .map_err(self.sql("cannot read records"))
+    }
+
     /// The accepted trait names of the record in `row`, for the null policy.
     ///
     /// # Errors
@@ -868,15 +900,15 @@ impl StateStore {
             let mut insert_accepted = tx
                 .prepare(
                     "INSERT INTO records (identity, key_hash, accepted_hash, accepted_at, accepted_message_id,
-                                          accepted_traits, last_message_id, line)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?7)",
+                                          accepted_traits, last_message_id, line, source_hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?7, ?8)",
                 )
                 .map_err(err)?;
             let mut update_accepted = tx
                 .prepare(
                     "UPDATE records SET accepted_hash = ?2, accepted_at = ?3, accepted_message_id = ?4,
                        accepted_traits = ?5, last_message_id = ?4, last_error_code = NULL, last_error = NULL,
-                       last_status = NULL, failed_runs = 0, failed_hash = NULL, line = ?6
+                       last_status = NULL, failed_runs = 0, failed_hash = NULL, line = ?6, source_hash = ?7
                      WHERE id = ?1",
                 )
                 .map_err(err)?;
@@ -908,7 +940,8 @@ impl StateStore {
                                 now,
                                 record.message_id,
                                 traits,
-                                line
+                                line,
+                                record.source_hash as i64
                             ]),
                             None => insert_accepted.execute(params![
                                 record.key,
@@ -917,7 +950,8 @@ impl StateStore {
                                 now,
                                 record.message_id,
                                 traits,
-                                line
+                                line,
+                                record.source_hash as i64
                             ]),
                         }
                         .map_err(err)?;
@@ -1149,6 +1183,7 @@ mod tests {
             row,
             key: "u:1".into(),
             hash,
+            source_hash: hash + 100,
             message_id: message_id.into(),
             traits: r#"["email"]"#.into(),
             line: 2,
@@ -1161,6 +1196,7 @@ mod tests {
         OutboxEntryRef {
             key: "u:1",
             hash,
+            source_hash: 7,
             message_id,
             source: "f.csv",
             line: 2,
@@ -1204,7 +1240,8 @@ mod tests {
             "settled entries are not pending"
         );
         let known = known(&mut store);
-        assert_eq!((known.accepted_hash, known.failed), (Some(42), None));
+        assert_eq!((known.source_hash, known.failed), (Some(142), None));
+        assert_eq!(store.accepted_hash(known.row).unwrap(), Some(42));
         assert_eq!(store.accepted_traits(known.row).unwrap(), ["email"]);
         assert_eq!(
             store.accepted_message_id("u:1").unwrap().as_deref(),
@@ -1236,15 +1273,16 @@ mod tests {
         };
         store.apply(&[failure("m2"), failure("m3")]).unwrap();
         let k = known(&mut store);
-        assert_eq!((k.accepted_hash, k.failed), (Some(1), Some((2, 2))));
+        assert_eq!((k.source_hash, k.failed), (Some(101), Some((2, 2))));
+        assert_eq!(store.accepted_hash(k.row).unwrap(), Some(1));
         assert_eq!(store.failed(10).unwrap()[0].code, "http_status");
         store
             .apply(&[Change::Accepted(settled(row, "m4", 3))])
             .unwrap();
         let k = known(&mut store);
         assert_eq!(
-            (k.accepted_hash, k.failed),
-            (Some(3), None),
+            (k.source_hash, k.failed),
+            (Some(103), None),
             "a success clears failures"
         );
         assert_eq!(store.counts().unwrap().0, 1, "updates never add rows");
@@ -1261,8 +1299,8 @@ mod tests {
             ])
             .unwrap();
         assert_eq!(
-            known(&mut store).accepted_hash,
-            Some(2),
+            known(&mut store).source_hash,
+            Some(102),
             "the later one wins"
         );
         assert_eq!(store.counts().unwrap().0, 1, "the older row is gone");
@@ -1274,6 +1312,7 @@ mod tests {
         let entry = OutboxEntryRef {
             key: "a:x\"y",
             hash: u64::MAX,
+            source_hash: 3,
             message_id: "m",
             source: "dir/f.csv",
             line: 7,
@@ -1319,7 +1358,7 @@ mod tests {
         assert_eq!(index.len(), 1_000);
         for k in (1..=1_000u64).filter(|k| *k != 5) {
             let (slot, known) = index.get(key(k)).unwrap();
-            assert_eq!((known.accepted_hash, known.row), (Some(k), k as i64 + 10));
+            assert_eq!((known.source_hash, known.row), (Some(k), k as i64 + 10));
             assert_eq!(index.row_at(slot), Some(k as i64 + 10));
         }
         assert_eq!(index.get(key(5)).unwrap().1.row, 2_000);

@@ -35,6 +35,8 @@ pub(crate) struct StateRef {
     /// Its row, if the state already had the identity.
     pub row: Option<i64>,
     pub hash: u64,
+    /// Its source fingerprint (`Mapping::fingerprint`).
+    pub source_hash: u64,
     /// Top-level trait names, as a JSON array.
     pub traits: String,
 }
@@ -137,6 +139,7 @@ impl Tracker {
             row: state.row,
             key: identity_key(&identity),
             hash: state.hash,
+            source_hash: state.source_hash,
             message_id: outcome.message_id.to_owned(),
             traits: state.traits,
             line: at.line,

@@ -185,6 +185,10 @@ pub struct Mapping {
     /// prefixes: record keys outside the header must not collide with them.
     taken: HashSet<TraitPath>,
     taken_prefixes: HashSet<TraitPath>,
+    /// A hash of the whole resolved mapping (its mapping-file form), the
+    /// seed of every record's [`fingerprint`](Mapping::fingerprint): a changed
+    /// mapping changes every fingerprint.
+    fingerprint: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -366,7 +370,7 @@ impl Mapping {
             }
             taken.insert(path);
         }
-        Ok(Mapping {
+        let mut mapping = Mapping {
             columns: resolved,
             by_name,
             user_id,
@@ -378,7 +382,10 @@ impl Mapping {
             base,
             taken,
             taken_prefixes,
-        })
+            fingerprint: 0,
+        };
+        mapping.fingerprint = xxhash_rust::xxh3::xxh3_64(mapping.to_toml().as_bytes());
+        Ok(mapping)
     }
 
     /// The duplicate-identity policy (`[options] duplicates`), for the sync engine.
