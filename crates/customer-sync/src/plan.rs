@@ -55,7 +55,10 @@ pub(crate) struct TraitChanges {
 pub(crate) struct Planner {
     index: StateIndex,
     /// One bit per index entry: was the identity in this run's source?
-    seen: Vec<u64>,
+    /// Per index slot, the line the identity was first seen on in this
+    /// run's source (0: not seen); doubles as the duplicate check for
+    /// identities the state knows, at 4 bytes each.
+    first_lines: Vec<u32>,
     /// Outbox entries recovered at the start: key -> payload hash.
     recovered: HashMap<String, u64>,
     options: IncrementalOptions,
@@ -70,10 +73,10 @@ impl Planner {
         options: IncrementalOptions,
         null_policy: NullPolicy,
     ) -> Self {
-        let words = index.slots().div_ceil(64);
+        let slots = index.slots();
         Self {
             index,
-            seen: vec![0; words],
+            first_lines: vec![0; slots],
             recovered,
             options,
             null_policy,
@@ -81,14 +84,26 @@ impl Planner {
         }
     }
 
+    /// For an identity the state knows, marks it seen at `line` and returns
+    /// `Some(None)` the first time, `Some(Some(first_line))` when it was
+    /// seen before in this source; `None` for an identity the state does not know.
+    pub fn first_seen(&mut self, key: &str, line: u64) -> Option<Option<u64>> {
+        let (slot, _) = self.index.get(stable_hash(key.as_bytes()))?;
+        let first = &mut self.first_lines[slot];
+        if *first != 0 {
+            return Some(Some(u64::from(*first)));
+        }
+        *first = u32::try_from(line).unwrap_or(u32::MAX).max(1);
+        Some(None)
+    }
+
     /// Whether the record with identity `key` and source fingerprint
     /// `source_hash` is exactly what Segment last accepted, so it can be
-    /// skipped without being mapped. Marks the identity as seen either way.
+    /// skipped without being mapped.
     pub fn unchanged(&mut self, key: &str, source_hash: u64) -> bool {
-        let Some((slot, known)) = self.index.get(stable_hash(key.as_bytes())) else {
+        let Some((_, known)) = self.index.get(stable_hash(key.as_bytes())) else {
             return false;
         };
-        self.seen[slot / 64] |= 1 << (slot % 64);
         !self.options.full_resync
             && known.failed.is_none()
             && known.source_hash == Some(source_hash)
@@ -166,7 +181,7 @@ impl Planner {
     /// Rows of identities in the state that this run's source did not have.
     pub fn unseen(&self) -> Vec<i64> {
         (0..self.index.slots())
-            .filter(|p| self.seen[p / 64] & (1 << (p % 64)) == 0)
+            .filter(|p| self.first_lines[*p] == 0)
             .filter_map(|p| self.index.row_at(p))
             .collect()
     }

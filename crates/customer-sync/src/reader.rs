@@ -66,14 +66,21 @@ impl Reader<'_> {
     fn read_records(&mut self, source: &mut Source) -> Result<(), SyncError> {
         let tracker = self.tracker;
         let mut seen = SeenIdentities::default();
+        let mut new_in_sample = 0u64;
         let (progress, total_bytes) = (source.progress(), source.total_bytes());
         for item in source.by_ref() {
             if tracker.stop.is_stopped() {
                 break;
             }
             Counters::add(&tracker.counters.read);
-            if Counters::get(&tracker.counters.read) == SIZING_SAMPLE {
-                size_duplicate_table(&mut seen, &progress, total_bytes);
+            if Counters::get(&tracker.counters.read) == SIZING_SAMPLE + 1 {
+                // Sized for the new identities only: known ones use the state index.
+                let share = if self.planner.is_some() {
+                    new_in_sample as f64 / SIZING_SAMPLE as f64
+                } else {
+                    1.0
+                };
+                size_duplicate_table(&mut seen, &progress, total_bytes, share);
             }
             let record = match item {
                 Ok(record) => record,
@@ -87,10 +94,25 @@ impl Reader<'_> {
             let fingerprint = match self.planner.is_some() {
                 true => match self.mapping.fingerprint(&record) {
                     Ok((identity, source_hash)) => {
-                        if !self.accept_duplicate(&mut seen, &at, &identity) {
+                        let key = identity_key(&identity);
+                        // Identities the state knows are checked in its index;
+                        // only new ones take room in the duplicate table.
+                        let first_line = match self
+                            .planner
+                            .as_mut()
+                            .and_then(|p| p.first_seen(&key, at.line))
+                        {
+                            Some(first_line) => first_line,
+                            None => {
+                                new_in_sample += u64::from(
+                                    Counters::get(&tracker.counters.read) <= SIZING_SAMPLE,
+                                );
+                                seen.check(&identity, at.line)
+                            }
+                        };
+                        if !self.accept_duplicate(first_line, &at, &identity) {
                             continue;
                         }
-                        let key = identity_key(&identity);
                         if self
                             .planner
                             .as_mut()
@@ -115,8 +137,11 @@ impl Reader<'_> {
                     continue;
                 }
             };
-            if fingerprint.is_none() && !self.accept_duplicate(&mut seen, &at, &mapped.identity) {
-                continue;
+            if fingerprint.is_none() {
+                let first_line = seen.check(&mapped.identity, at.line);
+                if !self.accept_duplicate(first_line, &at, &mapped.identity) {
+                    continue;
+                }
             }
             let Some(send) = self.plan(&at, fingerprint.as_ref(), &mut mapped)? else {
                 continue;
@@ -130,13 +155,15 @@ impl Reader<'_> {
     }
 
     /// Applies the duplicate policy; `false` means the record is not sent.
+    /// Applies the duplicate policy to a record whose identity was first
+    /// seen on `first_line`, if it was; `false` means it is not sent.
     fn accept_duplicate(
         &self,
-        seen: &mut SeenIdentities,
+        first_line: Option<u64>,
         at: &Location,
         identity: &Identity,
     ) -> bool {
-        let Some(first_line) = seen.check(identity, at.line) else {
+        let Some(first_line) = first_line else {
             return true;
         };
         let tracker = self.tracker;
@@ -316,10 +343,11 @@ fn size_duplicate_table(
     seen: &mut SeenIdentities,
     progress: &ReadProgress,
     total_bytes: Option<u64>,
+    share: f64,
 ) {
     let read = progress.bytes_read();
     if let Some(total) = total_bytes.filter(|_| read > 0) {
-        let estimate = total as f64 / read as f64 * SIZING_SAMPLE as f64 * 1.05;
+        let estimate = total as f64 / read as f64 * SIZING_SAMPLE as f64 * share * 1.05;
         seen.reserve(estimate as usize);
     }
 }

@@ -374,3 +374,33 @@ async fn killed_at_any_point_a_rerun_delivers_everything_once_per_message_id() {
         "the kills left in-flight batches that were resent"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_are_found_among_known_and_new_identities_alike() {
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    let file = write(&dir, "customers.csv", &customers(0..3, email));
+    sync(&dir, &receiver, &file, &[]).await;
+
+    // u1 is known to the state, u7 is new; both appear twice.
+    let csv = "user_id,email,plan,notes\nu0,a@x.io,pro,n\nu1,b@x.io,pro,n\nu7,c@x.io,pro,n\nu1,d@x.io,pro,n\nu7,e@x.io,pro,n\n";
+    let file = write(&dir, "customers.csv", csv);
+    let (output, lines) = sync(&dir, &receiver, &file, &["--duplicates", "first"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let duplicates: Vec<_> = lines
+        .iter()
+        .filter(|l| l["reason"] == "duplicate_identity")
+        .map(|l| {
+            (
+                l["line"].as_u64().unwrap(),
+                l["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(duplicates.len(), 2, "{lines:?}");
+    assert_eq!(duplicates[0].0, 5);
+    assert!(duplicates[0].1.contains("line 3"), "{duplicates:?}");
+    assert_eq!(duplicates[1].0, 6);
+    assert!(duplicates[1].1.contains("line 4"), "{duplicates:?}");
+    assert_eq!(count(summary(&lines), "duplicates"), 2);
+}
