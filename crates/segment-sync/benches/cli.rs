@@ -97,6 +97,7 @@ fn main() {
         "with state, first run",
         &big,
         rows,
+        None,
         &first,
         &control.stats(),
     );
@@ -120,6 +121,7 @@ fn main() {
         "with state, second run, 1% changed",
         &changed,
         changed_rows(rows),
+        Some(TARGET_SECOND_RUN_CPU_SECONDS),
         &second,
         &control.stats(),
     );
