@@ -7,7 +7,7 @@ use segment_client::{IdentifyParams, Identity, UserTraits};
 
 use super::convert::convert;
 use super::infer::display;
-use super::{Action, Mapping, NullPolicy, Rule, UnmappedPolicy, default_rule};
+use super::{Action, Column, Mapping, NullPolicy, Rule, UnmappedPolicy, default_rule};
 use crate::{Field, FieldValue, Record, RecordError, RecordErrorKind};
 
 /// One record, mapped: who it is about and the traits to send.
@@ -63,13 +63,7 @@ impl Mapping {
         let mut user_id = Slot::Absent;
         let mut anonymous_id = Slot::Absent;
         for (i, field) in record.fields.iter().enumerate() {
-            // Same position and name as the header: the common case for CSV,
-            // one string comparison instead of a hash lookup.
-            let column = match self.columns.get(i) {
-                Some(c) if *c.name == *field.name => Some(c),
-                _ => self.by_name.get(&*field.name).map(|&j| &self.columns[j]),
-            };
-            let Some(column) = column else {
+            let Some(column) = self.column(i, field) else {
                 self.apply_unknown(record, field, &mut traits)?;
                 continue;
             };
@@ -83,15 +77,7 @@ impl Mapping {
                 put(record, field, rule, &mut traits)?;
             }
         }
-        let identity = match (user_id, anonymous_id) {
-            (Slot::Value(user_id), Slot::Value(anonymous_id)) => Identity::Both {
-                user_id,
-                anonymous_id,
-            },
-            (Slot::Value(id), _) => Identity::UserId(id),
-            (_, Slot::Value(id)) => Identity::AnonymousId(id),
-            (user, anonymous) => return Err(self.missing_identity(record, user, anonymous)),
-        };
+        let identity = self.identity(record, user_id, anonymous_id)?;
         Ok(MappedCustomer { identity, traits })
     }
 
@@ -108,10 +94,7 @@ impl Mapping {
         let mut anonymous_id = Slot::Absent;
         let mut sum = self.fingerprint;
         for (i, field) in record.fields.iter().enumerate() {
-            let column = match self.columns.get(i) {
-                Some(c) if *c.name == *field.name => Some(c),
-                _ => self.by_name.get(&*field.name).map(|&j| &self.columns[j]),
-            };
+            let column = self.column(i, field);
             match column {
                 Some(column) => {
                     if column.user_id {
@@ -130,7 +113,27 @@ impl Mapping {
             // A sum of per-field hashes does not depend on column order.
             sum = sum.wrapping_add(field_hash(field));
         }
-        let identity = match (user_id, anonymous_id) {
+        let identity = self.identity(record, user_id, anonymous_id)?;
+        Ok((identity, sum))
+    }
+
+    /// The column rule for the `i`th field: by position when the record
+    /// follows the header (the common case for CSV, one string comparison),
+    /// else by name.
+    fn column(&self, i: usize, field: &Field) -> Option<&Column> {
+        match self.columns.get(i) {
+            Some(c) if *c.name == *field.name => Some(c),
+            _ => self.by_name.get(&*field.name).map(|&j| &self.columns[j]),
+        }
+    }
+
+    fn identity(
+        &self,
+        record: &Record,
+        user_id: Slot,
+        anonymous_id: Slot,
+    ) -> Result<Identity, RecordError> {
+        Ok(match (user_id, anonymous_id) {
             (Slot::Value(user_id), Slot::Value(anonymous_id)) => Identity::Both {
                 user_id,
                 anonymous_id,
@@ -138,8 +141,7 @@ impl Mapping {
             (Slot::Value(id), _) => Identity::UserId(id),
             (_, Slot::Value(id)) => Identity::AnonymousId(id),
             (user, anonymous) => return Err(self.missing_identity(record, user, anonymous)),
-        };
-        Ok((identity, sum))
+        })
     }
 
     /// A record key the header did not have (NDJSON): the unmapped policy
