@@ -350,36 +350,12 @@ mod tests {
 
     use serde_json::json;
 
-    use crate::FieldValue;
-    use crate::source::{MAX_RECORD_BYTES, Source, SourceError, SourceFormat};
+    use crate::source::{MAX_RECORD_BYTES, Source, SourceError, SourceFormat, read_json_items};
 
     type Item = Result<(u64, serde_json::Value), (u64, String)>;
 
     fn read_all(data: impl AsRef<[u8]>) -> (Vec<Item>, Option<SourceError>) {
-        let mut source = Source::from_reader(
-            "t.json",
-            SourceFormat::JsonArray,
-            Cursor::new(data.as_ref().to_vec()),
-        )
-        .unwrap();
-        let items = source
-            .by_ref()
-            .map(|item| match item {
-                Ok(record) => {
-                    let object = record
-                        .fields
-                        .iter()
-                        .map(|f| match &f.value {
-                            FieldValue::Json(value) => (f.name.to_string(), value.clone()),
-                            FieldValue::Text(text) => panic!("JSON gave text {text}"),
-                        })
-                        .collect();
-                    Ok((record.location.line, serde_json::Value::Object(object)))
-                }
-                Err(err) => Err((err.location.line, err.message)),
-            })
-            .collect();
-        (items, source.take_fatal())
+        read_json_items("t.json", SourceFormat::JsonArray, data.as_ref())
     }
 
     fn read_ok(data: &str) -> Vec<Item> {

@@ -378,6 +378,38 @@ fn count_newlines(bytes: &[u8]) -> u64 {
     bytes.iter().filter(|&&b| b == b'\n').count() as u64
 }
 
+/// Reads JSON-format test input into (line, object) items or (line, message)
+/// errors, plus the fatal error if one ended it; shared by the format tests.
+#[cfg(test)]
+pub(crate) fn read_json_items(
+    name: &str,
+    format: SourceFormat,
+    data: &[u8],
+) -> (
+    Vec<Result<(u64, serde_json::Value), (u64, String)>>,
+    Option<SourceError>,
+) {
+    let mut source = Source::from_reader(name, format, io::Cursor::new(data.to_vec())).unwrap();
+    let items = source
+        .by_ref()
+        .map(|item| match item {
+            Ok(record) => {
+                let object = record
+                    .fields
+                    .iter()
+                    .map(|f| match &f.value {
+                        crate::FieldValue::Json(value) => (f.name.to_string(), value.clone()),
+                        crate::FieldValue::Text(text) => panic!("{format:?} gave text {text}"),
+                    })
+                    .collect();
+                Ok((record.location.line, serde_json::Value::Object(object)))
+            }
+            Err(err) => Err((err.location.line, err.message)),
+        })
+        .collect();
+    (items, source.take_fatal())
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Cursor;

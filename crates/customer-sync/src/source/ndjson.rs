@@ -94,36 +94,13 @@ mod tests {
 
     use serde_json::json;
 
-    use crate::FieldValue;
-    use crate::source::{MAX_RECORD_BYTES, Source, SourceFormat};
+    use crate::source::{MAX_RECORD_BYTES, Source, SourceFormat, read_json_items};
 
     type Item = Result<(u64, serde_json::Value), (u64, String)>;
 
     fn read_all(data: impl AsRef<[u8]>) -> Vec<Item> {
-        let mut source = Source::from_reader(
-            "t.ndjson",
-            SourceFormat::Ndjson,
-            Cursor::new(data.as_ref().to_vec()),
-        )
-        .unwrap();
-        let items = source
-            .by_ref()
-            .map(|item| match item {
-                Ok(record) => {
-                    let object = record
-                        .fields
-                        .iter()
-                        .map(|f| match &f.value {
-                            FieldValue::Json(value) => (f.name.to_string(), value.clone()),
-                            FieldValue::Text(text) => panic!("NDJSON gave text {text}"),
-                        })
-                        .collect();
-                    Ok((record.location.line, serde_json::Value::Object(object)))
-                }
-                Err(err) => Err((err.location.line, err.message)),
-            })
-            .collect();
-        assert!(source.take_fatal().is_none());
+        let (items, fatal) = read_json_items("t.ndjson", SourceFormat::Ndjson, data.as_ref());
+        assert!(fatal.is_none());
         items
     }
 
