@@ -378,6 +378,10 @@ fn count_newlines(bytes: &[u8]) -> u64 {
     bytes.iter().filter(|&&b| b == b'\n').count() as u64
 }
 
+/// A JSON test record as (line, object), or an error as (line, message).
+#[cfg(test)]
+pub(crate) type JsonItem = Result<(u64, serde_json::Value), (u64, String)>;
+
 /// Reads JSON-format test input into (line, object) items or (line, message)
 /// errors, plus the fatal error if one ended it; shared by the format tests.
 #[cfg(test)]
@@ -385,10 +389,7 @@ pub(crate) fn read_json_items(
     name: &str,
     format: SourceFormat,
     data: &[u8],
-) -> (
-    Vec<Result<(u64, serde_json::Value), (u64, String)>>,
-    Option<SourceError>,
-) {
+) -> (Vec<JsonItem>, Option<SourceError>) {
     let mut source = Source::from_reader(name, format, io::Cursor::new(data.to_vec())).unwrap();
     let items = source
         .by_ref()
