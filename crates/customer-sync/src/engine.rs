@@ -9,37 +9,24 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use segment_client::{HttpClient, HttpClientBuilder, PreparedEvent, SegmentError};
+use segment_client::{HttpClientBuilder, SegmentError};
 
 use crate::mapping::{DuplicatePolicy, Mapping};
 use crate::plan::{IncrementalOptions, Planner};
-use crate::reader::Reader;
-use crate::record::{Location, RecordError, RecordErrorKind};
+use crate::reader::{LastRows, Reader};
 use crate::report::{Counters, ReportWriter, RunReport};
 use crate::source::{ReadProgress, Source, SourceError};
 use crate::state::{Pending, StateError, StateStore};
-use crate::tracker::{InFlightRecord, StateRef, Tracker, lock};
+pub use crate::stop::StopSignal;
+use crate::tracker::{Tracker, lock};
 
-/// Tells a running sync to stop reading; cheap to clone, safe to call from a signal handler task.
-#[derive(Debug, Clone, Default)]
-pub struct StopSignal(Arc<AtomicBool>);
-
-impl StopSignal {
-    /// Asks the run to stop reading and flush what it queued.
-    pub fn stop(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether a stop was asked for.
-    pub fn is_stopped(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
+/// How often outcomes are committed to the state while the reader waits
+/// on a full queue, so a kill loses at most this much of Segment's answers.
+const COMMIT_EVERY: Duration = Duration::from_millis(250);
 
 /// What a progress display reads while a run goes on.
 #[derive(Debug, Clone)]
@@ -64,7 +51,7 @@ pub struct SyncError {
 }
 
 impl SyncError {
-    fn new(message: impl Into<String>, hint: Option<&str>) -> Self {
+    pub(crate) fn new(message: impl Into<String>, hint: Option<&str>) -> Self {
         Self {
             message: message.into(),
             hint: hint.map(str::to_owned),
@@ -94,10 +81,11 @@ impl From<SourceError> for SyncError {
 
 impl From<StateError> for SyncError {
     fn from(error: StateError) -> Self {
-        let mut err = SyncError::new(
-            error.to_string(),
-            Some("check --state and --name; `segment-sync reset` starts over"),
-        );
+        let hint = error
+            .hint()
+            .unwrap_or("check --state and --name; `segment-sync reset` starts over")
+            .to_owned();
+        let mut err = SyncError::new(error.to_string(), Some(&hint));
         err.source = Some(Box::new(error));
         err
     }
@@ -229,43 +217,25 @@ impl SyncRun {
     pub async fn run(self) -> Result<RunReport, SyncError> {
         let started_at = Utc::now();
         let started = Instant::now();
+        let source_name = self.source.name().to_owned();
         let report_writer = match &self.options.report {
             Some(path) => ReportWriter::create(path).map_err(|e| {
-                let mut err = SyncError::new(
-                    format!("cannot create the report {}: {e}", path.display()),
-                    None,
-                );
+                let mut err =
+                    SyncError::new(format!("cannot create the report {}", path.display()), None);
                 err.source = Some(Box::new(e));
                 err
             })?,
             None => ReportWriter::none(),
         };
-        // The state is opened before the client, so a state problem stops the
-        // run before anything is sent.
+        // The state is opened (and locked) before the client, so a state
+        // problem stops the run before anything is sent.
         let writes_state = !self.options.dry_run;
-        let mut state = match &self.options.state {
+        let (state, scan) = match &self.options.state {
             Some(options) => {
-                let mut store = StateStore::open(&options.dir, &options.name)?;
-                let index = store.index()?;
-                let outbox = if writes_state {
-                    store.pending(&index)?
-                } else {
-                    Vec::new()
-                };
-                let run_id = if writes_state {
-                    Some(store.begin_run(self.source.name())?)
-                } else {
-                    None
-                };
-                Some(RunState {
-                    store: Arc::new(Mutex::new(store)),
-                    index: Some(index),
-                    outbox,
-                    run_id,
-                    options: options.incremental.clone(),
-                })
+                let (state, scan) = open_state(options, writes_state, &source_name)?;
+                (Some(state), scan)
             }
-            None => None,
+            None => (None, Default::default()),
         };
         let tracker = Arc::new(Tracker {
             counters: Arc::clone(&self.counters),
@@ -278,27 +248,34 @@ impl SyncRun {
             changes: (state.is_some() && writes_state).then(Mutex::default),
             stop: self.stop.clone(),
         });
+        if scan.torn > 0 {
+            tracker.write(|w| w.outbox_torn(scan.torn));
+        }
+        self.counters
+            .superseded
+            .store(scan.superseded, std::sync::atomic::Ordering::Relaxed);
         let hook = Arc::clone(&tracker);
         let client = self
             .client
             .on_outcome(move |outcome| hook.settle(outcome))
             .build()?;
 
-        let recovery = match &mut state {
-            Some(state) => {
-                recover_outbox(std::mem::take(&mut state.outbox), &client, &tracker).await
-            }
-            None => Recovery::default(),
-        };
-        let recovery_complete = !recovery.interrupted;
+        let mut state = state;
         let planner = state.as_mut().map(|state| {
             let index = state.index.take().unwrap_or_default();
-            Planner::new(
+            let pending: HashMap<String, Pending> = std::mem::take(&mut state.pending)
+                .into_iter()
+                .map(|p| (p.entry.key.clone(), p))
+                .collect();
+            let superseded_before = scan.superseded;
+            let mut planner = Planner::new(
                 index,
-                recovery.hashes,
+                pending,
                 state.options.clone(),
                 self.mapping.null_policy(),
-            )
+            );
+            planner.superseded = superseded_before;
+            planner
         });
         let store = state.as_ref().map(|state| Arc::clone(&state.store));
         let duplicates = self
@@ -309,6 +286,17 @@ impl SyncRun {
             let (client, tracker, store) = (client.clone(), Arc::clone(&tracker), store.clone());
             let (source, mapping) = (self.source, self.mapping);
             tokio::task::spawn_blocking(move || {
+                // `last` needs to know, at each row, whether a later row has
+                // the same identity: a file is read once before the run to
+                // find out. Memory stays bounded (only repeated identities
+                // are kept); stdin cannot be read twice.
+                let last_rows = match (duplicates, source.reopen()) {
+                    (DuplicatePolicy::Last, Some(Ok(again))) => {
+                        Some(LastRows::scan(again, &mapping)?)
+                    }
+                    (DuplicatePolicy::Last, Some(Err(error))) => return Err(error.into()),
+                    _ => None,
+                };
                 let mut reader = Reader {
                     client: &client,
                     tracker: &tracker,
@@ -316,13 +304,14 @@ impl SyncRun {
                     store: store.as_deref(),
                     planner,
                     duplicates,
+                    last_rows,
                     chunk: Vec::new(),
                 };
                 let result = reader.read_all(source);
-                (result, reader.planner)
+                Ok((result, reader.planner))
             })
         };
-        let waited = wait_for_reader(reader, &self.stop).await;
+        let waited = wait_for_reader(reader, &self.stop, store.as_deref(), &tracker).await;
 
         // Outcomes arrive through the hook; the close's own report adds
         // nothing new. A stop during the close cuts it to the shutdown timeout.
@@ -343,16 +332,16 @@ impl SyncRun {
                 ),
             },
         };
-        // Everything written to the outbox settled: nothing to recover later.
-        let all_settled =
-            !tracker.has_in_flight() && recovery_complete && !stopped && read_result.is_ok();
         tracker.settle_pending(close_error.as_ref());
+        // Everything written to the outbox settled, and the source was read
+        // to its end (so no entry waits for its record): nothing to recover later.
+        let all_settled = tracker.all_settled() && !stopped && read_result.is_ok();
 
         let mut removed = 0;
         let mut state_error = None;
         if let Some(store) = &store {
             let mut store = lock(store);
-            // Commit the outcomes that arrived since the reader's last chunk.
+            // Commit the outcomes that arrived since the last commit.
             let committed = store.apply(&tracker.take_changes());
             let cleared = committed.and_then(|()| match all_settled && writes_state {
                 true => store.clear_outbox(),
@@ -373,8 +362,8 @@ impl SyncRun {
             }
         }
         let traits = planner.as_ref().map(|p| p.traits).unwrap_or_default();
-        let mut report = tracker.summary(RunReport {
-            source: String::new(),
+        let report = tracker.summary(RunReport {
+            source: source_name,
             dry_run: self.options.dry_run,
             started_at,
             duration_secs: started.elapsed().as_secs_f64(),
@@ -385,6 +374,9 @@ impl SyncRun {
             skipped: 0,
             given_up: 0,
             recovered: 0,
+            recovered_not_in_source: 0,
+            superseded: 0,
+            outbox_torn: scan.torn,
             removed,
             delivered: 0,
             failed: 0,
@@ -396,10 +388,6 @@ impl SyncRun {
             invalid_by_reason: BTreeMap::new(),
             failed_by_reason: BTreeMap::new(),
         });
-        if let Ok(name) = &read_result {
-            report.source.clone_from(name);
-        }
-        debug_assert!(report.adds_up(), "{report:?}");
         if let (Some(state), None) = (&state, &state_error)
             && let Some(run_id) = state.run_id
             && let Err(e) = lock(&state.store).finish_run(run_id, &report)
@@ -424,108 +412,110 @@ impl SyncRun {
             return Err(with_report(e.into()));
         }
         if let Some(e) = report_io {
+            let mut err = SyncError::new("cannot write the report", None);
+            err.source = Some(Box::new(e));
+            return Err(with_report(err));
+        }
+        if !report.adds_up() {
+            // A bug, but never a silent one: the run does not report success.
             return Err(with_report(SyncError::new(
-                format!("cannot write the report: {e}"),
-                None,
+                format!("internal error: the run's counts do not add up ({report:?})"),
+                Some("please report this bug; run again to finish the sync"),
             )));
         }
         Ok(report)
     }
 }
 
+/// Opens the state for a run: the lock, the index, and (unless it is a dry
+/// run) what earlier runs left in the outbox.
+fn open_state(
+    options: &StateOptions,
+    writes_state: bool,
+    source_name: &str,
+) -> Result<(RunState, crate::state::OutboxScan), SyncError> {
+    let mut store = StateStore::open(&options.dir, &options.name)?;
+    let index = store.index()?;
+    let mut scan = if writes_state {
+        store.pending(&index)?
+    } else {
+        Default::default()
+    };
+    let run_id = if writes_state {
+        Some(store.begin_run(source_name)?)
+    } else {
+        None
+    };
+    let pending = std::mem::take(&mut scan.pending);
+    Ok((
+        RunState {
+            store: Arc::new(Mutex::new(store)),
+            index: Some(index),
+            pending,
+            run_id,
+            options: options.incremental.clone(),
+        },
+        scan,
+    ))
+}
+
 /// The state of a run that has one.
 struct RunState {
     store: Arc<Mutex<StateStore>>,
     index: Option<crate::state::StateIndex>,
-    outbox: Vec<Pending>,
+    /// What earlier runs left in flight, handed to the planner.
+    pending: Vec<Pending>,
     run_id: Option<i64>,
     options: IncrementalOptions,
 }
 
-/// Queues again what an earlier run left in the outbox: the stored events,
-/// unchanged, so Segment drops any copy it already has. Returns the
-/// recovered payload hash per identity key.
-async fn recover_outbox(outbox: Vec<Pending>, client: &HttpClient, tracker: &Tracker) -> Recovery {
-    let mut recovery = Recovery::default();
-    for Pending { entry, row } in outbox {
-        let at = Location::new(entry.source.as_str(), entry.line);
-        let event = match PreparedEvent::from_json(entry.event) {
-            Ok(event) => event,
-            Err(error) => {
-                let message = format!("the stored outbox entry is unreadable: {error}");
-                tracker.invalid(&RecordError::new(at, RecordErrorKind::Malformed, message));
-                continue;
-            }
-        };
-        let message_id = event.message_id().to_owned();
-        let state = StateRef {
-            row,
-            hash: entry.hash,
-            source_hash: entry.source_hash,
-            traits: entry.traits,
-        };
-        tracker.track(
-            &message_id,
-            InFlightRecord {
-                at,
-                identity: event.identity().clone(),
-                state: Some(state),
-            },
-        );
-        if client.queue_prepared(event).await.is_err() {
-            // Closed already (a stop): it stays in the outbox for the next run.
-            tracker.untrack(&message_id);
-            recovery.interrupted = true;
-            break;
-        }
-        Counters::add(&tracker.counters.recovered);
-        recovery.hashes.insert(entry.key, entry.hash);
-    }
-    recovery
-}
-
-/// What the recovery of an earlier run's outbox queued.
-#[derive(Default)]
-struct Recovery {
-    /// Payload hash per identity key.
-    hashes: HashMap<String, u64>,
-    /// Whether it stopped before queueing every entry.
-    interrupted: bool,
-}
-
 type ReaderResult = (Result<String, SyncError>, Option<Planner>);
 
-/// Waits for the reader, but not past a stop: a reader blocked on a full
-/// queue is handed back, to be joined once the client's close unblocks it.
+/// Waits for the reader, committing the outcomes that arrive meanwhile, but
+/// not past a stop: a reader blocked on a full queue is handed back, to be
+/// joined once the client's close unblocks it.
 async fn wait_for_reader(
-    mut reader: tokio::task::JoinHandle<ReaderResult>,
+    mut reader: tokio::task::JoinHandle<Result<ReaderResult, SyncError>>,
     stop: &StopSignal,
-) -> Result<ReaderResult, tokio::task::JoinHandle<ReaderResult>> {
+    store: Option<&Mutex<StateStore>>,
+    tracker: &Tracker,
+) -> Result<ReaderResult, tokio::task::JoinHandle<Result<ReaderResult, SyncError>>> {
+    let mut commit = tokio::time::interval(COMMIT_EVERY);
     loop {
         tokio::select! {
             joined = &mut reader => return Ok(joined_result(joined)),
-            () = tokio::time::sleep(Duration::from_millis(100)) => {
-                if stop.is_stopped() {
-                    return Err(reader);
+            () = stop.stopped() => return Err(reader),
+            _ = commit.tick() => {
+                if let Some(store) = store {
+                    let changes = tracker.take_changes();
+                    if let Err(error) = lock(store).apply(&changes) {
+                        // Kept for the end of the run, which reports it.
+                        if let Some(pending) = &tracker.changes {
+                            lock(pending).splice(0..0, changes);
+                        }
+                        drop(error);
+                    }
                 }
             }
         }
     }
 }
 
-/// Resolves `timeout` after a stop is asked for (or at once past it).
+/// Resolves `timeout` after a stop is asked for.
 async fn shutdown_deadline(stop: &StopSignal, timeout: Duration) {
-    while !stop.is_stopped() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    stop.stopped().await;
     tokio::time::sleep(timeout).await;
 }
 
-fn joined_result(joined: Result<ReaderResult, tokio::task::JoinError>) -> ReaderResult {
-    joined.unwrap_or_else(|e| {
-        (
+fn joined_result(
+    joined: Result<Result<ReaderResult, SyncError>, tokio::task::JoinError>,
+) -> ReaderResult {
+    match joined {
+        Ok(Ok(done)) => done,
+        Ok(Err(error)) => (Err(error), None),
+        Err(e) => (
             Err(SyncError::new(format!("the reader stopped: {e}"), None)),
             None,
-        )
-    })
+        ),
+    }
 }

@@ -14,6 +14,7 @@ mod record;
 mod report;
 pub mod source;
 pub mod state;
+mod stop;
 mod tracker;
 
 pub use engine::{StateOptions, StopSignal, SyncError, SyncOptions, SyncProgress, SyncRun};

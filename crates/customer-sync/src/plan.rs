@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::mapping::{MappedCustomer, NullPolicy};
-use crate::state::{StateError, StateIndex, StateStore, payload_hash, stable_hash};
+use crate::state::{Pending, StateError, StateIndex, StateStore, payload_hash, stable_hash};
 
 /// How a run treats the stored state.
 #[derive(Debug, Clone)]
@@ -31,7 +31,7 @@ impl Default for IncrementalOptions {
 }
 
 /// What to do with one record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Decision {
     /// Send it; `hash` is its payload hash, `row` its state row if it has one.
     Send { hash: u64, row: Option<i64> },
@@ -39,8 +39,9 @@ pub(crate) enum Decision {
     Skip,
     /// It failed in `runs` runs in a row and has not changed: not retried.
     GiveUp { runs: u32 },
-    /// An earlier run's outbox entry for this exact payload is already queued.
-    AlreadyQueued,
+    /// An earlier run left this exact payload in flight: send the stored
+    /// event again, under its first `messageId`.
+    Resend(Box<Pending>),
 }
 
 /// Trait-level accounting for the report.
@@ -59,8 +60,11 @@ pub(crate) struct Planner {
     /// run's source (0: not seen); doubles as the duplicate check for
     /// identities the state knows, at 4 bytes each.
     first_lines: Vec<u32>,
-    /// Outbox entries recovered at the start: key -> payload hash.
-    recovered: HashMap<String, u64>,
+    /// What earlier runs left in flight, by identity key; taken as the
+    /// source reaches each identity.
+    recovered: HashMap<String, Pending>,
+    /// Outbox entries dropped because the record changed since.
+    pub superseded: u64,
     options: IncrementalOptions,
     null_policy: NullPolicy,
     pub traits: TraitChanges,
@@ -69,7 +73,7 @@ pub(crate) struct Planner {
 impl Planner {
     pub fn new(
         index: StateIndex,
-        recovered: HashMap<String, u64>,
+        recovered: HashMap<String, Pending>,
         options: IncrementalOptions,
         null_policy: NullPolicy,
     ) -> Self {
@@ -78,6 +82,7 @@ impl Planner {
             index,
             first_lines: vec![0; slots],
             recovered,
+            superseded: 0,
             options,
             null_policy,
             traits: TraitChanges::default(),
@@ -113,24 +118,38 @@ impl Planner {
     /// Decides for a mapped `customer` that [`unchanged`](Self::unchanged)
     /// did not skip, adjusting its traits by the null policy against what
     /// Segment accepted last time.
+    ///
+    /// An earlier run's entry still in flight for this identity is resent
+    /// as it is when the payload is the same; otherwise it is superseded
+    /// (never sent again) and the record is sent whatever the state says,
+    /// since Segment may hold the superseded payload.
     pub fn decide(
         &mut self,
         store: &StateStore,
         key: &str,
         customer: &mut MappedCustomer,
     ) -> Result<Decision, StateError> {
-        let known = self
-            .index
-            .get(stable_hash(key.as_bytes()))
-            .map(|(_, known)| known);
         let mut hash = payload_hash(&customer.identity, &customer.traits);
+        let in_flight = self.recovered.remove(key);
+        // Segment may hold a superseded payload: the record must be sent.
+        let must_send = in_flight.is_some();
+        if let Some(pending) = in_flight {
+            if pending.entry.hash == hash {
+                return Ok(Decision::Resend(Box::new(pending)));
+            }
+            self.superseded += 1;
+        }
+        let known = match self.index.get(stable_hash(key.as_bytes())) {
+            // A key-hash hit is checked against the identity text: another
+            // identity with the same hash must never take this row.
+            Some((_, known)) if store.identity_of(known.row)?.as_deref() == Some(key) => {
+                Some(known)
+            }
+            _ => None,
+        };
         let row = known.map(|k| k.row);
         if self.options.full_resync {
             return Ok(Decision::Send { hash, row });
-        }
-        if self.recovered.get(key) == Some(&hash) {
-            self.recovered.remove(key);
-            return Ok(Decision::AlreadyQueued);
         }
         let Some(known) = known else {
             return Ok(Decision::Send { hash, row });
@@ -139,6 +158,9 @@ impl Planner {
         if accepted.is_some_and(|accepted| accepted != hash) {
             // Changed: compare trait by trait with what Segment has.
             hash = self.apply_null_policy(store, known.row, customer)?;
+        }
+        if must_send {
+            return Ok(Decision::Send { hash, row });
         }
         if let Some((failed_hash, runs)) = known.failed
             && failed_hash == hash
@@ -176,6 +198,14 @@ impl Planner {
             }
         }
         Ok(payload_hash(&customer.identity, &customer.traits))
+    }
+
+    /// The entries earlier runs left in flight whose identity this source
+    /// did not have, oldest first; for the end of a complete read.
+    pub fn take_unmatched(&mut self) -> Vec<Pending> {
+        let mut left: Vec<Pending> = std::mem::take(&mut self.recovered).into_values().collect();
+        left.sort_by_key(|p| p.order);
+        left
     }
 
     /// Rows of identities in the state that this run's source did not have.

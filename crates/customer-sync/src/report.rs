@@ -20,8 +20,9 @@ use crate::record::{Location, RecordError};
 
 /// The summary of one sync run.
 ///
-/// The counts always add up: `read = valid + invalid + skipped + given_up`
-/// and `valid + recovered = delivered + failed + pending`.
+/// The counts always add up (see [`adds_up`](RunReport::adds_up)):
+/// `read = valid + invalid + skipped + given_up` and
+/// `valid + recovered_not_in_source = delivered + failed + pending`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct RunReport {
@@ -39,15 +40,29 @@ pub struct RunReport {
     pub valid: u64,
     /// Records refused before sending (malformed, unmappable, invalid).
     pub invalid: u64,
-    /// Records whose identity appeared earlier in the same input.
+    /// Rows not sent because another row has the same identity (under
+    /// `--duplicates last`, every row but the last; under `first`, every row
+    /// but the first, counted as invalid too).
     pub duplicates: u64,
-    /// Records unchanged since Segment accepted them (not sent).
+    /// Records not sent because nothing needs sending: unchanged since
+    /// Segment accepted them, or a row superseded by a later row of the same
+    /// identity (`--duplicates last`).
     pub skipped: u64,
     /// Unchanged records that failed in too many runs in a row (not sent).
     pub given_up: u64,
-    /// Records an earlier, unfinished run left in the outbox, sent again with
-    /// their first `messageId`.
+    /// Outbox entries an earlier, unfinished run left in flight, sent again
+    /// with their first `messageId` (a record read again with the same
+    /// payload is resent this way, and counts as valid too).
     pub recovered: u64,
+    /// Of `recovered`, the entries for identities this source no longer has
+    /// (sent at the end of a complete read; not part of `read`).
+    pub recovered_not_in_source: u64,
+    /// Older outbox entries of an identity with a newer one (or a changed
+    /// record): dropped, never sent again.
+    pub superseded: u64,
+    /// Outbox lines cut short by a crash, skipped (their records are read
+    /// and sent again from the source).
+    pub outbox_torn: u64,
     /// Identities in the state that this source no longer has (nothing is sent for them).
     pub removed: u64,
     /// Records Segment accepted (2xx).
@@ -80,10 +95,16 @@ impl RunReport {
             && !self.interrupted
     }
 
-    /// Whether the counts add up; a run that breaks this has a bug.
+    /// Whether the counts add up: every record read is valid, invalid,
+    /// skipped or given up, and every event queued (valid, plus outbox entries
+    /// resent for records not in the source) is delivered, failed or pending.
+    /// A run that breaks this has a bug; the sync engine refuses to report
+    /// success for it.
     pub fn adds_up(&self) -> bool {
         self.read == self.valid + self.invalid + self.skipped + self.given_up
-            && self.valid + self.recovered == self.delivered + self.failed + self.pending
+            && self.valid + self.recovered_not_in_source
+                == self.delivered + self.failed + self.pending
+            && self.recovered_not_in_source <= self.recovered
     }
 }
 
@@ -104,6 +125,12 @@ pub struct Counters {
     pub given_up: AtomicU64,
     /// Outbox entries from an earlier run, queued again.
     pub recovered: AtomicU64,
+    /// Of those, entries for identities not in this source.
+    pub recovered_not_in_source: AtomicU64,
+    /// Outbox entries dropped because a newer one supersedes them.
+    pub superseded: AtomicU64,
+    /// Records queued (or written to the outbox) that did not settle.
+    pub pending: AtomicU64,
     /// Records delivered.
     pub delivered: AtomicU64,
     /// Records failed.
@@ -137,6 +164,7 @@ struct RecordLine<'a> {
     status: Option<u16>,
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "other_line")]
     first_line: Option<u64>,
 }
 
@@ -190,7 +218,8 @@ impl ReportWriter {
         })
     }
 
-    /// Records a duplicate identity (sent anyway under the `last` policy).
+    /// Records a row not sent under the `last` policy: a later row, on
+    /// `last_line`, has the same identity and is the one sent.
     ///
     /// # Errors
     /// If the report file cannot be written.
@@ -198,8 +227,11 @@ impl ReportWriter {
         &mut self,
         at: &Location,
         identity: &Identity,
-        first_line: u64,
+        last_line: u64,
     ) -> io::Result<()> {
+        let message = format!(
+            "the same identity is on line {last_line}; only the last row of an identity is sent"
+        );
         self.write_line(&RecordLine {
             r#type: "duplicate",
             source: &at.source,
@@ -209,8 +241,26 @@ impl ReportWriter {
             field: None,
             reason: "duplicate_identity",
             status: None,
-            message: "the same identity appears earlier in this input; both were sent in order, so the later values win",
-            first_line: Some(first_line),
+            message: &message,
+            first_line: Some(last_line),
+        })
+    }
+
+    /// Records outbox lines cut short by a crash and skipped.
+    ///
+    /// # Errors
+    /// If the report file cannot be written.
+    pub fn outbox_torn(&mut self, count: u64) -> io::Result<()> {
+        #[derive(Serialize)]
+        struct Torn {
+            r#type: &'static str,
+            count: u64,
+            message: &'static str,
+        }
+        self.write_line(&Torn {
+            r#type: "outbox_torn",
+            count,
+            message: "outbox lines cut short by a crash were skipped; their records are read from the source again",
         })
     }
 

@@ -59,7 +59,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -105,19 +105,55 @@ const MIGRATIONS: &[&str] = &["
 pub struct StateError {
     path: String,
     message: String,
+    hint: Option<String>,
     #[source]
-    source: Option<rusqlite::Error>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
+/// The hint for a state that exists but cannot be used.
+const RESET_HINT: &str = "`segment-sync reset --name NAME` deletes this state and starts over (the next run sends every record again)";
+
 impl StateError {
-    fn sql(path: &Path, what: &str, error: rusqlite::Error) -> Self {
+    fn new(path: &Path, message: impl Into<String>) -> Self {
         Self {
             path: path.display().to_string(),
-            message: format!("{what}: {error}"),
-            source: Some(error),
+            message: message.into(),
+            hint: None,
+            source: None,
         }
     }
+
+    fn io(path: &Path, what: &str, error: std::io::Error) -> Self {
+        Self {
+            source: Some(Box::new(error)),
+            ..Self::new(path, what)
+        }
+    }
+
+    fn sql(path: &Path, what: &str, error: rusqlite::Error) -> Self {
+        Self {
+            source: Some(Box::new(error)),
+            ..Self::new(path, what)
+        }
+    }
+
+    fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// A line of advice for the user, if there is one.
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+
+    /// Whether another process holds the state's lock.
+    pub fn is_locked(&self) -> bool {
+        self.message.starts_with(LOCKED)
+    }
 }
+
+const LOCKED: &str = "in use by another segment-sync";
 
 /// The key a record is stored under: its userId, or its anonymousId.
 pub fn identity_key(identity: &Identity) -> String {
@@ -295,6 +331,12 @@ impl OutboxEntryRef<'_> {
 impl OutboxEntry {
     /// Parses one line written by [`OutboxEntryRef::write_line`].
     pub fn parse(line: &str) -> Option<OutboxEntry> {
+        Self::parse_bytes(line.as_bytes())
+    }
+
+    /// Parses one line written by [`OutboxEntryRef::write_line`], as bytes
+    /// (a torn line may not be valid UTF-8).
+    pub fn parse_bytes(line: &[u8]) -> Option<OutboxEntry> {
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Line<'a> {
@@ -309,7 +351,7 @@ impl OutboxEntry {
             #[serde(borrow)]
             event: &'a serde_json::value::RawValue,
         }
-        let parsed: Line<'_> = serde_json::from_str(line).ok()?;
+        let parsed: Line<'_> = serde_json::from_slice(line).ok()?;
         Some(OutboxEntry {
             key: parsed.key,
             hash: parsed.hash,
@@ -363,6 +405,22 @@ impl StateIndex {
         }
     }
 
+    /// Doubles the table (more rows than it was sized for).
+    fn grow(&mut self) {
+        let old = std::mem::replace(self, Self::with_capacity(self.keys.len().max(8) * 2));
+        for slot in 0..old.keys.len() {
+            if old.keys[slot] != 0 {
+                let at = self.find(old.keys[slot]);
+                self.keys[at] = old.keys[slot];
+                self.accepted[at] = old.accepted[slot];
+                self.rows[at] = old.rows[slot];
+                self.len += 1;
+            }
+        }
+        self.ambiguous = old.ambiguous;
+        self.failed = old.failed;
+    }
+
     fn slot(&self, key: u64) -> usize {
         // Multiply-shift: a table of any size, not only powers of two.
         ((u128::from(key) * self.keys.len() as u128) >> 64) as usize
@@ -383,6 +441,10 @@ impl StateIndex {
         if key == 0 {
             self.ambiguous.insert(key);
             return None;
+        }
+        // Never full: a full table would make `find` search forever.
+        if (self.len + 1) * 8 > self.keys.len() * 7 {
+            self.grow();
         }
         let slot = self.find(key);
         if self.keys[slot] == key {
@@ -445,6 +507,19 @@ pub struct Pending {
     pub entry: OutboxEntry,
     /// Its record's row, if the state has the identity.
     pub row: Option<i64>,
+    /// Its place among the pending entries (log order).
+    pub order: usize,
+}
+
+/// What [`StateStore::pending`] found in the outbox log.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxScan {
+    /// The newest entry of each identity that is still in flight, oldest first.
+    pub pending: Vec<Pending>,
+    /// Older entries of an identity that has a newer one: never sent again.
+    pub superseded: u64,
+    /// Lines cut short by a crash (not parseable): skipped.
+    pub torn: u64,
 }
 
 /// One change to the state, applied in a transaction with others.
@@ -505,6 +580,8 @@ pub struct StateStore {
     outbox: Option<File>,
     /// Trait-name sets by their JSON, so each record stores an id.
     trait_sets: HashMap<String, i64>,
+    /// The exclusive lock of a run; `None` for a read-only look (`status`).
+    _lock: Option<StateLock>,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -513,6 +590,104 @@ impl std::fmt::Debug for StateStore {
             .field("path", &self.path)
             .finish()
     }
+}
+
+/// Every file one sync's state owns, in one place: opening, locking and
+/// [`StateStore::remove`] all go through it.
+#[derive(Debug, Clone)]
+struct StateFiles {
+    database: PathBuf,
+}
+
+impl StateFiles {
+    fn of(dir: &Path, name: &str) -> Self {
+        Self {
+            database: dir.join(format!("{name}.sqlite")),
+        }
+    }
+
+    fn sibling(&self, suffix: &str) -> PathBuf {
+        let mut name = self.database.clone().into_os_string();
+        name.push(suffix);
+        PathBuf::from(name)
+    }
+
+    fn outbox(&self) -> PathBuf {
+        self.database.with_extension("outbox")
+    }
+
+    fn lock(&self) -> PathBuf {
+        self.database.with_extension("lock")
+    }
+
+    /// All of them; the lock file last, so it is held while the rest go.
+    fn all(&self) -> [PathBuf; 5] {
+        [
+            self.database.clone(),
+            self.sibling("-wal"),
+            self.sibling("-shm"),
+            self.outbox(),
+            self.lock(),
+        ]
+    }
+}
+
+/// An exclusive `flock` on `NAME.lock`, held for as long as a run (or a
+/// reset) uses the state. The OS releases it when the process ends, however
+/// it ends, so a kill -9 never leaves a stale lock behind.
+#[derive(Debug)]
+struct StateLock {
+    _file: File,
+}
+
+impl StateLock {
+    fn acquire(path: &Path) -> Result<StateLock, StateError> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| StateError::io(path, "cannot open the lock file", e))?;
+        if !try_lock_exclusive(&file)
+            .map_err(|e| StateError::io(path, "cannot lock the state", e))?
+        {
+            use std::io::Read;
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who = if holder.is_empty() {
+                "another process".to_owned()
+            } else {
+                format!("process {holder}")
+            };
+            return Err(StateError::new(path, format!("{LOCKED} ({who})")).with_hint(format!(
+                "{who} is running a sync or reset on this state; wait for it to end (or stop it), or use another --state/--name"
+            )));
+        }
+        // Who holds it, for the hint a second run prints.
+        file.set_len(0)
+            .and_then(|()| file.write_all(std::process::id().to_string().as_bytes()))
+            .map_err(|e| StateError::io(path, "cannot write the lock file", e))?;
+        Ok(StateLock { _file: file })
+    }
+}
+
+/// Takes an exclusive, non-blocking `flock`; `false` when someone else holds it.
+#[cfg(unix)]
+fn try_lock_exclusive(file: &File) -> std::io::Result<bool> {
+    use rustix::fs::{FlockOperation, flock};
+    match flock(file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// No `flock` here: runs are not kept apart (documented in the README).
+#[cfg(not(unix))]
+fn try_lock_exclusive(_file: &File) -> std::io::Result<bool> {
+    Ok(true)
 }
 
 /// Whether `file` is non-empty and does not end with a newline.
@@ -557,49 +732,95 @@ pub(crate) fn now_ms() -> i64 {
 impl StateStore {
     /// The database path for sync `name` under `dir`.
     pub fn path_for(dir: &Path, name: &str) -> PathBuf {
-        dir.join(format!("{name}.sqlite"))
+        StateFiles::of(dir, name).database
     }
 
-    /// Opens (creating if needed) the state of sync `name` under `dir`, and
-    /// migrates it to [`SCHEMA_VERSION`].
+    /// Opens (creating if needed) the state of sync `name` under `dir` for a
+    /// run: takes its exclusive lock, then migrates it to [`SCHEMA_VERSION`].
     ///
     /// # Errors
-    /// The directory or database cannot be created or opened, or the
-    /// database was written by a newer version of this tool.
+    /// Another process holds the lock ([`StateError::is_locked`]); the
+    /// directory or database cannot be created or opened; the database
+    /// exists but is empty or not a database; or it was written by a newer
+    /// version of this tool.
     pub fn open(dir: &Path, name: &str) -> Result<StateStore, StateError> {
-        let path = Self::path_for(dir, name);
-        std::fs::create_dir_all(dir).map_err(|e| StateError {
-            path: dir.display().to_string(),
-            message: format!("cannot create the state directory: {e}"),
-            source: None,
-        })?;
-        let conn = Connection::open(&path).map_err(|e| StateError::sql(&path, "cannot open", e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StateError::io(dir, "cannot create the state directory", e))?;
+        let files = StateFiles::of(dir, name);
+        let lock = StateLock::acquire(&files.lock())?;
+        Self::open_with(files, Some(lock))
+    }
+
+    /// Opens an existing state without its lock, for `status`: it may be
+    /// looked at while a run goes on.
+    ///
+    /// # Errors
+    /// There is no state by that name, or it cannot be read.
+    pub fn open_existing(dir: &Path, name: &str) -> Result<StateStore, StateError> {
+        let files = StateFiles::of(dir, name);
+        if !files.database.exists() {
+            return Err(StateError::new(&files.database, "no state by that name")
+                .with_hint("run a sync first, or check --state and --name"));
+        }
+        Self::open_with(files, None)
+    }
+
+    /// Deletes every file of sync `name` under `dir` (database, its WAL
+    /// files, the outbox log and the lock), under the lock so that no run
+    /// is using it. Returns the files that were there.
+    ///
+    /// # Errors
+    /// A run holds the lock, or a file cannot be deleted.
+    pub fn remove(dir: &Path, name: &str) -> Result<Vec<PathBuf>, StateError> {
+        let files = StateFiles::of(dir, name);
+        let lock = files
+            .lock()
+            .exists()
+            .then(|| StateLock::acquire(&files.lock()))
+            .transpose()?;
+        let mut removed = Vec::new();
+        for file in files.all() {
+            match std::fs::remove_file(&file) {
+                Ok(()) => removed.push(file),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StateError::io(&file, "cannot delete", e)),
+            }
+        }
+        drop(lock);
+        Ok(removed)
+    }
+
+    /// Whether sync `name` under `dir` has any file.
+    pub fn exists(dir: &Path, name: &str) -> bool {
+        StateFiles::of(dir, name).all().iter().any(|f| f.exists())
+    }
+
+    fn open_with(files: StateFiles, lock: Option<StateLock>) -> Result<StateStore, StateError> {
+        let path = files.database.clone();
+        // SQLite takes an empty file for a new database: after a truncated
+        // copy or a full disk, that would resend every record under new
+        // messageIds without a word.
+        let wal_len = std::fs::metadata(files.sibling("-wal")).map_or(0, |m| m.len());
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) && wal_len == 0 {
+            return Err(StateError::new(&path, "the state database is empty").with_hint(RESET_HINT));
+        }
+        let conn = Connection::open(&path)
+            .map_err(|e| StateError::sql(&path, "cannot open", e).with_hint(RESET_HINT))?;
         let mut store = StateStore {
             conn,
             path,
             outbox: None,
             trait_sets: HashMap::new(),
+            _lock: lock,
         };
-        store.configure()?;
-        store.migrate()?;
+        store
+            .configure()
+            .and_then(|()| store.migrate())
+            .map_err(|e| match e.hint {
+                Some(_) => e,
+                None => e.with_hint(RESET_HINT),
+            })?;
         Ok(store)
-    }
-
-    /// Opens an existing state read-only, for `status`.
-    ///
-    /// # Errors
-    /// There is no state by that name, or it cannot be read.
-    pub fn open_existing(dir: &Path, name: &str) -> Result<StateStore, StateError> {
-        let path = Self::path_for(dir, name);
-        if !path.exists() {
-            return Err(StateError {
-                path: path.display().to_string(),
-                message: "no state by that name (run a sync first, or check --state and --name)"
-                    .into(),
-                source: None,
-            });
-        }
-        Self::open(dir, name)
     }
 
     /// Where the database is.
@@ -635,13 +856,11 @@ impl StateStore {
             )
             .map_err(self.sql("cannot read the schema version"))?;
         if version > SCHEMA_VERSION {
-            return Err(StateError {
-                path: self.path.display().to_string(),
-                message: format!(
-                    "schema version {version} is newer than this tool's {SCHEMA_VERSION}; upgrade segment-sync"
-                ),
-                source: None,
-            });
+            return Err(StateError::new(
+                &self.path,
+                format!("schema version {version} is newer than this tool's {SCHEMA_VERSION}"),
+            )
+            .with_hint("upgrade segment-sync"));
         }
         let path = self.path.clone();
         let tx = self
@@ -754,11 +973,6 @@ impl StateStore {
     /// The log cannot be opened or written.
     pub fn append_outbox(&mut self, entries: &[u8]) -> Result<(), StateError> {
         let path = self.outbox_path();
-        let io = |what: &str, e: std::io::Error| StateError {
-            path: path.display().to_string(),
-            message: format!("{what}: {e}"),
-            source: None,
-        };
         let file = match &mut self.outbox {
             Some(file) => file,
             slot => {
@@ -767,18 +981,20 @@ impl StateStore {
                     .read(true)
                     .append(true)
                     .open(&path)
-                    .map_err(|e| io("cannot open the outbox", e))?;
+                    .map_err(|e| StateError::io(&path, "cannot open the outbox", e))?;
                 // A crash mid-write leaves a partial last line: end it, so the
                 // next entry starts on a line of its own.
-                if ends_mid_line(&mut file).map_err(|e| io("cannot read the outbox", e))? {
+                if ends_mid_line(&mut file)
+                    .map_err(|e| StateError::io(&path, "cannot read the outbox", e))?
+                {
                     file.write_all(b"\n")
-                        .map_err(|e| io("cannot write the outbox", e))?;
+                        .map_err(|e| StateError::io(&path, "cannot write the outbox", e))?;
                 }
                 slot.insert(file)
             }
         };
         file.write_all(entries)
-            .map_err(|e| io("cannot write the outbox", e))
+            .map_err(|e| StateError::io(&path, "cannot write the outbox", e))
     }
 
     /// Empties the outbox log; for the end of a run with nothing in flight.
@@ -787,49 +1003,59 @@ impl StateStore {
     /// The log cannot be truncated.
     pub fn clear_outbox(&mut self) -> Result<(), StateError> {
         self.outbox = None;
-        match File::options().write(true).open(self.outbox_path()) {
-            Ok(file) => file.set_len(0).map_err(|e| StateError {
-                path: self.outbox_path().display().to_string(),
-                message: format!("cannot empty the outbox: {e}"),
-                source: None,
-            }),
+        let path = self.outbox_path();
+        match File::options().write(true).open(&path) {
+            Ok(file) => file
+                .set_len(0)
+                .map_err(|e| StateError::io(&path, "cannot empty the outbox", e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StateError {
-                path: self.outbox_path().display().to_string(),
-                message: format!("cannot empty the outbox: {e}"),
-                source: None,
-            }),
+            Err(e) => Err(StateError::io(&path, "cannot empty the outbox", e)),
         }
     }
 
-    /// Outbox entries still in flight, left by runs that did not finish,
-    /// oldest first. A line cut short by a crash is skipped: its records
-    /// were not sent yet.
+    /// What runs that did not finish left in the outbox: for each identity,
+    /// its newest entry, if Segment has not answered for it yet. An older
+    /// entry for an identity with a newer one is superseded and never sent
+    /// again. The log is read as bytes: a line cut short by a crash (even
+    /// inside a multi-byte character) is skipped and counted, and the lines
+    /// after it are read as usual.
     ///
     /// # Errors
     /// The log or the database cannot be read.
-    pub fn pending(&self, index: &StateIndex) -> Result<Vec<Pending>, StateError> {
-        let file = match File::open(self.outbox_path()) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(StateError {
-                    path: self.outbox_path().display().to_string(),
-                    message: format!("cannot read the outbox: {e}"),
-                    source: None,
-                });
-            }
+    pub fn pending(&self, index: &StateIndex) -> Result<OutboxScan, StateError> {
+        let path = self.outbox_path();
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(StateError::io(&path, "cannot read the outbox", e)),
         };
-        let mut pending = Vec::new();
-        for line in BufReader::new(file).lines().map_while(Result::ok) {
-            let Some(entry) = OutboxEntry::parse(&line) else {
+        let mut scan = OutboxScan::default();
+        // Identity key -> its newest entry's place in `newest`.
+        let mut newest: Vec<OutboxEntry> = Vec::new();
+        let mut by_key: HashMap<String, usize> = HashMap::new();
+        for line in bytes.split(|&b| b == b'\n') {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let Some(entry) = OutboxEntry::parse_bytes(line) else {
+                scan.torn += 1;
                 continue;
             };
+            match by_key.get(&entry.key) {
+                Some(&at) => {
+                    newest[at] = entry;
+                    scan.superseded += 1;
+                }
+                None => {
+                    by_key.insert(entry.key.clone(), newest.len());
+                    newest.push(entry);
+                }
+            }
+        }
+        for entry in newest {
             // A record with no row never settled; one with a row settled
             // this entry if it is the row's last message.
-            let row = index
-                .get(stable_hash(entry.key.as_bytes()))
-                .map(|(_, known)| known.row);
+            let row = self.row_of(index, &entry.key)?;
             let settled = match row {
                 Some(row) => {
                     self.last_message_id(row)?.as_deref() == Some(entry.message_id.as_str())
@@ -837,10 +1063,35 @@ impl StateStore {
                 None => false,
             };
             if !settled {
-                pending.push(Pending { entry, row });
+                let order = scan.pending.len();
+                scan.pending.push(Pending { entry, row, order });
             }
         }
-        Ok(pending)
+        Ok(scan)
+    }
+
+    /// The row of identity `key`, found through the index and checked
+    /// against the stored identity text (a key-hash hit alone may be
+    /// another identity with the same hash).
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn row_of(&self, index: &StateIndex, key: &str) -> Result<Option<i64>, StateError> {
+        let Some((_, known)) = index.get(stable_hash(key.as_bytes())) else {
+            return Ok(None);
+        };
+        Ok((self.identity_of(known.row)?.as_deref() == Some(key)).then_some(known.row))
+    }
+
+    /// The identity key stored in `row`.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn identity_of(&self, row: i64) -> Result<Option<String>, StateError> {
+        self.conn
+            .prepare_cached("SELECT identity FROM records WHERE id = ?1")
+            .and_then(|mut stmt| stmt.query_row([row], |r| r.get(0)).optional())
+            .map_err(self.sql("cannot read records"))
     }
 
     fn last_message_id(&self, row: i64) -> Result<Option<String>, StateError> {
@@ -1075,7 +1326,7 @@ impl StateStore {
             )
             .map_err(self.sql("cannot count records"))?;
         let index = self.index()?;
-        let pending = self.pending(&index)?.len() as u64;
+        let pending = self.pending(&index)?.pending.len() as u64;
         Ok((records, accepted, pending, failed))
     }
 
@@ -1209,7 +1460,166 @@ mod tests {
 
     fn pending(store: &mut StateStore) -> Vec<Pending> {
         let index = store.index().unwrap();
-        store.pending(&index).unwrap()
+        store.pending(&index).unwrap().pending
+    }
+
+    /// Appends one outbox entry for `key`.
+    fn send_for(store: &mut StateStore, key: &str, message_id: &str, hash: u64) {
+        let mut entries = Vec::new();
+        OutboxEntryRef {
+            key,
+            hash,
+            source_hash: 7,
+            message_id,
+            source: "f.csv",
+            line: 2,
+            traits: r#"["email"]"#,
+            event: br#"{"type":"identify","userId":"1"}"#,
+        }
+        .write_line(&mut entries);
+        store.append_outbox(&entries).unwrap();
+    }
+
+    #[test]
+    fn a_superseded_entry_is_never_pending_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(dir.path(), "t").unwrap();
+        // v1 (m1) was accepted; a later run sent v2 (m2), also accepted.
+        send(&mut store, "m1", 1);
+        store
+            .apply(&[Change::Accepted(settled(None, "m1", 1))])
+            .unwrap();
+        let row = Some(known(&mut store).row);
+        send(&mut store, "m2", 2);
+        store
+            .apply(&[Change::Accepted(settled(row, "m2", 2))])
+            .unwrap();
+        assert!(
+            pending(&mut store).is_empty(),
+            "m1 is older than m2: never resent"
+        );
+        // v3 (m3) is in flight: only it is pending, however many entries came before.
+        send(&mut store, "m3", 3);
+        let index = store.index().unwrap();
+        let scan = store.pending(&index).unwrap();
+        let ids: Vec<_> = scan
+            .pending
+            .iter()
+            .map(|p| p.entry.message_id.as_str())
+            .collect();
+        assert_eq!(ids, ["m3"]);
+        assert_eq!(scan.superseded, 2);
+    }
+
+    #[test]
+    fn a_torn_line_is_skipped_and_counted_and_the_lines_after_it_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(dir.path(), "t").unwrap();
+        send_for(&mut store, "u:1", "m1", 1);
+        // A kill cut a line inside a multi-byte character (not valid UTF-8).
+        store
+            .append_outbox(b"{\"key\":\"u:2\",\"source\":\"caf\xc3")
+            .unwrap();
+        drop(store);
+        let mut store = StateStore::open(dir.path(), "t").unwrap();
+        send_for(&mut store, "u:3", "m3", 3);
+        let index = store.index().unwrap();
+        let scan = store.pending(&index).unwrap();
+        let ids: Vec<_> = scan
+            .pending
+            .iter()
+            .map(|p| p.entry.message_id.as_str())
+            .collect();
+        assert_eq!(ids, ["m1", "m3"]);
+        assert_eq!(scan.torn, 1);
+    }
+
+    #[test]
+    fn an_index_hit_is_checked_against_the_identity_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(dir.path(), "t").unwrap();
+        // Another identity whose key hash is the same as u:1's (a collision).
+        store
+            .conn
+            .execute(
+                "INSERT INTO records (identity, key_hash, accepted_hash, last_message_id) VALUES ('u:other', ?1, 5, 'mx')",
+                [stable_hash(b"u:1") as i64],
+            )
+            .unwrap();
+        let index = store.index().unwrap();
+        assert!(index.get(stable_hash(b"u:1")).is_some(), "the hash hits");
+        assert_eq!(store.row_of(&index, "u:1").unwrap(), None);
+        assert!(
+            store.row_of(&index, "u:other").unwrap().is_none(),
+            "its own hash differs"
+        );
+        // An in-flight entry for u:1 is pending, not settled by u:other's row.
+        send_for(&mut store, "u:1", "mx", 9);
+        assert_eq!(pending(&mut store).len(), 1);
+    }
+
+    #[test]
+    fn the_state_is_locked_for_one_run_at_a_time_and_reset_removes_every_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(dir.path(), "t").unwrap();
+        send(&mut store, "m1", 1);
+        let err = StateStore::open(dir.path(), "t").unwrap_err();
+        assert!(err.is_locked(), "{err}");
+        assert!(
+            err.hint()
+                .unwrap()
+                .contains(&std::process::id().to_string()),
+            "{err:?}"
+        );
+        assert!(StateStore::remove(dir.path(), "t").unwrap_err().is_locked());
+        drop(store);
+        let removed = StateStore::remove(dir.path(), "t").unwrap();
+        assert!(
+            removed
+                .iter()
+                .any(|p| p.extension().is_some_and(|e| e == "outbox"))
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert!(!StateStore::exists(dir.path(), "t"));
+    }
+
+    #[test]
+    fn an_empty_or_foreign_database_is_an_error_with_a_reset_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("e.sqlite"), b"").unwrap();
+        std::fs::write(
+            dir.path().join("g.sqlite"),
+            b"this is not a database file at all",
+        )
+        .unwrap();
+        for name in ["e", "g"] {
+            let err = StateStore::open(dir.path(), name).unwrap_err();
+            assert!(err.hint().unwrap().contains("reset"), "{name}: {err}");
+        }
+        assert_eq!(
+            std::fs::metadata(dir.path().join("e.sqlite"))
+                .unwrap()
+                .len(),
+            0,
+            "left as it was"
+        );
+    }
+
+    #[test]
+    fn the_index_grows_instead_of_filling_up() {
+        let mut index = StateIndex::with_capacity(4);
+        for k in 1..=1_000u64 {
+            index.insert(k.wrapping_mul(0x9E37_79B9_7F4A_7C15), k, k as i64);
+        }
+        assert_eq!(index.len(), 1_000);
+        assert_eq!(
+            index
+                .get(7u64.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                .unwrap()
+                .1
+                .row,
+            7
+        );
     }
 
     fn known(store: &mut StateStore) -> Known {

@@ -21,6 +21,24 @@ pub fn print_summary(source: &str, report: &RunReport, report_file: Option<&Path
             report.skipped, report.given_up, report.recovered, report.removed
         );
     }
+    if report.recovered_not_in_source > 0 {
+        eprintln!(
+            "  of those resent, {} were left in flight by an earlier run for customers no longer in the source",
+            report.recovered_not_in_source
+        );
+    }
+    if report.superseded > 0 {
+        eprintln!(
+            "  {} older outbox entries were superseded by newer values and not sent again",
+            report.superseded
+        );
+    }
+    if report.outbox_torn > 0 {
+        eprintln!(
+            "  {} outbox lines cut short by a crash were skipped (their records were read again)",
+            report.outbox_torn
+        );
+    }
     if report.traits_unset + report.traits_left_out > 0 {
         eprintln!(
             "  traits gone since the last sync: {} unset (sent as null), {} left out",
@@ -45,7 +63,9 @@ pub fn print_summary(source: &str, report: &RunReport, report_file: Option<&Path
         eprintln!("  failed: {count} {reason}");
     }
     if report.interrupted {
-        eprintln!("  the run was stopped before the end of the source");
+        eprintln!(
+            "  the run was stopped before the end of the source: the rest was not read, and nothing is reported as removed"
+        );
     }
     if report.pending > 0 {
         eprintln!(

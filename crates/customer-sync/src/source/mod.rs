@@ -55,7 +55,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::iter::FusedIterator;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use counting::ReadProgress;
@@ -171,6 +171,8 @@ pub struct Source {
     finished: bool,
     /// A record read ahead by [`Source::peek`], handed out next.
     peeked: Option<Option<Result<Record, RecordError>>>,
+    /// The file it reads, when it can be opened again.
+    path: Option<PathBuf>,
 }
 
 enum FormatReader {
@@ -231,7 +233,20 @@ impl Source {
             .ok()
             .filter(|meta| meta.is_file())
             .map(|meta| meta.len());
-        Source::build(name, format, Box::new(file), total_bytes)
+        let mut source = Source::build(name, format, Box::new(file), total_bytes)?;
+        source.path = Some(path.to_path_buf());
+        Ok(source)
+    }
+
+    /// The same file opened again from its start, for a second pass (the
+    /// `last` duplicate policy reads a file once to find repeated
+    /// identities); `None` for stdin and readers, which cannot be read twice.
+    pub fn reopen(&self) -> Option<Result<Source, SourceError>> {
+        let path = self.path.as_deref()?;
+        Some(Source::open_as(path, self.format).map(|mut source| {
+            source.name = Arc::clone(&self.name);
+            source
+        }))
     }
 
     /// Reads `format` from any reader, for stdin and tests; `name` appears in
@@ -276,6 +291,7 @@ impl Source {
             fatal: None,
             finished: false,
             peeked: None,
+            path: None,
         })
     }
 

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use customer_sync::state::StateStore;
 
 use crate::Outcome;
@@ -42,8 +42,12 @@ fn name_of(args: &StateArgs) -> Result<String> {
 /// Prints what the state knows.
 pub fn status(args: &StatusArgs) -> Result<Outcome> {
     let name = name_of(&args.state)?;
-    let mut store = StateStore::open_existing(&args.state.state, &name)
-        .map_err(|e| with_hint(e.to_string(), "check --state and --name"))?;
+    let mut store = StateStore::open_existing(&args.state.state, &name).map_err(|e| {
+        with_hint(
+            e.to_string(),
+            e.hint().unwrap_or("check --state and --name"),
+        )
+    })?;
     let (records, accepted, pending, failed) = store.counts()?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "sync {name} ({})", store.path().display())?;
@@ -75,7 +79,7 @@ pub fn status(args: &StatusArgs) -> Result<Outcome> {
         )?;
     }
     let index = store.index()?;
-    for pending in store.pending(&index)?.iter().take(args.failed) {
+    for pending in store.pending(&index)?.pending.iter().take(args.failed) {
         let entry = &pending.entry;
         writeln!(
             out,
@@ -86,11 +90,13 @@ pub fn status(args: &StatusArgs) -> Result<Outcome> {
     Ok(Outcome::Clean)
 }
 
-/// Deletes the state after a confirmation.
+/// Deletes the state after a confirmation: every file it owns, through
+/// the one place in the state code that knows them.
 pub fn reset(args: &ResetArgs) -> Result<Outcome> {
     let name = name_of(&args.state)?;
-    let path = StateStore::path_for(&args.state.state, &name);
-    if !path.exists() {
+    let dir = &args.state.state;
+    let path = StateStore::path_for(dir, &name);
+    if !StateStore::exists(dir, &name) {
         return Err(with_hint(
             format!("there is no state at {}", path.display()),
             "check --state and --name",
@@ -104,8 +110,8 @@ pub fn reset(args: &ResetArgs) -> Result<Outcome> {
             ));
         }
         eprint!(
-            "delete {}? the next run will send every record again [y/N] ",
-            path.display()
+            "delete the state {name} in {}? the next run will send every record again [y/N] ",
+            dir.display()
         );
         std::io::stderr().flush()?;
         let mut answer = String::new();
@@ -115,18 +121,12 @@ pub fn reset(args: &ResetArgs) -> Result<Outcome> {
             return Ok(Outcome::Partial);
         }
     }
-    for suffix in ["", "-wal", "-shm"] {
-        let file = path.with_file_name(format!(
-            "{}{suffix}",
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
-        ));
-        if file.exists() {
-            std::fs::remove_file(&file)
-                .with_context(|| format!("cannot delete {}", file.display()))?;
-        }
+    let removed = StateStore::remove(dir, &name).map_err(|e| match e.hint() {
+        Some(hint) => with_hint(e.to_string(), hint),
+        None => anyhow::Error::new(e).context("cannot reset the state"),
+    })?;
+    for file in removed {
+        eprintln!("deleted {}", file.display());
     }
-    eprintln!("deleted {}", path.display());
     Ok(Outcome::Clean)
 }
