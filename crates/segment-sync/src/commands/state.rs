@@ -78,9 +78,7 @@ pub fn status(args: &StatusArgs) -> Result<Outcome> {
             record.key, record.failed_runs, record.code, record.message
         )?;
     }
-    let index = store.index()?;
-    for pending in store.pending(&index)?.pending.iter().take(args.failed) {
-        let entry = &pending.entry;
+    for entry in store.pending_records(args.failed)? {
         writeln!(
             out,
             "  pending {}  {}:{}  messageId {}",
