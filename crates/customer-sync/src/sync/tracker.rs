@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use segment_client::{EventOutcome, Identity, SegmentError};
 
+use super::StopSignal;
 use crate::record::{Location, RecordError};
 use crate::report::{Counters, ReportWriter, RunReport, Undelivered};
 use crate::state::{Change, Settled, identity_key, stable_hash};
-use crate::stop::StopSignal;
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)

@@ -2,26 +2,27 @@
 //! client's queue, on a blocking thread, in chunks whose outbox entries are
 //! written in one write before they are queued.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use segment_client::{HttpClient, Identity, PreparedEvent};
 
-use crate::engine::SyncError;
+use super::SyncError;
+use super::duplicates::{
+    LastRows, SIZING_SAMPLE, SeenIdentities, identity_hash, size_duplicate_table,
+};
+use super::planner::{Decision, Planner};
+use super::recovery;
+use super::tracker::{InFlightRecord, StateRef, Tracker, lock};
 use crate::mapping::{DuplicatePolicy, MappedCustomer, Mapping};
-use crate::plan::{Decision, Planner};
 use crate::record::{Location, RecordError, RecordErrorKind};
 use crate::report::Counters;
-use crate::source::{ReadProgress, Source};
-use crate::state::{OutboxEntryRef, Pending, StateStore, identity_key, stable_hash};
-use crate::tracker::{InFlightRecord, StateRef, Tracker, lock};
+use crate::source::Source;
+use crate::state::{OutboxEntryRef, Pending, StateStore, identity_key};
 
 /// Records per chunk with a state: one outbox write and transaction each.
 const CHUNK: usize = 2_048;
 /// Records per chunk without a state: one wake-up of the client's worker each.
 const CHUNK_STATELESS: usize = 64;
-/// Records read before the duplicate table is sized from the source's size.
-const SIZING_SAMPLE: u64 = 1_024;
 
 /// What the state plan says of a record to send.
 #[derive(Debug, Default, Clone, Copy)]
@@ -44,53 +45,12 @@ enum Origin {
 }
 
 /// One event on its way to the client: validated and serialised.
-pub(crate) struct Outgoing {
+struct Outgoing {
     event: PreparedEvent,
     at: Location,
     /// What its state row needs, when there is a state.
     state: Option<StateRef>,
     origin: Origin,
-}
-
-/// Rows whose identity is on several rows, found by reading the source once
-/// before the run (`--duplicates last`): identity hash -> the last row's line.
-#[derive(Debug, Default)]
-pub(crate) struct LastRows {
-    lines: HashMap<u64, u64>,
-    /// How many of those last rows the run has reached.
-    reached: usize,
-}
-
-impl LastRows {
-    /// Finds every identity on several rows of `source`, and its last row.
-    /// Bounded memory: 12 bytes per identity while it reads, then only the
-    /// repeated ones are kept.
-    pub fn scan(source: Source, mapping: &Mapping) -> Result<LastRows, SyncError> {
-        let mut source = source;
-        let mut seen = SeenIdentities::default();
-        let mut lines = HashMap::new();
-        let (progress, total_bytes) = (source.progress(), source.total_bytes());
-        let mut count = 0u64;
-        for record in source.by_ref().flatten() {
-            count += 1;
-            if count == SIZING_SAMPLE + 1 {
-                size_duplicate_table(&mut seen, &progress, total_bytes, 1.0);
-            }
-            // A record without an identity is reported by the run itself.
-            let Ok((identity, _)) = mapping.fingerprint(&record) else {
-                continue;
-            };
-            if seen.check(&identity, record.location.line).is_some() {
-                lines.insert(identity_hash(&identity), record.location.line);
-            }
-        }
-        if let Some(error) = source.take_fatal() {
-            // The run reads the same source and reports where it breaks;
-            // what the scan found before that still holds.
-            drop(error);
-        }
-        Ok(LastRows { lines, reached: 0 })
-    }
 }
 
 /// Reads, maps, plans and queues every record, on a blocking thread.
@@ -103,14 +63,35 @@ pub(crate) struct Reader<'a> {
     pub duplicates: DuplicatePolicy,
     /// The pre-read's verdict on repeated identities, for `last` on a file.
     pub last_rows: Option<LastRows>,
-    pub chunk: Vec<Outgoing>,
+    chunk: Vec<Outgoing>,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    /// A reader of a run's parts; see the fields.
+    pub fn new(
+        client: &'a HttpClient,
+        tracker: &'a Tracker,
+        mapping: &'a Mapping,
+        store: Option<&'a Mutex<StateStore>>,
+        planner: Option<Planner>,
+        duplicates: DuplicatePolicy,
+        last_rows: Option<LastRows>,
+    ) -> Self {
+        Self {
+            client,
+            tracker,
+            mapping,
+            store,
+            planner,
+            duplicates,
+            last_rows,
+            chunk: Vec::new(),
+        }
+    }
+
     /// Reads the source to its end (or a stop), then sends what earlier
-    /// runs left in flight for identities it did not have. Returns the
-    /// source's name.
-    pub fn read_all(&mut self, mut source: Source) -> Result<String, SyncError> {
+    /// runs left in flight for identities it did not have.
+    pub fn read_all(&mut self, mut source: Source) -> Result<(), SyncError> {
         let read = self.read_records(&mut source);
         let fatal = source.take_fatal();
         let complete = read.is_ok() && fatal.is_none() && !self.tracker.stop.is_stopped();
@@ -129,7 +110,7 @@ impl Reader<'_> {
             });
             if let Some(planner) = self.planner.as_mut() {
                 for pending in planner.take_unmatched() {
-                    self.push_resent(pending, Origin::ResentNotInSource);
+                    self.push_resent(pending);
                 }
             }
         }
@@ -142,7 +123,7 @@ impl Reader<'_> {
         if let Some(error) = changed {
             return Err(error);
         }
-        Ok(source.name().to_owned())
+        Ok(())
     }
 
     fn read_records(&mut self, source: &mut Source) -> Result<(), SyncError> {
@@ -381,19 +362,9 @@ impl Reader<'_> {
         mapped: MappedCustomer,
         source_hash: u64,
     ) {
-        match PreparedEvent::from_json(pending.entry.event.clone()) {
-            Ok(event) => self.chunk.push(Outgoing {
-                event,
-                at,
-                state: Some(StateRef {
-                    row: pending.row,
-                    hash: pending.entry.hash,
-                    source_hash,
-                    traits: pending.entry.traits,
-                }),
-                origin: Origin::Resent,
-            }),
-            Err(_) => {
+        match recovery::resend(pending, Some(at.clone()), Some(source_hash)) {
+            Ok(resend) => self.push_resend(resend, Origin::Resent),
+            Err(pending) => {
                 let planned = Planned {
                     hash: pending.entry.hash,
                     row: pending.row,
@@ -405,24 +376,22 @@ impl Reader<'_> {
     }
 
     /// An entry left in flight for an identity the source does not have.
-    fn push_resent(&mut self, pending: Pending, origin: Origin) {
-        let at = Location::new(pending.entry.source.as_str(), pending.entry.line);
-        match PreparedEvent::from_json(pending.entry.event) {
-            Ok(event) => self.chunk.push(Outgoing {
-                event,
-                at,
-                state: Some(StateRef {
-                    row: pending.row,
-                    hash: pending.entry.hash,
-                    source_hash: pending.entry.source_hash,
-                    traits: pending.entry.traits,
-                }),
-                origin,
-            }),
-            // Its record is not in the source to be sent afresh: the line is
-            // as good as torn.
+    fn push_resent(&mut self, pending: Pending) {
+        match recovery::resend(pending, None, None) {
+            Ok(resend) => self.push_resend(resend, Origin::ResentNotInSource),
+            // Its record is not in the source to be sent afresh: the entry
+            // is as good as torn, and is dropped with the outbox.
             Err(_) => Counters::add(&self.tracker.counters.superseded),
         }
+    }
+
+    fn push_resend(&mut self, resend: recovery::Resend, origin: Origin) {
+        self.chunk.push(Outgoing {
+            event: resend.event,
+            at: resend.at,
+            state: Some(resend.state),
+            origin,
+        });
     }
 
     /// Without a state there is nothing to write first, so chunks stay small.
@@ -529,109 +498,4 @@ fn write_outbox(
     store.append_outbox(&entries)?;
     store.apply(&tracker.take_changes())?;
     Ok(())
-}
-
-/// Sizes the duplicate table for the whole source, estimated from the bytes
-/// the first records took, so it does not grow (and briefly double) later.
-fn size_duplicate_table(
-    seen: &mut SeenIdentities,
-    progress: &ReadProgress,
-    total_bytes: Option<u64>,
-    share: f64,
-) {
-    let read = progress.bytes_read();
-    if let Some(total) = total_bytes.filter(|_| read > 0) {
-        let estimate = total as f64 / read as f64 * SIZING_SAMPLE as f64 * share * 1.05;
-        seen.reserve(estimate as usize);
-    }
-}
-
-/// Identities already seen in this input: an open-addressing table of
-/// 64-bit identity hashes with the line each was first seen on, 12 bytes a
-/// slot, sized once from an estimate of the record count so it rarely grows.
-#[derive(Default)]
-pub(crate) struct SeenIdentities {
-    /// 0 marks an empty slot; hashes are forced odd so they are never 0.
-    keys: Vec<u64>,
-    lines: Vec<u32>,
-    len: usize,
-}
-
-impl SeenIdentities {
-    /// Makes room for `records` identities without growing.
-    pub fn reserve(&mut self, records: usize) {
-        let wanted = records + records / 7 + 16;
-        if wanted > self.keys.len() {
-            self.rehash(wanted);
-        }
-    }
-
-    /// Remembers `identity` at `line`; returns the earlier line if it was seen.
-    pub fn check(&mut self, identity: &Identity, line: u64) -> Option<u64> {
-        if (self.len + 1) * 8 > self.keys.len() * 7 {
-            self.rehash((self.keys.len() * 3 / 2).max(1024));
-        }
-        let key = identity_hash(identity);
-        let mut slot = self.slot(key);
-        loop {
-            match self.keys[slot] {
-                0 => {
-                    self.keys[slot] = key;
-                    self.lines[slot] = u32::try_from(line).unwrap_or(u32::MAX);
-                    self.len += 1;
-                    return None;
-                }
-                k if k == key => return Some(u64::from(self.lines[slot])),
-                _ => slot = (slot + 1) % self.keys.len(),
-            }
-        }
-    }
-
-    /// Maps a hash onto the table without a power-of-two size (multiply-shift).
-    fn slot(&self, key: u64) -> usize {
-        ((u128::from(key) * self.keys.len() as u128) >> 64) as usize
-    }
-
-    fn rehash(&mut self, capacity: usize) {
-        let keys = std::mem::replace(&mut self.keys, vec![0; capacity]);
-        let lines = std::mem::replace(&mut self.lines, vec![0; capacity]);
-        for (key, line) in keys.into_iter().zip(lines).filter(|(k, _)| *k != 0) {
-            let mut slot = self.slot(key);
-            while self.keys[slot] != 0 {
-                slot = (slot + 1) % self.keys.len();
-            }
-            self.keys[slot] = key;
-            self.lines[slot] = line;
-        }
-    }
-}
-
-fn identity_hash(identity: &Identity) -> u64 {
-    let mut bytes = Vec::with_capacity(64);
-    bytes.extend_from_slice(identity.user_id().unwrap_or_default().as_bytes());
-    bytes.push(0);
-    bytes.extend_from_slice(identity.anonymous_id().unwrap_or_default().as_bytes());
-    stable_hash(&bytes) | 1
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seen_identities_finds_repeats_with_their_first_line_across_growth() {
-        let mut seen = SeenIdentities::default();
-        for i in 0..5_000u64 {
-            assert_eq!(seen.check(&Identity::user(format!("u{i}")), i + 2), None);
-        }
-        assert_eq!(seen.check(&Identity::user("u42"), 9_000), Some(44));
-        assert_eq!(
-            seen.check(&Identity::anonymous("u42"), 9_001),
-            None,
-            "another kind of id"
-        );
-        seen.reserve(100_000);
-        assert_eq!(seen.check(&Identity::user("u4999"), 9_002), Some(5_001));
-        assert_eq!(seen.len, 5_001);
-    }
 }
