@@ -39,6 +39,8 @@ const TARGET_CPU_SECONDS: f64 = 10.0;
 const TARGET_PEAK_MB: f64 = 64.0;
 const TARGET_FAULT_WALL_SECONDS: f64 = 5.0;
 const TARGET_SECOND_RUN_CPU_SECONDS: f64 = 3.0;
+/// The first stateful run's CPU, at most this many times the stateless run's (issue 7).
+const TARGET_STATE_RATIO: f64 = 1.4;
 /// Every how many rows one changes for the second run (1%).
 const CHANGE_EVERY: u64 = 100;
 const FAULT_LATENCY: Duration = Duration::from_millis(50);
@@ -102,9 +104,9 @@ fn main() {
         &control.stats(),
     );
     println!(
-        "  vs no state {:.2}x client cpu  (target <= 1.5x) {}",
+        "  vs no state {:.2}x client cpu  (target <= {TARGET_STATE_RATIO}x) {}",
         first.cpu_seconds / stateless.cpu_seconds,
-        verdict(first.cpu_seconds <= 1.5 * stateless.cpu_seconds)
+        verdict(first.cpu_seconds <= TARGET_STATE_RATIO * stateless.cpu_seconds)
     );
     failures.extend(delivery_problem(
         "case A, first run",

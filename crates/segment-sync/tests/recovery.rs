@@ -271,11 +271,19 @@ async fn reset_removes_every_file_of_the_state_outbox_included() {
     let (output, lines) = sync(&dir, &receiver, &file, "r", &[]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     assert_adds_up(&lines);
+    // The killed run's hung requests may still be answered now, so the
+    // run's own report says what it sent: the new record, nothing stale.
+    let s = summary(&lines);
     assert_eq!(
-        receiver.store().stats().accepted,
-        1,
-        "nothing stale was sent with the new record"
+        (
+            count(s, "valid"),
+            count(s, "recovered"),
+            count(s, "delivered")
+        ),
+        (1, 0, 1),
+        "nothing stale was sent with the new record: {s}"
     );
+    assert_eq!(receiver.store().events_for_user("new1").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,6 +303,27 @@ async fn duplicates_are_resolved_before_planning_so_reruns_send_nothing() {
     let events = receiver.store().events_for_user("cus_1002");
     assert_eq!(events.len(), 1, "only the last row is sent: {events:?}");
     assert_eq!(events[0]["traits"]["email"], "last@x.io");
+
+    // The last row wins even when it is the one that is invalid (with or
+    // without a state): nothing is sent for that identity, and it is reported.
+    let bad_last = write(
+        &dir,
+        "b.csv",
+        "user_id,email,created_at\nu1,a@x.io,2024-01-01\nu2,b@x.io,2024-01-02\nu1,c@x.io,not a date\n",
+    );
+    for extra in [&[][..], &["--no-state"][..]] {
+        let (output, lines) = sync(&dir, &receiver, &bad_last, "b", extra).await;
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{extra:?}: {}",
+            stderr(&output)
+        );
+        assert_adds_up(&lines);
+        let s = summary(&lines);
+        assert_eq!((count(s, "invalid"), count(s, "duplicates")), (1, 1), "{s}");
+    }
+    assert!(receiver.store().events_for_user("u1").is_empty());
 
     // `first`: only the first row is sent; the later one is reported.
     let (output, lines) = sync(&dir, &receiver, &file, "f", &["--duplicates", "first"]).await;

@@ -117,6 +117,24 @@ impl Mapping {
         Ok((identity, sum))
     }
 
+    /// The record's identity alone, without mapping or hashing the rest:
+    /// for the first pass that finds repeated identities.
+    pub(crate) fn identity_of(&self, record: &Record) -> Result<Identity, RecordError> {
+        let mut user_id = Slot::Absent;
+        let mut anonymous_id = Slot::Absent;
+        for (i, field) in record.fields.iter().enumerate() {
+            if let Some(column) = self.column(i, field) {
+                if column.user_id {
+                    user_id = identity_value(record, field)?;
+                }
+                if column.anonymous_id {
+                    anonymous_id = identity_value(record, field)?;
+                }
+            }
+        }
+        self.identity(record, user_id, anonymous_id)
+    }
+
     /// The column rule for the `i`th field: by position when the record
     /// follows the header (the common case for CSV, one string comparison),
     /// else by name.

@@ -20,6 +20,13 @@ pub(crate) struct Known {
 /// hash: 20 bytes a slot (key, accepted source fingerprint, row id; the few
 /// failed ones on the side), so a million customers cost about 23 MB and one cache miss per
 /// lookup instead of a query per record.
+///
+/// Kept hand-written rather than `hashbrown::HashTable`, measured (1M keys,
+/// release, this 2-core machine): a `HashTable<(u64, u64, u32)>` takes 52 MB
+/// (power-of-two buckets of 24 bytes plus a control byte, at most 7/8 full)
+/// against 23 MB here, and built in 123-129 ms against 63-86 ms, looked up
+/// in 64-66 ms against 26-30 ms; the 64 MB budget of a 1M-row run cannot pay
+/// for it.
 #[derive(Debug, Default)]
 pub(crate) struct StateIndex {
     /// Key hash per slot; 0 marks an empty slot.

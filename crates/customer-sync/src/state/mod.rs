@@ -1,6 +1,20 @@
 //! The sync state: what Segment accepted for each identity, and the outbox of
 //! what is in flight, in one SQLite database per sync.
 //!
+//! Public through a small API only: [`StateStore::open`] (for a run, under
+//! the exclusive lock), [`StateStore::open_existing`] and the status
+//! queries (for `status`), [`StateStore::remove`] (for `reset`). The index,
+//! the outbox log and record updates are the sync engine's, inside the crate.
+//!
+//! # Files and the lock
+//!
+//! `NAME.sqlite` (with `-wal`, `-shm`), `NAME.outbox`, and `NAME.lock`, all
+//! known to one place (`StateFiles`). A run holds an exclusive `flock` on
+//! `NAME.lock` (with its pid in it, for the hint a second run prints) for as
+//! long as it uses the state; the OS drops it when the process ends, however
+//! it ends. An existing database that is empty or is not a database is an
+//! error with a hint to `reset`, never taken for a new state.
+//!
 //! # Schema (version 1)
 //!
 //! ```sql
@@ -35,10 +49,12 @@
 //! per record sent: its identity key, payload hash, source fingerprint, `messageId`, source line,
 //! trait names, and the event exactly as it is sent. A chunk of records is
 //! appended (one `write`) before any of them is queued; each record's row in
-//! `records` is written once, when Segment answered for it, in the next
-//! chunk's transaction. An entry whose `messageId` is not its record's
-//! `last_message_id` is still in flight, and the next run sends its stored
-//! event again, unchanged. A run that ends with nothing in flight empties the
+//! `records` is written once, when Segment answered for it. Only the newest
+//! entry of an identity counts (older ones are superseded and never sent
+//! again); it is in flight when its `messageId` is not its record's
+//! `last_message_id`, and the next run sends its stored event again,
+//! unchanged, if the record is still the same (see `sync::recovery`). A run
+//! that reads its source to the end with nothing left in flight empties the
 //! log. Keeping in-flight payloads out of the B-tree (they are written once
 //! and read only after a crash) cut a first run's state cost by half.
 //!

@@ -199,6 +199,22 @@ impl<'a> Reader<'a> {
                 },
                 false => None,
             };
+            // Without a state, repeats are settled before mapping when the
+            // first pass found them (a superseded row is never mapped, and the
+            // last row counts as reached even if it then fails to map).
+            if fingerprint.is_none() && self.last_rows.is_some() {
+                match self.mapping.identity_of(&record) {
+                    Ok(identity) => {
+                        if !self.check_duplicate(None, &at, &identity) {
+                            continue;
+                        }
+                    }
+                    Err(error) => {
+                        tracker.invalid(&error);
+                        continue;
+                    }
+                }
+            }
             let mut mapped = match self.mapping.apply(&record) {
                 Ok(mapped) => mapped,
                 Err(error) => {
@@ -206,11 +222,8 @@ impl<'a> Reader<'a> {
                     continue;
                 }
             };
-            if fingerprint.is_none() {
-                let first_line = match self.last_rows {
-                    Some(_) => None,
-                    None => seen.check(&mapped.identity, at.line),
-                };
+            if fingerprint.is_none() && self.last_rows.is_none() {
+                let first_line = seen.check(&mapped.identity, at.line);
                 if !self.check_duplicate(first_line, &at, &mapped.identity) {
                     continue;
                 }
