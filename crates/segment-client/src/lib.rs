@@ -36,6 +36,7 @@ mod config;
 mod contract;
 mod encode;
 mod error;
+mod health;
 mod memory;
 mod message;
 #[cfg(feature = "outbox")]
