@@ -110,6 +110,16 @@ impl Tracker {
 
     /// Called by the client for every event, as soon as its fate is known.
     pub fn settle(&self, outcome: &EventOutcome<'_>) {
+        if let Err(error) = outcome.result
+            && error.is_outage()
+        {
+            // Segment is unreachable: stop reading and leave the record
+            // tracked, so it is reported pending and its outbox entry stays
+            // for the next run.
+            lock(&self.fatal).get_or_insert_with(|| error.clone());
+            self.stop.stop();
+            return;
+        }
         let Some(InFlightRecord {
             at,
             identity,
@@ -125,7 +135,7 @@ impl Tracker {
                 let code = error.code().unwrap_or("unknown").to_owned();
                 *lock(&self.failed_by_reason).entry(code).or_default() += 1;
                 self.write(|w| w.undelivered(Undelivered::Failed, &at, &identity, Some(error)));
-                if error.is_unauthorized() {
+                if error.is_unauthorized() || error.is_config() {
                     // A refused key will refuse every batch: stop at once.
                     lock(&self.fatal).get_or_insert_with(|| error.clone());
                     self.stop.stop();
