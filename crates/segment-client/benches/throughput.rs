@@ -10,6 +10,16 @@
 //! thread, without a network. Targets: client CPU within 1.5x of the floor,
 //! peak RSS under 32 MB, every event delivered.
 //!
+//! Two more cases (`-- --case contract|faulty|volume`, default all):
+//! - **contract**: the seed's call pattern, one `send_customer_to_segment`
+//!   per customer from 100 concurrent callers on one shared client, 5,000
+//!   calls against a receiver answering in 50 ms: wall, p50/p99 latency,
+//!   requests made (group commit: targets < 5 s, p50 < 150 ms, p99 < 400 ms,
+//!   < 1,000 requests), and one lone caller's latency (one round trip).
+//! - **faulty**: 100,000 events with the library's defaults against a
+//!   receiver answering 20% of requests 500 and 5% 429, with 50 ms latency
+//!   (target: every event delivered, under 15 s).
+//!
 //! It prints figures instead of asserting on them because timings belong to
 //! the machine (DESIGN.md, "Performance: how it is judged"); only delivery is
 //! checked, since a fast run that loses events means nothing.
@@ -70,13 +80,22 @@ fn main() {
         serve_receiver();
         return;
     }
-    let events = parse_events(&args);
+    let (events, case) = parse_args(&args);
     let runtime = tokio::runtime::Runtime::new().expect("could not start a tokio runtime");
     let receiver = ReceiverProcess::spawn();
     let http = reqwest::Client::new();
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    println!("events            {events}");
     println!("machine           {cores} cores, shared with the receiver process");
+    if matches!(case.as_str(), "all" | "contract") {
+        runtime.block_on(contract_case(&http, &receiver.url));
+    }
+    if matches!(case.as_str(), "all" | "faulty") {
+        runtime.block_on(faulty_case(&http, &receiver.url));
+    }
+    if !matches!(case.as_str(), "all" | "volume") {
+        return;
+    }
+    println!("events            {events}");
     for setting in &SETTINGS {
         runtime.block_on(reset_receiver(&http, &receiver.url));
         let client = measure_client(&runtime, &receiver.url, events, setting.batch_size);
@@ -85,6 +104,139 @@ fn main() {
         print_setting(setting, events, &client, &floor, &stats);
         check_delivery(events, &client.report, &stats);
     }
+}
+
+// ---- the contract under concurrency, and the faulty profile ----
+
+const CONTRACT_CALLS: usize = 5_000;
+const CONTRACT_CALLERS: usize = 100;
+const FAULTY_EVENTS: u64 = 100_000;
+
+async fn set_faults(http: &reqwest::Client, url: &str, plan: serde_json::Value) {
+    http.post(format!("{url}/_receiver/faults"))
+        .body(plan.to_string())
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .expect("could not set the receiver's faults");
+}
+
+async fn contract_case(http: &reqwest::Client, url: &str) {
+    reset_receiver(http, url).await;
+    set_faults(http, url, serde_json::json!({"latency_ms": 50})).await;
+    let client = std::sync::Arc::new(
+        HttpClient::builder(WRITE_KEY)
+            .host(url)
+            .build()
+            .expect("the bench's client settings are valid"),
+    );
+    let one = Instant::now();
+    send_one(&client, u64::MAX).await;
+    let lone = one.elapsed();
+    let started = Instant::now();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..CONTRACT_CALLERS {
+        let (client, next) = (std::sync::Arc::clone(&client), std::sync::Arc::clone(&next));
+        callers.spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= CONTRACT_CALLS as u64 {
+                    return latencies;
+                }
+                let call = Instant::now();
+                send_one(&client, i).await;
+                latencies.push(call.elapsed());
+            }
+        });
+    }
+    let mut latencies: Vec<Duration> = callers.join_all().await.concat();
+    let wall = started.elapsed();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    let stats = receiver_stats(http, url).await;
+    println!(
+        "--- contract ({CONTRACT_CALLERS} concurrent callers, {CONTRACT_CALLS} calls, 50 ms answers)"
+    );
+    println!(
+        "wall              {:.2} s   (target < 5 s)",
+        wall.as_secs_f64()
+    );
+    println!(
+        "latency           p50 {} ms   p99 {} ms   (targets < 150, < 400)",
+        at(0.5).as_millis(),
+        at(0.99).as_millis()
+    );
+    println!(
+        "requests          {}   (target < 1,000; one lone call took {} ms)",
+        stats.requests,
+        lone.as_millis()
+    );
+    assert_eq!(
+        stats.accepted,
+        CONTRACT_CALLS as u64 + 1,
+        "every call delivered"
+    );
+}
+
+async fn send_one(client: &HttpClient, i: u64) {
+    let params = synthetic_event(i);
+    segment_client::SegmentClient::identify_and_confirm(client, params)
+        .await
+        .expect("a contract call failed");
+}
+
+async fn faulty_case(http: &reqwest::Client, url: &str) {
+    reset_receiver(http, url).await;
+    set_faults(
+        http,
+        url,
+        serde_json::json!({
+            "latency_ms": 50,
+            "rules": [
+                {"kind": "fraction", "fraction": 0.2, "status": 500, "seed": 1},
+                {"kind": "fraction", "fraction": 0.0625, "status": 429, "seed": 2},
+            ],
+        }),
+    )
+    .await;
+    let started = Instant::now();
+    let client = HttpClient::builder(WRITE_KEY)
+        .host(url)
+        .build()
+        .expect("the bench's client settings are valid");
+    for i in 0..FAULTY_EVENTS {
+        client
+            .identify(synthetic_event(i))
+            .await
+            .expect("a synthetic event was refused");
+    }
+    let report = client
+        .close_and_flush_with_timeout(FLUSH_TIMEOUT)
+        .await
+        .expect("the client did not flush");
+    let wall = started.elapsed();
+    let stats = receiver_stats(http, url).await;
+    println!("--- faulty (library defaults; 20% 500, 5% 429, 50 ms answers)");
+    println!(
+        "wall              {:.2} s   (target < 15 s)",
+        wall.as_secs_f64()
+    );
+    println!(
+        "requests          {}   by status {:?}",
+        stats.requests, stats.responses_by_status
+    );
+    println!(
+        "delivered         {}/{FAULTY_EVENTS} (receiver accepted {} unique, {} duplicates)",
+        report.delivered, stats.unique_message_ids, stats.duplicates
+    );
+    assert!(
+        report.is_complete() && report.delivered == FAULTY_EVENTS,
+        "the client did not deliver every event: {} delivered, {} failed",
+        report.delivered,
+        report.failed_count()
+    );
 }
 
 // ---- the receiver, in a child process ----
@@ -481,8 +633,9 @@ fn grouped(n: u64) -> String {
 
 // ---- arguments ----
 
-fn parse_events(args: &[String]) -> u64 {
+fn parse_args(args: &[String]) -> (u64, String) {
     let mut events = DEFAULT_EVENTS;
+    let mut case = "all".to_owned();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -495,13 +648,22 @@ fn parse_events(args: &[String]) -> u64 {
                     .filter(|&n| n > 0)
                     .unwrap_or_else(|| usage("--events needs a positive whole number"));
             }
+            "--case" => {
+                case = args
+                    .next()
+                    .filter(|c| matches!(c.as_str(), "all" | "contract" | "faulty" | "volume"))
+                    .cloned()
+                    .unwrap_or_else(|| usage("--case is all, contract, faulty or volume"));
+            }
             other => usage(&format!("unknown argument {other:?}")),
         }
     }
-    events
+    (events, case)
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("{problem}\nusage: cargo bench -p segment-client --bench throughput [-- --events N]");
+    eprintln!(
+        "{problem}\nusage: cargo bench -p segment-client --bench throughput [-- --events N] [--case all|contract|faulty|volume]"
+    );
     std::process::exit(2)
 }

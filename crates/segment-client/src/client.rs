@@ -16,12 +16,13 @@ use crate::batcher::{Limits, MAX_BATCH_EVENTS, MAX_REQUEST_BYTES};
 use crate::contract::SegmentIntegrationResult;
 use crate::encode::Encoder;
 use crate::error::{Kind, SegmentError};
+use crate::health::Health;
 use crate::message::{Event, IdentifyParams, Identity, MAX_EVENT_BYTES, new_message_id, prepare};
 use crate::report::{DeliveryReport, EventOutcome};
 use crate::retry::RetryPolicy;
 use crate::throttle::{Pacer, Pause};
 use crate::transport::{DryRun, HttpTransport, Transport, batch_endpoint};
-use crate::worker::{Gates, OutcomeHook, Sender, Settings, Task, Worker};
+use crate::worker::{CloseRequest, Gates, OutcomeHook, Sender, Settings, Task, Worker};
 
 /// An event validated and serialised once, ready to queue with
 /// [`HttpClient::queue_prepared_blocking`]. Its JSON is exactly what will be
@@ -159,6 +160,21 @@ fn still_pending() -> SegmentError {
     )
 }
 
+/// How long a caller waits past a deadline for the worker's answer to come back.
+const REPLY_GRACE: Duration = Duration::from_millis(250);
+
+/// A confirmation that timed out: the last attempt's cause, under its own code.
+fn not_confirmed(timeout: Duration, last: Option<SegmentError>) -> SegmentError {
+    let message = format!(
+        "the event was not delivered within {} s; it is still queued and being retried",
+        timeout.as_secs_f64()
+    );
+    match last {
+        Some(cause) => SegmentError::caused_by(message, cause),
+        None => SegmentError::new(Kind::DeadlineExceeded, message),
+    }
+}
+
 fn closed() -> SegmentError {
     SegmentError::new(Kind::ClientClosed, "the client is closed")
 }
@@ -216,8 +232,51 @@ pub struct HttpClient {
 
 struct Handle {
     tx: mpsc::Sender<Task>,
+    control: mpsc::UnboundedSender<CloseRequest>,
+    sender: Arc<Sender>,
     closed: AtomicBool,
     flush_timeout: Duration,
+    shutdown_timeout: Duration,
+    /// Signalled when a worker on its own thread ends; `None` for a worker
+    /// on the caller's runtime (see `Drop for Worker`).
+    worker_done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl Drop for Handle {
+    /// The last handle is gone: the worker delivers what is queued within
+    /// the shutdown timeout. A worker on its own thread is waited for here
+    /// (unless that would block a single-threaded runtime's only thread), so
+    /// a short script that returns from `main` does not lose its events.
+    fn drop(&mut self) {
+        // Replacing the senders drops them, which tells the worker.
+        drop(std::mem::replace(&mut self.tx, mpsc::channel(1).0));
+        drop(std::mem::replace(
+            &mut self.control,
+            mpsc::unbounded_channel().0,
+        ));
+        let done = self
+            .worker_done
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(done) = done else {
+            return;
+        };
+        let wait = self.shutdown_timeout + Duration::from_secs(1);
+        match tokio::runtime::Handle::try_current().map(|r| r.runtime_flavor()) {
+            Err(_) => {
+                let _ = done.recv_timeout(wait);
+            }
+            Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => {
+                tracing::debug!(
+                    "client dropped on a single-threaded runtime; not waiting for its worker"
+                );
+            }
+            Ok(_) => tokio::task::block_in_place(|| {
+                let _ = done.recv_timeout(wait);
+            }),
+        }
+    }
 }
 
 impl fmt::Debug for HttpClient {
@@ -359,6 +418,29 @@ impl HttpClient {
         Ok(DeliveryReceipt { rx })
     }
 
+    /// Validates and queues an event, then waits for *its* outcome only, at
+    /// most the client's flush timeout (default 60 s). The worker sends it as
+    /// soon as a request slot is free, together with whatever else is queued
+    /// then, so concurrent callers share requests.
+    ///
+    /// # Errors
+    /// `invalid_payload`, `payload_too_large` or `client_closed` before
+    /// sending; the event's own delivery failure (`outage` after the outage
+    /// bound, 30 s by default, if nothing answers); if the timeout passes
+    /// first, the last failed attempt's error (same code, with it as
+    /// `source()`), or `deadline_exceeded` if no attempt failed.
+    pub async fn identify_and_wait(&self, params: IdentifyParams) -> SegmentIntegrationResult {
+        let event = prepare(params)?;
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(Task::Confirm(event, tx)).await?;
+        let timeout = self.inner.flush_timeout;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(worker_gone()),
+            Err(_) => Err(not_confirmed(timeout, self.inner.sender.last_failure())),
+        }
+    }
+
     /// Sends everything queued before this call; waits at most the client's
     /// flush timeout (default 60 s).
     ///
@@ -397,24 +479,39 @@ impl HttpClient {
     }
 
     /// Sends everything queued, then stops the worker. Events not delivered
-    /// by `timeout` are abandoned and listed as pending in the report. Later
-    /// calls on any clone return `client_closed`; closing twice returns an
-    /// empty report.
+    /// by `timeout` are abandoned and listed as pending in the report (and
+    /// stay in the outbox, if there is one). Later calls on any clone return
+    /// `client_closed`. Closing again is safe: a call during a close waits for
+    /// the same events, a call after a close's deadline lists the same
+    /// abandoned events as pending again.
     ///
     /// # Errors
-    /// `deadline_exceeded` if the worker was too busy to even start closing
-    /// before the deadline (it still closes when it gets there).
+    /// `deadline_exceeded` if the worker did not answer by the deadline (it
+    /// still closes); `internal` if the worker is gone.
     pub async fn close_and_flush_with_timeout(
         &self,
         timeout: Duration,
     ) -> Result<DeliveryReport, SegmentError> {
-        if self.inner.closed.swap(true, Ordering::SeqCst) {
-            return Ok(DeliveryReport::default());
-        }
+        self.inner.closed.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + timeout;
         let (reply, rx) = oneshot::channel();
-        self.request(Task::Close { deadline, reply }, rx, deadline)
-            .await
+        // Beside the queue, so a full queue cannot keep the close out.
+        if self
+            .inner
+            .control
+            .send(CloseRequest { deadline, reply })
+            .is_err()
+        {
+            return Err(worker_gone());
+        }
+        match timeout_at(deadline + REPLY_GRACE, rx).await {
+            Ok(Ok(report)) => Ok(report),
+            Ok(Err(_)) => Err(worker_gone()),
+            Err(_) => Err(SegmentError::new(
+                Kind::DeadlineExceeded,
+                "the close deadline passed before the client's worker answered",
+            )),
+        }
     }
 
     fn check_open(&self) -> Result<(), SegmentError> {
@@ -449,7 +546,7 @@ impl HttpClient {
         }
         // The worker answers by the deadline once it has the request; the
         // grace covers the hop back.
-        match timeout_at(deadline + Duration::from_millis(250), rx).await {
+        match timeout_at(deadline + REPLY_GRACE, rx).await {
             Ok(Ok(report)) => Ok(report),
             Ok(Err(_)) => Err(worker_gone()),
             Err(_) => Err(busy()),
@@ -474,11 +571,7 @@ impl SegmentClient for HttpClient {
         &self,
         params: IdentifyParams,
     ) -> BoxFuture<'_, SegmentIntegrationResult> {
-        Box::pin(async move {
-            let mut receipt = self.identify_with_receipt(params).await?;
-            self.flush().await?;
-            receipt.try_result()
-        })
+        Box::pin(self.identify_and_wait(params))
     }
 }
 
@@ -516,6 +609,8 @@ pub struct HttpClientBuilder {
     request_timeout: Duration,
     retry: RetryPolicy,
     flush_timeout: Duration,
+    outage_after: Duration,
+    shutdown_timeout: Duration,
     max_failures_in_report: usize,
     on_outcome: Option<OutcomeHook>,
     own_thread: bool,
@@ -551,6 +646,8 @@ impl HttpClientBuilder {
             request_timeout: Duration::from_secs(15),
             retry: RetryPolicy::default(),
             flush_timeout: Duration::from_secs(60),
+            outage_after: DEFAULT_OUTAGE_AFTER,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             max_failures_in_report: 10_000,
             on_outcome: None,
             own_thread: false,
@@ -662,6 +759,29 @@ impl HttpClientBuilder {
         self
     }
 
+    /// How long every request may fail by timeout or network error, with
+    /// nothing delivered, before the client calls it an outage: the events
+    /// being retried then fail with code `outage` instead of being retried
+    /// for hours, and later batches get one attempt each until a request
+    /// succeeds. Default: 30 s.
+    pub fn outage_after(mut self, bound: Duration) -> Self {
+        self.outage_after = bound;
+        self
+    }
+
+    /// How long a client dropped without
+    /// [`close_and_flush`](HttpClient::close_and_flush) keeps delivering what
+    /// it queued. Dropping the last clone starts it; a worker on its own
+    /// thread is waited for in the drop (except on a single-threaded runtime,
+    /// whose only thread is never blocked), and a worker on a runtime that
+    /// shuts down finishes on a thread of its own while the runtime drops.
+    /// Events not delivered in time are logged as a warning with their count
+    /// (and stay in the outbox, if there is one). Default: 5 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
     /// Failed events listed one by one in a [`DeliveryReport`]; more are only
     /// counted. Default: 10,000.
     pub fn max_failures_in_report(mut self, events: usize) -> Self {
@@ -756,6 +876,33 @@ impl HttpClientBuilder {
                 "flush interval and request timeout must be longer than zero".into(),
             ));
         }
+        for (name, value) in [
+            ("flush interval", self.flush_interval),
+            ("request timeout", self.request_timeout),
+            ("flush timeout", self.flush_timeout),
+            ("shutdown timeout", self.shutdown_timeout),
+            ("outage bound", self.outage_after),
+            ("retry budget", self.retry.budget),
+            ("initial backoff", self.retry.initial_backoff),
+            ("max backoff", self.retry.max_backoff),
+        ] {
+            if value > MAX_SETTING_DURATION {
+                return Err(bad(format!(
+                    "{name} must be at most 24 hours, not {value:?}"
+                )));
+            }
+        }
+        if self
+            .requests_per_second
+            .is_some_and(|r| r < 1.0 / MAX_SETTING_DURATION.as_secs_f64())
+        {
+            return Err(bad(
+                "requests per second must allow at least one request a day".into(),
+            ));
+        }
+        if self.max_failures_in_report == 0 {
+            return Err(bad("max failures in report must be at least 1".into()));
+        }
         #[cfg(feature = "outbox")]
         let outbox = match &self.outbox {
             Some(path) => Some(Arc::new(crate::outbox::Outbox::open(path)?)),
@@ -766,7 +913,7 @@ impl HttpClientBuilder {
             Some(dir) => {
                 // One body at a time keeps the files in batch order.
                 max_in_flight = 1;
-                Transport::DryRun(DryRun::new(dir)?)
+                Transport::DryRun(Arc::new(DryRun::new(dir)?))
             }
             None => Transport::Http(HttpTransport::new(
                 endpoint,
@@ -783,6 +930,7 @@ impl HttpClientBuilder {
                 pause: Pause::default(),
                 pacer: self.requests_per_second.map(Pacer::new),
             }),
+            health: Mutex::new(Health::new(self.outage_after)),
         });
         let settings = Settings {
             limits: Limits {
@@ -793,36 +941,58 @@ impl HttpClientBuilder {
             flush_interval: self.flush_interval,
             max_in_flight,
             max_failures_in_report: self.max_failures_in_report,
+            shutdown_timeout: self.shutdown_timeout,
             on_outcome: self.on_outcome,
             #[cfg(feature = "outbox")]
             outbox: outbox.clone(),
         };
         let (tx, rx) = mpsc::channel(self.queue_capacity);
-        let worker = Worker::new(rx, sender, settings);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let worker = Worker::new(rx, control_rx, Arc::clone(&sender), settings);
         #[cfg(feature = "outbox")]
         let worker = match &outbox {
             Some(outbox) => worker.with_recovered(outbox.load()?),
             None => worker,
         };
-        spawn_worker(worker, self.own_thread)?;
+        let worker_done = spawn_worker(worker, self.own_thread)?;
         Ok(HttpClient {
             inner: Arc::new(Handle {
                 tx,
+                control,
+                sender,
                 closed: AtomicBool::new(false),
                 flush_timeout: self.flush_timeout,
+                shutdown_timeout: self.shutdown_timeout,
+                worker_done: Mutex::new(worker_done),
             }),
         })
     }
 }
 
+/// See [`HttpClientBuilder::shutdown_timeout`].
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest duration any setting takes: longer ones are mistakes (and
+/// `Instant + Duration::MAX` overflows).
+const MAX_SETTING_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// See [`HttpClientBuilder::outage_after`].
+const DEFAULT_OUTAGE_AFTER: Duration = Duration::from_secs(30);
+
 /// Gzip level 1: most of the size win for a fraction of level 6's CPU.
 const DEFAULT_GZIP_LEVEL: u32 = 1;
 
-fn spawn_worker(worker: Worker, own_thread: bool) -> Result<(), SegmentError> {
+/// Starts the worker on the current runtime, or on a thread of its own;
+/// for the latter, returns what says that it ended.
+fn spawn_worker(
+    worker: Worker,
+    own_thread: bool,
+) -> Result<Option<std::sync::mpsc::Receiver<()>>, SegmentError> {
     if !own_thread && let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(worker.run());
-        return Ok(());
+        return Ok(None);
     }
+    let (done_tx, done) = std::sync::mpsc::channel();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -831,9 +1001,12 @@ fn spawn_worker(worker: Worker, own_thread: bool) -> Result<(), SegmentError> {
         })?;
     std::thread::Builder::new()
         .name("segment-client".into())
-        .spawn(move || runtime.block_on(worker.run()))
+        .spawn(move || {
+            runtime.block_on(worker.run());
+            let _ = done_tx.send(());
+        })
         .map_err(|e| {
             SegmentError::with_source(Kind::Internal, "could not start the client's thread", e)
         })?;
-    Ok(())
+    Ok(Some(done))
 }

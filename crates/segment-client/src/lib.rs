@@ -36,6 +36,7 @@ mod config;
 mod contract;
 mod encode;
 mod error;
+mod health;
 mod memory;
 mod message;
 #[cfg(feature = "outbox")]
@@ -52,7 +53,8 @@ pub use client::{
     BoxFuture, DeliveryReceipt, HttpClient, HttpClientBuilder, PreparedEvent, Region, SegmentClient,
 };
 pub use config::{
-    HOST_VAR, REGION_VAR, WRITE_KEY_VAR, builder_from_lookup, get_segment_client_from_environment,
+    FLUSH_TIMEOUT_VAR, HOST_VAR, OUTAGE_AFTER_VAR, REGION_VAR, REQUEST_TIMEOUT_VAR, WRITE_KEY_VAR,
+    builder_from_lookup, get_segment_client_from_environment,
 };
 pub use contract::{
     ContractResult, SegmentIntegrationResult, send_customer_to_segment,

@@ -226,14 +226,10 @@ pub(crate) fn prepare(mut params: IdentifyParams) -> Result<Event, SegmentError>
     check_id("userId", params.identity.user_id())?;
     check_id("anonymousId", params.identity.anonymous_id())?;
     let message_id = match params.message_id.take() {
-        Some(id) if id.is_empty() => return Err(invalid("messageId is empty".into())),
-        Some(id) if id.chars().count() >= MAX_MESSAGE_ID_CHARS => {
-            return Err(invalid(format!(
-                "messageId is {} characters; Segment requires fewer than {MAX_MESSAGE_ID_CHARS}",
-                id.chars().count()
-            )));
+        Some(id) => {
+            check_message_id(&id)?;
+            id
         }
-        Some(id) => id,
         None => new_message_id(),
     };
     if !params.traits.custom.is_empty()
@@ -273,6 +269,20 @@ pub(crate) fn prepare(mut params: IdentifyParams) -> Result<Event, SegmentError>
         identity: params.identity,
         json,
     })
+}
+
+/// Refuses a `messageId` Segment would not accept: empty, or too long.
+fn check_message_id(id: &str) -> Result<(), SegmentError> {
+    if id.is_empty() {
+        return Err(invalid("messageId is empty".into()));
+    }
+    let chars = id.chars().count();
+    if chars >= MAX_MESSAGE_ID_CHARS {
+        return Err(invalid(format!(
+            "messageId is {chars} characters; Segment requires fewer than {MAX_MESSAGE_ID_CHARS}"
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses an event Segment would drop for its size.
@@ -318,6 +328,7 @@ pub(crate) fn from_json(json: Vec<u8>) -> Result<Event, SegmentError> {
     };
     check_id("userId", identity.user_id())?;
     check_id("anonymousId", identity.anonymous_id())?;
+    check_message_id(&head.message_id)?;
     Ok(Event {
         message_id: head.message_id,
         identity,

@@ -9,6 +9,7 @@ mod commands;
 mod config;
 mod flags;
 mod hint;
+mod logging;
 mod progress;
 mod summary;
 
@@ -47,6 +48,7 @@ pub enum Outcome {
 fn main() -> ExitCode {
     return_freed_memory_promptly();
     let cli = flags::Cli::parse();
+    logging::init(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -66,8 +68,14 @@ fn main() -> ExitCode {
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
+            let mut shown = error.to_string();
             for cause in error.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                // An error that repeats its source's text adds no line.
+                let cause = cause.to_string();
+                if !shown.contains(&cause) {
+                    eprintln!("  caused by: {cause}");
+                }
+                shown = cause;
             }
             if let Some(hint) = hint::hint_of(&error) {
                 eprintln!("hint: {hint}");
@@ -82,4 +90,36 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
         .chain()
         .filter_map(|e| e.downcast_ref::<std::io::Error>())
         .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+#[cfg(test)]
+mod tests {
+    /// mimalloc's default purge delay in milliseconds: 10 in v2, 1000 in v3.
+    const DEFAULT_PURGE_DELAYS_MS: [std::ffi::c_long; 2] = [10, 1000];
+
+    #[expect(
+        unsafe_code,
+        reason = "reads an integer option of the allocator; no pointers involved"
+    )]
+    fn purge_delay() -> std::ffi::c_long {
+        // SAFETY: mi_option_get only reads an integer from the allocator's option table.
+        unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) }
+    }
+
+    /// Option 15 must be the purge delay: its documented default before the
+    /// binary sets it, and the binary's value after. A reordered enum in a
+    /// future mimalloc fails here instead of setting some other option.
+    #[test]
+    fn the_purge_delay_option_reads_back_what_the_binary_sets() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            let default = purge_delay();
+            assert!(
+                DEFAULT_PURGE_DELAYS_MS.contains(&default),
+                "option {} reads {default}: not the purge delay's default",
+                super::MI_OPTION_PURGE_DELAY
+            );
+        }
+        super::return_freed_memory_promptly();
+        assert_eq!(purge_delay(), 1);
+    }
 }

@@ -30,6 +30,7 @@ impl Progress {
             if let Ok(style) = ProgressStyle::with_template(template) {
                 bar.set_style(style);
             }
+            crate::logging::route_through(Some(bar.clone()));
             let shown = bar.clone();
             let task = tokio::spawn(async move {
                 let started = Instant::now();
@@ -59,6 +60,7 @@ impl Progress {
     pub fn finish(self) {
         self.task.abort();
         if let Some(bar) = self.bar {
+            crate::logging::route_through(None);
             bar.finish_and_clear();
         }
     }

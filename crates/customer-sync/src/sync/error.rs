@@ -65,6 +65,10 @@ impl From<SegmentError> for SyncError {
             Some("check SEGMENT_WRITE_KEY (or --write-key): Segment refused it")
         } else if error.code() == Some(segment_client::codes::MISSING_WRITE_KEY) {
             Some("set SEGMENT_WRITE_KEY, or pass --write-key; --dry-run needs none")
+        } else if error.is_outage() {
+            Some(
+                "Segment could not be reached; what was not sent stays pending in the state and goes first on the next run: check the network and --host, then run again",
+            )
         } else if error.is_config() {
             Some("check SEGMENT_HOST / SEGMENT_REGION (or --host / --region)")
         } else {

@@ -128,11 +128,12 @@ impl Tracker {
             }
             Err(error) => {
                 // Not Segment's word on this event (the network, an outage,
-                // a closed client, a refused key): it stays in the outbox and
-                // the next run sends it again, under the same messageId.
+                // a closed client, a refused key, a wrong host): it stays in
+                // the outbox and the next run sends it again, under the same
+                // messageId.
                 self.pend(&at, &identity, Some(error));
-                if error.is_unauthorized() {
-                    // A refused key will refuse every batch: stop at once.
+                if error.is_unauthorized() || error.is_config() || error.is_outage() {
+                    // Every later batch would meet the same answer: stop reading at once.
                     lock(&self.fatal).get_or_insert_with(|| error.clone());
                     self.stop.stop();
                 }
@@ -221,6 +222,11 @@ impl Tracker {
 /// timeouts, 5xx, 429, a refused write key, a closed client or an outage say
 /// nothing about the event: it stays pending and is sent again.
 pub(crate) fn is_verdict_on_event(error: &SegmentError) -> bool {
+    if error.is_config() || error.is_outage() {
+        // A wrong host (404 on the first request) or an unreachable Segment
+        // says nothing about the event itself.
+        return false;
+    }
     if error.is_invalid_payload() {
         return true;
     }

@@ -81,9 +81,23 @@ pub async fn run(args: SyncArgs) -> Result<Outcome> {
             if let Some(report) = error.report() {
                 print_summary(&source_name, report, args.report.as_deref());
             }
+            if is_outage(&error) {
+                // Not fatal: what was not sent is pending for the next run.
+                eprintln!("error: {error}");
+                if let Some(hint) = error.hint() {
+                    eprintln!("hint: {hint}");
+                }
+                return Ok(Outcome::Partial);
+            }
             Err(fatal(error))
         }
     }
+}
+
+fn is_outage(error: &SyncError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|e| e.downcast_ref::<segment_client::SegmentError>())
+        .is_some_and(segment_client::SegmentError::is_outage)
 }
 
 fn fatal(error: SyncError) -> anyhow::Error {
