@@ -1,0 +1,196 @@
+//! End-to-end: what a data engineer meets in the first hour with the real
+//! binary: messages that name what was typed, file errors, inline problems,
+//! inferred types, and pipes that close early.
+
+mod common;
+
+use common::*;
+use segment_receiver::FaultPlan;
+use tempfile::TempDir;
+
+/// The `hint:` line of a run's stderr.
+fn hint(err: &str) -> &str {
+    err.lines()
+        .find_map(|line| line.strip_prefix("hint: "))
+        .unwrap_or_else(|| panic!("no hint line in: {err}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tuning_flag_names_itself_and_its_range() {
+    let dir = TempDir::new().unwrap();
+    let file = write(&dir, "c.csv", &numbered_customers(3));
+    let cases: &[(&str, &str, &str)] = &[
+        ("--batch-size", "5000", "1 to 2500"),
+        ("--batch-size", "0", "1 to 2500"),
+        ("--concurrency", "0", "1 to 64"),
+        ("--concurrency", "500", "1 to 64"),
+        ("--max-attempts", "0", "at least 1"),
+        ("--rate", "0", "greater than 0"),
+        ("--rate", "NaN", "greater than 0"),
+        ("--backoff-ms", "0", "1 to 60000"),
+        ("--flush-timeout", "0", "at least 1"),
+    ];
+    for (flag, value, range) in cases {
+        let output = run(
+            &dir,
+            None,
+            &[
+                "sync",
+                path_str(&file),
+                "--dry-run",
+                "--no-state",
+                flag,
+                value,
+            ],
+        )
+        .await;
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}: {err}");
+        let first = err.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error: ") && first.contains(flag) && first.contains(range),
+            "{flag} {value}: {err}"
+        );
+        assert!(first.contains(value), "the value seen: {err}");
+        let hint = hint(&err);
+        assert!(!hint.contains("SEGMENT_HOST"), "{flag} {value}: {err}");
+        assert!(hint.contains(flag), "{flag} {value}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_region_flag_blames_the_flag() {
+    let dir = TempDir::new().unwrap();
+    let file = write(&dir, "c.csv", &numbered_customers(3));
+    let output = command(&dir, None, &["sync", path_str(&file), "--region", "moon"])
+        .env("SEGMENT_WRITE_KEY", KEY)
+        .output()
+        .await
+        .unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("error: --region must be `us` or `eu`, not `moon`"),
+        "{err}"
+    );
+    assert!(!err.contains("SEGMENT_REGION"), "{err}");
+    assert!(hint(&err).contains("--region"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_and_region_in_the_environment_do_not_stop_a_dry_run() {
+    let dir = TempDir::new().unwrap();
+    let file = write(&dir, "c.csv", &numbered_customers(3));
+    let output = command(&dir, None, &["sync", path_str(&file), "--dry-run"])
+        .env("SEGMENT_HOST", "http://127.0.0.1:9")
+        .env("SEGMENT_REGION", "eu")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_flag_beats_host_and_region_in_the_environment() {
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    let file = write(&dir, "c.csv", &numbered_customers(3));
+    let output = command(
+        &dir,
+        None,
+        &["sync", path_str(&file), "--host", &receiver.url()],
+    )
+    .env("SEGMENT_WRITE_KEY", KEY)
+    .env("SEGMENT_HOST", "http://127.0.0.1:9")
+    .env("SEGMENT_REGION", "eu")
+    .output()
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(receiver.store().stats().accepted, 3);
+
+    // Without a flag, the environment contradicts itself: stop, and say how to decide.
+    let output = command(&dir, None, &["sync", path_str(&file)])
+        .env("SEGMENT_WRITE_KEY", KEY)
+        .env("SEGMENT_HOST", receiver.url())
+        .env("SEGMENT_REGION", "eu")
+        .output()
+        .await
+        .unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("SEGMENT_HOST") && err.contains("SEGMENT_REGION"),
+        "{err}"
+    );
+    assert!(hint(&err).contains("--host"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_host_flag_blames_the_flag() {
+    let dir = TempDir::new().unwrap();
+    let file = write(&dir, "c.csv", &numbered_customers(3));
+    let output = command(&dir, None, &["sync", path_str(&file), "--host", "ftp://x"])
+        .env("SEGMENT_WRITE_KEY", KEY)
+        .output()
+        .await
+        .unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(err.starts_with("error: --host "), "{err}");
+    assert!(!err.contains("SEGMENT_HOST"), "{err}");
+}
+
+/// A pipe whose reading end is already closed, as after `| head` exits.
+fn closed_pipe() -> std::io::PipeWriter {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    writer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stderr_does_not_change_the_exit_code() {
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    let file = write(&dir, "c.csv", &numbered_customers(20));
+    let status = command(&dir, Some(&receiver), &["sync", path_str(&file)])
+        .stderr(closed_pipe())
+        .status()
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(receiver.store().stats().accepted, 20);
+
+    // A run with an invalid row exits 1, closed stderr or not.
+    let file = write(&dir, "bad.csv", "user_id,age\nu1,31\nu2,old\n");
+    let status = command(&dir, Some(&receiver), &["sync", path_str(&file)])
+        .stderr(closed_pipe())
+        .status()
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_into_a_closed_pipe_is_not_an_error() {
+    // `segment-sync demo 2>&1 | head`: both streams go to a reader that left.
+    let dir = TempDir::new().unwrap();
+    let pipe = closed_pipe();
+    let status = command(&dir, None, &["demo"])
+        .stdout(pipe.try_clone().unwrap())
+        .stderr(pipe)
+        .status()
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    let file = write(&dir, "c.csv", &numbered_customers(20));
+    let pipe = closed_pipe();
+    let status = command(&dir, None, &["preview", path_str(&file), "-n", "20"])
+        .stdout(pipe.try_clone().unwrap())
+        .stderr(pipe)
+        .status()
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
