@@ -92,9 +92,12 @@ fn main() -> ExitCode {
         Ok(Outcome::Partial) => ExitCode::from(1),
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
-            for cause in error.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+            let lines = hint::causes(&error);
+            for (i, line) in lines.iter().enumerate() {
+                match i {
+                    0 => eprintln!("error: {line}"),
+                    _ => eprintln!("  caused by: {line}"),
+                }
             }
             if let Some(hint) = hint::hint_of(&error) {
                 eprintln!("hint: {hint}");

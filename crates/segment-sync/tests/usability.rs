@@ -194,3 +194,53 @@ async fn output_into_a_closed_pipe_is_not_an_error() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// Whether any line of `err` after the first repeats text an earlier line already said.
+fn repeats_a_cause(err: &str) -> bool {
+    let lines: Vec<&str> = err.lines().collect();
+    lines.iter().enumerate().skip(1).any(|(i, line)| {
+        let said = line.trim().trim_start_matches("caused by: ");
+        !said.is_empty() && lines[..i].iter().any(|earlier| earlier.contains(said))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_file_says_so_once() {
+    let dir = TempDir::new().unwrap();
+    let output = run(&dir, None, &["sync", "nosuch.csv", "--dry-run"]).await;
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(err.contains("nosuch.csv"), "{err}");
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    assert!(!repeats_a_cause(&err), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_says_it_is_a_directory() {
+    let dir = TempDir::new().unwrap();
+    std::fs::create_dir(dir.path().join("dir.csv")).unwrap();
+    let output = run(&dir, None, &["sync", "dir.csv", "--dry-run"]).await;
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(err.starts_with("error: dir.csv is a directory"), "{err}");
+    assert!(!err.contains("line 1"), "{err}");
+    assert!(!repeats_a_cause(&err), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misspelt_file_name_is_no_such_file_with_a_suggestion() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "customers.csv", &numbered_customers(3));
+    let output = run(&dir, None, &["sync", "customers.cvs", "--dry-run"]).await;
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(err.contains("No such file"), "{err}");
+    assert!(!err.contains("extension"), "{err}");
+    assert!(hint(&err).contains("customers.csv"), "{err}");
+
+    // An existing file with an unknown extension is still about the extension.
+    write(&dir, "customers.txt", &numbered_customers(3));
+    let output = run(&dir, None, &["sync", "customers.txt", "--dry-run"]).await;
+    let err = stderr(&output);
+    assert!(err.contains("unknown extension `.txt`"), "{err}");
+}

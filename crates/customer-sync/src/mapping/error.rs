@@ -43,7 +43,8 @@ impl MappingError {
     }
 
     pub(super) fn io(path: &Path, err: std::io::Error) -> Self {
-        let mut this = Self::new(format!("cannot read mapping file: {err}")).at_path(Some(path));
+        // The cause is the `source()`, not repeated in the message.
+        let mut this = Self::new("cannot read mapping file").at_path(Some(path));
         this.source = Some(err);
         this
     }

@@ -201,6 +201,9 @@ impl Source {
             return Source::from_reader("stdin", SourceFormat::Ndjson, io::stdin());
         }
         let path = Path::new(arg);
+        // A missing file is "no such file" whatever its extension: a typo in
+        // `customers.cvs` is about the name, not the format.
+        check_is_file(path)?;
         match SourceFormat::from_path(path) {
             Some(format) => Source::open_as(path, format),
             None => {
@@ -223,7 +226,8 @@ impl Source {
     /// with `[`.
     pub fn open_as(path: &Path, format: SourceFormat) -> Result<Source, SourceError> {
         let name: Arc<str> = path.to_string_lossy().into();
-        let file = File::open(path).map_err(|err| SourceError::open(&name, err))?;
+        check_is_file(path)?;
+        let file = File::open(path).map_err(|err| SourceError::open(&name, err, None))?;
         // The size is only for an ETA: a file whose size cannot be read is
         // still readable, and a non-regular file (a FIFO) has no useful size.
         let total_bytes = file
@@ -371,6 +375,81 @@ impl fmt::Debug for Source {
     }
 }
 
+/// Fails unless `path` exists and is not a directory; a missing file's
+/// error suggests a similarly named file beside it, if there is one.
+fn check_is_file(path: &Path) -> Result<(), SourceError> {
+    let name: Arc<str> = path.to_string_lossy().into();
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(SourceError::directory(&name, directory_hint(path))),
+        Ok(_) => Ok(()),
+        Err(err) => {
+            let hint = (err.kind() == io::ErrorKind::NotFound)
+                .then(|| similar_file(path))
+                .flatten()
+                .map(|similar| format!("did you mean {similar}?"));
+            Err(SourceError::open(&name, err, hint))
+        }
+    }
+}
+
+/// How many directory entries a hint looks at, so a huge directory costs
+/// nothing noticeable.
+const HINT_ENTRIES: usize = 10_000;
+
+/// The file beside `path` whose name is closest to its name (at most two
+/// edits apart, ignoring case), as a path to type.
+fn similar_file(path: &Path) -> Option<String> {
+    let wanted = path.file_name()?.to_str()?.to_lowercase();
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let entries = std::fs::read_dir(parent.unwrap_or(Path::new("."))).ok()?;
+    let (distance, found) = entries
+        .take(HINT_ENTRIES)
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .map(|candidate| (edit_distance(&wanted, &candidate.to_lowercase()), candidate))
+        .min()?;
+    (distance <= 2).then(|| match parent {
+        Some(parent) => parent.join(found).to_string_lossy().into_owned(),
+        None => found,
+    })
+}
+
+/// Levenshtein distance between two short names, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// Names the readable files in a directory passed as a source.
+fn directory_hint(dir: &Path) -> String {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .take(HINT_ENTRIES)
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| SourceFormat::from_path(Path::new(name)).is_some())
+        .collect();
+    files.sort();
+    match files.as_slice() {
+        [] => "pass a .csv, .ndjson, .jsonl or .json file".to_owned(),
+        [only] => format!("pass the file itself: {}", dir.join(only).display()),
+        [first, rest @ ..] => format!(
+            "pass one of its files, e.g. {} ({} more)",
+            dir.join(first).display(),
+            rest.len()
+        ),
+    }
+}
+
 /// The number of line feeds in `bytes`: lines are counted by `\n`, so `\r\n`
 /// files count right and a lone `\r` does not start a line.
 fn count_newlines(bytes: &[u8]) -> u64 {
@@ -446,16 +525,66 @@ mod tests {
     }
 
     #[test]
-    fn open_refuses_unknown_extensions_before_touching_the_file() {
-        let err = Source::open("does-not-exist.txt").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "cannot tell the format of does-not-exist.txt: unknown extension `.txt`"
+    fn open_refuses_unknown_extensions_of_existing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let txt = dir.path().join("customers.txt");
+        std::fs::write(&txt, "id\n1\n").unwrap();
+        let err = Source::open(txt.to_str().unwrap()).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("customers.txt: unknown extension `.txt`"),
+            "{err}"
         );
         assert!(err.hint().is_some_and(|hint| hint.contains("--format")));
 
-        let err = Source::open("Makefile").unwrap_err();
+        let makefile = dir.path().join("Makefile");
+        std::fs::write(&makefile, "all:\n").unwrap();
+        let err = Source::open(makefile.to_str().unwrap()).unwrap_err();
         assert!(err.to_string().ends_with("it has no extension"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_no_such_file_whatever_its_extension() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("customers.csv"), "id\n1\n").unwrap();
+        let typo = dir.path().join("customers.cvs");
+        let err = Source::open(typo.to_str().unwrap()).unwrap_err();
+        assert!(err.is_io(), "{err}");
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert!(!err.to_string().contains(&cause), "said once: {err}");
+        let expected = dir.path().join("customers.csv");
+        assert_eq!(
+            err.hint(),
+            Some(format!("did you mean {}?", expected.display()).as_str())
+        );
+        // Nothing close: no hint.
+        let err = Source::open(dir.path().join("orders.json").to_str().unwrap()).unwrap_err();
+        assert_eq!(err.hint(), None);
+    }
+
+    #[test]
+    fn a_directory_is_named_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("exports.csv");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("a.csv"), "id\n1\n").unwrap();
+        let err = Source::open(sub.to_str().unwrap()).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("exports.csv is a directory, not a file"),
+            "{err}"
+        );
+        assert!(err.hint().is_some_and(|h| h.contains("a.csv")), "{err:?}");
+        let err = Source::open_as(&sub, SourceFormat::Csv).unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
+    }
+
+    #[test]
+    fn edit_distance_counts_single_character_edits() {
+        assert_eq!(edit_distance("customers.cvs", "customers.csv"), 2);
+        assert_eq!(edit_distance("a.csv", "a.csv"), 0);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]

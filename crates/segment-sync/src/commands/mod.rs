@@ -15,7 +15,7 @@ use customer_sync::source::{Source, SourceFormat};
 
 use crate::Outcome;
 use crate::flags::{Command, FormatArg, SourceArgs, StateArgs};
-use crate::hint::with_hint;
+use crate::hint::hinted;
 
 /// Runs one subcommand.
 pub async fn run(command: Command) -> Result<Outcome> {
@@ -64,19 +64,19 @@ pub fn open_input(args: &SourceArgs) -> Result<(Source, Mapping)> {
         }
         _ => Source::open(&args.source),
     }
-    .map_err(|e| match e.hint() {
-        Some(hint) => with_hint(e.to_string(), hint),
+    .map_err(|e| match e.hint().map(str::to_owned) {
+        Some(hint) => hinted(e, hint),
         None => anyhow::Error::new(e),
     })?;
     let spec = match &args.mapping {
-        Some(path) => Some(MappingSpec::load(path).map_err(|e| mapping_error(&e))?),
+        Some(path) => Some(MappingSpec::load(path).map_err(mapping_error)?),
         None => None,
     };
     let mut source = source;
     let columns = columns_of(&mut source);
     let names: Vec<&str> = columns.iter().map(|c| &**c).collect();
     let mapping = Mapping::new(spec.as_ref(), &names)
-        .map_err(|e| mapping_error(&e))
+        .map_err(mapping_error)
         .with_context(|| format!("cannot map the columns of {}", source.name()))?;
     Ok((source, mapping))
 }
@@ -93,10 +93,10 @@ pub fn columns_of(source: &mut Source) -> Vec<Arc<str>> {
     }
 }
 
-fn mapping_error(error: &customer_sync::mapping::MappingError) -> anyhow::Error {
-    match error.hint() {
-        Some(hint) => with_hint(error.to_string(), hint),
-        None => anyhow::anyhow!("{error}"),
+fn mapping_error(error: customer_sync::mapping::MappingError) -> anyhow::Error {
+    match error.hint().map(str::to_owned) {
+        Some(hint) => hinted(error, hint),
+        None => anyhow::Error::new(error),
     }
 }
 
