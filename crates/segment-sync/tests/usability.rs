@@ -244,3 +244,51 @@ async fn a_misspelt_file_name_is_no_such_file_with_a_suggestion() {
     let err = stderr(&output);
     assert!(err.contains("unknown extension `.txt`"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_in_an_identity_make_the_record_invalid() {
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    let file = write(
+        &dir,
+        "c.csv",
+        "user_id,anonymous_id,email\nu1,,a@x.io\nu\u{0}2,,b@x.io\n,anon\u{7}3,c@x.io\nu4,,d@x.io\n",
+    );
+    let report = dir.path().join("report.jsonl");
+    let output = run(
+        &dir,
+        Some(&receiver),
+        &["sync", path_str(&file), "--report", path_str(&report)],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(receiver.store().stats().accepted, 2);
+    let lines = report_lines(&report);
+    let invalid: Vec<_> = lines.iter().filter(|l| l["type"] == "invalid").collect();
+    assert_eq!(invalid.len(), 2, "{lines:?}");
+    assert_eq!(invalid[0]["line"], 3);
+    assert_eq!(invalid[0]["field"], "user_id");
+    assert_eq!(invalid[0]["reason"], "invalid_value");
+    assert!(
+        invalid[0]["message"].as_str().unwrap().contains("U+0000"),
+        "{invalid:?}"
+    );
+    assert_eq!(invalid[1]["line"], 4);
+    assert_eq!(invalid[1]["field"], "anonymous_id");
+
+    // The same in a stateless run and from NDJSON.
+    let file = write(
+        &dir,
+        "c.ndjson",
+        "{\"userId\":\"n\\u00001\"}\n{\"userId\":\"n2\"}\n",
+    );
+    let output = run(
+        &dir,
+        Some(&receiver),
+        &["sync", path_str(&file), "--no-state"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(receiver.store().events_for_user("n2").len(), 1);
+    assert_eq!(receiver.store().stats().accepted, 3);
+}

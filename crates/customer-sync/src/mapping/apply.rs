@@ -56,7 +56,8 @@ impl Mapping {
     /// identity column is absent or empty;
     /// [`InvalidValue`](RecordErrorKind::InvalidValue) when a value does not
     /// convert to its type (`"abc" is not an integer`), when an identity value
-    /// is not a string or number, or when a record key outside the header
+    /// is not a string or number or holds a control character (a NUL, a
+    /// line break), or when a record key outside the header
     /// would write a trait another column already writes.
     pub fn apply(&self, record: &Record) -> Result<MappedCustomer, RecordError> {
         let mut traits = self.base.clone();
@@ -246,6 +247,20 @@ fn identity_value(record: &Record, field: &Field) -> Result<Slot, RecordError> {
             .with_field(&*field.name));
         }
     };
+    if let Some((at, c)) = id.chars().enumerate().find(|(_, c)| c.is_control()) {
+        // A NUL or a line break in an id splits one customer into several
+        // downstream, or breaks tools that read ids as text lines.
+        return Err(RecordError::new(
+            record.location.clone(),
+            RecordErrorKind::InvalidValue,
+            format!(
+                "an identity must not contain control characters; U+{:04X} is at character {}",
+                u32::from(c),
+                at + 1
+            ),
+        )
+        .with_field(&*field.name));
+    }
     Ok(if id.is_empty() {
         Slot::Empty
     } else {
