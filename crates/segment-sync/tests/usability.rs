@@ -292,3 +292,177 @@ async fn control_characters_in_an_identity_make_the_record_invalid() {
     assert_eq!(receiver.store().events_for_user("n2").len(), 1);
     assert_eq!(receiver.store().stats().accepted, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_sends_booleans_and_numbers() {
+    let dir = TempDir::new().unwrap();
+    let output = run(&dir, None, &["demo", "--show", "1"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let err = stderr(&output);
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let start = stdout.find('{').expect("an event is shown");
+    let event: serde_json::Value = serde_json::Deserializer::from_str(&stdout[start..])
+        .into_iter()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(event["traits"]["newsletter"], false, "{event}");
+    assert_eq!(event["traits"]["lifetime_value"], 0.0, "{event}");
+    assert!(event["traits"]["lifetime_value"].is_f64(), "{event}");
+    // Reserved string traits stay strings, even when they look like numbers.
+    assert!(err.contains("boolean (inferred)"), "{err}");
+}
+
+const TYPED: &str = "\
+user_id,active,seats,mrr,ratio,renewed,code,mixed,zip,note
+u1,true,12,0.00,1,2024-05-01,01234,1,22201,
+u2,FALSE,-3,137.50,2.5,2024-05-02T10:00:00Z,11111,abc,01234,x
+u3,,0,,,2024-05-03 10:00:00,22222,2,,
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_types_are_inferred_conservatively() {
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    let file = write(&dir, "typed.csv", TYPED);
+    let output = run(&dir, Some(&receiver), &["sync", path_str(&file)]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let u1 = &receiver.store().events_for_user("u1")[0]["traits"];
+    let u2 = &receiver.store().events_for_user("u2")[0]["traits"];
+    assert_eq!(u1["active"], true);
+    assert_eq!(u2["active"], false);
+    assert_eq!(u1["seats"], 12);
+    assert_eq!(u2["seats"], -3);
+    assert_eq!(u1["mrr"], 0.0);
+    assert_eq!(u2["mrr"], 137.5);
+    assert_eq!(u1["ratio"], 1.0, "integers and decimals mixed are decimals");
+    assert_eq!(u1["renewed"], "2024-05-01T00:00:00Z");
+    assert_eq!(u2["renewed"], "2024-05-02T10:00:00Z");
+    assert_eq!(u1["code"], "01234", "a leading zero keeps a string");
+    assert_eq!(
+        u2["code"], "11111",
+        "one leading zero keeps the whole column a string"
+    );
+    assert_eq!(u1["mixed"], "1", "a mix stays a string");
+    assert_eq!(
+        u1["address"]["postalCode"], "22201",
+        "a reserved string trait"
+    );
+    assert_eq!(u2["note"], "x");
+
+    let output = run(&dir, None, &["mapping", "--print", path_str(&file)]).await;
+    let text = String::from_utf8(output.stdout).unwrap();
+    for (column, ty) in [
+        ("active", "boolean"),
+        ("seats", "integer"),
+        ("mrr", "float"),
+        ("renewed", "timestamp"),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("`{column}`")))
+            .unwrap_or_else(|| panic!("{column}: {text}"));
+        assert!(line.contains(&format!("{ty} (inferred)")), "{line}");
+    }
+    let code = text.lines().find(|l| l.contains("`code`")).unwrap();
+    assert!(!code.contains("inferred"), "{code}");
+
+    // The mapping file form pins the inferred types, and reads back the same.
+    let output = run(&dir, None, &["mapping", "--toml", path_str(&file)]).await;
+    let toml = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        toml.contains("active") && toml.contains("type = \"boolean\""),
+        "{toml}"
+    );
+    assert!(toml.contains("type = \"float\""), "{toml}");
+    let mapping = write(&dir, "pinned.toml", &toml);
+    let output = run(
+        &dir,
+        None,
+        &[
+            "preview",
+            path_str(&file),
+            "--mapping",
+            path_str(&mapping),
+            "-n",
+            "1",
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let event: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(event["traits"]["seats"], 12, "{event}");
+    assert_eq!(event["traits"]["code"], "01234", "{event}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_past_the_sample_that_contradicts_an_inferred_type_is_invalid() {
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    let mut csv = String::from("user_id,seats\n");
+    for i in 0..1_100 {
+        csv.push_str(&format!("u{i},{}\n", i % 50));
+    }
+    csv.push_str("late1,n/a\nlate2,007\nlate3,7\n");
+    let file = write(&dir, "seats.csv", &csv);
+    let report = dir.path().join("report.jsonl");
+    let output = run(
+        &dir,
+        Some(&receiver),
+        &["sync", path_str(&file), "--report", path_str(&report)],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let invalid: Vec<_> = report_lines(&report)
+        .into_iter()
+        .filter(|l| l["type"] == "invalid")
+        .collect();
+    assert_eq!(invalid.len(), 2, "{invalid:?}");
+    assert_eq!(invalid[0]["line"], 1_102);
+    assert_eq!(invalid[0]["field"], "seats");
+    let message = invalid[0]["message"].as_str().unwrap();
+    assert!(message.contains("inferred"), "{message}");
+    assert_eq!(
+        invalid[1]["line"], 1_103,
+        "a leading zero is not an integer here either"
+    );
+    assert_eq!(
+        receiver.store().events_for_user("late3")[0]["traits"]["seats"],
+        7
+    );
+    assert_eq!(receiver.store().stats().accepted, 1_101);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_inferred_type_resends_exactly_the_records_it_changes() {
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    let sent = |user: &str| receiver.store().events_for_user(user).len();
+    let first = "user_id,code,plan\nu1,1,pro\nu2,2,free\nu3,,free\n";
+    let file = write(&dir, "c.csv", first);
+    let output = run(&dir, Some(&receiver), &["sync", path_str(&file)]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        receiver.store().events_for_user("u1")[0]["traits"]["code"],
+        1
+    );
+
+    // A new row with a textual code makes the column a string: u1 and u2
+    // change (1 -> "1"), u3 has no code and does not.
+    write(&dir, "c.csv", &format!("{first}u4,A4,pro\n"));
+    let output = run(&dir, Some(&receiver), &["sync", path_str(&file)]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        (sent("u1"), sent("u2"), sent("u3"), sent("u4")),
+        (2, 2, 1, 1)
+    );
+    assert_eq!(
+        receiver.store().events_for_user("u1")[1]["traits"]["code"],
+        "1"
+    );
+
+    // Nothing changed since: nothing is sent.
+    let output = run(&dir, Some(&receiver), &["sync", path_str(&file)]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(receiver.store().stats().accepted, 6);
+}

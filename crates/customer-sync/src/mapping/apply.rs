@@ -5,9 +5,10 @@ use serde_json::{Map, Value};
 
 use segment_client::{IdentifyParams, Identity, UserTraits};
 
-use super::convert::convert;
+use super::convert::{convert, quoted};
 use super::infer::display;
-use super::{Action, Column, Mapping, NullPolicy, Rule, UnmappedPolicy, default_rule};
+use super::sample::strict;
+use super::{Action, Column, Mapping, NullPolicy, Rule, UnmappedPolicy, ValueType, default_rule};
 use crate::{Field, FieldValue, Record, RecordError, RecordErrorKind};
 
 /// One record, mapped: who it is about and the traits to send.
@@ -122,9 +123,14 @@ impl Mapping {
     /// follows the header (the common case for CSV, one string comparison),
     /// else by name.
     fn column(&self, i: usize, field: &Field) -> Option<&Column> {
+        self.column_index(i, field).map(|j| &self.columns[j])
+    }
+
+    /// The index of the `i`th field's column, as [`column`](Self::column).
+    pub(super) fn column_index(&self, i: usize, field: &Field) -> Option<usize> {
         match self.columns.get(i) {
-            Some(c) if *c.name == *field.name => Some(c),
-            _ => self.by_name.get(&*field.name).map(|&j| &self.columns[j]),
+            Some(c) if *c.name == *field.name => Some(i),
+            _ => self.by_name.get(&*field.name).copied(),
         }
     }
 
@@ -283,8 +289,12 @@ fn put(
             NullPolicy::Null => Value::Null,
         }
     } else {
-        convert(&field.value, rule.ty, rule.format.as_deref())
-            .map_err(|message| error(RecordErrorKind::InvalidValue, message))?
+        match (&field.value, rule.ty) {
+            (FieldValue::Text(text), Some(ty)) if rule.inferred => strict(text, ty)
+                .ok_or_else(|| error(RecordErrorKind::InvalidValue, misfit(text, ty)))?,
+            _ => convert(&field.value, rule.ty, rule.format.as_deref())
+                .map_err(|message| error(RecordErrorKind::InvalidValue, message))?,
+        }
     };
     if insert(traits, &rule.path, value) {
         Ok(())
@@ -296,6 +306,22 @@ fn put(
             format!("trait `{}` is set twice", display(&rule.path)),
         ))
     }
+}
+
+/// Why a value does not fit its column's inferred type, and how to pin another.
+fn misfit(text: &str, ty: ValueType) -> String {
+    let what = match ty {
+        ValueType::Boolean => "true or false",
+        ValueType::Integer => "an integer without leading zeros",
+        ValueType::Float => "a plain decimal number",
+        ValueType::Timestamp => "a YYYY-MM-DD timestamp",
+        ValueType::String | ValueType::Json => "its type",
+    };
+    format!(
+        "{} is not {what}, the type `{ty}` inferred for this column from the first rows; \
+         pin the column's type in a mapping file (e.g. type = \"string\") to accept it",
+        quoted(text)
+    )
 }
 
 /// Inserts `value` at `path`, creating nested objects; `false` (and no change

@@ -159,7 +159,7 @@ fn timestamp(text: &str, format: Option<&str>) -> Result<String, String> {
 ///
 /// Hand-written because chrono's strftime parser re-reads its format string
 /// on every call, which made a timestamp cost more than the rest of a record.
-fn parse_default(text: &str) -> Option<DateTime<Utc>> {
+pub(super) fn parse_default(text: &str) -> Option<DateTime<Utc>> {
     let b = text.as_bytes();
     if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
@@ -259,7 +259,7 @@ fn from_unix(seconds: f64) -> Option<String> {
     DateTime::from_timestamp(whole as i64, nanos).map(render)
 }
 
-fn render(dt: DateTime<Utc>) -> String {
+pub(super) fn render(dt: DateTime<Utc>) -> String {
     use chrono::{Datelike, Timelike};
     let nanos = dt.timestamp_subsec_nanos();
     let year = dt.year();
@@ -305,7 +305,7 @@ fn not_a(text: &str, what: &str) -> String {
 }
 
 /// `text` in double quotes, shortened so one huge cell cannot flood a report.
-fn quoted(text: &str) -> String {
+pub(super) fn quoted(text: &str) -> String {
     format!("{:?}", shorten(text))
 }
 

@@ -73,6 +73,13 @@ impl Mapping {
         };
         let _ = writeln!(out, "empty values: {null}");
         let _ = writeln!(out, "duplicate identities: {}", self.duplicates);
+        if self.sampled > 0 {
+            let _ = writeln!(
+                out,
+                "types inferred from the first {} records; pin one with `type` in a mapping file (--toml)",
+                self.sampled
+            );
+        }
         if !self.constants.is_empty() {
             let _ = writeln!(out, "constants:");
             for (path, value) in &self.constants {
@@ -84,6 +91,9 @@ impl Mapping {
 
     fn type_label(&self, rule: &Rule) -> String {
         let mut label = rule.ty.map_or("as-is", |t| t.as_str()).to_owned();
+        if rule.inferred {
+            label.push_str(" (inferred)");
+        }
         if let Some(format) = &rule.format {
             let _ = write!(label, " {format:?}");
         }
@@ -155,10 +165,10 @@ impl Mapping {
                     notes.push(format!("# {key} has no name and is never sent"));
                 }
                 Action::Drop(DropReason::File) => {
-                    entries.push((key, "{ drop = true }".to_owned()));
+                    entries.push((key, "{ drop = true }".to_owned(), false));
                 }
                 Action::Trait(rule) => match self.entry(&column.name, rule) {
-                    Some(value) => entries.push((key, value)),
+                    Some(value) => entries.push((key, value, rule.inferred)),
                     None => notes.push(format!(
                         "# {key} is sent under its own name, by unmapped = \"custom\""
                     )),
@@ -167,9 +177,18 @@ impl Mapping {
         }
         if !entries.is_empty() || !notes.is_empty() {
             out.push_str("\n[columns]\n");
-            let width = entries.iter().map(|(k, _)| k.chars().count()).max();
-            for (key, value) in &entries {
-                let _ = writeln!(out, "{key:<w$} = {value}", w = width.unwrap_or(0));
+            let width = entries.iter().map(|(k, _, _)| k.chars().count()).max();
+            for (key, value, inferred) in &entries {
+                let line = format!("{key:<w$} = {value}", w = width.unwrap_or(0));
+                // Part of the fingerprint's text: keep it free of sample counts.
+                match inferred {
+                    true => {
+                        let _ = writeln!(out, "{line}  # type inferred from the data");
+                    }
+                    false => {
+                        let _ = writeln!(out, "{line}");
+                    }
+                }
             }
             for note in notes {
                 let _ = writeln!(out, "{note}");

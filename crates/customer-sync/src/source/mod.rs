@@ -51,6 +51,7 @@ mod json_array;
 mod json_object;
 mod ndjson;
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -169,8 +170,9 @@ pub struct Source {
     reader: FormatReader,
     fatal: Option<SourceError>,
     finished: bool,
-    /// A record read ahead by [`Source::peek`], handed out next.
-    peeked: Option<Option<Result<Record, RecordError>>>,
+    /// Items read ahead by [`Source::peek`] and [`Source::sample`], handed
+    /// out first, in order.
+    ahead: VecDeque<Result<Record, RecordError>>,
 }
 
 enum FormatReader {
@@ -279,7 +281,7 @@ impl Source {
             reader,
             fatal: None,
             finished: false,
-            peeked: None,
+            ahead: VecDeque::new(),
         })
     }
 
@@ -316,11 +318,32 @@ impl Source {
     /// The next item without consuming it: `next` returns it again. Lets a
     /// caller see the first JSON record's keys before the run starts.
     pub fn peek(&mut self) -> Option<&Result<Record, RecordError>> {
-        if self.peeked.is_none() {
-            let next = self.next();
-            self.peeked = Some(next);
+        if self.ahead.is_empty() {
+            let next = self.read_next()?;
+            self.ahead.push_back(next);
         }
-        self.peeked.as_ref().and_then(Option::as_ref)
+        self.ahead.front()
+    }
+
+    /// Reads ahead up to `records` items, stopping early at the end of the
+    /// input or once `bytes` more bytes have been read, without consuming
+    /// them: iteration still yields every one. Returns the well-formed
+    /// records among them, for a mapping to infer column types from.
+    ///
+    /// Memory stays bounded by `bytes` (plus one record).
+    pub fn sample(&mut self, records: usize, bytes: u64) -> Vec<&Record> {
+        let start = self.progress.bytes_read();
+        while self.ahead.len() < records && self.progress.bytes_read().saturating_sub(start) < bytes
+        {
+            match self.read_next() {
+                Some(item) => self.ahead.push_back(item),
+                None => break,
+            }
+        }
+        self.ahead
+            .iter()
+            .filter_map(|item| item.as_ref().ok())
+            .collect()
     }
 
     /// The fatal error that ended iteration early, if one did. Call it once
@@ -334,9 +357,16 @@ impl Iterator for Source {
     type Item = Result<Record, RecordError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(peeked) = self.peeked.take() {
-            return peeked;
+        match self.ahead.pop_front() {
+            Some(item) => Some(item),
+            None => self.read_next(),
         }
+    }
+}
+
+impl Source {
+    /// The next item from the format reader, past anything read ahead.
+    fn read_next(&mut self) -> Option<Result<Record, RecordError>> {
         if self.finished {
             return None;
         }
@@ -601,6 +631,30 @@ mod tests {
         assert_eq!(fatal.line(), Some(1));
         assert!(source.next().is_none());
         assert!(source.take_fatal().is_none());
+    }
+
+    #[test]
+    fn a_sample_reads_ahead_without_consuming() {
+        let data = "id,n\n1,a\n2\n3,c\n4,d\n";
+        let mut source =
+            Source::from_reader("t.csv", SourceFormat::Csv, Cursor::new(data)).unwrap();
+        let sample: Vec<u64> = source
+            .sample(3, 1 << 20)
+            .iter()
+            .map(|r| r.location.line)
+            .collect();
+        assert_eq!(sample, [2, 4], "the malformed line 3 is not sampled");
+        assert!(source.peek().is_some_and(Result::is_ok));
+        let lines: Vec<Result<u64, u64>> = source
+            .by_ref()
+            .map(|item| item.map(|r| r.location.line).map_err(|e| e.location.line))
+            .collect();
+        assert_eq!(lines, [Ok(2), Err(3), Ok(4), Ok(5)]);
+        assert!(source.take_fatal().is_none());
+
+        let mut short = Source::from_reader("t.csv", SourceFormat::Csv, Cursor::new(data)).unwrap();
+        assert_eq!(short.sample(100, 1 << 20).len(), 3, "the end stops it");
+        assert_eq!(short.count(), 4);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use customer_sync::mapping::{Mapping, MappingSpec};
+use customer_sync::mapping::{Mapping, MappingSpec, SAMPLE_BYTES, SAMPLE_RECORDS};
 use customer_sync::source::{Source, SourceFormat};
 
 use crate::Outcome;
@@ -73,12 +73,18 @@ pub fn open_input(args: &SourceArgs) -> Result<(Source, Mapping)> {
         None => None,
     };
     let mut source = source;
-    let columns = columns_of(&mut source);
-    let names: Vec<&str> = columns.iter().map(|c| &**c).collect();
-    let mapping = Mapping::new(spec.as_ref(), &names)
-        .map_err(mapping_error)
+    let mapping = resolve_mapping(&mut source, spec.as_ref())
         .with_context(|| format!("cannot map the columns of {}", source.name()))?;
     Ok((source, mapping))
+}
+
+/// The mapping for a source's columns, with column types inferred from a
+/// sample of its first records (read ahead; the run still reads them).
+pub fn resolve_mapping(source: &mut Source, spec: Option<&MappingSpec>) -> Result<Mapping> {
+    let columns = columns_of(source);
+    let names: Vec<&str> = columns.iter().map(|c| &**c).collect();
+    let sample = source.sample(SAMPLE_RECORDS, SAMPLE_BYTES);
+    Mapping::with_sample(spec, &names, sample).map_err(mapping_error)
 }
 
 /// The columns the mapping is resolved against: the CSV header, or the keys
