@@ -466,3 +466,45 @@ async fn a_change_of_inferred_type_resends_exactly_the_records_it_changes() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(receiver.store().stats().accepted, 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_date_error_lists_the_formats_and_suggests_a_format_setting() {
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    let file = write(
+        &dir,
+        "c.csv",
+        "user_id,signup_date\nu1,01/05/2024\nu2,05/31/2024 14:30\nu3,2024-05-01\n",
+    );
+    let report = dir.path().join("report.jsonl");
+    let output = run(
+        &dir,
+        Some(&receiver),
+        &["sync", path_str(&file), "--report", path_str(&report)],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let invalid: Vec<_> = report_lines(&report)
+        .into_iter()
+        .filter(|l| l["type"] == "invalid")
+        .collect();
+    assert_eq!(invalid.len(), 2, "{invalid:?}");
+    let first = invalid[0]["message"].as_str().unwrap();
+    for accepted in [
+        "RFC 3339",
+        "YYYY-MM-DD HH:MM:SS",
+        "YYYY-MM-DD",
+        "unix seconds",
+    ] {
+        assert!(first.contains(accepted), "{first}");
+    }
+    assert!(
+        first.contains(r#"signup_date = { format = "%d/%m/%Y" }"#),
+        "{first}"
+    );
+    let second = invalid[1]["message"].as_str().unwrap();
+    assert!(
+        second.contains(r#"signup_date = { format = "%m/%d/%Y %H:%M" }"#),
+        "{second}"
+    );
+}

@@ -5,8 +5,9 @@ use serde_json::{Map, Value};
 
 use segment_client::{IdentifyParams, Identity, UserTraits};
 
-use super::convert::{convert, quoted};
+use super::convert::{convert, format_advice, quoted};
 use super::infer::display;
+use super::render::toml_key;
 use super::sample::strict;
 use super::{Action, Column, Mapping, NullPolicy, Rule, UnmappedPolicy, ValueType, default_rule};
 use crate::{Field, FieldValue, Record, RecordError, RecordErrorKind};
@@ -292,8 +293,19 @@ fn put(
         match (&field.value, rule.ty) {
             (FieldValue::Text(text), Some(ty)) if rule.inferred => strict(text, ty)
                 .ok_or_else(|| error(RecordErrorKind::InvalidValue, misfit(text, ty)))?,
-            _ => convert(&field.value, rule.ty, rule.format.as_deref())
-                .map_err(|message| error(RecordErrorKind::InvalidValue, message))?,
+            (value, ty) => convert(value, ty, rule.format.as_deref()).map_err(|message| {
+                let message = match (value, ty) {
+                    // A date in another form: say how to read it.
+                    (FieldValue::Text(text), Some(ValueType::Timestamp))
+                        if rule.format.is_none() =>
+                    {
+                        let advice = format_advice(text, &field.name, &toml_key(&field.name));
+                        format!("{message}; {advice}")
+                    }
+                    _ => message,
+                };
+                error(RecordErrorKind::InvalidValue, message)
+            })?,
         }
     };
     if insert(traits, &rule.path, value) {

@@ -153,7 +153,7 @@ impl Mapping {
         let mut entries = Vec::new();
         let mut notes = Vec::new();
         for column in &self.columns {
-            let key = key(&column.name);
+            let key = toml_key(&column.name);
             match &column.action {
                 Action::IdentityOnly => {}
                 Action::Drop(DropReason::Unmapped) => notes.push(format!(
@@ -198,7 +198,7 @@ impl Mapping {
         if !self.constants.is_empty() {
             out.push_str("\n[constants]\n");
             for (path, value) in &self.constants {
-                let keys: Vec<String> = path.iter().map(|s| key(s)).collect();
+                let keys: Vec<String> = path.iter().map(|s| toml_key(s)).collect();
                 let _ = writeln!(out, "{} = {}", keys.join("."), toml_value(value));
             }
         }
@@ -238,7 +238,7 @@ impl Mapping {
 }
 
 /// A TOML key: bare when TOML allows it, quoted otherwise.
-fn key(name: &str) -> String {
+pub(super) fn toml_key(name: &str) -> String {
     let bare = !name.is_empty()
         && name
             .bytes()
@@ -289,7 +289,7 @@ fn toml_value(value: &Value) -> String {
         Value::Object(map) => {
             let fields: Vec<String> = map
                 .iter()
-                .map(|(k, v)| format!("{} = {}", key(k), toml_value(v)))
+                .map(|(k, v)| format!("{} = {}", toml_key(k), toml_value(v)))
                 .collect();
             format!("{{ {} }}", fields.join(", "))
         }
