@@ -20,5 +20,5 @@ pub use engine::{StateOptions, StopSignal, SyncError, SyncOptions, SyncProgress,
 pub use mapping::Mapping;
 pub use plan::IncrementalOptions;
 pub use record::{Field, FieldValue, Location, Record, RecordError, RecordErrorKind};
-pub use report::{Counters, ReportWriter, RunReport, Undelivered};
+pub use report::{Counters, FIRST_INVALID, ReportWriter, RunReport, Undelivered};
 pub use source::Source;

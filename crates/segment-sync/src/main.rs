@@ -36,6 +36,7 @@ mod commands;
 mod config;
 mod flags;
 mod hint;
+mod problems;
 mod progress;
 mod summary;
 

@@ -508,3 +508,65 @@ async fn a_date_error_lists_the_formats_and_suggests_a_format_setting() {
         "{second}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_invalid_records_are_shown_inline_then_a_count() {
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    let mut csv = String::from("user_id,age\nu0,30\n");
+    for i in 1..=8 {
+        csv.push_str(&format!("u{i},old{i}\n"));
+    }
+    csv.push_str(",40\n");
+    let file = write(&dir, "c.csv", &csv);
+    let output = run(&dir, Some(&receiver), &["sync", path_str(&file)]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    let shown: Vec<&str> = err.lines().filter(|l| l.starts_with("invalid: ")).collect();
+    assert_eq!(shown.len(), 5, "{err}");
+    assert!(
+        shown[0].contains(&format!(
+            "{}:3: field `age`: \"old1\" is not an integer",
+            path_str(&file)
+        )),
+        "{err}"
+    );
+    assert!(shown[4].contains(":7: field `age`"), "{err}");
+    assert!(err.contains("and 4 more invalid records"), "{err}");
+    assert!(err.contains("--report"), "{err}");
+
+    // With a report, the count points at it; with --quiet, nothing is shown.
+    let report = dir.path().join("r.jsonl");
+    let output = run(
+        &dir,
+        Some(&receiver),
+        &[
+            "sync",
+            path_str(&file),
+            "--no-state",
+            "--report",
+            path_str(&report),
+        ],
+    )
+    .await;
+    let err = stderr(&output);
+    assert!(
+        err.contains(&format!(
+            "and 4 more invalid records (all in {})",
+            path_str(&report)
+        )),
+        "{err}"
+    );
+    let output = run(
+        &dir,
+        Some(&receiver),
+        &["sync", path_str(&file), "--no-state", "-q"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        !stderr(&output).contains("invalid: "),
+        "{}",
+        stderr(&output)
+    );
+}

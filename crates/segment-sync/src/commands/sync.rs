@@ -13,6 +13,7 @@ use crate::commands::{open_input, sync_name};
 use crate::config::client_builder;
 use crate::flags::{DuplicatesArg, SyncArgs};
 use crate::hint::with_hint;
+use crate::problems::print_first_invalid;
 use crate::progress::Progress;
 use crate::summary::print_summary;
 
@@ -56,6 +57,7 @@ pub async fn run(args: SyncArgs) -> Result<Outcome> {
     };
     let source_name = args.input.source.clone();
     let sync = SyncRun::new(source, mapping, client, options);
+    let counters = sync.progress().counters;
     let progress = (!args.quiet).then(|| Progress::start(sync.progress()));
     let signals = tokio::spawn(stop_on_signal(
         sync.stop_signal(),
@@ -69,6 +71,7 @@ pub async fn run(args: SyncArgs) -> Result<Outcome> {
     match result {
         Ok(report) => {
             if !args.quiet {
+                print_first_invalid(&counters, &report, args.report.as_deref());
                 print_summary(&source_name, &report, args.report.as_deref());
             }
             Ok(if report.is_clean() {
@@ -79,6 +82,7 @@ pub async fn run(args: SyncArgs) -> Result<Outcome> {
         }
         Err(error) => {
             if let Some(report) = error.report() {
+                print_first_invalid(&counters, report, args.report.as_deref());
                 print_summary(&source_name, report, args.report.as_deref());
             }
             Err(fatal(error))
