@@ -49,6 +49,42 @@ pub fn hinted(error: impl Error + Send + Sync + 'static, hint: impl Into<String>
     .into()
 }
 
+/// Several problems found at once (a mapping file's), each printed as an
+/// `error:` line of its own with its hint, before the error itself.
+#[derive(Debug)]
+pub struct Several {
+    summary: String,
+    problems: Vec<(String, Option<String>)>,
+}
+
+impl fmt::Display for Several {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.summary)
+    }
+}
+
+impl Error for Several {}
+
+/// An error that stands for `problems` (message, hint), summed up as `summary`.
+pub fn several(
+    summary: impl Into<String>,
+    problems: Vec<(String, Option<String>)>,
+) -> anyhow::Error {
+    Several {
+        summary: summary.into(),
+        problems,
+    }
+    .into()
+}
+
+/// The problems listed anywhere in `error`'s chain, if any.
+pub fn problems_of(error: &anyhow::Error) -> &[(String, Option<String>)] {
+    error
+        .chain()
+        .find_map(|e| e.downcast_ref::<Several>())
+        .map_or(&[], |several| several.problems.as_slice())
+}
+
 /// The hint attached anywhere in `error`'s chain, if any.
 pub fn hint_of(error: &anyhow::Error) -> Option<&str> {
     error

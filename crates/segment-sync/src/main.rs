@@ -93,6 +93,12 @@ fn main() -> ExitCode {
         Ok(Outcome::Partial) => ExitCode::from(1),
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
+            for (problem, hint) in hint::problems_of(&error) {
+                eprintln!("error: {problem}");
+                if let Some(hint) = hint {
+                    eprintln!("  hint: {hint}");
+                }
+            }
             let lines = hint::causes(&error);
             for (i, line) in lines.iter().enumerate() {
                 match i {

@@ -570,3 +570,75 @@ async fn the_first_invalid_records_are_shown_inline_then_a_count() {
         stderr(&output)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_problem_of_a_mapping_file_is_reported_at_once() {
+    let dir = TempDir::new().unwrap();
+    let file = write(&dir, "c.csv", "user_id,email,seats\nu1,a@x.io,3\n");
+    let mapping = write(
+        &dir,
+        "m.toml",
+        "[options]\nnull = \"skip\"\n\n[columns]\nseats = { tpye = \"integer\" }\nemail = { type = \"int\" }\n",
+    );
+    let output = run(
+        &dir,
+        None,
+        &[
+            "sync",
+            path_str(&file),
+            "--dry-run",
+            "--mapping",
+            path_str(&mapping),
+        ],
+    )
+    .await;
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    let m = path_str(&mapping);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert!(
+        errors[0].starts_with(&format!("error: {m}:2:8: unknown variant `skip`")),
+        "{err}"
+    );
+    assert!(
+        errors[1].starts_with(&format!("error: {m}:5:11: unknown field `tpye`")),
+        "{err}"
+    );
+    assert!(
+        errors[2].starts_with(&format!("error: {m}:6:18: unknown variant `int`")),
+        "{err}"
+    );
+    assert!(err.contains("hint: did you mean `type`?"), "{err}");
+    assert!(err.contains(&format!("3 problems in {m}")), "{err}");
+
+    // Columns the header lacks are all reported too, each with its line.
+    let mapping = write(
+        &dir,
+        "m2.toml",
+        "[identity]\nuser_id = \"User ID\"\n\n[columns]\nEmail = \"email\"\nSeats = { type = \"integer\" }\n",
+    );
+    let output = run(
+        &dir,
+        None,
+        &[
+            "sync",
+            path_str(&file),
+            "--dry-run",
+            "--mapping",
+            path_str(&mapping),
+        ],
+    )
+    .await;
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    let m = path_str(&mapping);
+    for (line, column) in [(2, "User ID"), (5, "Email"), (6, "Seats")] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&format!("error: {m}:{line}:"))
+                    && l.contains(&format!("`{column}` is not in the header"))),
+            "{column}: {err}"
+        );
+    }
+    assert!(err.contains("hint: the header has `email`"), "{err}");
+}

@@ -47,7 +47,8 @@
 //! # Mapping file
 //!
 //! A TOML file passed with `--mapping`. Every table is optional; unknown keys
-//! are errors, reported with their line and column. A complete example:
+//! are errors, reported with their line and column, and every problem of a
+//! file is reported at once ([`MappingError::problems`]). A complete example:
 //!
 //! ```toml
 //! # Which columns identify the customer. Without this table the identity is
@@ -150,7 +151,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{Map, Value};
 
 pub use apply::MappedCustomer;
-pub use error::MappingError;
+pub use error::{MappingError, MappingProblem};
 pub use sample::{SAMPLE_BYTES, SAMPLE_RECORDS};
 pub use spec::{DuplicatePolicy, MappingSpec, NullPolicy, UnmappedPolicy, ValueType};
 
@@ -290,28 +291,28 @@ impl Mapping {
             })
         };
 
-        let (user_id, anonymous_id) = match &spec.identity {
-            Some(identity) => (
-                identity
-                    .user_id
-                    .as_ref()
-                    .map(|n| find(&n.name, n.pos, "identity column"))
-                    .transpose()?,
-                identity
-                    .anonymous_id
-                    .as_ref()
-                    .map(|n| find(&n.name, n.pos, "identity column"))
-                    .transpose()?,
-            ),
-            None => {
-                let user = infer::find_identity(columns, infer::USER_ID_COLUMNS);
-                let anonymous = infer::find_identity(columns, infer::ANONYMOUS_ID_COLUMNS);
-                if user.is_none() && anonymous.is_none() {
-                    return Err(no_identity(spec, columns));
+        // Every problem is noted and the resolution goes on, so that one run
+        // reports them all.
+        let mut problems: Vec<MappingError> = Vec::new();
+        let (user_id, anonymous_id) =
+            match &spec.identity {
+                Some(identity) => (
+                    identity.user_id.as_ref().and_then(|n| {
+                        noted(&mut problems, find(&n.name, n.pos, "identity column"))
+                    }),
+                    identity.anonymous_id.as_ref().and_then(|n| {
+                        noted(&mut problems, find(&n.name, n.pos, "identity column"))
+                    }),
+                ),
+                None => {
+                    let user = infer::find_identity(columns, infer::USER_ID_COLUMNS);
+                    let anonymous = infer::find_identity(columns, infer::ANONYMOUS_ID_COLUMNS);
+                    if user.is_none() && anonymous.is_none() {
+                        return Err(no_identity(spec, columns));
+                    }
+                    (user, anonymous)
                 }
-                (user, anonymous)
-            }
-        };
+            };
 
         // Paths are claimed in priority order: constants, then the mapping
         // file's columns, then the default rules in header order.
@@ -322,7 +323,9 @@ impl Mapping {
             .collect();
         let mut actions: Vec<Option<Action>> = vec![None; columns.len()];
         for entry in &spec.columns {
-            let i = find(&entry.name, entry.pos, "column")?;
+            let Some(i) = noted(&mut problems, find(&entry.name, entry.pos, "column")) else {
+                continue;
+            };
             actions[i] = Some(match &entry.setting {
                 ColumnSetting::Drop => Action::Drop(DropReason::File),
                 ColumnSetting::Map {
@@ -333,8 +336,8 @@ impl Mapping {
                 } => {
                     let path = path.clone().unwrap_or_else(|| default_path(&entry.name));
                     if let Some((_, owner)) = claimed.iter().find(|(p, _)| overlaps(p, &path)) {
-                        return Err(spec
-                            .error(
+                        problems.push(
+                            spec.error(
                                 format!(
                                     "column `{}` and {owner} both write trait `{}`",
                                     entry.name,
@@ -342,7 +345,9 @@ impl Mapping {
                                 ),
                                 entry.pos,
                             )
-                            .with_hint("map each trait path from one column only"));
+                            .with_hint("map each trait path from one column only"),
+                        );
+                        continue;
                     }
                     claimed.push((path.clone(), format!("column `{}`", entry.name)));
                     Rule {
@@ -384,9 +389,17 @@ impl Mapping {
                         .with_hint(format!(
                             "map or drop `{name}` under [columns] in a mapping file"
                         ))
-                    })?;
-                    claimed.push((rule.path.clone(), format!("column `{name}`")));
-                    Action::Trait(rule)
+                    });
+                    match rule {
+                        Ok(rule) => {
+                            claimed.push((rule.path.clone(), format!("column `{name}`")));
+                            Action::Trait(rule)
+                        }
+                        Err(error) => {
+                            problems.push(error);
+                            Action::Drop(DropReason::Unmapped)
+                        }
+                    }
                 }
             };
             resolved.push(Column {
@@ -395,6 +408,10 @@ impl Mapping {
                 anonymous_id: Some(i) == anonymous_id,
                 action,
             });
+        }
+
+        if let Some(error) = MappingError::all(problems) {
+            return Err(error);
         }
 
         let mut base = Map::new();
@@ -556,6 +573,11 @@ fn default_rule(
         format: None,
         null,
     })
+}
+
+/// The value of `result`, or `None` with its error added to `problems`.
+fn noted<T>(problems: &mut Vec<MappingError>, result: Result<T, MappingError>) -> Option<T> {
+    result.map_err(|e| problems.push(e)).ok()
 }
 
 /// Suggests the header column a misspelt name probably meant, or lists the header.

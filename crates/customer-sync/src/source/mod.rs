@@ -444,7 +444,7 @@ fn similar_file(path: &Path) -> Option<String> {
 }
 
 /// Levenshtein distance between two short names, by characters.
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

@@ -15,7 +15,7 @@ use customer_sync::source::{Source, SourceFormat};
 
 use crate::Outcome;
 use crate::flags::{Command, FormatArg, SourceArgs, StateArgs};
-use crate::hint::hinted;
+use crate::hint::{hinted, several};
 
 /// Runs one subcommand.
 pub async fn run(command: Command) -> Result<Outcome> {
@@ -100,6 +100,17 @@ pub fn columns_of(source: &mut Source) -> Vec<Arc<str>> {
 }
 
 fn mapping_error(error: customer_sync::mapping::MappingError) -> anyhow::Error {
+    if let [_, _, ..] = error.problems() {
+        let problems = error
+            .problems()
+            .iter()
+            .map(|p| (p.to_string(), p.hint().map(str::to_owned)))
+            .collect::<Vec<_>>();
+        let place = error
+            .path()
+            .map_or_else(|| "the mapping".to_owned(), |p| p.display().to_string());
+        return several(format!("{} problems in {place}", problems.len()), problems);
+    }
     match error.hint().map(str::to_owned) {
         Some(hint) => hinted(error, hint),
         None => anyhow::Error::new(error),
