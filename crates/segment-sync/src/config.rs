@@ -1,5 +1,6 @@
 //! Validated settings, built from the flags and the environment.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -9,7 +10,7 @@ use segment_client::{
 };
 
 use crate::flags::{SegmentArgs, TuningArgs};
-use crate::hint::with_hint;
+use crate::hint::{hinted_anyhow, with_hint};
 
 /// Resolves `--write-key`: `env:NAME`, `file:PATH`, or the key itself.
 fn resolve_write_key(spec: Option<&str>) -> Result<Option<String>> {
@@ -103,6 +104,27 @@ pub fn check_tuning(tuning: &TuningArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Creates the `--dry-run-dir` directory now, so that a path that cannot be
+/// used stops the run before any record is read, naming the flag.
+///
+/// # Errors
+/// The directory cannot be created.
+pub fn check_dry_run_dir(dir: Option<&Path>) -> Result<()> {
+    let Some(dir) = dir else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir).map_err(|e| {
+        let error = anyhow::Error::new(e).context(format!(
+            "--dry-run-dir {}: cannot create the directory",
+            dir.display()
+        ));
+        hinted_anyhow(
+            error,
+            "--dry-run-dir takes a directory to create (or reuse) for the request bodies",
+        )
+    })
 }
 
 /// A client builder for the flags: the write key, host or region (a flag

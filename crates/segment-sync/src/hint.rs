@@ -85,6 +85,27 @@ pub fn problems_of(error: &anyhow::Error) -> &[(String, Option<String>)] {
         .map_or(&[], |several| several.problems.as_slice())
 }
 
+/// An `anyhow` error (with its context and causes) with a hint.
+pub fn hinted_anyhow(error: anyhow::Error, hint: impl Into<String>) -> anyhow::Error {
+    hinted(AnyhowError(error), hint)
+}
+
+/// An `anyhow::Error` as a `std` error, keeping its chain.
+#[derive(Debug)]
+struct AnyhowError(anyhow::Error);
+
+impl fmt::Display for AnyhowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl Error for AnyhowError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.0.chain().nth(1)
+    }
+}
+
 /// The hint attached anywhere in `error`'s chain, if any.
 pub fn hint_of(error: &anyhow::Error) -> Option<&str> {
     error

@@ -642,3 +642,32 @@ async fn every_problem_of_a_mapping_file_is_reported_at_once() {
     }
     assert!(err.contains("hint: the header has `email`"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_directory_that_cannot_be_made_blames_the_flag() {
+    let dir = TempDir::new().unwrap();
+    let file = write(&dir, "c.csv", &numbered_customers(3));
+    let blocker = write(&dir, "a-file", "");
+    let bodies = blocker.join("bodies");
+    let output = run(
+        &dir,
+        None,
+        &[
+            "sync",
+            path_str(&file),
+            "--dry-run",
+            "--dry-run-dir",
+            path_str(&bodies),
+        ],
+    )
+    .await;
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(err.starts_with("error: --dry-run-dir "), "{err}");
+    assert!(err.contains("caused by: "), "the reason: {err}");
+    let hint = hint(&err);
+    assert!(
+        hint.contains("--dry-run-dir") && !hint.contains("SEGMENT_HOST"),
+        "{err}"
+    );
+}

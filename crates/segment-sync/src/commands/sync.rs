@@ -10,7 +10,7 @@ use customer_sync::{
 
 use crate::Outcome;
 use crate::commands::{open_input, sync_name};
-use crate::config::client_builder;
+use crate::config::{check_dry_run_dir, client_builder};
 use crate::flags::{DuplicatesArg, SyncArgs};
 use crate::hint::with_hint;
 use crate::problems::print_first_invalid;
@@ -24,6 +24,7 @@ pub async fn run(args: SyncArgs) -> Result<Outcome> {
     // Configuration first: a bad key, host, source or mapping fails before
     // any record is read.
     let client = client_builder(&args.segment, &args.tuning, args.dry_run)?;
+    check_dry_run_dir(args.dry_run_dir.as_deref())?;
     let (source, mapping) = open_input(&args.input)?;
     let client = if args.dry_run {
         client.dry_run(args.dry_run_dir.clone())
