@@ -148,6 +148,12 @@ pub fn client_builder(
         Some(key) => key,
         // A dry run sends nothing, so it needs no key.
         None if dry_run => "dry-run".into(),
+        None if segment.write_key.is_some() => {
+            return Err(with_hint(
+                "--write-key gave an empty key",
+                "--write-key env:NAME reads a variable, file:PATH a file; either must hold the key",
+            ));
+        }
         None => {
             return Err(with_hint(
                 format!("{WRITE_KEY_VAR} is not set; set it to your source's write key"),
