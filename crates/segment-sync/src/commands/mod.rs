@@ -78,12 +78,17 @@ pub fn open_input(args: &SourceArgs) -> Result<(Source, Mapping)> {
     Ok((source, mapping))
 }
 
-/// The mapping for a source's columns, with column types inferred from a
-/// sample of its first records (read ahead; the run still reads them).
+/// The mapping for a source's columns; for CSV, with column types inferred
+/// from a sample of its first records (read ahead; the run still reads
+/// them). JSON values have their types already, so a JSON source (stdin
+/// included) is not read ahead.
 pub fn resolve_mapping(source: &mut Source, spec: Option<&MappingSpec>) -> Result<Mapping> {
     let columns = columns_of(source);
     let names: Vec<&str> = columns.iter().map(|c| &**c).collect();
-    let sample = source.sample(SAMPLE_RECORDS, SAMPLE_BYTES);
+    let sample = match source.format() {
+        SourceFormat::Csv => source.sample(SAMPLE_RECORDS, SAMPLE_BYTES),
+        _ => Vec::new(),
+    };
     Mapping::with_sample(spec, &names, sample).map_err(mapping_error)
 }
 
