@@ -101,8 +101,8 @@ pub struct TuningArgs {
     /// Requests in flight at once (1-64).
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub concurrency: usize,
-    /// Most requests started per second (Segment suggests staying under 1000 per workspace).
-    #[arg(long, value_name = "N")]
+    /// Most requests started per second, above 0 (Segment suggests staying under 1000 per workspace).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub rate: Option<f64>,
     /// Send request bodies uncompressed.
     #[arg(long)]

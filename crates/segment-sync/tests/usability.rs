@@ -27,6 +27,7 @@ async fn each_tuning_flag_names_itself_and_its_range() {
         ("--max-attempts", "0", "at least 1"),
         ("--rate", "0", "greater than 0"),
         ("--rate", "NaN", "greater than 0"),
+        ("--rate", "-1", "greater than 0"),
         ("--backoff-ms", "0", "1 to 60000"),
         ("--flush-timeout", "0", "at least 1"),
     ];
