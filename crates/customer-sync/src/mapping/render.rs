@@ -73,7 +73,11 @@ impl Mapping {
         };
         let _ = writeln!(out, "empty values: {null}");
         let _ = writeln!(out, "duplicate identities: {}", self.duplicates);
-        if self.sampled > 0 {
+        let inferred = self
+            .columns
+            .iter()
+            .any(|c| matches!(&c.action, Action::Trait(rule) if rule.inferred));
+        if inferred {
             let _ = writeln!(
                 out,
                 "types inferred from the first {} records; pin one with `type` in a mapping file (--toml)",
