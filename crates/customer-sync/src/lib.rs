@@ -15,7 +15,7 @@ mod sync;
 
 pub use mapping::Mapping;
 pub use record::{Field, FieldValue, Location, Record, RecordError, RecordErrorKind};
-pub use report::{Counters, ReportWriter, RunReport, Undelivered};
+pub use report::{Counters, FIRST_INVALID, ReportWriter, RunReport, Undelivered};
 pub use source::Source;
 pub use sync::{
     IncrementalOptions, StateOptions, StopSignal, SyncError, SyncOptions, SyncProgress, SyncRun,

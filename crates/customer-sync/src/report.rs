@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use segment_client::{Identity, SegmentError};
@@ -135,11 +136,37 @@ pub struct Counters {
     pub delivered: AtomicU64,
     /// Records failed.
     pub failed: AtomicU64,
+    /// The first [`FIRST_INVALID`] invalid records, for a display to show
+    /// inline as compilers show their first errors.
+    first_invalid: Mutex<Vec<RecordError>>,
 }
+
+/// How many invalid records [`Counters::first_invalid`] keeps.
+pub const FIRST_INVALID: usize = 5;
 
 impl Counters {
     pub(crate) fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Keeps `error` if it is among the first [`FIRST_INVALID`] invalid records.
+    pub(crate) fn note_invalid(&self, error: &RecordError) {
+        let mut first = self
+            .first_invalid
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if first.len() < FIRST_INVALID {
+            first.push(error.clone());
+        }
+    }
+
+    /// The first invalid records of the run (at most [`FIRST_INVALID`]), in
+    /// the order they were found; the `invalid` counter has the total.
+    pub fn first_invalid(&self) -> Vec<RecordError> {
+        self.first_invalid
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// A snapshot of one counter.

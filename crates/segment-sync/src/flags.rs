@@ -90,7 +90,7 @@ pub struct SegmentArgs {
     #[arg(long, value_name = "SOURCE")]
     pub write_key: Option<String>,
     /// API base URL. Default: SEGMENT_HOST, or the region's host.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "region")]
     pub host: Option<String>,
     /// Segment region: us or eu. Default: SEGMENT_REGION, or us.
     #[arg(long, value_name = "REGION")]
@@ -102,25 +102,25 @@ pub struct TuningArgs {
     /// Most events per request (1-2500); requests are also kept under 500 KB.
     #[arg(long, default_value_t = 2500, value_name = "N")]
     pub batch_size: usize,
-    /// Requests in flight at once.
+    /// Requests in flight at once (1-64).
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub concurrency: usize,
-    /// Most requests started per second (Segment suggests staying under 1000 per workspace).
-    #[arg(long, value_name = "N")]
+    /// Most requests started per second, above 0 (Segment suggests staying under 1000 per workspace).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub rate: Option<f64>,
     /// Send request bodies uncompressed.
     #[arg(long)]
     pub no_gzip: bool,
-    /// Attempts per batch before it is reported as failed.
+    /// Attempts per batch before it is reported as failed (at least 1).
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub max_attempts: u32,
-    /// First retry backoff in milliseconds; it doubles per attempt up to 60 s, with full jitter.
+    /// First retry backoff in milliseconds (1-60000); it doubles per attempt up to 60 s, with full jitter.
     #[arg(long, default_value_t = 500, value_name = "MS")]
     pub backoff_ms: u64,
     /// Seconds one batch may spend on retries.
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     pub retry_budget: u64,
-    /// Seconds the final flush may take before undelivered records are reported pending.
+    /// Seconds the final flush may take before undelivered records are reported pending (at least 1).
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub flush_timeout: u64,
     /// Seconds to flush after Ctrl-C or SIGTERM.

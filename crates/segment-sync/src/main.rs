@@ -3,13 +3,41 @@
 //! `main` parses flags, runs the command, and maps the outcome to an exit
 //! code: 0 when every record was delivered, 1 when some records failed, were
 //! invalid or are still pending, 2 on a fatal or configuration error. A
-//! closed stdout (e.g. piped into `head`) is not an error.
+//! closed stdout or stderr (e.g. piped into `head`) is not an error: the
+//! exit code stays the run's own.
+
+// Every print of this binary goes through these, which shadow the standard
+// macros in every module below: `std`'s panic when the stream is closed (a
+// `2>&1 | head` that exited, a dead log consumer), and a closed stream must
+// never turn a run into a crash or change its exit code. Defined before the
+// modules, so that textual scoping makes them the ones in use there.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
+macro_rules! eprint {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::write!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stdout(), $($arg)*);
+    }};
+}
 
 mod commands;
 mod config;
 mod flags;
 mod hint;
 mod logging;
+mod problems;
 mod progress;
 mod summary;
 
@@ -67,15 +95,18 @@ fn main() -> ExitCode {
         Ok(Outcome::Partial) => ExitCode::from(1),
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
-            let mut shown = error.to_string();
-            for cause in error.chain().skip(1) {
-                // An error that repeats its source's text adds no line.
-                let cause = cause.to_string();
-                if !shown.contains(&cause) {
-                    eprintln!("  caused by: {cause}");
+            for (problem, hint) in hint::problems_of(&error) {
+                eprintln!("error: {problem}");
+                if let Some(hint) = hint {
+                    eprintln!("  hint: {hint}");
                 }
-                shown = cause;
+            }
+            let lines = hint::causes(&error);
+            for (i, line) in lines.iter().enumerate() {
+                match i {
+                    0 => eprintln!("error: {line}"),
+                    _ => eprintln!("  caused by: {line}"),
+                }
             }
             if let Some(hint) = hint::hint_of(&error) {
                 eprintln!("hint: {hint}");

@@ -5,9 +5,11 @@ use serde_json::{Map, Value};
 
 use segment_client::{IdentifyParams, Identity, UserTraits};
 
-use super::convert::convert;
+use super::convert::{convert, format_advice, quoted};
 use super::infer::display;
-use super::{Action, Column, Mapping, NullPolicy, Rule, UnmappedPolicy, default_rule};
+use super::render::toml_key;
+use super::sample::strict;
+use super::{Action, Column, Mapping, NullPolicy, Rule, UnmappedPolicy, ValueType, default_rule};
 use crate::{Field, FieldValue, Record, RecordError, RecordErrorKind};
 
 /// One record, mapped: who it is about and the traits to send.
@@ -56,7 +58,8 @@ impl Mapping {
     /// identity column is absent or empty;
     /// [`InvalidValue`](RecordErrorKind::InvalidValue) when a value does not
     /// convert to its type (`"abc" is not an integer`), when an identity value
-    /// is not a string or number, or when a record key outside the header
+    /// is not a string or number or holds a control character (a NUL, a
+    /// line break), or when a record key outside the header
     /// would write a trait another column already writes.
     pub fn apply(&self, record: &Record) -> Result<MappedCustomer, RecordError> {
         let mut traits = self.base.clone();
@@ -139,9 +142,14 @@ impl Mapping {
     /// follows the header (the common case for CSV, one string comparison),
     /// else by name.
     fn column(&self, i: usize, field: &Field) -> Option<&Column> {
+        self.column_index(i, field).map(|j| &self.columns[j])
+    }
+
+    /// The index of the `i`th field's column, as [`column`](Self::column).
+    pub(super) fn column_index(&self, i: usize, field: &Field) -> Option<usize> {
         match self.columns.get(i) {
-            Some(c) if *c.name == *field.name => Some(c),
-            _ => self.by_name.get(&*field.name).map(|&j| &self.columns[j]),
+            Some(c) if *c.name == *field.name => Some(i),
+            _ => self.by_name.get(&*field.name).copied(),
         }
     }
 
@@ -264,6 +272,20 @@ fn identity_value(record: &Record, field: &Field) -> Result<Slot, RecordError> {
             .with_field(&*field.name));
         }
     };
+    if let Some((at, c)) = id.chars().enumerate().find(|(_, c)| c.is_control()) {
+        // A NUL or a line break in an id splits one customer into several
+        // downstream, or breaks tools that read ids as text lines.
+        return Err(RecordError::new(
+            record.location.clone(),
+            RecordErrorKind::InvalidValue,
+            format!(
+                "an identity must not contain control characters; U+{:04X} is at character {}",
+                u32::from(c),
+                at + 1
+            ),
+        )
+        .with_field(&*field.name));
+    }
     Ok(if id.is_empty() {
         Slot::Empty
     } else {
@@ -286,8 +308,23 @@ fn put(
             NullPolicy::Null => Value::Null,
         }
     } else {
-        convert(&field.value, rule.ty, rule.format.as_deref())
-            .map_err(|message| error(RecordErrorKind::InvalidValue, message))?
+        match (&field.value, rule.ty) {
+            (FieldValue::Text(text), Some(ty)) if rule.inferred => strict(text, ty)
+                .ok_or_else(|| error(RecordErrorKind::InvalidValue, misfit(text, ty)))?,
+            (value, ty) => convert(value, ty, rule.format.as_deref()).map_err(|message| {
+                let message = match (value, ty) {
+                    // A date in another form: say how to read it.
+                    (FieldValue::Text(text), Some(ValueType::Timestamp))
+                        if rule.format.is_none() =>
+                    {
+                        let advice = format_advice(text, &field.name, &toml_key(&field.name));
+                        format!("{message}; {advice}")
+                    }
+                    _ => message,
+                };
+                error(RecordErrorKind::InvalidValue, message)
+            })?,
+        }
     };
     if insert(traits, &rule.path, value) {
         Ok(())
@@ -299,6 +336,22 @@ fn put(
             format!("trait `{}` is set twice", display(&rule.path)),
         ))
     }
+}
+
+/// Why a value does not fit its column's inferred type, and how to pin another.
+fn misfit(text: &str, ty: ValueType) -> String {
+    let what = match ty {
+        ValueType::Boolean => "true or false",
+        ValueType::Integer => "an integer without leading zeros",
+        ValueType::Float => "a plain decimal number",
+        ValueType::Timestamp => "a YYYY-MM-DD timestamp",
+        ValueType::String | ValueType::Json => "its type",
+    };
+    format!(
+        "{} is not {what}, the type `{ty}` inferred for this column from the first rows; \
+         pin the column's type in a mapping file (e.g. type = \"string\") to accept it",
+        quoted(text)
+    )
 }
 
 /// Inserts `value` at `path`, creating nested objects; `false` (and no change

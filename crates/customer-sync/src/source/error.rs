@@ -20,9 +20,16 @@ pub struct SourceError {
 
 #[derive(Debug, thiserror::Error)]
 enum Repr {
-    #[error("cannot open {path}: {source}")]
-    Open { path: Arc<str>, source: io::Error },
-    #[error("cannot read {path} at line {line}: {source}")]
+    // The cause is the `source()`, never repeated in the message.
+    #[error("cannot open {path}")]
+    Open {
+        path: Arc<str>,
+        source: io::Error,
+        hint: Option<String>,
+    },
+    #[error("{path} is a directory, not a file")]
+    Directory { path: Arc<str>, hint: String },
+    #[error("cannot read {path} at line {line}")]
     Read {
         path: Arc<str>,
         line: u64,
@@ -46,10 +53,18 @@ impl SourceError {
         }
     }
 
-    pub(super) fn open(path: &Arc<str>, source: io::Error) -> Self {
+    pub(super) fn open(path: &Arc<str>, source: io::Error, hint: Option<String>) -> Self {
         Self::new(Repr::Open {
             path: Arc::clone(path),
             source,
+            hint,
+        })
+    }
+
+    pub(super) fn directory(path: &Arc<str>, hint: String) -> Self {
+        Self::new(Repr::Directory {
+            path: Arc::clone(path),
+            hint,
         })
     }
 
@@ -86,6 +101,7 @@ impl SourceError {
     pub fn path(&self) -> &str {
         match &*self.inner {
             Repr::Open { path, .. }
+            | Repr::Directory { path, .. }
             | Repr::Read { path, .. }
             | Repr::UnknownFormat { path, .. }
             | Repr::Invalid { path, .. } => path,
@@ -96,7 +112,7 @@ impl SourceError {
     pub fn line(&self) -> Option<u64> {
         match &*self.inner {
             Repr::Read { line, .. } | Repr::Invalid { line, .. } => Some(*line),
-            Repr::Open { .. } | Repr::UnknownFormat { .. } => None,
+            Repr::Open { .. } | Repr::Directory { .. } | Repr::UnknownFormat { .. } => None,
         }
     }
 
@@ -113,7 +129,9 @@ impl SourceError {
                 Some("use a .csv, .ndjson, .jsonl or .json file, or --format")
             }
             Repr::Invalid { hint, .. } => *hint,
-            Repr::Open { .. } | Repr::Read { .. } => None,
+            Repr::Open { hint, .. } => hint.as_deref(),
+            Repr::Directory { hint, .. } => Some(hint),
+            Repr::Read { .. } => None,
         }
     }
 }
@@ -135,8 +153,9 @@ mod tests {
     fn open_error_names_the_path_and_keeps_the_cause() {
         let path: Arc<str> = "customers.csv".into();
         let cause = io::Error::from(io::ErrorKind::NotFound);
-        let err = SourceError::open(&path, cause);
-        assert!(err.to_string().starts_with("cannot open customers.csv: "));
+        let err = SourceError::open(&path, cause, None);
+        // The cause is the source, not part of the message.
+        assert_eq!(err.to_string(), "cannot open customers.csv");
         assert_eq!(err.path(), "customers.csv");
         assert_eq!(err.line(), None);
         assert!(err.is_io());

@@ -95,6 +95,7 @@ impl Tracker {
 
     pub fn invalid(&self, error: &RecordError) {
         Counters::add(&self.counters.invalid);
+        self.counters.note_invalid(error);
         *lock(&self.invalid_by_reason)
             .entry(error.kind.code().to_owned())
             .or_default() += 1;

@@ -10,12 +10,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use customer_sync::mapping::{Mapping, MappingSpec};
+use customer_sync::mapping::{Mapping, MappingSpec, SAMPLE_BYTES, SAMPLE_RECORDS};
 use customer_sync::source::{Source, SourceFormat};
 
 use crate::Outcome;
 use crate::flags::{Command, FormatArg, SourceArgs, StateArgs};
-use crate::hint::with_hint;
+use crate::hint::{hinted, several};
 
 /// Runs one subcommand.
 pub async fn run(command: Command) -> Result<Outcome> {
@@ -64,21 +64,32 @@ pub fn open_input(args: &SourceArgs) -> Result<(Source, Mapping)> {
         }
         _ => Source::open(&args.source),
     }
-    .map_err(|e| match e.hint() {
-        Some(hint) => with_hint(e.to_string(), hint),
+    .map_err(|e| match e.hint().map(str::to_owned) {
+        Some(hint) => hinted(e, hint),
         None => anyhow::Error::new(e),
     })?;
     let spec = match &args.mapping {
-        Some(path) => Some(MappingSpec::load(path).map_err(|e| mapping_error(&e))?),
+        Some(path) => Some(MappingSpec::load(path).map_err(mapping_error)?),
         None => None,
     };
     let mut source = source;
-    let columns = columns_of(&mut source);
-    let names: Vec<&str> = columns.iter().map(|c| &**c).collect();
-    let mapping = Mapping::new(spec.as_ref(), &names)
-        .map_err(|e| mapping_error(&e))
+    let mapping = resolve_mapping(&mut source, spec.as_ref())
         .with_context(|| format!("cannot map the columns of {}", source.name()))?;
     Ok((source, mapping))
+}
+
+/// The mapping for a source's columns; for CSV, with column types inferred
+/// from a sample of its first records (read ahead; the run still reads
+/// them). JSON values have their types already, so a JSON source (stdin
+/// included) is not read ahead.
+pub fn resolve_mapping(source: &mut Source, spec: Option<&MappingSpec>) -> Result<Mapping> {
+    let columns = columns_of(source);
+    let names: Vec<&str> = columns.iter().map(|c| &**c).collect();
+    let sample = match source.format() {
+        SourceFormat::Csv => source.sample(SAMPLE_RECORDS, SAMPLE_BYTES),
+        _ => Vec::new(),
+    };
+    Mapping::with_sample(spec, &names, sample).map_err(mapping_error)
 }
 
 /// The columns the mapping is resolved against: the CSV header, or the keys
@@ -93,10 +104,21 @@ pub fn columns_of(source: &mut Source) -> Vec<Arc<str>> {
     }
 }
 
-fn mapping_error(error: &customer_sync::mapping::MappingError) -> anyhow::Error {
-    match error.hint() {
-        Some(hint) => with_hint(error.to_string(), hint),
-        None => anyhow::anyhow!("{error}"),
+fn mapping_error(error: customer_sync::mapping::MappingError) -> anyhow::Error {
+    if let [_, _, ..] = error.problems() {
+        let problems = error
+            .problems()
+            .iter()
+            .map(|p| (p.to_string(), p.hint().map(str::to_owned)))
+            .collect::<Vec<_>>();
+        let place = error
+            .path()
+            .map_or_else(|| "the mapping".to_owned(), |p| p.display().to_string());
+        return several(format!("{} problems in {place}", problems.len()), problems);
+    }
+    match error.hint().map(str::to_owned) {
+        Some(hint) => hinted(error, hint),
+        None => anyhow::Error::new(error),
     }
 }
 

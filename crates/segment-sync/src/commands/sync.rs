@@ -10,9 +10,10 @@ use customer_sync::{
 
 use crate::Outcome;
 use crate::commands::{open_input, sync_name};
-use crate::config::client_builder;
+use crate::config::{check_dry_run_dir, client_builder};
 use crate::flags::{DuplicatesArg, SyncArgs};
 use crate::hint::with_hint;
+use crate::problems::print_first_invalid;
 use crate::progress::Progress;
 use crate::summary::print_summary;
 
@@ -23,6 +24,7 @@ pub async fn run(args: SyncArgs) -> Result<Outcome> {
     // Configuration first: a bad key, host, source or mapping fails before
     // any record is read.
     let client = client_builder(&args.segment, &args.tuning, args.dry_run)?;
+    check_dry_run_dir(args.dry_run_dir.as_deref())?;
     let (source, mapping) = open_input(&args.input)?;
     let client = if args.dry_run {
         client.dry_run(args.dry_run_dir.clone())
@@ -56,6 +58,7 @@ pub async fn run(args: SyncArgs) -> Result<Outcome> {
     };
     let source_name = args.input.source.clone();
     let sync = SyncRun::new(source, mapping, client, options);
+    let counters = sync.progress().counters;
     let progress = (!args.quiet).then(|| Progress::start(sync.progress()));
     let signals = tokio::spawn(stop_on_signal(
         sync.stop_signal(),
@@ -69,6 +72,7 @@ pub async fn run(args: SyncArgs) -> Result<Outcome> {
     match result {
         Ok(report) => {
             if !args.quiet {
+                print_first_invalid(&counters, &report, args.report.as_deref());
                 print_summary(&source_name, &report, args.report.as_deref());
             }
             Ok(if report.is_clean() {
@@ -79,6 +83,7 @@ pub async fn run(args: SyncArgs) -> Result<Outcome> {
         }
         Err(error) => {
             if let Some(report) = error.report() {
+                print_first_invalid(&counters, report, args.report.as_deref());
                 print_summary(&source_name, report, args.report.as_deref());
             }
             if is_outage(&error) {
