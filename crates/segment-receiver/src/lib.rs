@@ -55,9 +55,12 @@
 
 mod config;
 mod control;
+mod dedup;
 mod error;
 mod faults;
 mod ingest;
+mod page;
+mod profiles;
 mod server;
 mod store;
 
@@ -65,4 +68,4 @@ pub use config::{ReceiverConfig, Record};
 pub use error::ReceiverError;
 pub use faults::{Fault, FaultPlan};
 pub use server::{Receiver, serve};
-pub use store::{RejectReason, Rejection, RequestRecord, Stats, Store};
+pub use store::{RejectReason, Rejection, RequestRecord, Retained, Stats, Store};

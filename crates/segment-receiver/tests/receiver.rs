@@ -265,3 +265,36 @@ async fn startup_errors_are_short_and_keep_their_source() {
     );
     first.shutdown().await;
 }
+
+#[tokio::test]
+async fn keep_bounds_what_the_control_endpoints_return() {
+    let receiver = Receiver::start(ReceiverConfig::new().keep(3))
+        .await
+        .expect("start");
+    let http = Http::new(receiver.url());
+    for i in 0..5 {
+        let event = format!(r#"{{"type":"identify","userId":"u{i}","messageId":"m{i}"}}"#);
+        assert_eq!(http.post("/v1/batch", batch(&[&event])).await.0, 200);
+    }
+    let events = http.get("/_receiver/events").await;
+    let ids: Vec<&str> = events
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|e| e["messageId"].as_str())
+        .collect();
+    assert_eq!(ids, ["m2", "m3", "m4"]);
+    assert_eq!(
+        http.get("/_receiver/requests")
+            .await
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    let stats = http.get("/_receiver/stats").await;
+    assert_eq!(
+        (stats["requests"].as_u64(), stats["accepted"].as_u64()),
+        (Some(5), Some(5))
+    );
+    receiver.shutdown().await;
+}
