@@ -63,6 +63,8 @@ function summary(event) {
 }
 
 function eventRow(item) {
+  // A single-event call may carry its write key in the event itself.
+  if (item.event && "writeKey" in item.event) item.event.writeKey = "(hidden)";
   const li = row(
     [
       ["type", item.type],

@@ -355,6 +355,13 @@ fn process(
     };
     request.record.events = parsed.events.len();
     request.record.sent_at = parsed.sent_at;
+    if let (Some(key), Some(shown)) = (&parsed.write_key, &mut request.body) {
+        // The page shows bodies; a write key in one is as secret as in the header.
+        let quoted = serde_json::to_string(key).unwrap_or_default();
+        if shown.contains(&quoted) {
+            *shown = shown.replace(&quoted, "\"(hidden)\"").into();
+        }
+    }
     if let Err(refusal) =
         ingest::authorize(&shared.write_keys, headers, parsed.write_key.as_deref())
     {

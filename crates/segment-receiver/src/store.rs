@@ -1260,6 +1260,75 @@ mod tests {
     }
 
     #[test]
+    fn request_bodies_are_let_go_first_within_their_budget() {
+        let mut limits = small_limits(100);
+        limits.body_bytes = 1_000;
+        let store = Store::new(Record::Full, limits, None);
+        for _ in 0..10 {
+            let request = NewRequest {
+                body: Some("x".repeat(300).into()),
+                ..request(200).into()
+            };
+            store.record(request, Vec::new(), Vec::new());
+        }
+        let retained = store.retained();
+        assert_eq!((retained.requests, retained.request_bodies), (10, 3));
+        let body = |id| store.request(id).expect("request kept").1;
+        assert!(body(1).is_none() && body(7).is_none());
+        assert!(body(8).is_some() && body(10).is_some());
+    }
+
+    #[test]
+    fn problems_group_a_request_s_dropped_events_by_reason() {
+        let store = Store::new(Record::Full, small_limits(100), None);
+        let dropped = |reason| Dropped {
+            rejection: Rejection {
+                reason,
+                message_id: Some("m".into()),
+                user_id: None,
+                detail: "why".into(),
+            },
+            excerpt: Some("{}".into()),
+        };
+        let rejected = (0..2_501)
+            .map(|_| dropped(RejectReason::TooManyEvents))
+            .chain([dropped(RejectReason::MissingIdentity)])
+            .collect();
+        store.record(request(200), Vec::new(), rejected);
+        let feed = store.feed(&mut Cursor::default(), 10);
+        let problems: Vec<_> = feed
+            .problems
+            .iter()
+            .map(|p| (p.kind, &*p.code, p.count, p.message_ids.len()))
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                (ProblemKind::Dropped, "too_many_events", 2_501, PROBLEM_IDS),
+                (ProblemKind::Dropped, "missing_identity", 1, 1),
+            ]
+        );
+        assert_eq!(store.stats().rejected, 2_502);
+    }
+
+    #[test]
+    fn the_live_feed_sends_only_what_is_new_and_notices_a_reset() {
+        let store = Store::new(Record::Full, small_limits(100), None);
+        let mut cursor = Cursor::default();
+        store.record(request(200), vec![identify(1), identify(2)], Vec::new());
+        let first = store.feed(&mut cursor, 10);
+        assert!(!first.reset);
+        assert_eq!((first.events.len(), first.requests.len()), (2, 1));
+        store.record(request(200), vec![identify(3)], Vec::new());
+        let second = store.feed(&mut cursor, 10);
+        assert_eq!(second.events.len(), 1);
+        assert_eq!(second.events[0].message_id.as_deref(), Some("m3"));
+        assert!(store.feed(&mut cursor, 10).events.is_empty());
+        store.clear();
+        assert!(store.feed(&mut cursor, 10).reset);
+    }
+
+    #[test]
     fn a_hung_request_counts_as_a_request_but_not_a_response() {
         let store = Store::new(Record::Full, Limits::with_keep(10_000), None);
         store.record(request(0), Vec::new(), Vec::new());

@@ -110,6 +110,7 @@ async fn the_debugger_page_shows_what_the_receiver_got_in_a_real_browser() {
     page.wait_for("document.getElementById('status').textContent === 'live'")
         .await;
     assert_eq!(count(&mut page, "#events li").await, 0);
+    assert_eq!(page.text("#keep").await, "1000", "--keep reaches the page");
     // Survives only if the page is never reloaded.
     page.eval("window.__sameDocument = true").await;
 
@@ -252,4 +253,25 @@ async fn the_debugger_page_shows_what_the_receiver_got_in_a_real_browser() {
     if let Some(path) = std::env::var_os("DEBUGGER_SCREENSHOT") {
         std::fs::write(path, &png).expect("write the screenshot");
     }
+}
+
+#[tokio::test]
+async fn binding_beyond_loopback_warns_that_there_is_no_authentication() {
+    let dir = TempDir::new().expect("temp dir");
+    // 192.0.2.1 is reserved for documentation: the warning is printed, then binding it
+    // fails, so nothing is ever exposed by this test.
+    let output = Command::new(BIN)
+        .args(["receive", "--bind", "192.0.2.1", "--port", "0"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("the binary runs");
+    let text = stderr(&output);
+    assert!(
+        text.contains("warning: listening on 192.0.2.1") && text.contains("no authentication"),
+        "{text}"
+    );
+    assert!(text.contains("cannot start the receiver"), "{text}");
+    assert_eq!(output.status.code(), Some(2), "{text}");
 }
