@@ -75,10 +75,11 @@ impl ReceiverConfig {
     /// profiles in memory (each; at least 1), so memory stays bounded however long the
     /// receiver runs. Older ones are let go; [`Stats`](crate::Stats) still counts them.
     ///
-    /// Byte budgets apply as well: 256 MiB of event JSON, 64 MiB of request records and
-    /// 64 MiB of request bodies (older bodies are let go first), 128 MiB of customer
-    /// profiles with at most 64 KiB of traits each. The duplicate detector remembers the
-    /// last `max(n, 1,000,000)` `messageId`s.
+    /// Byte budgets apply as well: 64 MiB of event JSON, 16 MiB of request records
+    /// (`messageId`s, headers) and 16 MiB of request bodies (older bodies are let go
+    /// first), 32 MiB of customer profiles (about 1 KiB each plus their traits, the
+    /// least recently updated let go first) with at most 64 KiB of traits each. The
+    /// duplicate detector remembers the last `max(n, 1,000,000)` `messageId`s.
     ///
     /// Default: [`DEFAULT_KEEP`](Self::DEFAULT_KEEP) (100,000).
     pub fn keep(mut self, n: usize) -> Self {

@@ -195,10 +195,10 @@ impl Limits {
         Self {
             keep,
             dedup_window: keep.max(DEFAULT_DEDUP_WINDOW),
-            event_bytes: 256 << 20,
-            request_bytes: 64 << 20,
-            body_bytes: 64 << 20,
-            customer_bytes: 128 << 20,
+            event_bytes: 64 << 20,
+            request_bytes: 16 << 20,
+            body_bytes: 16 << 20,
+            customer_bytes: 32 << 20,
             profile_bytes: 64 << 10,
         }
     }
@@ -645,8 +645,8 @@ impl Store {
     }
 
     /// Requests to ingest endpoints, oldest first (the last
-    /// [`keep`](crate::ReceiverConfig::keep), fewer if their `messageId`s exceed
-    /// 64 MiB).
+    /// [`keep`](crate::ReceiverConfig::keep), fewer if their `messageId`s and headers
+    /// exceed 16 MiB).
     pub fn requests(&self) -> Vec<RequestRecord> {
         let snapshot: Vec<_> = self.lock().requests.iter().cloned().collect();
         snapshot.iter().map(|r| r.record.clone()).collect()
