@@ -859,14 +859,10 @@ impl Store {
             };
             let seq = state.next_event;
             state.next_event += 1;
-            let customer = event
-                .user_id
-                .as_deref()
+            let customer = present(&event.user_id)
                 .map(|id| (id, false))
-                .or_else(|| event.anonymous_id.as_deref().map(|id| (id, true)));
-            if let Some((id, anonymous)) = customer
-                && !id.is_empty()
-            {
+                .or_else(|| present(&event.anonymous_id).map(|id| (id, true)));
+            if let Some((id, anonymous)) = customer {
                 state.profiles.touch(Touch {
                     id,
                     anonymous,
@@ -1003,6 +999,11 @@ impl Store {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// An id that is there and not empty.
+fn present(id: &Option<Box<str>>) -> Option<&str> {
+    id.as_deref().filter(|id| !id.is_empty())
 }
 
 /// The newest `limit` items of `queue` whose key is at least `next`, oldest first.
@@ -1326,6 +1327,19 @@ mod tests {
         assert!(store.feed(&mut cursor, 10).events.is_empty());
         store.clear();
         assert!(store.feed(&mut cursor, 10).reset);
+    }
+
+    #[test]
+    fn an_anonymous_customer_gets_a_profile_under_their_anonymous_id() {
+        let store = Store::new(Record::Full, small_limits(100), None);
+        let json = r#"{"type":"identify","userId":"","anonymousId":"a1","traits":{}}"#;
+        let mut anonymous = event(Record::Full, json, "m1", "");
+        anonymous.anonymous_id = Some("a1".into());
+        store.record(request(200), vec![anonymous], Vec::new());
+        let view = store.customer("a1").expect("a profile");
+        assert!(view.profile.anonymous);
+        assert_eq!(view.events.len(), 1);
+        assert!(store.customer("").is_none());
     }
 
     #[test]
