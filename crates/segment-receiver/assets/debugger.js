@@ -109,7 +109,7 @@ function requestRow(item) {
   const bad = item.status >= 400 || item.status === 0;
   const li = row([
     ["meta", "#" + item.id],
-    ["type", item.path],
+    ["path", item.path],
     ["status-code" + (bad ? " bad" : ""), item.status || "held"],
     ["meta", `${item.events} events`],
     ["meta", `${item.wire_bytes} B on the wire` + (item.gzip ? ` (gzip, ${item.body_bytes} B)` : "")],
