@@ -173,6 +173,21 @@ async fn the_debugger_page_shows_what_the_receiver_got_in_a_real_browser() {
     );
     assert_eq!(count(&mut page, "#customer .customer-events li").await, 2);
 
+    // A resent messageId is counted and shown as a duplicate.
+    assert_eq!(
+        post(&url, later, &[("authorization", &basic(KEY))]).await,
+        200
+    );
+    page.wait_for("document.getElementById('count-duplicates').textContent === '1'")
+        .await;
+    let duplicate = page.text("#problems li[data-kind=duplicate]").await;
+    assert!(
+        duplicate
+            .as_str()
+            .is_some_and(|text| text.contains("duplicate_message_id")),
+        "{duplicate}"
+    );
+
     // Problems: refusals with Segment's reasons, and a silent drop, flagged as loudly.
     let event = r#"{"type":"identify","userId":"cus_9","messageId":"m9"}"#;
     let auth = basic(KEY);
