@@ -26,7 +26,8 @@ const HTML: &str = include_str!("../assets/debugger.html");
 const CSS: &str = include_str!("../assets/debugger.css");
 const JS: &str = include_str!("../assets/debugger.js");
 
-/// Items of each kind sent in one live update at most (the newest).
+/// Items of each kind sent in one live update at most (the newest): in a burst of more,
+/// the older ones never reach the lists, while the counts still cover them.
 const FEED_LIMIT: usize = 200;
 
 /// Customers listed for one search at most.
