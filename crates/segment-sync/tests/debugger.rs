@@ -290,3 +290,45 @@ async fn binding_beyond_loopback_warns_that_there_is_no_authentication() {
     assert!(text.contains("cannot start the receiver"), "{text}");
     assert_eq!(output.status.code(), Some(2), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_the_receiver_with_a_summary_that_counts_refusals() {
+    let dir = TempDir::new().expect("temp dir");
+    let mut child = Command::new(BIN)
+        .args(["receive", "--port", "0", "--keep", "10"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary runs");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let url = BufReader::new(stdout)
+        .lines()
+        .next_line()
+        .await
+        .expect("read stdout")
+        .expect("the first line is the URL");
+    assert_eq!(post(&url, "{not json", &[]).await, 400);
+    let event = r#"{"batch":[{"type":"identify","userId":"u1","messageId":"m1"}]}"#;
+    assert_eq!(post(&url, event, &[]).await, 200);
+
+    let pid = child.id().expect("running").to_string();
+    let status = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(status.success());
+    let output = child.wait_with_output().await.expect("it stops");
+    let text = stderr(&output);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("keeping the last 10 events"), "{text}");
+    assert!(
+        text.contains(
+            "received 2 requests (1 refused): 1 events accepted (0 duplicates), 0 dropped"
+        ),
+        "{text}"
+    );
+}

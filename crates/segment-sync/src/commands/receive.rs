@@ -27,6 +27,9 @@ pub async fn run(args: ReceiveArgs) -> Result<Outcome> {
             args.bind
         );
     }
+    // Listen for Ctrl-C before the URL is printed: a script that reads the URL and
+    // interrupts at once must get a clean stop and a summary, not a killed process.
+    let interrupted = interrupt()?;
     let addr = SocketAddr::from((args.bind, args.port));
     let receiver = Receiver::start_on(addr, config)
         .await
@@ -49,14 +52,30 @@ pub async fn run(args: ReceiveArgs) -> Result<Outcome> {
     if let Some(path) = &args.save {
         eprintln!("  saving accepted events to {}", path.display());
     }
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot listen for Ctrl-C")?;
+    interrupted.await;
     let stats = receiver.store().stats();
     receiver.shutdown().await;
     eprintln!(
-        "received {} requests: {} events accepted ({} duplicates), {} rejected",
-        stats.requests, stats.accepted, stats.duplicates, stats.rejected
+        "received {} requests ({} refused): {} events accepted ({} duplicates), {} dropped",
+        stats.requests, stats.refused_requests, stats.accepted, stats.duplicates, stats.rejected
     );
     Ok(Outcome::Clean)
+}
+
+/// Resolves on Ctrl-C (SIGINT); listening starts when this is called.
+#[cfg(unix)]
+fn interrupt() -> Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupts = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
+    Ok(async move {
+        interrupts.recv().await;
+    })
+}
+
+/// Resolves on Ctrl-C.
+#[cfg(not(unix))]
+fn interrupt() -> Result<impl Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
