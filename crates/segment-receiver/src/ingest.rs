@@ -73,6 +73,17 @@ impl Refusal {
         )
     }
 
+    pub(crate) fn body_timeout(timeout: std::time::Duration) -> Self {
+        Self {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "body_timeout",
+            message: format!(
+                "request body did not arrive within {} ms",
+                timeout.as_millis()
+            ),
+        }
+    }
+
     pub(crate) fn unreadable_body() -> Self {
         Self::bad_request(
             "unreadable_body",
@@ -259,6 +270,9 @@ pub(crate) struct Event<'a> {
     pub raw: &'a RawValue,
     pub message_id: Option<String>,
     pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    /// Its string `type`, if it has one.
+    pub kind: Option<String>,
     /// `Err` if Segment would silently drop it.
     pub verdict: Result<(), (RejectReason, String)>,
 }
@@ -288,9 +302,14 @@ pub(crate) fn check_events(endpoint: Endpoint, raws: Vec<&RawValue>) -> Vec<Even
             } else {
                 Err("event is not a JSON object".to_owned())
             };
-            let (message_id, user_id) = match &head {
-                Ok(head) => (json_string(head.message_id), json_string(head.user_id)),
-                Err(_) => (None, None),
+            let (message_id, user_id, anonymous_id, kind) = match &head {
+                Ok(head) => (
+                    json_string(head.message_id),
+                    json_string(head.user_id),
+                    json_string(head.anonymous_id),
+                    json_string(head.kind),
+                ),
+                Err(_) => (None, None, None, None),
             };
             let verdict = if too_many {
                 Err((
@@ -313,6 +332,8 @@ pub(crate) fn check_events(endpoint: Endpoint, raws: Vec<&RawValue>) -> Vec<Even
                 raw,
                 message_id,
                 user_id,
+                anonymous_id,
+                kind,
                 verdict,
             }
         })

@@ -198,9 +198,17 @@ pub struct MappingArgs {
 
 #[derive(Debug, Args)]
 pub struct ReceiveArgs {
-    /// Port on 127.0.0.1 (0 picks a free one).
+    /// Port to listen on (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// Address to listen on. The receiver and its page have no authentication
+    /// of their own: anything other than loopback exposes every event received.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// Keep the last N events, requests, dropped events and customer profiles
+    /// in memory (each), so memory stays bounded however long it runs.
+    #[arg(long, value_name = "N", default_value_t = segment_receiver::ReceiverConfig::DEFAULT_KEEP)]
+    pub keep: usize,
     /// Accept only this write key (repeatable). Default: accept any.
     #[arg(long = "write-key", value_name = "KEY")]
     pub write_keys: Vec<String>,
