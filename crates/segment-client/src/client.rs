@@ -13,11 +13,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 
 use crate::batcher::{Limits, MAX_BATCH_EVENTS, MAX_REQUEST_BYTES};
+use crate::calls::{AliasParams, GroupParams, Message, TrackParams, ViewParams};
 use crate::contract::SegmentIntegrationResult;
 use crate::encode::Encoder;
 use crate::error::{Kind, SegmentError};
 use crate::health::Health;
-use crate::message::{Event, IdentifyParams, Identity, MAX_EVENT_BYTES, new_message_id, prepare};
+use crate::message::{
+    Event, IdentifyParams, Identity, MAX_EVENT_BYTES, new_message_id, prepare, prepare_message,
+};
 use crate::report::{DeliveryReport, EventOutcome};
 use crate::retry::RetryPolicy;
 use crate::throttle::{Pacer, Pause};
@@ -42,20 +45,26 @@ use crate::worker::{CloseRequest, Gates, OutcomeHook, Sender, Settings, Task, Wo
 pub struct PreparedEvent(Event);
 
 impl PreparedEvent {
-    /// Validates `params` and serialises the event, filling in `messageId`
-    /// and `timestamp` if they are missing.
+    /// Validates a call of any type (an [`IdentifyParams`], a
+    /// [`TrackParams`], any [`Message`]) and serialises the event, filling in
+    /// `messageId` and `timestamp` if they are missing.
     ///
     /// # Errors
-    /// `invalid_payload` or `payload_too_large`, as for [`HttpClient::identify`].
-    pub fn new(params: IdentifyParams) -> Result<Self, SegmentError> {
-        prepare(params).map(Self)
+    /// `invalid_payload` or `payload_too_large`, as for [`HttpClient::send`].
+    pub fn new(message: impl Into<Message>) -> Result<Self, SegmentError> {
+        match message.into() {
+            Message::Identify(params) => prepare(params),
+            other => prepare_message(other),
+        }
+        .map(Self)
     }
 
     /// Rebuilds an event from the JSON of an earlier [`json`](Self::json).
     ///
     /// # Errors
-    /// `invalid_payload` if the JSON is not an identify event with a
-    /// `messageId` and an identity, `payload_too_large` if it is too big.
+    /// `invalid_payload` if the JSON is not an event of a known type with a
+    /// `messageId`, an identity and the fields its type requires
+    /// (`payload_too_large` if it is too big).
     pub fn from_json(json: Vec<u8>) -> Result<Self, SegmentError> {
         crate::message::from_json(json).map(Self)
     }
@@ -120,6 +129,88 @@ pub trait SegmentClient: Send + Sync {
     /// As for [`flush`](Self::flush).
     fn close_and_flush(&self) -> BoxFuture<'_, Result<DeliveryReport, SegmentError>>;
 
+    /// Validates a call of any type and queues it for delivery.
+    ///
+    /// The default handles [`Message::Identify`] with
+    /// [`identify`](Self::identify) and refuses every other type with
+    /// `invalid_config`, so clients written before the other types existed
+    /// keep compiling; [`HttpClient`] and
+    /// [`InMemoryClient`](crate::InMemoryClient) handle every type.
+    ///
+    /// # Errors
+    /// `invalid_payload` or `payload_too_large` if Segment would refuse the
+    /// event, `client_closed` after [`close_and_flush`](Self::close_and_flush).
+    fn send(&self, message: Message) -> BoxFuture<'_, Result<(), SegmentError>> {
+        match message {
+            Message::Identify(params) => self.identify(params),
+            other => {
+                let kind = other.kind();
+                Box::pin(async move {
+                    Err(SegmentError::new(
+                        Kind::InvalidConfig,
+                        format!("this SegmentClient does not implement `{kind}` calls"),
+                    ))
+                })
+            }
+        }
+    }
+
+    /// Queues a `track` call; see [`send`](Self::send).
+    ///
+    /// # Errors
+    /// As for [`send`](Self::send); an empty `event` is `invalid_payload`.
+    fn track(&self, params: TrackParams) -> BoxFuture<'_, Result<(), SegmentError>> {
+        self.send(Message::Track(params))
+    }
+
+    /// Queues a `group` call; see [`send`](Self::send).
+    ///
+    /// # Errors
+    /// As for [`send`](Self::send); an empty `groupId` is `invalid_payload`.
+    fn group(&self, params: GroupParams) -> BoxFuture<'_, Result<(), SegmentError>> {
+        self.send(Message::Group(params))
+    }
+
+    /// Queues an `alias` call; see [`send`](Self::send).
+    ///
+    /// # Errors
+    /// As for [`send`](Self::send); an empty `previousId` or `userId` is `invalid_payload`.
+    fn alias(&self, params: AliasParams) -> BoxFuture<'_, Result<(), SegmentError>> {
+        self.send(Message::Alias(params))
+    }
+
+    /// Queues a `page` call; see [`send`](Self::send).
+    ///
+    /// # Errors
+    /// As for [`send`](Self::send).
+    fn page(&self, params: ViewParams) -> BoxFuture<'_, Result<(), SegmentError>> {
+        self.send(Message::Page(params))
+    }
+
+    /// Queues a `screen` call; see [`send`](Self::send).
+    ///
+    /// # Errors
+    /// As for [`send`](Self::send).
+    fn screen(&self, params: ViewParams) -> BoxFuture<'_, Result<(), SegmentError>> {
+        self.send(Message::Screen(params))
+    }
+
+    /// Sends one call of any type, flushes, and says whether *this* event
+    /// was delivered; like [`identify_and_confirm`](Self::identify_and_confirm).
+    ///
+    /// # Errors
+    /// Any error of `send` or `flush`, or the event's own delivery failure.
+    fn send_and_confirm(&self, mut message: Message) -> BoxFuture<'_, SegmentIntegrationResult> {
+        Box::pin(async move {
+            let message_id = message
+                .message_id_slot()
+                .get_or_insert_with(new_message_id)
+                .clone();
+            self.send(message).await?;
+            confirm_in_report(self.flush().await?, &message_id)
+        })
+    }
+
     /// Identifies one event, flushes, and says whether *this* event was delivered.
     ///
     /// The default finds the event in the flush's report, which is exact
@@ -135,22 +226,26 @@ pub trait SegmentClient: Send + Sync {
         Box::pin(async move {
             let message_id = params.message_id.get_or_insert_with(new_message_id).clone();
             self.identify(params).await?;
-            let report = self.flush().await?;
-            if let Some(error) = report.failure_of(&message_id) {
-                return Err(error.clone());
-            }
-            if report.is_pending(&message_id) {
-                return Err(still_pending());
-            }
-            if report.failed_not_listed > 0 {
-                return Err(SegmentError::new(
-                    Kind::Internal,
-                    "delivery could not be confirmed: the report's failure list was truncated",
-                ));
-            }
-            Ok(())
+            confirm_in_report(self.flush().await?, &message_id)
         })
     }
+}
+
+/// Whether the event `message_id` was delivered, by a flush's report.
+fn confirm_in_report(report: DeliveryReport, message_id: &str) -> SegmentIntegrationResult {
+    if let Some(error) = report.failure_of(message_id) {
+        return Err(error.clone());
+    }
+    if report.is_pending(message_id) {
+        return Err(still_pending());
+    }
+    if report.failed_not_listed > 0 {
+        return Err(SegmentError::new(
+            Kind::Internal,
+            "delivery could not be confirmed: the report's failure list was truncated",
+        ));
+    }
+    Ok(())
 }
 
 fn still_pending() -> SegmentError {
@@ -336,6 +431,112 @@ impl HttpClient {
         self.enqueue(Task::Event(event, None)).await
     }
 
+    /// Validates and queues a call of any type (identify, track, group,
+    /// alias, page, screen), waiting for room if the queue is full. Every
+    /// type shares the queue, the batches and the delivery reports.
+    ///
+    /// # Example
+    /// ```
+    /// use segment_client::{AliasParams, GroupParams, HttpClient, Identity, Message, TrackParams, ViewParams};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let receiver = segment_receiver::Receiver::start(Default::default()).await.unwrap();
+    /// let client = HttpClient::builder("WRITE_KEY").host(receiver.url()).build()?;
+    /// client.send(TrackParams::new(Identity::user("cus_1"), "Signed Up")).await?;
+    /// client.send(GroupParams::new(Identity::user("cus_1"), "acc_1")).await?;
+    /// client.send(AliasParams::new("anon_1", "cus_1")).await?;
+    /// client.send(Message::Page(ViewParams::new(Identity::user("cus_1")).with_name("Home"))).await?;
+    /// let report = client.close_and_flush().await?;
+    /// assert_eq!(report.delivered, 4);
+    /// # Ok::<(), segment_client::SegmentError>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// `invalid_payload` (an empty identity, or a missing field the type
+    /// requires: track `event`, group `groupId`, alias `previousId` and
+    /// `userId`), `payload_too_large`, or `client_closed`.
+    pub async fn send(&self, message: impl Into<Message>) -> Result<(), SegmentError> {
+        let event = prepare_message(message.into())?;
+        self.enqueue(Task::Event(event, None)).await
+    }
+
+    /// Queues a `track` call; see [`send`](Self::send).
+    ///
+    /// # Errors
+    /// As for [`send`](Self::send).
+    pub async fn track(&self, params: TrackParams) -> Result<(), SegmentError> {
+        self.send(params).await
+    }
+
+    /// Queues a `group` call; see [`send`](Self::send).
+    ///
+    /// # Errors
+    /// As for [`send`](Self::send).
+    pub async fn group(&self, params: GroupParams) -> Result<(), SegmentError> {
+        self.send(params).await
+    }
+
+    /// Queues an `alias` call; see [`send`](Self::send).
+    ///
+    /// # Errors
+    /// As for [`send`](Self::send).
+    pub async fn alias(&self, params: AliasParams) -> Result<(), SegmentError> {
+        self.send(params).await
+    }
+
+    /// Queues a `page` call; see [`send`](Self::send).
+    ///
+    /// # Errors
+    /// As for [`send`](Self::send).
+    pub async fn page(&self, params: ViewParams) -> Result<(), SegmentError> {
+        self.send(Message::Page(params)).await
+    }
+
+    /// Queues a `screen` call; see [`send`](Self::send).
+    ///
+    /// # Errors
+    /// As for [`send`](Self::send).
+    pub async fn screen(&self, params: ViewParams) -> Result<(), SegmentError> {
+        self.send(Message::Screen(params)).await
+    }
+
+    /// Like [`send`](Self::send) from a thread outside any async runtime,
+    /// blocking while the queue is full.
+    ///
+    /// # Errors
+    /// As for [`send`](Self::send).
+    ///
+    /// # Panics
+    /// If called from within an async runtime.
+    pub fn send_blocking(&self, message: impl Into<Message>) -> Result<(), SegmentError> {
+        self.queue_prepared_blocking(PreparedEvent::new(message)?)
+    }
+
+    /// Like [`send`](Self::send), and returns a receipt that resolves when
+    /// this event is delivered or has failed.
+    ///
+    /// # Errors
+    /// As for [`send`](Self::send).
+    pub async fn send_with_receipt(
+        &self,
+        message: impl Into<Message>,
+    ) -> Result<DeliveryReceipt, SegmentError> {
+        let event = prepare_message(message.into())?;
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(Task::Event(event, Some(tx))).await?;
+        Ok(DeliveryReceipt { rx })
+    }
+
+    /// Like [`identify_and_wait`](Self::identify_and_wait) for a call of any type.
+    ///
+    /// # Errors
+    /// As for [`identify_and_wait`](Self::identify_and_wait).
+    pub async fn send_and_wait(&self, message: impl Into<Message>) -> SegmentIntegrationResult {
+        let event = prepare_message(message.into())?;
+        self.confirm(event).await
+    }
+
     /// Validates and queues an event from a thread outside any async runtime,
     /// blocking that thread while the queue is full. Lets a synchronous
     /// producer (such as a file reader) feed the client without an executor.
@@ -430,7 +631,10 @@ impl HttpClient {
     /// first, the last failed attempt's error (same code, with it as
     /// `source()`), or `deadline_exceeded` if no attempt failed.
     pub async fn identify_and_wait(&self, params: IdentifyParams) -> SegmentIntegrationResult {
-        let event = prepare(params)?;
+        self.confirm(prepare(params)?).await
+    }
+
+    async fn confirm(&self, event: Event) -> SegmentIntegrationResult {
         let (tx, rx) = oneshot::channel();
         self.enqueue(Task::Confirm(event, tx)).await?;
         let timeout = self.inner.flush_timeout;
@@ -572,6 +776,14 @@ impl SegmentClient for HttpClient {
         params: IdentifyParams,
     ) -> BoxFuture<'_, SegmentIntegrationResult> {
         Box::pin(self.identify_and_wait(params))
+    }
+
+    fn send(&self, message: Message) -> BoxFuture<'_, Result<(), SegmentError>> {
+        Box::pin(HttpClient::send(self, message))
+    }
+
+    fn send_and_confirm(&self, message: Message) -> BoxFuture<'_, SegmentIntegrationResult> {
+        Box::pin(self.send_and_wait(message))
     }
 }
 

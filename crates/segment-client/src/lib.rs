@@ -31,6 +31,7 @@
 //! ```
 
 mod batcher;
+mod calls;
 mod client;
 mod config;
 mod contract;
@@ -49,6 +50,9 @@ mod transport;
 mod worker;
 
 pub use batcher::{MAX_BATCH_EVENTS, MAX_REQUEST_BYTES};
+pub use calls::{
+    AliasParams, GroupParams, Message, PageParams, ScreenParams, TrackParams, ViewParams,
+};
 pub use client::{
     BoxFuture, DeliveryReceipt, HttpClient, HttpClientBuilder, PreparedEvent, Region, SegmentClient,
 };
