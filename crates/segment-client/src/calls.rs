@@ -298,6 +298,10 @@ shared_setters!(ViewParams);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a message is built once per call and moved straight into validation; boxing identify would cost an allocation per event"
+)]
 pub enum Message {
     /// An `identify` call.
     Identify(IdentifyParams),

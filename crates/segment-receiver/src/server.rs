@@ -428,7 +428,12 @@ fn process(
     let accepted = accepted
         .into_iter()
         .map(|event| {
-            let kind = event.kind.as_deref().unwrap_or(segment);
+            // The path decides a single event's type, as at Segment; a batch item's
+            // type was checked against the known ones.
+            let kind = match endpoint {
+                Endpoint::Single(kind) => kind,
+                Endpoint::Batch => event.kind.as_deref().unwrap_or(segment),
+            };
             let traits = (full && kind == "identify")
                 .then(|| identify_traits(event.raw))
                 .flatten();
@@ -787,6 +792,46 @@ mod tests {
             (3, 1, 2)
         );
         assert_eq!(receiver.store().duplicates(), [("m1".to_owned(), 3)].into());
+        receiver.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn every_type_is_counted_by_type_and_dropped_by_its_rules() {
+        let receiver = start(ReceiverConfig::new()).await;
+        let events = [
+            r#"{"type":"identify","userId":"u","messageId":"m1"}"#,
+            r#"{"type":"track","userId":"u","event":"E","messageId":"m2"}"#,
+            r#"{"type":"track","userId":"u","messageId":"m3"}"#,
+            r#"{"type":"group","userId":"u","groupId":"g","messageId":"m4"}"#,
+            r#"{"type":"group","userId":"u","messageId":"m5"}"#,
+            r#"{"type":"alias","userId":"u","previousId":"p","messageId":"m6"}"#,
+            r#"{"type":"alias","userId":"u","messageId":"m7"}"#,
+            r#"{"type":"page","anonymousId":"a","messageId":"m8"}"#,
+            r#"{"type":"screen","userId":"u","messageId":"m9"}"#,
+        ];
+        let response = post(&receiver, "/v1/batch", batch(&events), &[]).await;
+        assert_eq!(response.status(), 200, "Segment answers 200 and drops");
+        let single = post(&receiver, "/v1/track", r#"{"userId":"u"}"#.to_owned(), &[]).await;
+        assert_eq!(single.status(), 200);
+        let stats = receiver.store().stats();
+        assert_eq!((stats.accepted, stats.rejected), (6, 4));
+        assert_eq!(stats.rejected_by_reason["missing_field"], 4);
+        let by_type: Vec<(&str, u64)> = stats
+            .accepted_by_type
+            .iter()
+            .map(|(kind, n)| (kind.as_str(), *n))
+            .collect();
+        assert_eq!(
+            by_type,
+            [
+                ("alias", 1),
+                ("group", 1),
+                ("identify", 1),
+                ("page", 1),
+                ("screen", 1),
+                ("track", 1)
+            ]
+        );
         receiver.shutdown().await;
     }
 

@@ -37,6 +37,10 @@ pub struct Stats {
     pub duplicates: u64,
     /// Events silently dropped, as Segment does, for a [`RejectReason`].
     pub rejected: u64,
+    /// `accepted`, split by event type (`identify`, `track`, `group`, `alias`, `page`,
+    /// `screen`).
+    #[serde(default)]
+    pub accepted_by_type: BTreeMap<String, u64>,
     /// `rejected`, split by [`RejectReason::as_str`].
     pub rejected_by_reason: BTreeMap<String, u64>,
     /// Answered ingest requests by HTTP status (a hung request has none yet).
@@ -69,6 +73,9 @@ pub enum RejectReason {
     MissingType,
     /// The event is not a JSON object, or its `type` is not a Segment event type.
     InvalidEvent,
+    /// A field its type requires is missing or empty: `event` for a track, `groupId`
+    /// for a group, `previousId` and `userId` for an alias.
+    MissingField,
 }
 
 impl RejectReason {
@@ -80,6 +87,7 @@ impl RejectReason {
             Self::TooManyEvents => "too_many_events",
             Self::MissingType => "missing_type",
             Self::InvalidEvent => "invalid_event",
+            Self::MissingField => "missing_field",
         }
     }
 }
@@ -829,6 +837,15 @@ impl Store {
         let mut duplicates: Option<Problem> = None;
         for event in accepted {
             state.stats.accepted += 1;
+            match state.stats.accepted_by_type.get_mut(&*event.kind) {
+                Some(count) => *count += 1,
+                None => {
+                    state
+                        .stats
+                        .accepted_by_type
+                        .insert(event.kind.to_string(), 1);
+                }
+            }
             let mut duplicate = false;
             if let Some(id) = &event.message_id {
                 if state.message_ids.seen_before(id) {
