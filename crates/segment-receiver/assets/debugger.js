@@ -53,13 +53,27 @@ function who(item) {
   return "";
 }
 
-// Identify carries traits; the other types carry properties (track, page, screen),
-// traits (group) or previousId (alias): show whichever the event has.
-function summary(event) {
-  for (const key of ["traits", "properties", "previousId", "name"]) {
-    if (event[key] !== undefined) return compact(event[key]);
+// What each type carries, in short: identify its traits; track its event name and
+// properties; group its groupId and traits; alias its previousId; page and screen
+// their name and properties. Names and ids are shown as plain text.
+function summary(type, event) {
+  const text = (value) => (typeof value === "string" ? value : compact(value));
+  const props = (value) =>
+    value && typeof value === "object" && Object.keys(value).length ? compact(value) : "";
+  const join = (...parts) => parts.filter((part) => part !== "" && part !== undefined).join(" ");
+  switch (type) {
+    case "track":
+      return join(text(event.event), props(event.properties));
+    case "group":
+      return join(text(event.groupId), props(event.traits));
+    case "alias":
+      return join("previousId", text(event.previousId));
+    case "page":
+    case "screen":
+      return join(text(event.category), text(event.name), props(event.properties));
+    default:
+      return event.traits === undefined ? "" : compact(event.traits);
   }
-  return "";
 }
 
 function eventRow(item) {
@@ -71,7 +85,7 @@ function eventRow(item) {
       ["who", who(item)],
       ["mid", item.messageId ?? ""],
       ["at", time(item.at_ms)],
-      ["traits", summary(item.event)],
+      ["traits", summary(item.type, item.event)],
     ],
     () => pretty(item.event),
   );

@@ -270,6 +270,61 @@ async fn the_debugger_page_shows_what_the_receiver_got_in_a_real_browser() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_debugger_page_shows_every_type_and_drops_what_segment_drops() {
+    let browser = Browser::launch().await;
+    let mut page = browser.page().await;
+    let dir = TempDir::new().expect("temp dir");
+    let (_receiver, url) = receive(&dir).await;
+    page.navigate(&format!("{url}/")).await;
+    page.wait_for("document.getElementById('status').textContent === 'live'")
+        .await;
+
+    let body = r#"{"batch":[
+        {"type":"track","userId":"u1","messageId":"t1","event":"Order Completed","properties":{"revenue":12}},
+        {"type":"group","userId":"u1","messageId":"g1","groupId":"acc_1","traits":{"name":"Initech"}},
+        {"type":"alias","userId":"u1","messageId":"a1","previousId":"anon_7"},
+        {"type":"page","userId":"u1","messageId":"p1","name":"Pricing","properties":{"path":"/pricing"}},
+        {"type":"screen","anonymousId":"anon_7","messageId":"s1","name":"Home"},
+        {"type":"track","userId":"u1","messageId":"t2"}]}"#;
+    assert_eq!(
+        post(&url, body, &[("authorization", &basic(KEY))]).await,
+        200
+    );
+    page.wait_for("document.querySelectorAll('#events li').length === 5")
+        .await;
+    let rows = page
+        .eval(
+            "[...document.querySelectorAll('#events li .line')]
+               .map(line => [line.querySelector('.type').textContent,
+                             line.querySelector('.traits').textContent])",
+        )
+        .await;
+    // Newest first; the short column shows what each type carries.
+    assert_eq!(
+        rows,
+        serde_json::json!([
+            ["screen", "Home"],
+            ["page", r#"Pricing {"path":"/pricing"}"#],
+            ["alias", "previousId anon_7"],
+            ["group", r#"acc_1 {"name":"Initech"}"#],
+            ["track", r#"Order Completed {"revenue":12}"#],
+        ])
+    );
+    page.click("nav button[data-tab=problems]").await;
+    page.wait_for("document.getElementById('count-dropped').textContent === '1'")
+        .await;
+    let dropped = page
+        .text("#problems li[data-kind=dropped][data-code=missing_field]")
+        .await;
+    assert!(
+        dropped
+            .as_str()
+            .is_some_and(|text| text.contains("dropped (200)") && text.contains("\"event\"")),
+        "{dropped}"
+    );
+}
+
 #[tokio::test]
 async fn binding_beyond_loopback_warns_that_there_is_no_authentication() {
     let dir = TempDir::new().expect("temp dir");
