@@ -366,7 +366,9 @@ async fn ctrl_c_stops_the_receiver_with_a_summary_that_counts_refusals() {
         .expect("read stdout")
         .expect("the first line is the URL");
     assert_eq!(post(&url, "{not json", &[]).await, 400);
-    let event = r#"{"batch":[{"type":"identify","userId":"u1","messageId":"m1"}]}"#;
+    let event = r#"{"batch":[{"type":"identify","userId":"u1","messageId":"m1"},
+        {"type":"track","userId":"u1","messageId":"m2","event":"E"},
+        {"type":"group","userId":"u1","messageId":"m3"}]}"#;
     assert_eq!(post(&url, event, &[]).await, 200);
 
     let pid = child.id().expect("running").to_string();
@@ -382,8 +384,16 @@ async fn ctrl_c_stops_the_receiver_with_a_summary_that_counts_refusals() {
     assert!(text.contains("keeping the last 10 events"), "{text}");
     assert!(
         text.contains(
-            "received 2 requests (1 refused): 1 events accepted (0 duplicates), 0 dropped"
+            "received 2 requests (1 refused): 2 events accepted (0 duplicates), 1 dropped"
         ),
+        "{text}"
+    );
+    assert!(
+        text.contains("accepted by type: identify 1, track 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dropped by reason: missing_field 1"),
         "{text}"
     );
 }

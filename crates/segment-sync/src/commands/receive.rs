@@ -59,6 +59,18 @@ pub async fn run(args: ReceiveArgs) -> Result<Outcome> {
         "received {} requests ({} refused): {} events accepted ({} duplicates), {} dropped",
         stats.requests, stats.refused_requests, stats.accepted, stats.duplicates, stats.rejected
     );
+    let counts = |map: &std::collections::BTreeMap<String, u64>| {
+        map.iter()
+            .map(|(name, count)| format!("{name} {count}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !stats.accepted_by_type.is_empty() {
+        eprintln!("  accepted by type: {}", counts(&stats.accepted_by_type));
+    }
+    if !stats.rejected_by_reason.is_empty() {
+        eprintln!("  dropped by reason: {}", counts(&stats.rejected_by_reason));
+    }
     Ok(Outcome::Clean)
 }
 
