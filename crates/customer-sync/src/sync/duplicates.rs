@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use segment_client::Identity;
 
+use super::StopSignal;
 use crate::mapping::Mapping;
 use crate::source::{ReadProgress, Source};
 use crate::state::stable_hash;
@@ -26,7 +27,8 @@ impl LastRows {
     /// Finds every identity on several rows of `source`, and its last row.
     /// Bounded memory: 12 bytes per identity while it reads, then only the
     /// repeated ones are kept.
-    pub fn scan(source: Source, mapping: &Mapping) -> LastRows {
+    /// Stops early at a stop (the run then reads nothing either).
+    pub fn scan(source: Source, mapping: &Mapping, stop: &StopSignal) -> LastRows {
         let mut source = source;
         let mut seen = SeenIdentities::default();
         let mut lines = HashMap::new();
@@ -34,6 +36,9 @@ impl LastRows {
         let mut count = 0u64;
         for record in source.by_ref().flatten() {
             count += 1;
+            if count.is_multiple_of(SIZING_SAMPLE) && stop.is_stopped() {
+                break;
+            }
             if count == SIZING_SAMPLE + 1 {
                 size_duplicate_table(&mut seen, &progress, total_bytes, 1.0);
             }
