@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use segment_client::Identity;
 
 use super::StopSignal;
+use super::planner::Planner;
 use crate::mapping::Mapping;
 use crate::source::{ReadProgress, Source};
-use crate::state::stable_hash;
+use crate::state::{identity_key, stable_hash};
 
 /// Records read before the duplicate table is sized from the source's size.
 pub(crate) const SIZING_SAMPLE: u64 = 1_024;
@@ -25,30 +26,55 @@ pub(crate) struct LastRows {
 
 impl LastRows {
     /// Finds every identity on several rows of `source`, and its last row.
-    /// Bounded memory: 12 bytes per identity while it reads, then only the
-    /// repeated ones are kept.
-    /// Stops early at a stop (the run then reads nothing either).
-    pub fn scan(source: Source, mapping: &Mapping, stop: &StopSignal) -> LastRows {
+    /// Bounded memory: identities the state knows are checked in the
+    /// planner's per-slot array (4 bytes each, there anyway), new ones take
+    /// 12 bytes each in a table dropped at the end; only the repeated ones
+    /// are kept. Stops early at a stop (the run then reads nothing either).
+    pub fn scan(
+        source: Source,
+        mapping: &Mapping,
+        stop: &StopSignal,
+        mut planner: Option<&mut Planner>,
+    ) -> LastRows {
         let mut source = source;
         let mut seen = SeenIdentities::default();
         let mut lines = HashMap::new();
         let (progress, total_bytes) = (source.progress(), source.total_bytes());
-        let mut count = 0u64;
+        let (mut count, mut new_in_sample) = (0u64, 0u64);
         for record in source.by_ref().flatten() {
             count += 1;
             if count.is_multiple_of(SIZING_SAMPLE) && stop.is_stopped() {
                 break;
             }
             if count == SIZING_SAMPLE + 1 {
-                size_duplicate_table(&mut seen, &progress, total_bytes, 1.0);
+                // Sized for the new identities only, as in the run itself.
+                let share = match planner {
+                    Some(_) => new_in_sample as f64 / SIZING_SAMPLE as f64,
+                    None => 1.0,
+                };
+                size_duplicate_table(&mut seen, &progress, total_bytes, share);
             }
             // A record without an identity is reported by the run itself.
             let Ok(identity) = mapping.identity_of(&record) else {
                 continue;
             };
-            if seen.check(&identity, record.location.line).is_some() {
-                lines.insert(identity_hash(&identity), record.location.line);
+            let line = record.location.line;
+            let known = planner
+                .as_deref_mut()
+                .and_then(|p| p.first_seen(&identity_key(&identity), line));
+            let repeated = match known {
+                Some(first_line) => first_line.is_some(),
+                None => {
+                    new_in_sample += u64::from(count <= SIZING_SAMPLE);
+                    seen.check(&identity, line).is_some()
+                }
+            };
+            if repeated {
+                lines.insert(identity_hash(&identity), line);
             }
+        }
+        if let Some(planner) = planner {
+            planner.forget_seen();
         }
         // A fatal error is the run's to report, when it reads the same
         // source; what the scan found before it still holds.

@@ -102,6 +102,12 @@ impl Planner {
         Some(None)
     }
 
+    /// Forgets every identity marked by [`first_seen`](Self::first_seen),
+    /// after the first pass over a file.
+    pub fn forget_seen(&mut self) {
+        self.first_lines.fill(0);
+    }
+
     /// Whether the record with identity `key` and source fingerprint
     /// `source_hash` is exactly what Segment last accepted, so it can be
     /// skipped without being mapped.

@@ -152,7 +152,7 @@ impl Prepared {
                 self.store.clone(),
             );
             let (source, mapping) = self.source.take().expect("read once");
-            let (planner, duplicates, stop) =
+            let (mut planner, duplicates, stop) =
                 (self.planner.take(), self.duplicates, self.stop.clone());
             tokio::task::spawn_blocking(move || {
                 // `last` needs to know, at each row, whether a later row has
@@ -161,7 +161,7 @@ impl Prepared {
                 // are kept); stdin cannot be read twice.
                 let last_rows = match (duplicates, source.reopen()) {
                     (DuplicatePolicy::Last, Some(Ok(again))) => {
-                        Some(LastRows::scan(again, &mapping, &stop))
+                        Some(LastRows::scan(again, &mapping, &stop, planner.as_mut()))
                     }
                     (DuplicatePolicy::Last, Some(Err(error))) => return Err(error.into()),
                     _ => None,
