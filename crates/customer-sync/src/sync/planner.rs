@@ -214,6 +214,12 @@ impl Planner {
         left
     }
 
+    /// How many entries earlier runs left in flight are still unmatched
+    /// (none after a complete read, which resends them).
+    pub fn unmatched_count(&self) -> usize {
+        self.recovered.len()
+    }
+
     /// Rows of identities in the state that this run's source did not have.
     pub fn unseen(&self) -> Vec<i64> {
         (0..self.index.slots())

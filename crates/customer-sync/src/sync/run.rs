@@ -265,6 +265,10 @@ impl Prepared {
             recovered_not_in_source: 0,
             superseded: 0,
             outbox_torn: self.outbox_torn,
+            outbox_waiting: self
+                .planner
+                .as_ref()
+                .map_or(0, |p| p.unmatched_count() as u64),
             removed: finished.removed,
             delivered: 0,
             failed: 0,
