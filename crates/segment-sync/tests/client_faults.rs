@@ -79,7 +79,33 @@ async fn an_outage_stops_the_run_and_the_next_run_delivers_everything() {
     assert_eq!(stats.unique_message_ids, 5_000, "{stats:?}");
 }
 
+/// The messages of the `error:` and `caused by:` lines, in order.
+fn chain(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("error: ")
+                .or_else(|| l.trim_start().strip_prefix("caused by: "))
+        })
+        .collect()
+}
+
 // Defect 9: no line of an error chain repeats the one before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_source_file_does_not_print_its_cause_twice() {
+    let dir = TempDir::new().unwrap();
+    let missing = dir.path().join("missing.csv");
+    let output = run(&dir, None, &["sync", path_str(&missing), "--dry-run"]).await;
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    let messages = chain(&err);
+    assert!(!messages.is_empty(), "{err}");
+    for pair in messages.windows(2) {
+        assert!(!pair[0].contains(pair[1]), "repeated cause: {err}");
+    }
+}
+
+// Defect 9: the same for an error from the client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_chains_do_not_print_a_cause_twice() {
     let receiver = receiver(FaultPlan::none()).await;
