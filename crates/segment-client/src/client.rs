@@ -615,6 +615,8 @@ pub struct HttpClientBuilder {
     on_outcome: Option<OutcomeHook>,
     own_thread: bool,
     dry_run: Option<Option<PathBuf>>,
+    #[cfg(test)]
+    scripted: Option<Arc<crate::scripted::Server>>,
     #[cfg(feature = "outbox")]
     outbox: Option<PathBuf>,
 }
@@ -652,6 +654,8 @@ impl HttpClientBuilder {
             on_outcome: None,
             own_thread: false,
             dry_run: None,
+            #[cfg(test)]
+            scripted: None,
             #[cfg(feature = "outbox")]
             outbox: None,
         }
@@ -828,6 +832,13 @@ impl HttpClientBuilder {
         self
     }
 
+    /// Answers every request from `server` instead of the network (model tests).
+    #[cfg(test)]
+    pub(crate) fn scripted(mut self, server: Arc<crate::scripted::Server>) -> Self {
+        self.scripted = Some(server);
+        self
+    }
+
     /// Validates the settings and starts the client's background worker.
     ///
     /// # Errors
@@ -909,7 +920,14 @@ impl HttpClientBuilder {
             None => None,
         };
         let mut max_in_flight = self.max_in_flight;
-        let transport = match self.dry_run {
+        #[cfg(test)]
+        let dry_run = match &self.scripted {
+            Some(_) => None,
+            None => self.dry_run,
+        };
+        #[cfg(not(test))]
+        let dry_run = self.dry_run;
+        let transport = match dry_run {
             Some(dir) => {
                 // One body at a time keeps the files in batch order.
                 max_in_flight = 1;
@@ -921,6 +939,11 @@ impl HttpClientBuilder {
                 self.request_timeout,
                 self.max_in_flight,
             )?),
+        };
+        #[cfg(test)]
+        let transport = match &self.scripted {
+            Some(server) => Transport::Scripted(Arc::clone(server)),
+            None => transport,
         };
         let sender = Arc::new(Sender {
             transport,
