@@ -638,10 +638,10 @@ impl HttpClientBuilder {
         Self {
             write_key,
             host: Region::Us.host().to_owned(),
-            batch_size: 100,
+            batch_size: DEFAULT_BATCH_SIZE,
             max_batch_bytes: MAX_REQUEST_BYTES,
             flush_interval: Duration::from_secs(5),
-            max_in_flight: 4,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             queue_capacity: 10_000,
             requests_per_second: None,
             gzip_level: Some(DEFAULT_GZIP_LEVEL),
@@ -678,7 +678,9 @@ impl HttpClientBuilder {
         self.host(region.host())
     }
 
-    /// Most events per request, 1 to 2,500. Default: 100.
+    /// Most events per request, 1 to 2,500. Default: 1,000 (requests are
+    /// also kept under 500,000 bytes, which typical identify events reach
+    /// first).
     pub fn batch_size(mut self, events: usize) -> Self {
         self.batch_size = events;
         self
@@ -697,7 +699,7 @@ impl HttpClientBuilder {
         self
     }
 
-    /// Requests in flight at once, at least 1. Default: 4.
+    /// Requests in flight at once, at least 1. Default: 8.
     pub fn max_in_flight(mut self, requests: usize) -> Self {
         self.max_in_flight = requests;
         self
@@ -991,6 +993,15 @@ impl HttpClientBuilder {
         })
     }
 }
+
+/// Chosen with the throughput bench's faulty profile (100k events, 20% 500s,
+/// 5% 429s, 50 ms answers): 100 events and 4 in flight took 48.6 s; 500/4
+/// 12.3 s; 1,000/4 6.1 s; 500/8 6.3 s; 1,000/8 3.4 s. Larger batches cost
+/// nothing when traffic is low: a partial batch still goes after the flush
+/// interval, and a confirmed call goes at once.
+const DEFAULT_BATCH_SIZE: usize = 1_000;
+/// See [`DEFAULT_BATCH_SIZE`].
+const DEFAULT_MAX_IN_FLIGHT: usize = 8;
 
 /// See [`HttpClientBuilder::shutdown_timeout`].
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
