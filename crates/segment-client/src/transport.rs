@@ -358,6 +358,9 @@ impl HttpTransport {
 fn status_error(status: StatusCode, detail: &str) -> SegmentError {
     let kind = if status == StatusCode::TOO_MANY_REQUESTS {
         Kind::RateLimited
+    } else if status.is_redirection() {
+        // Segment never redirects its API: the host setting is wrong.
+        Kind::InvalidConfig
     } else {
         Kind::HttpStatus
     };
