@@ -96,9 +96,25 @@ fn main() {
         return;
     }
     println!("events            {events}");
-    for setting in &SETTINGS {
+    // `--batch-size`/`--in-flight` measure one candidate instead of the two settings.
+    let tuned = [Setting {
+        name: "tuned",
+        batch_size: tuning.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
+    }];
+    let settings: &[Setting] = if tuning.batch_size.is_some() || tuning.in_flight.is_some() {
+        &tuned
+    } else {
+        &SETTINGS
+    };
+    for setting in settings {
         runtime.block_on(reset_receiver(&http, &receiver.url));
-        let client = measure_client(&runtime, &receiver.url, events, setting.batch_size);
+        let client = measure_client(
+            &runtime,
+            &receiver.url,
+            events,
+            setting.batch_size,
+            tuning.in_flight,
+        );
         let stats = runtime.block_on(receiver_stats(&http, &receiver.url));
         let floor = measure_floor(events, setting.batch_size);
         print_setting(setting, events, &client, &floor, &stats);
@@ -343,11 +359,12 @@ fn measure_client(
     url: &str,
     events: u64,
     batch_size: usize,
+    in_flight: Option<usize>,
 ) -> ClientRun {
     reset_peak_rss();
     let cpu_before = cpu_seconds();
     let started = Instant::now();
-    let report = runtime.block_on(push_events(url, events, batch_size));
+    let report = runtime.block_on(push_events(url, events, batch_size, in_flight));
     ClientRun {
         wall: started.elapsed(),
         cpu_seconds: cpu_seconds() - cpu_before,
@@ -356,10 +373,19 @@ fn measure_client(
     }
 }
 
-async fn push_events(url: &str, events: u64, batch_size: usize) -> DeliveryReport {
-    let client = HttpClient::builder(WRITE_KEY)
+async fn push_events(
+    url: &str,
+    events: u64,
+    batch_size: usize,
+    in_flight: Option<usize>,
+) -> DeliveryReport {
+    let mut builder = HttpClient::builder(WRITE_KEY)
         .host(url)
-        .batch_size(batch_size)
+        .batch_size(batch_size);
+    if let Some(n) = in_flight {
+        builder = builder.max_in_flight(n);
+    }
+    let client = builder
         .build()
         .expect("the bench's client settings are valid");
     for i in 0..events {
