@@ -164,3 +164,42 @@ async fn verbose_shows_retries_without_the_write_key() {
     .await;
     assert!(!stderr(&quiet).contains("retrying"));
 }
+
+/// A loopback server that answers every request with a redirect, the way a
+/// misconfigured proxy or an http -> https hop does.
+async fn redirecting_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0; 64 * 1024];
+                // One answer per connection is enough: the client does not follow it.
+                if socket.read(&mut buf).await.is_ok() {
+                    let answer = "HTTP/1.1 301 Moved Permanently\r\nLocation: https://elsewhere.invalid/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+// Defect 4: a redirecting host stops the run as a configuration error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirecting_host_is_a_config_error_with_a_hint() {
+    let host = redirecting_server().await;
+    let dir = TempDir::new().unwrap();
+    let csv = write(&dir, "customers.csv", &numbered_customers(5));
+    let output = run(
+        &dir,
+        None,
+        &["sync", path_str(&csv), "--write-key", KEY, "--host", &host],
+    )
+    .await;
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(err.contains("301"), "{err}");
+    assert!(err.contains("hint:") && err.contains("--host"), "{err}");
+}
