@@ -371,7 +371,7 @@ impl Source {
         wanted: [Option<usize>; 2],
     ) -> Option<Option<(u64, [&str; 2])>> {
         match &mut self.reader {
-            FormatReader::Csv(reader) if self.peeked.is_none() => Some(reader.next_fields(wanted)),
+            FormatReader::Csv(reader) if self.ahead.is_empty() => Some(reader.next_fields(wanted)),
             _ => None,
         }
     }
