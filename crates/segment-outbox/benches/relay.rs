@@ -1,0 +1,3 @@
+//! The relay benchmark (written next).
+
+fn main() {}
