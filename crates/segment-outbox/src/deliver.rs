@@ -21,12 +21,16 @@ pub type ClientFactory = Arc<dyn Fn() -> HttpClientBuilder + Send + Sync>;
 
 type Outcomes = Arc<Mutex<Vec<(String, Result<(), SegmentError>)>>>;
 
-/// One worker's client and the outcomes its hook collects.
+/// One worker's clients and the outcomes their hooks collect.
 pub(crate) struct Deliverer {
     factory: ClientFactory,
     batch_size: usize,
     deadline: Duration,
+    /// Sends a claimed batch as few requests.
     client: HttpClient,
+    /// Sends events one per request, to find which events of a refused
+    /// batch Segment refuses: a 400 answers for the whole request.
+    single: HttpClient,
     outcomes: Outcomes,
 }
 
@@ -41,11 +45,13 @@ impl Deliverer {
     ) -> Result<Self, OutboxError> {
         let outcomes = Outcomes::default();
         let client = build(&factory, batch_size, deadline, &outcomes)?;
+        let single = build(&factory, 1, deadline, &outcomes)?;
         Ok(Self {
             factory,
             batch_size,
             deadline,
             client,
+            single,
             outcomes,
         })
     }
@@ -55,50 +61,71 @@ impl Deliverer {
     /// finished by the deadline: their lease stays, so they come back when it
     /// ends, by which time this worker's client has given them up.
     ///
+    /// When Segment refuses a request of several events for good (a 400),
+    /// each of them is sent again alone, so only the culprits become dead
+    /// letters.
+    ///
     /// `cancel` resolving abandons the batch at once (shutdown's timeout).
     pub async fn send(
         &mut self,
         events: Vec<(i64, PreparedEvent)>,
         cancel: impl Future<Output = ()>,
     ) -> Result<Vec<(i64, Verdict)>, OutboxError> {
-        let mut rows: HashMap<String, Vec<i64>> = HashMap::with_capacity(events.len());
+        let until = tokio::time::Instant::now() + self.deadline;
         let total = events.len();
+        let mut rows: HashMap<String, (Vec<i64>, PreparedEvent)> = HashMap::with_capacity(total);
         for (id, event) in events {
             rows.entry(event.message_id().to_owned())
-                .or_default()
+                .or_insert_with(|| (Vec::new(), event.clone()))
+                .0
                 .push(id);
-            if let Err(error) = self.client.queue_prepared(event).await {
-                return Err(OutboxError::with_source(
-                    Kind::InvalidConfig,
-                    "the Segment client stopped",
-                    error,
-                ));
-            }
+            self.client.queue_prepared(event).await.map_err(stopped)?;
         }
-        let finished = tokio::select! {
-            report = self.client.flush_with_timeout(self.deadline) => report.is_ok(),
-            () = cancel => false,
+        tokio::pin!(cancel);
+        let mut finished = tokio::select! {
+            report = self.client.flush_with_timeout(until - tokio::time::Instant::now()) => report.is_ok(),
+            () = &mut cancel => false,
         };
-        let outcomes =
-            std::mem::take(&mut *self.outcomes.lock().unwrap_or_else(PoisonError::into_inner));
         let mut verdicts = Vec::with_capacity(total);
-        for (message_id, result) in outcomes {
-            let Some(ids) = rows.remove(&message_id) else {
+        let mut suspects = Vec::new();
+        for (message_id, result) in self.take_outcomes() {
+            let Some((ids, event)) = rows.remove(&message_id) else {
                 continue;
             };
-            let verdict = match result {
-                Ok(()) => Verdict::Delivered,
-                Err(error) if error.is_retryable() => Verdict::Retry(describe(&error)),
-                Err(error) if error.is_closed() => Verdict::Release,
-                Err(error) => Verdict::Dead(describe(&error)),
+            match verdict(result) {
+                Verdict::Dead(_) if total > 1 => suspects.push((ids, event)),
+                verdict => verdicts.extend(ids.into_iter().map(|id| (id, verdict.clone()))),
+            }
+        }
+        if finished && !suspects.is_empty() {
+            for (ids, event) in &suspects {
+                rows.insert(event.message_id().to_owned(), (ids.clone(), event.clone()));
+                self.single
+                    .queue_prepared(event.clone())
+                    .await
+                    .map_err(stopped)?;
+            }
+            finished = tokio::select! {
+                report = self.single.flush_with_timeout(until.saturating_duration_since(tokio::time::Instant::now())) => report.is_ok(),
+                () = &mut cancel => false,
             };
-            verdicts.extend(ids.into_iter().map(|id| (id, verdict.clone())));
+            for (message_id, result) in self.take_outcomes() {
+                if let Some((ids, _)) = rows.remove(&message_id) {
+                    let verdict = verdict(result);
+                    verdicts.extend(ids.into_iter().map(|id| (id, verdict.clone())));
+                }
+            }
         }
         if !finished || !rows.is_empty() {
-            // Some events are still inside the client: drop it (abandoning
-            // them) and start clean, so nothing of this batch is sent later.
+            // Some events are still inside a client: drop the clients
+            // (abandoning them) and start clean, so nothing of this batch
+            // is sent later.
             let _ = self
                 .client
+                .close_and_flush_with_timeout(Duration::ZERO)
+                .await;
+            let _ = self
+                .single
                 .close_and_flush_with_timeout(Duration::ZERO)
                 .await;
             self.outcomes = Outcomes::default();
@@ -108,16 +135,40 @@ impl Deliverer {
                 self.deadline,
                 &self.outcomes,
             )?;
+            self.single = build(&self.factory, 1, self.deadline, &self.outcomes)?;
         }
         Ok(verdicts)
     }
 
-    /// Stops the client, waiting at most `timeout`.
+    fn take_outcomes(&self) -> Vec<(String, Result<(), SegmentError>)> {
+        std::mem::take(&mut *self.outcomes.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Stops the clients, waiting at most `timeout`.
     pub async fn close(self, timeout: Duration) {
         let _ = self.client.close_and_flush_with_timeout(timeout).await;
+        let _ = self.single.close_and_flush_with_timeout(timeout).await;
     }
 }
 
+/// What an event's outcome means for its row.
+fn verdict(result: Result<(), SegmentError>) -> Verdict {
+    match result {
+        Ok(()) => Verdict::Delivered,
+        // A refused write key is the operator's to fix; the events must wait, not die.
+        Err(error) if error.is_unauthorized() => {
+            tracing::error!(%error, "Segment refused the write key; events wait until it is fixed");
+            Verdict::Retry(describe(&error))
+        }
+        Err(error) if error.is_retryable() => Verdict::Retry(describe(&error)),
+        Err(error) if error.is_closed() => Verdict::Release,
+        Err(error) => Verdict::Dead(describe(&error)),
+    }
+}
+
+fn stopped(error: SegmentError) -> OutboxError {
+    OutboxError::with_source(Kind::InvalidConfig, "the Segment client stopped", error)
+}
 fn build(
     factory: &ClientFactory,
     batch_size: usize,

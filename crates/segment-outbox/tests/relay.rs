@@ -271,7 +271,12 @@ async fn shutdown_gives_back_the_leases_of_what_was_not_sent() {
     }));
     let client = db.client().await;
     // Wait (polling the database, not the clock) until both workers hold leases.
+    let give_up = std::time::Instant::now() + Duration::from_secs(60);
     loop {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the workers never held leases"
+        );
         let status = segment_outbox::status(&client, &Schema::default(), 0)
             .await
             .unwrap();
@@ -355,4 +360,74 @@ async fn a_relay_before_init_says_so() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), "schema_missing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_for_a_batch_dead_letters_only_the_event_segment_refuses() {
+    let db = TestDb::new().await;
+    // Segment answers 400 for a whole request: every request with c3 in it.
+    let receiver =
+        Receiver::start(ReceiverConfig::new().faults(FaultPlan::user_id("c3", 400, None)))
+            .await
+            .unwrap();
+    insert_versions(&db, 10, 1).await;
+    let report = drain(relay(&db, &receiver).workers(1).batch_size(10)).await;
+    assert_eq!((report.delivered, report.dead), (9, 1));
+    let client = db.client().await;
+    let status = segment_outbox::status(&client, &Schema::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(status.dead_letters.len(), 1);
+    assert_eq!(status.dead_letters[0].user_id.as_deref(), Some("c3"));
+    assert_eq!(receiver.store().stats().accepted, 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_key_makes_events_wait_not_die() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start(ReceiverConfig::new().write_key("the-right-key"))
+        .await
+        .unwrap();
+    insert_versions(&db, 3, 1).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(relay(&db, &receiver).until_empty(false).run(async {
+        let _ = stopped.await;
+    }));
+    let client = db.client().await;
+    let give_up = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the relay never retried"
+        );
+        let row = client
+            .query_one(
+                "SELECT min(attempts)::bigint, count(*) FILTER (WHERE state = 'dead') FROM segment.outbox",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            row.get::<_, i64>(1),
+            0,
+            "a refused key dead-lettered events"
+        );
+        if row.get::<_, i64>(0) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.send(()).unwrap();
+    let report = run.await.unwrap().unwrap();
+    assert_eq!((report.delivered, report.dead), (0, 0));
+    let status = segment_outbox::status(&client, &Schema::default(), 0)
+        .await
+        .unwrap();
+    assert_eq!((status.pending, status.dead), (3, 0));
+    let error: String = client
+        .query_one("SELECT max(last_error) FROM segment.outbox", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(error.contains("401"), "{error}");
 }
