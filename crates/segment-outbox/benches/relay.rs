@@ -6,10 +6,13 @@
 //!    outbox is empty. Reports events/s and each process's peak RSS.
 //!    Targets: >= 50,000 events/s, < 64 MB per process.
 //! 2. **Latency**: with one relay process running, commits 1,000 events/s
-//!    (one transaction each, 16 connections) for `RELAY_BENCH_LATENCY_SECS`
+//!    (one transaction each, 32 connections) for `RELAY_BENCH_LATENCY_SECS`
 //!    (default 10) and reports commit-to-send latency: from `COMMIT`
 //!    returning to the relay's request leaving (its `sentAt`, millisecond
 //!    resolution; the loopback hop to the receiver is well under 1 ms).
+//!    Twice: with `NOTIFY` waking the relay (the default, relay poll 1 s),
+//!    and with the producer's `SET segment.notify = off` (relay poll 20 ms),
+//!    since notifying commits serialise on one lock through their WAL flush.
 //!    Targets: p50 < 50 ms, p99 < 250 ms.
 //!
 //! The relays are this binary re-executed (`RELAY_BENCH_CHILD`), running the
@@ -53,13 +56,14 @@ fn main() {
     runtime.block_on(parent());
 }
 
-/// A relay process: `RELAY_BENCH_CHILD=<database url> <receiver url> <until_empty>`.
+/// A relay process: `RELAY_BENCH_CHILD=<database url> <receiver url> <until_empty|run> <poll ms>`.
 fn child(spec: &str) {
     let mut parts = spec.split(' ');
-    let (url, host, until_empty) = (
+    let (url, host, until_empty, poll_ms) = (
         parts.next().unwrap().to_owned(),
         parts.next().unwrap().to_owned(),
         parts.next() == Some("until_empty"),
+        parts.next().unwrap().parse().unwrap(),
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -77,13 +81,31 @@ fn child(spec: &str) {
         })
         .workers(env_or("RELAY_BENCH_WORKERS", WORKERS))
         .batch_size(env_or("RELAY_BENCH_BATCH", BATCH))
-        .poll_interval(Duration::from_millis(200))
+        .poll_interval(Duration::from_millis(poll_ms))
         .until_empty(until_empty)
         .run(stop)
         .await
         .unwrap()
     });
-    println!("{} {}", report.delivered, peak_rss_kb());
+    println!("{} {} {}", report.delivered, peak_rss_kb(), cpu_ms());
+}
+
+/// This process's user + system CPU time in milliseconds.
+fn cpu_ms() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ")".
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 (1-based), 11 and 12 after ")".
+    (ticks(11) + ticks(12)) * 10
 }
 
 fn peak_rss_kb() -> u64 {
@@ -95,22 +117,26 @@ fn peak_rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
-fn spawn_relay(url: &str, host: &str, until_empty: bool) -> Child {
+fn spawn_relay(url: &str, host: &str, until_empty: bool, poll_ms: u64) -> Child {
     let mode = if until_empty { "until_empty" } else { "run" };
     Command::new(std::env::current_exe().unwrap())
-        .env(CHILD, format!("{url} {host} {mode}"))
+        .env(CHILD, format!("{url} {host} {mode} {poll_ms}"))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap()
 }
 
-/// `(delivered, peak RSS in kB)` printed by a relay child.
-fn finish(child: Child) -> (u64, u64) {
+/// `(delivered, peak RSS in kB, CPU ms)` printed by a relay child.
+fn finish(child: Child) -> (u64, u64, u64) {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "a relay process failed");
     let text = String::from_utf8_lossy(&out.stdout);
     let mut words = text.split_whitespace().map(|w| w.parse::<u64>().unwrap());
-    (words.next().unwrap(), words.next().unwrap())
+    (
+        words.next().unwrap(),
+        words.next().unwrap(),
+        words.next().unwrap(),
+    )
 }
 
 async fn parent() {
@@ -172,9 +198,9 @@ async fn parent() {
     // Drain.
     let started = Instant::now();
     let children: Vec<Child> = (0..processes)
-        .map(|_| spawn_relay(&url, &host, true))
+        .map(|_| spawn_relay(&url, &host, true, 200))
         .collect();
-    let results: Vec<(u64, u64)> =
+    let results: Vec<(u64, u64, u64)> =
         tokio::task::spawn_blocking(move || children.into_iter().map(finish).collect())
             .await
             .unwrap();
@@ -188,9 +214,10 @@ async fn parent() {
         stats.unique_message_ids,
         stats.requests
     );
-    for (i, (n, kb)) in results.iter().enumerate() {
+    for (i, (n, kb, cpu)) in results.iter().enumerate() {
         println!(
-            "  relay process {i}: {n} delivered, peak RSS {:.1} MB (target < 64)",
+            "  relay process {i}: {n} delivered, {:.1} s CPU, peak RSS {:.1} MB (target < 64)",
+            *cpu as f64 / 1000.0,
             *kb as f64 / 1024.0
         );
     }
@@ -205,7 +232,10 @@ async fn parent() {
         .get(0);
     assert_eq!(left, 0);
 
-    latency(&url, latency_secs).await;
+    // With NOTIFY (the default) the relay sleeps until woken; without it
+    // (SET segment.notify = off in the producer) it polls every 20 ms.
+    latency(&url, latency_secs, true).await;
+    latency(&url, latency_secs, false).await;
 
     drop(db);
     admin
@@ -214,23 +244,27 @@ async fn parent() {
         .unwrap();
 }
 
-async fn latency(url: &str, secs: u64) {
+async fn latency(url: &str, secs: u64, notify: bool) {
     // A receiver that keeps each request's messageIds and sentAt.
     let receiver_full = Receiver::start(ReceiverConfig::new()).await.unwrap();
-    let relay = spawn_relay(url, &receiver_full.url(), false);
+    let poll_ms = if notify { 1000 } else { 20 };
+    let relay = spawn_relay(url, &receiver_full.url(), false, poll_ms);
     // Let the relay connect and LISTEN before the clock starts.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rate = 1000_u64;
     let total = rate * secs;
     // One transaction per event; many connections, so commits are not
     // serialised behind each other's WAL flush.
-    let lanes = 16_u64;
+    let lanes = 32_u64;
     let start = tokio::time::Instant::now();
     let mut tasks = Vec::new();
     for lane in 0..lanes {
         let url = url.to_owned();
         tasks.push(tokio::spawn(async move {
             let db = connect(&url).await.unwrap();
+            if !notify {
+                db.batch_execute("SET segment.notify = off").await.unwrap();
+            }
             let statement = db
                 .prepare("SELECT segment.identify($1, '{\"plan\": \"pro\"}'::jsonb)")
                 .await
@@ -240,7 +274,7 @@ async fn latency(url: &str, secs: u64) {
             while i < total {
                 tokio::time::sleep_until(start + Duration::from_micros(i * 1_000_000 / rate)).await;
                 let row = db
-                    .query_one(&statement, &[&format!("steady-{i}")])
+                    .query_one(&statement, &[&format!("steady-{notify}-{i}")])
                     .await
                     .unwrap();
                 committed.push((row.get::<_, String>(0), SystemTime::now()));
@@ -286,7 +320,12 @@ async fn latency(url: &str, secs: u64) {
     latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
     println!(
-        "latency: {} events at {offered:.0}/s offered over {secs} s; commit-to-send p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (targets p50 < 50, p99 < 250)",
+        "latency ({}): {} events at {offered:.0}/s offered over {secs} s; commit-to-send p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (targets p50 < 50, p99 < 250)",
+        if notify {
+            "NOTIFY, poll 1 s"
+        } else {
+            "notify off, poll 20 ms"
+        },
         latencies.len(),
         pct(0.5),
         pct(0.99),

@@ -147,7 +147,12 @@ BEGIN
     END IF;
     INSERT INTO {s}.outbox (user_id, anonymous_id, message_id, event_time, traits, context, integrations)
     VALUES ($1, $3, v_message_id, coalesce($5, now()), v_traits, $6, $7);
-    PERFORM pg_notify('{channel}', '');
+    -- NOTIFY serialises committing transactions on one database-wide lock
+    -- held through their WAL flush; a producer committing faster than its
+    -- disk syncs can opt out (SET {s}.notify = off) and rely on the relays' poll.
+    IF coalesce(current_setting('{s}.notify', true), '') <> 'off' THEN
+        PERFORM pg_notify('{channel}', '');
+    END IF;
     RETURN v_message_id;
 END
 $fn$;

@@ -431,3 +431,83 @@ async fn a_refused_write_key_makes_events_wait_not_die() {
         .get(0);
     assert!(error.contains("401"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_wakes_an_idle_relay_without_waiting_for_the_poll() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start(ReceiverConfig::new()).await.unwrap();
+    let client = db.client().await;
+    client
+        .batch_execute("SELECT segment.identify('first', '{}')")
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // The poll never comes in this test: only NOTIFY can wake the relay.
+    let run = tokio::spawn(
+        relay(&db, &receiver)
+            .until_empty(false)
+            .poll_interval(Duration::from_secs(3600))
+            .run(async {
+                let _ = stopped.await;
+            }),
+    );
+    let store = receiver.store().clone();
+    let wait_for = async |user: &str| {
+        let give_up = std::time::Instant::now() + Duration::from_secs(30);
+        while store.events_for_user(user).is_empty() {
+            assert!(std::time::Instant::now() < give_up, "{user} never arrived");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    // Delivered by the relay's first claims; then every worker is idle.
+    wait_for("first").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client
+        .batch_execute("SELECT segment.identify('second', '{}')")
+        .await
+        .unwrap();
+    wait_for("second").await;
+    stop.send(()).unwrap();
+    run.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_may_turn_notify_off() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let db = TestDb::new().await;
+    // A LISTENing connection, polled by hand to count notifications.
+    let config: tokio_postgres::Config = db.url.parse().unwrap();
+    let (listen, mut connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    let notified = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&notified);
+    let driver = tokio::spawn(async move {
+        while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if matches!(message, tokio_postgres::AsyncMessage::Notification(_)) {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    listen.batch_execute("LISTEN segment_outbox").await.unwrap();
+
+    let client = db.client().await;
+    client
+        .batch_execute("SELECT segment.identify('u1', '{}')")
+        .await
+        .unwrap();
+    client
+        .batch_execute("SET segment.notify = off; SELECT segment.identify('u2', '{}')")
+        .await
+        .unwrap();
+    // A round trip on the listening connection brings what is queued for it.
+    listen.batch_execute("SELECT 1").await.unwrap();
+    assert_eq!(notified.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        db.scalar::<i64>("SELECT count(*) FROM segment.outbox")
+            .await,
+        2
+    );
+    drop(listen);
+    let _ = driver.await;
+}
