@@ -45,8 +45,11 @@ fn main() {
     if let Ok(spec) = std::env::var(CHILD) {
         return child(&spec);
     }
-    if std::env::args().any(|a| a == "--list") {
-        return; // `cargo test --benches` lists; there is nothing to test here.
+    // `cargo bench` passes --bench; `cargo test --benches` does not, and a
+    // test run must not start a million-event benchmark.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("relay benchmark: run it with `cargo bench -p segment-outbox --bench relay`");
+        return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
