@@ -31,8 +31,8 @@ use segment_receiver::{Receiver, ReceiverConfig, Record};
 
 const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 const CHILD: &str = "RELAY_BENCH_CHILD";
-const WORKERS: usize = 4;
-const BATCH: usize = 1000;
+const WORKERS: usize = 2;
+const BATCH: usize = 2500;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
