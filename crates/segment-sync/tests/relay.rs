@@ -165,7 +165,7 @@ async fn relays_with_one_killed(processes: usize) {
         "--batch-size",
         "15",
         "--lease",
-        "1",
+        "2",
         "--poll-ms",
         "50",
     ];
