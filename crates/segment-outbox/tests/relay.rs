@@ -511,3 +511,28 @@ async fn a_producer_may_turn_notify_off() {
     drop(listen);
     let _ = driver.await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_max_attempts_a_failure_that_never_ends_becomes_a_dead_letter() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start(ReceiverConfig::new().faults(FaultPlan::first_n(1000, 503)))
+        .await
+        .unwrap();
+    insert_versions(&db, 1, 1).await;
+    let report = drain(relay(&db, &receiver).max_attempts(3)).await;
+    assert_eq!((report.delivered, report.retried, report.dead), (0, 2, 1));
+    let client = db.client().await;
+    let status = segment_outbox::status(&client, &Schema::default(), 10)
+        .await
+        .unwrap();
+    let dead = &status.dead_letters[0];
+    assert_eq!(dead.attempts, 3);
+    assert!(
+        dead.last_error.as_deref().unwrap().contains("503"),
+        "{dead:?}"
+    );
+    assert_eq!(
+        receiver.store().stats().responses_by_status.get(&503),
+        Some(&3)
+    );
+}
