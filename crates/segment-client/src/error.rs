@@ -14,7 +14,7 @@ use std::sync::Arc;
 /// | code | meaning | retried by the client? |
 /// |---|---|---|
 /// | `missing_write_key` | no write key was configured (`SEGMENT_WRITE_KEY` unset or empty) | no |
-/// | `invalid_config` | a setting is unusable, e.g. a host that is not an `http(s)` URL | no |
+/// | `invalid_config` | a setting is unusable, e.g. a host that is not an `http(s)` URL; also a redirect, or a 404 before anything was delivered (see [`SegmentError::status`]): the host is wrong | no |
 /// | `invalid_payload` | the event breaks a Segment rule: no identity, a bad `messageId`, a clashing trait | no |
 /// | `payload_too_large` | the serialised event is over 32,000 bytes | no |
 /// | `network` | the request could not be sent or its answer not read | yes |

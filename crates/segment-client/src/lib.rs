@@ -45,9 +45,13 @@ mod outbox;
 mod payload;
 mod report;
 mod retry;
+#[cfg(test)]
+mod scripted;
 mod throttle;
 mod transport;
 mod worker;
+#[cfg(test)]
+mod worker_model;
 
 pub use batcher::{MAX_BATCH_EVENTS, MAX_REQUEST_BYTES};
 pub use calls::{

@@ -25,6 +25,9 @@ pub(crate) enum Transport {
     Http(HttpTransport),
     /// A dry run: nothing leaves the machine.
     DryRun(std::sync::Arc<DryRun>),
+    /// A server that answers from a script, for the worker's model tests.
+    #[cfg(test)]
+    Scripted(std::sync::Arc<crate::scripted::Server>),
 }
 
 impl Transport {
@@ -33,6 +36,8 @@ impl Transport {
         Ok(match self {
             Transport::Http(http) => Transport::Http(http.fresh()?),
             Transport::DryRun(dry) => Transport::DryRun(std::sync::Arc::clone(dry)),
+            #[cfg(test)]
+            Transport::Scripted(server) => Transport::Scripted(std::sync::Arc::clone(server)),
         })
     }
 
@@ -41,6 +46,8 @@ impl Transport {
         match self {
             Transport::Http(http) => Some(http.endpoint()),
             Transport::DryRun(_) => None,
+            #[cfg(test)]
+            Transport::Scripted(_) => None,
         }
     }
 
@@ -49,6 +56,8 @@ impl Transport {
         match self {
             Transport::Http(http) => http.send(body, retry_count).await,
             Transport::DryRun(dry) => dry.write(body),
+            #[cfg(test)]
+            Transport::Scripted(server) => server.send(body, retry_count).await,
         }
     }
 }
@@ -349,6 +358,9 @@ impl HttpTransport {
 fn status_error(status: StatusCode, detail: &str) -> SegmentError {
     let kind = if status == StatusCode::TOO_MANY_REQUESTS {
         Kind::RateLimited
+    } else if status.is_redirection() {
+        // Segment never redirects its API: the host setting is wrong.
+        Kind::InvalidConfig
     } else {
         Kind::HttpStatus
     };

@@ -88,3 +88,31 @@ async fn dropping_a_client_built_outside_any_runtime_delivers_what_was_queued() 
     .await;
     assert_eq!(receiver.store().stats().accepted, 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_an_own_thread_client_inside_a_multi_thread_runtime_waits_for_delivery() {
+    let receiver = receiver().await;
+    let host = receiver.url();
+    on_own_thread(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let client = HttpClient::builder(KEY)
+                .host(host)
+                .own_thread(true)
+                .build()
+                .unwrap();
+            for i in 0..10 {
+                client.identify(customer(i)).await.unwrap();
+            }
+            // Dropped inside the runtime, from a task: the drop may not block
+            // a worker thread outright, but it must still wait for delivery.
+            tokio::spawn(async move { drop(client) }).await.unwrap();
+        });
+    })
+    .await;
+    assert_eq!(receiver.store().stats().accepted, 10);
+}

@@ -13,7 +13,7 @@ use crate::flags::{SegmentArgs, TuningArgs};
 use crate::hint::{hinted_anyhow, with_hint};
 
 /// Resolves `--write-key`: `env:NAME`, `file:PATH`, or the key itself.
-fn resolve_write_key(spec: Option<&str>) -> Result<Option<String>> {
+pub fn resolve_write_key(spec: Option<&str>) -> Result<Option<String>> {
     let Some(spec) = spec else {
         return Ok(std::env::var(WRITE_KEY_VAR).ok());
     };

@@ -32,6 +32,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Delete a sync's state, so the next run sends everything again.
     Reset(ResetArgs),
+    /// The transactional outbox in PostgreSQL and the relay that delivers it.
+    Relay(crate::commands::relay::RelayArgs),
 }
 
 #[derive(Debug, Args)]

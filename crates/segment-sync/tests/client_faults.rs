@@ -79,7 +79,33 @@ async fn an_outage_stops_the_run_and_the_next_run_delivers_everything() {
     assert_eq!(stats.unique_message_ids, 5_000, "{stats:?}");
 }
 
+/// The messages of the `error:` and `caused by:` lines, in order.
+fn chain(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("error: ")
+                .or_else(|| l.trim_start().strip_prefix("caused by: "))
+        })
+        .collect()
+}
+
 // Defect 9: no line of an error chain repeats the one before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_source_file_does_not_print_its_cause_twice() {
+    let dir = TempDir::new().unwrap();
+    let missing = dir.path().join("missing.csv");
+    let output = run(&dir, None, &["sync", path_str(&missing), "--dry-run"]).await;
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    let messages = chain(&err);
+    assert!(!messages.is_empty(), "{err}");
+    for pair in messages.windows(2) {
+        assert!(!pair[0].contains(pair[1]), "repeated cause: {err}");
+    }
+}
+
+// Defect 9: the same for an error from the client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_chains_do_not_print_a_cause_twice() {
     let receiver = receiver(FaultPlan::none()).await;
@@ -137,4 +163,43 @@ async fn verbose_shows_retries_without_the_write_key() {
     )
     .await;
     assert!(!stderr(&quiet).contains("retrying"));
+}
+
+/// A loopback server that answers every request with a redirect, the way a
+/// misconfigured proxy or an http -> https hop does.
+async fn redirecting_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0; 64 * 1024];
+                // One answer per connection is enough: the client does not follow it.
+                if socket.read(&mut buf).await.is_ok() {
+                    let answer = "HTTP/1.1 301 Moved Permanently\r\nLocation: https://elsewhere.invalid/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+// Defect 4: a redirecting host stops the run as a configuration error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirecting_host_is_a_config_error_with_a_hint() {
+    let host = redirecting_server().await;
+    let dir = TempDir::new().unwrap();
+    let csv = write(&dir, "customers.csv", &numbered_customers(5));
+    let output = run(
+        &dir,
+        None,
+        &["sync", path_str(&csv), "--write-key", KEY, "--host", &host],
+    )
+    .await;
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(err.contains("301"), "{err}");
+    assert!(err.contains("hint:") && err.contains("--host"), "{err}");
 }

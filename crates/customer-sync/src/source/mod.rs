@@ -362,6 +362,20 @@ impl Source {
             .collect()
     }
 
+    /// For a first pass over a CSV source's identities: the next row's line
+    /// and the text of its fields at `wanted`, without building a record
+    /// (see `CsvReader::next_fields`). `None` for other formats, which are
+    /// read record by record.
+    pub(crate) fn next_csv_fields(
+        &mut self,
+        wanted: [Option<usize>; 2],
+    ) -> Option<Option<(u64, [&str; 2])>> {
+        match &mut self.reader {
+            FormatReader::Csv(reader) if self.ahead.is_empty() => Some(reader.next_fields(wanted)),
+            _ => None,
+        }
+    }
+
     /// The fatal error that ended iteration early, if one did. Call it once
     /// the iterator returns `None`; it returns the error only once.
     pub fn take_fatal(&mut self) -> Option<SourceError> {

@@ -3,6 +3,7 @@
 mod demo;
 mod inspect;
 mod receive;
+pub mod relay;
 mod state;
 mod sync;
 
@@ -27,6 +28,7 @@ pub async fn run(command: Command) -> Result<Outcome> {
         Command::Demo(args) => demo::run(args).await,
         Command::Status(args) => state::status(&args),
         Command::Reset(args) => state::reset(&args),
+        Command::Relay(args) => relay::run(args).await,
     }
 }
 
