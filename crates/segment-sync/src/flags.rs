@@ -76,6 +76,17 @@ pub struct SourceArgs {
     /// A mapping file (TOML); without one, columns are mapped by name.
     #[arg(long, value_name = "FILE")]
     pub mapping: Option<PathBuf>,
+    /// The Segment call each record becomes: identify (customers), or group
+    /// (accounts; the mapping names `[identity] group_id` and the member's
+    /// `user_id` or `anonymous_id`).
+    #[arg(long, value_enum, default_value_t = CallArg::Identify, value_name = "CALL")]
+    pub call: CallArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CallArg {
+    Identify,
+    Group,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -3,7 +3,7 @@
 use serde_json::map::Entry;
 use serde_json::{Map, Value};
 
-use segment_client::{IdentifyParams, Identity, UserTraits};
+use segment_client::{GroupParams, IdentifyParams, Identity, Message, UserTraits};
 
 use super::convert::{convert, format_advice, quoted};
 use super::infer::display;
@@ -21,20 +21,39 @@ use crate::{Field, FieldValue, Record, RecordError, RecordErrorKind};
 ///
 /// let mut traits = serde_json::Map::new();
 /// traits.insert("email".into(), "ada@example.com".into());
-/// let params = MappedCustomer { identity: Identity::user("c1"), traits }.into_params();
+/// let params = MappedCustomer { identity: Identity::user("c1"), traits, member: None }.into_params();
 /// assert_eq!(params.traits.custom["email"], "ada@example.com");
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct MappedCustomer {
-    /// The customer's `userId` and/or `anonymousId`.
+    /// The customer's `userId` and/or `anonymousId`: what the state and the
+    /// reports key on. In a group mapping, the group id, as a `userId`.
     pub identity: Identity,
     /// The traits in Segment's wire form: wire names (`firstName`,
     /// `company.employee_count`), nested objects for dotted paths, `null`
     /// for traits to unset.
     pub traits: Map<String, Value>,
+    /// In a group mapping (`[identity] group_id`), the member the group
+    /// call is sent for; `None` for an identify mapping.
+    pub member: Option<Identity>,
 }
 
 impl MappedCustomer {
+    /// The call for this record: an identify, or in a group mapping a
+    /// group call (`groupId` from [`identity`](Self::identity), the
+    /// member's ids, the traits as group traits).
+    pub fn into_message(self) -> Message {
+        match self.member {
+            Some(member) => {
+                let group_id = self.identity.user_id().unwrap_or_default().to_owned();
+                GroupParams::new(member, group_id)
+                    .with_traits(self.traits)
+                    .into()
+            }
+            None => self.into_params().into(),
+        }
+    }
+
     /// The identify parameters for this customer.
     ///
     /// The traits go into [`UserTraits::custom`] under their wire names,
@@ -65,6 +84,7 @@ impl Mapping {
         let mut traits = self.base.clone();
         let mut user_id = Slot::Absent;
         let mut anonymous_id = Slot::Absent;
+        let mut group_id = Slot::Absent;
         for (i, field) in record.fields.iter().enumerate() {
             let Some(column) = self.column(i, field) else {
                 self.apply_unknown(record, field, &mut traits)?;
@@ -76,12 +96,19 @@ impl Mapping {
             if column.anonymous_id {
                 anonymous_id = identity_value(record, field)?;
             }
+            if column.group_id {
+                group_id = identity_value(record, field)?;
+            }
             if let Action::Trait(rule) = &column.action {
                 put(record, field, rule, &mut traits)?;
             }
         }
-        let identity = self.identity(record, user_id, anonymous_id)?;
-        Ok(MappedCustomer { identity, traits })
+        let (identity, member) = self.subject(record, user_id, anonymous_id, group_id)?;
+        Ok(MappedCustomer {
+            identity,
+            traits,
+            member,
+        })
     }
 
     /// The record's identity and a fingerprint of everything the mapping
@@ -95,6 +122,7 @@ impl Mapping {
     pub fn fingerprint(&self, record: &Record) -> Result<(Identity, u64), RecordError> {
         let mut user_id = Slot::Absent;
         let mut anonymous_id = Slot::Absent;
+        let mut group_id = Slot::Absent;
         let mut sum = self.fingerprint;
         for (i, field) in record.fields.iter().enumerate() {
             let column = self.column(i, field);
@@ -106,6 +134,9 @@ impl Mapping {
                     if column.anonymous_id {
                         anonymous_id = identity_value(record, field)?;
                     }
+                    if column.group_id {
+                        group_id = identity_value(record, field)?;
+                    }
                     if matches!(column.action, Action::Drop(_)) {
                         continue;
                     }
@@ -116,7 +147,7 @@ impl Mapping {
             // A sum of per-field hashes does not depend on column order.
             sum = sum.wrapping_add(field_hash(field));
         }
-        let identity = self.identity(record, user_id, anonymous_id)?;
+        let (identity, _) = self.subject(record, user_id, anonymous_id, group_id)?;
         Ok((identity, sum))
     }
 
@@ -125,6 +156,7 @@ impl Mapping {
     pub(crate) fn identity_of(&self, record: &Record) -> Result<Identity, RecordError> {
         let mut user_id = Slot::Absent;
         let mut anonymous_id = Slot::Absent;
+        let mut group_id = Slot::Absent;
         for (i, field) in record.fields.iter().enumerate() {
             if let Some(column) = self.column(i, field) {
                 if column.user_id {
@@ -133,9 +165,38 @@ impl Mapping {
                 if column.anonymous_id {
                     anonymous_id = identity_value(record, field)?;
                 }
+                if column.group_id {
+                    group_id = identity_value(record, field)?;
+                }
             }
         }
-        self.identity(record, user_id, anonymous_id)
+        self.subject(record, user_id, anonymous_id, group_id)
+            .map(|(identity, _)| identity)
+    }
+
+    /// What the record is keyed on, and the member of a group mapping: the
+    /// customer's identity, or the group id (as a `userId`) and the member's.
+    fn subject(
+        &self,
+        record: &Record,
+        user_id: Slot,
+        anonymous_id: Slot,
+        group_id: Slot,
+    ) -> Result<(Identity, Option<Identity>), RecordError> {
+        let Some(column) = self.group_id else {
+            return Ok((self.identity(record, user_id, anonymous_id)?, None));
+        };
+        let Slot::Value(group_id) = group_id else {
+            let name = &*self.columns[column].name;
+            return Err(RecordError::new(
+                record.location.clone(),
+                RecordErrorKind::MissingIdentity,
+                format!("group id column `{name}` is {}", group_id.what()),
+            )
+            .with_field(name));
+        };
+        let member = self.identity(record, user_id, anonymous_id)?;
+        Ok((Identity::UserId(group_id), Some(member)))
     }
 
     /// The column rule for the `i`th field: by position when the record

@@ -209,6 +209,8 @@ pub struct Mapping {
     by_name: HashMap<Box<str>, usize>,
     user_id: Option<usize>,
     anonymous_id: Option<usize>,
+    /// The group id column of a group mapping (`[identity] group_id`).
+    group_id: Option<usize>,
     unmapped: UnmappedPolicy,
     null: NullPolicy,
     duplicates: DuplicatePolicy,
@@ -233,6 +235,7 @@ struct Column {
     name: Box<str>,
     user_id: bool,
     anonymous_id: bool,
+    group_id: bool,
     action: Action,
 }
 
@@ -305,6 +308,7 @@ impl Mapping {
                     }),
                 ),
                 None => {
+                    // A group id is only ever named, never guessed.
                     let user = infer::find_identity(columns, infer::USER_ID_COLUMNS);
                     let anonymous = infer::find_identity(columns, infer::ANONYMOUS_ID_COLUMNS);
                     if user.is_none() && anonymous.is_none() {
@@ -313,6 +317,12 @@ impl Mapping {
                     (user, anonymous)
                 }
             };
+
+        let group_id = spec
+            .identity
+            .as_ref()
+            .and_then(|identity| identity.group_id.as_ref())
+            .and_then(|n| noted(&mut problems, find(&n.name, n.pos, "group id column")));
 
         // Paths are claimed in priority order: constants, then the mapping
         // file's columns, then the default rules in header order.
@@ -364,7 +374,7 @@ impl Mapping {
 
         let mut resolved = Vec::with_capacity(columns.len());
         for (i, (name, action)) in columns.iter().zip(actions).enumerate() {
-            let is_identity = Some(i) == user_id || Some(i) == anonymous_id;
+            let is_identity = Some(i) == user_id || Some(i) == anonymous_id || Some(i) == group_id;
             let action = match action {
                 Some(action) => action,
                 None if is_identity => Action::IdentityOnly,
@@ -406,6 +416,7 @@ impl Mapping {
                 name: (*name).into(),
                 user_id: Some(i) == user_id,
                 anonymous_id: Some(i) == anonymous_id,
+                group_id: Some(i) == group_id,
                 action,
             });
         }
@@ -432,6 +443,7 @@ impl Mapping {
             by_name,
             user_id,
             anonymous_id,
+            group_id,
             unmapped: spec.unmapped,
             null: spec.null,
             duplicates: spec.duplicates,
@@ -522,10 +534,23 @@ impl Mapping {
         Ok(mapping)
     }
 
-    /// The header positions of the userId and anonymousId columns, for a
+    /// The header positions of the columns a record is keyed on (userId and
+    /// anonymousId; a group mapping's group id in the userId slot), for a
     /// first pass that reads identities without building records.
     pub(crate) fn identity_columns(&self) -> [Option<usize>; 2] {
-        [self.user_id, self.anonymous_id]
+        match self.group_id {
+            // A group is keyed on its group id, as a userId.
+            Some(group_id) => [Some(group_id), None],
+            None => [self.user_id, self.anonymous_id],
+        }
+    }
+
+    /// Whether records become `group` calls (`[identity] group_id`): each
+    /// record is one group, keyed in the state and reports by its group id
+    /// (as its `userId`), and sent as a group call for the member the
+    /// `user_id`/`anonymous_id` columns name.
+    pub fn is_group(&self) -> bool {
+        self.group_id.is_some()
     }
 
     /// The duplicate-identity policy (`[options] duplicates`), for the sync engine.

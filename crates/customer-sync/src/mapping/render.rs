@@ -31,6 +31,12 @@ impl Mapping {
         if let Some(i) = self.anonymous_id {
             identity.push(format!("anonymousId <- `{}`", self.columns[i].name));
         }
+        if let Some(i) = self.group_id {
+            identity.push(format!(
+                "groupId <- `{}` (group calls)",
+                self.columns[i].name
+            ));
+        }
         let _ = writeln!(out, "identity: {}", identity.join(", "));
 
         let rows: Vec<[String; 3]> = self
@@ -133,6 +139,9 @@ impl Mapping {
         }
         if let Some(i) = self.anonymous_id {
             let _ = writeln!(out, "anonymous_id = {}", string(&self.columns[i].name));
+        }
+        if let Some(i) = self.group_id {
+            let _ = writeln!(out, "group_id = {}", string(&self.columns[i].name));
         }
 
         out.push_str("\n[options]\n");

@@ -144,11 +144,13 @@ pub struct MappingSpec {
     pub(super) constants: Vec<(TraitPath, Value)>,
 }
 
-/// The `[identity]` table: at least one of the two is set.
+/// The `[identity]` table: at least one of `user_id` and `anonymous_id` is
+/// set; with `group_id`, records are sent as group calls for that member.
 #[derive(Debug, Clone)]
 pub(super) struct IdentitySpec {
     pub(super) user_id: Option<Named>,
     pub(super) anonymous_id: Option<Named>,
+    pub(super) group_id: Option<Named>,
 }
 
 /// A column name and where the file gave it.
@@ -250,7 +252,7 @@ impl MappingSpec {
 
 /// The keys each table of a mapping file allows.
 const TOP_KEYS: &[&str] = &["identity", "options", "columns", "constants"];
-const IDENTITY_KEYS: &[&str] = &["user_id", "anonymous_id"];
+const IDENTITY_KEYS: &[&str] = &["user_id", "anonymous_id", "group_id"];
 const OPTION_KEYS: &[&str] = &["unmapped", "null", "duplicates"];
 const COLUMN_KEYS: &[&str] = &["trait", "type", "format", "null", "drop"];
 
@@ -387,6 +389,7 @@ impl Walk<'_> {
         let mut identity = IdentitySpec {
             user_id: None,
             anonymous_id: None,
+            group_id: None,
         };
         for (key, _, item) in self.fields(item, "identity", Some(IDENTITY_KEYS)) {
             let value_span = item.span();
@@ -403,12 +406,19 @@ impl Walk<'_> {
             });
             match key.as_str() {
                 "user_id" => identity.user_id = named,
+                "group_id" => identity.group_id = named,
                 _ => identity.anonymous_id = named,
             }
         }
         if identity.user_id.is_none() && identity.anonymous_id.is_none() {
             // Said only when nothing more precise was.
-            if self.problems.len() == problems_before {
+            if self.problems.len() == problems_before && identity.group_id.is_some() {
+                self.problem_with_hint(
+                    "`[identity]` names a `group_id` but no member: a group call needs a `user_id` or `anonymous_id` too".into(),
+                    Some(span),
+                    "name the column that holds the group's user (an owner or main contact) as `user_id`",
+                );
+            } else if self.problems.len() == problems_before {
                 self.problem_with_hint(
                     "`[identity]` names no column: set `user_id`, `anonymous_id` or both".into(),
                     Some(span),

@@ -693,3 +693,54 @@ fn every_header_problem_is_reported_at_once() {
         "{err}"
     );
 }
+
+#[test]
+fn a_group_mapping_keys_on_the_group_and_sends_a_group_call_for_the_member() {
+    let spec = spec("[identity]\ngroup_id = \"account\"\nuser_id = \"owner\"\n");
+    let record = text_record(&[("account", "acc_1"), ("owner", "u9"), ("plan", "pro")]);
+    let mapping = Mapping::new(Some(&spec), &header(&record)).unwrap();
+    assert!(mapping.is_group());
+    assert!(mapping.to_toml().contains("group_id = \"account\""));
+    let mapped = mapping.apply(&record).unwrap();
+    assert_eq!(
+        mapped.identity,
+        Identity::user("acc_1"),
+        "keyed on the group"
+    );
+    assert_eq!(mapped.member, Some(Identity::user("u9")));
+    assert_eq!(
+        mapping.fingerprint(&record).unwrap().0,
+        Identity::user("acc_1")
+    );
+    let message = mapped.into_message();
+    assert_eq!(message.kind(), "group");
+    let event = segment_client::PreparedEvent::new(message).unwrap();
+    let json: Value = serde_json::from_slice(event.json()).unwrap();
+    assert_eq!(
+        (&json["groupId"], &json["userId"], &json["traits"]),
+        (&json!("acc_1"), &json!("u9"), &json!({"plan": "pro"}))
+    );
+
+    // An empty group id fails its record, naming the column.
+    let empty = text_record(&[("account", " "), ("owner", "u9"), ("plan", "pro")]);
+    let err = mapping.apply(&empty).unwrap_err();
+    assert_eq!(err.kind, RecordErrorKind::MissingIdentity);
+    assert!(
+        err.to_string()
+            .contains("group id column `account` is empty"),
+        "{err}"
+    );
+    // So does a missing member.
+    let orphan = text_record(&[("account", "acc_2"), ("owner", ""), ("plan", "pro")]);
+    assert_eq!(
+        mapping.apply(&orphan).unwrap_err().kind,
+        RecordErrorKind::MissingIdentity
+    );
+    // A group id alone is a mapping-file problem.
+    let err = MappingSpec::from_toml("[identity]\ngroup_id = \"account\"\n").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("needs a `user_id` or `anonymous_id`"),
+        "{err}"
+    );
+}

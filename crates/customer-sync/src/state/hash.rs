@@ -14,6 +14,16 @@ pub(crate) fn identity_key(identity: &Identity) -> String {
     }
 }
 
+/// The identity an [`identity_key`] was made from, as far as the key tells:
+/// its userId, or its anonymousId.
+pub(crate) fn identity_from_key(key: &str) -> Identity {
+    match key.split_once(':') {
+        Some(("a", id)) => Identity::AnonymousId(id.to_owned()),
+        Some((_, id)) => Identity::UserId(id.to_owned()),
+        None => Identity::UserId(key.to_owned()),
+    }
+}
+
 /// A 64-bit hash of `bytes` that never changes between versions or machines.
 pub(crate) fn stable_hash(bytes: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(bytes)

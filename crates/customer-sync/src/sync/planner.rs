@@ -30,6 +30,21 @@ impl Default for IncrementalOptions {
     }
 }
 
+/// The payload hash of a mapped record; a group call's member is part of it,
+/// so a group whose member changed is sent again. Identify hashes are as
+/// they always were, so existing states stay valid.
+fn customer_hash(customer: &MappedCustomer) -> u64 {
+    let hash = payload_hash(&customer.identity, &customer.traits);
+    match &customer.member {
+        None => hash,
+        Some(member) => {
+            let mut bytes = hash.to_le_bytes().to_vec();
+            bytes.extend_from_slice(crate::state::identity_key(member).as_bytes());
+            stable_hash(&bytes).max(1)
+        }
+    }
+}
+
 /// What to do with one record.
 #[derive(Debug, Clone)]
 pub(crate) enum Decision {
@@ -135,7 +150,7 @@ impl Planner {
         key: &str,
         customer: &mut MappedCustomer,
     ) -> Result<Decision, StateError> {
-        let mut hash = payload_hash(&customer.identity, &customer.traits);
+        let mut hash = customer_hash(customer);
         let in_flight = self.recovered.remove(key);
         // Segment may hold a superseded payload: the record must be sent.
         let must_send = in_flight.is_some();
@@ -203,7 +218,7 @@ impl Planner {
                 NullPolicy::Omit => self.traits.left_out += 1,
             }
         }
-        Ok(payload_hash(&customer.identity, &customer.traits))
+        Ok(customer_hash(customer))
     }
 
     /// The entries earlier runs left in flight whose identity this source
@@ -241,6 +256,7 @@ mod tests {
         MappedCustomer {
             identity: Identity::user("u1"),
             traits: json!({ "plan": plan }).as_object().unwrap().clone(),
+            member: None,
         }
     }
 

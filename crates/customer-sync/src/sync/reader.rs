@@ -47,6 +47,9 @@ enum Origin {
 /// One event on its way to the client: validated and serialised.
 struct Outgoing {
     event: PreparedEvent,
+    /// What the record is keyed on in the state, the outbox and the report:
+    /// the event's identity, or a group call's group.
+    identity: Identity,
     at: Location,
     /// What its state row needs, when there is a state.
     state: Option<StateRef>,
@@ -346,9 +349,11 @@ impl<'a> Reader<'a> {
             source_hash: planned.source_hash,
             traits: crate::state::trait_names(&mapped.traits),
         });
-        match PreparedEvent::new(mapped.into_params()) {
+        let identity = mapped.identity.clone();
+        match PreparedEvent::new(mapped.into_message()) {
             Ok(event) => self.chunk.push(Outgoing {
                 event,
+                identity,
                 at,
                 state,
                 origin: Origin::Read,
@@ -401,6 +406,7 @@ impl<'a> Reader<'a> {
     fn push_resend(&mut self, resend: recovery::Resend, origin: Origin) {
         self.chunk.push(Outgoing {
             event: resend.event,
+            identity: resend.identity,
             at: resend.at,
             state: Some(resend.state),
             origin,
@@ -429,7 +435,7 @@ impl<'a> Reader<'a> {
             // reads them again).
             for out in &chunk {
                 count_queued(tracker, out.origin);
-                tracker.pend(&out.at, out.event.identity(), None);
+                tracker.pend(&out.at, &out.identity, None);
             }
             return Err(error);
         }
@@ -437,7 +443,7 @@ impl<'a> Reader<'a> {
         for out in chunk {
             let record = InFlightRecord {
                 at: out.at,
-                identity: out.event.identity().clone(),
+                identity: out.identity,
                 state: out.state,
             };
             tracker.track(out.event.message_id(), record);
@@ -497,7 +503,7 @@ fn write_outbox(
             continue;
         };
         OutboxEntryRef {
-            key: &identity_key(out.event.identity()),
+            key: &identity_key(&out.identity),
             hash: state.hash,
             source_hash: state.source_hash,
             message_id: out.event.message_id(),

@@ -17,11 +17,11 @@
 
 use std::collections::HashMap;
 
-use segment_client::PreparedEvent;
+use segment_client::{Identity, PreparedEvent};
 
 use super::tracker::{StateRef, Tracker};
 use crate::record::Location;
-use crate::state::{OutboxScan, Pending};
+use crate::state::{OutboxScan, Pending, identity_from_key, identity_key};
 
 /// The in-flight entries by identity key, for the planner.
 pub(crate) fn in_flight_by_key(pending: Vec<Pending>) -> HashMap<String, Pending> {
@@ -46,6 +46,9 @@ pub(crate) fn report_scan(tracker: &Tracker, scan: &OutboxScan) {
 /// what its row needs when Segment answers.
 pub(super) struct Resend {
     pub event: PreparedEvent,
+    /// What the record is keyed on: the event's identity, or for a group
+    /// call the group (its key's id as a `userId`).
+    pub identity: Identity,
     pub at: Location,
     pub state: StateRef,
 }
@@ -64,8 +67,14 @@ pub(super) fn resend(
         Err(_) => return Err(Box::new(pending)),
     };
     let entry = pending.entry;
+    let identity = if identity_key(event.identity()) == entry.key {
+        event.identity().clone()
+    } else {
+        identity_from_key(&entry.key)
+    };
     Ok(Resend {
         event,
+        identity,
         at: at.unwrap_or_else(|| Location::new(entry.source.as_str(), entry.line)),
         state: StateRef {
             row: pending.row,

@@ -32,6 +32,7 @@ pub async fn run(args: DemoArgs) -> Result<Outcome> {
             source: path.clone(),
             format: None,
             mapping: None,
+            call: crate::flags::CallArg::Identify,
         })?,
         None => {
             let mut source =

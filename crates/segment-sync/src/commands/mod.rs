@@ -15,8 +15,8 @@ use customer_sync::mapping::{Mapping, MappingSpec, SAMPLE_BYTES, SAMPLE_RECORDS}
 use customer_sync::source::{Source, SourceFormat};
 
 use crate::Outcome;
-use crate::flags::{Command, FormatArg, SourceArgs, StateArgs};
-use crate::hint::{hinted, several};
+use crate::flags::{CallArg, Command, FormatArg, SourceArgs, StateArgs};
+use crate::hint::{hinted, hinted_anyhow, several};
 
 /// Runs one subcommand.
 pub async fn run(command: Command) -> Result<Outcome> {
@@ -77,6 +77,21 @@ pub fn open_input(args: &SourceArgs) -> Result<(Source, Mapping)> {
     let mut source = source;
     let mapping = resolve_mapping(&mut source, spec.as_ref())
         .with_context(|| format!("cannot map the columns of {}", source.name()))?;
+    match (args.call, mapping.is_group()) {
+        (CallArg::Group, false) => {
+            return Err(hinted_anyhow(
+                anyhow::anyhow!("--call group needs a group id column"),
+                "name it in a mapping file passed with --mapping, with the member the group calls are for: [identity] group_id = \"<column>\" and user_id = \"<column>\"",
+            ));
+        }
+        (CallArg::Identify, true) => {
+            return Err(hinted_anyhow(
+                anyhow::anyhow!("the mapping names `[identity] group_id`, which makes group calls"),
+                "pass --call group to send each record as a group call",
+            ));
+        }
+        _ => {}
+    }
     Ok((source, mapping))
 }
 
