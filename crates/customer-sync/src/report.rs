@@ -184,6 +184,8 @@ struct RecordLine<'a> {
     r#type: &'static str,
     source: &'a str,
     line: u64,
+    #[serde(rename = "groupId", skip_serializing_if = "Option::is_none")]
+    group_id: Option<&'a str>,
     #[serde(rename = "userId", skip_serializing_if = "Option::is_none")]
     user_id: Option<&'a str>,
     #[serde(rename = "anonymousId", skip_serializing_if = "Option::is_none")]
@@ -203,12 +205,34 @@ struct RecordLine<'a> {
 #[derive(Debug)]
 pub struct ReportWriter {
     out: Option<(PathBuf, BufWriter<File>)>,
+    /// Records are groups (`--call group`): their key is a group id.
+    groups: bool,
 }
 
 impl ReportWriter {
     /// A writer that writes nothing (no `--report`).
     pub fn none() -> Self {
-        Self { out: None }
+        Self {
+            out: None,
+            groups: false,
+        }
+    }
+
+    /// Lines name a record's key as `groupId` instead of `userId`: for a
+    /// group sync, whose records are keyed by their group id.
+    pub fn for_groups(mut self) -> Self {
+        self.groups = true;
+        self
+    }
+
+    /// A record key's `(groupId, userId)`: the user id slot holds a group's
+    /// id in a group sync.
+    fn key_ids<'a>(&self, user_id: Option<&'a str>) -> (Option<&'a str>, Option<&'a str>) {
+        if self.groups {
+            (user_id, None)
+        } else {
+            (None, user_id)
+        }
     }
 
     /// A writer to `path`, created or truncated.
@@ -219,6 +243,7 @@ impl ReportWriter {
         let file = File::create(path)?;
         Ok(Self {
             out: Some((path.to_path_buf(), BufWriter::new(file))),
+            groups: false,
         })
     }
 
@@ -239,6 +264,7 @@ impl ReportWriter {
             r#type: "invalid",
             source: &error.location.source,
             line: error.location.line,
+            group_id: None,
             user_id: None,
             anonymous_id: None,
             field: error.field.as_deref(),
@@ -267,7 +293,8 @@ impl ReportWriter {
             r#type: "duplicate",
             source: &at.source,
             line: at.line,
-            user_id: identity.user_id(),
+            group_id: self.key_ids(identity.user_id()).0,
+            user_id: self.key_ids(identity.user_id()).1,
             anonymous_id: identity.anonymous_id(),
             field: None,
             reason: "duplicate_identity",
@@ -307,7 +334,8 @@ impl ReportWriter {
             r#type: "given_up",
             source: &at.source,
             line: at.line,
-            user_id: identity.user_id(),
+            group_id: self.key_ids(identity.user_id()).0,
+            user_id: self.key_ids(identity.user_id()).1,
             anonymous_id: identity.anonymous_id(),
             field: None,
             reason: "given_up",
@@ -325,6 +353,8 @@ impl ReportWriter {
         #[derive(Serialize)]
         struct Removed<'a> {
             r#type: &'static str,
+            #[serde(rename = "groupId", skip_serializing_if = "Option::is_none")]
+            group_id: Option<&'a str>,
             #[serde(rename = "userId", skip_serializing_if = "Option::is_none")]
             user_id: Option<&'a str>,
             #[serde(rename = "anonymousId", skip_serializing_if = "Option::is_none")]
@@ -333,7 +363,8 @@ impl ReportWriter {
         }
         self.write_line(&Removed {
             r#type: "removed",
-            user_id: key.strip_prefix("u:"),
+            group_id: self.key_ids(key.strip_prefix("u:")).0,
+            user_id: self.key_ids(key.strip_prefix("u:")).1,
             anonymous_id: key.strip_prefix("a:"),
             message: "in the state but not in this source; nothing was sent for it",
         })
@@ -355,7 +386,8 @@ impl ReportWriter {
             r#type: kind.as_str(),
             source: &at.source,
             line: at.line,
-            user_id: identity.user_id(),
+            group_id: self.key_ids(identity.user_id()).0,
+            user_id: self.key_ids(identity.user_id()).1,
             anonymous_id: identity.anonymous_id(),
             field: None,
             reason: error.and_then(SegmentError::code).unwrap_or(kind.as_str()),

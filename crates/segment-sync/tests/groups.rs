@@ -29,7 +29,12 @@ fn accounts(
     csv
 }
 
-async fn sync(dir: &TempDir, receiver: &Receiver, file: &Path, extra: &[&str]) -> (Output, Value) {
+async fn sync(
+    dir: &TempDir,
+    receiver: &Receiver,
+    file: &Path,
+    extra: &[&str],
+) -> (Output, Value, Vec<Value>) {
     let mapping = write(dir, "accounts.toml", MAPPING);
     let report = dir.path().join("report.jsonl");
     let _ = std::fs::remove_file(&report);
@@ -48,7 +53,7 @@ async fn sync(dir: &TempDir, receiver: &Receiver, file: &Path, extra: &[&str]) -
     args.extend_from_slice(extra);
     let output = run(dir, Some(receiver), &args).await;
     let lines = report_lines(&report);
-    (output, summary(&lines).clone())
+    (output, summary(&lines).clone(), lines)
 }
 
 fn count(summary: &Value, key: &str) -> u64 {
@@ -62,7 +67,7 @@ async fn accounts_sync_as_group_calls_and_a_second_run_sends_only_changed_groups
     let receiver = receiver(FaultPlan::none()).await;
     let dir = TempDir::new().unwrap();
     let file = write(&dir, "accounts.csv", &accounts(0..20, |i| i, |_| "free"));
-    let (output, summary) = sync(&dir, &receiver, &file, &[]).await;
+    let (output, summary, _) = sync(&dir, &receiver, &file, &[]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(count(&summary, "delivered"), 20, "{summary}");
 
@@ -91,9 +96,16 @@ async fn accounts_sync_as_group_calls_and_a_second_run_sends_only_changed_groups
         "accounts.csv",
         &accounts((0..21).filter(|i| *i != 7), owner, plan),
     );
-    let (output, summary) = sync(&dir, &receiver, &file, &[]).await;
+    let (output, summary, lines) = sync(&dir, &receiver, &file, &[]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(count(&summary, "delivered"), 4, "{summary}");
+    let removed: Vec<&Value> = lines.iter().filter(|l| l["type"] == "removed").collect();
+    assert_eq!(removed.len(), 1, "{lines:?}");
+    assert_eq!(
+        removed[0]["groupId"], "acc7",
+        "the report names groups by groupId"
+    );
+    assert!(removed[0].get("userId").is_none(), "{}", removed[0]);
     assert_eq!(count(&summary, "skipped"), 16, "{summary}");
     let sent: BTreeSet<String> = receiver.store().events()[20..]
         .iter()
@@ -112,7 +124,7 @@ async fn accounts_sync_as_group_calls_and_a_second_run_sends_only_changed_groups
     assert_eq!(moved["userId"], "u99");
 
     // A third run of the same file sends nothing.
-    let (output, summary) = sync(&dir, &receiver, &file, &[]).await;
+    let (output, summary, _) = sync(&dir, &receiver, &file, &[]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(count(&summary, "delivered"), 0, "{summary}");
 }
@@ -161,7 +173,7 @@ async fn a_group_sync_killed_mid_run_delivers_every_group_once_on_the_rerun() {
     assert!(!child.wait().await.unwrap().success(), "killed by a signal");
 
     receiver.set_faults(FaultPlan::none());
-    let (output, summary) = sync(&dir, &receiver, &file, &[]).await;
+    let (output, summary, _) = sync(&dir, &receiver, &file, &[]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(count(&summary, "recovered") > 0, "{summary}");
 

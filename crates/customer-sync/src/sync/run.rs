@@ -53,6 +53,11 @@ impl SyncRun {
             })?,
             None => ReportWriter::none(),
         };
+        let report_writer = if self.mapping.is_group() {
+            report_writer.for_groups()
+        } else {
+            report_writer
+        };
         let writes_state = !self.options.dry_run;
         let (state, scan) = match &self.options.state {
             Some(options) => {
