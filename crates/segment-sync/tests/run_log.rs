@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use segment_receiver::FaultPlan;
+use serde_json::Value;
 use tempfile::TempDir;
 
 /// The summary block on stderr: from the line that starts with the source.
@@ -78,4 +79,130 @@ async fn a_run_with_problems_names_only_what_happened() {
     for wrong in ["unchanged 0", "failed 0", "pending 0", "valid 2"] {
         assert!(!block.contains(wrong), "`{wrong}` in: {block}");
     }
+}
+
+/// Two runs: the first fails `u2` (Segment answers 400 for it), the second
+/// sends it again and still fails it; everyone else is unchanged.
+async fn two_runs_with_a_failing_customer(dir: &TempDir) -> segment_receiver::Receiver {
+    let receiver = receiver(FaultPlan::user_id("u2", 400, None)).await;
+    write(dir, "c.csv", &numbered_customers(4));
+    for _ in 0..2 {
+        let output = run(
+            dir,
+            Some(&receiver),
+            &["sync", "c.csv", "--batch-size", "1"],
+        )
+        .await;
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    }
+    receiver
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reads_as_a_run_history() {
+    let dir = TempDir::new().unwrap();
+    let _receiver = two_runs_with_a_failing_customer(&dir).await;
+    let output = run(&dir, None, &["status"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let out = String::from_utf8(output.stdout).unwrap();
+    // The last report was a raw JSON line; Segment's own answer, quoted
+    // in a failing record's error, may still hold JSON.
+    assert!(
+        !out.lines().any(|l| l.trim_start().starts_with('{')) && !out.contains("\"read\""),
+        "no raw JSON report: {out}"
+    );
+    assert!(!out.contains("u:u2"), "no internal keys: {out}");
+    let header = out
+        .lines()
+        .find(|l| l.contains("started"))
+        .unwrap_or_else(|| panic!("a run table: {out}"));
+    for column in [
+        "started",
+        "duration",
+        "source",
+        "read",
+        "sent",
+        "unchanged",
+        "failed",
+        "removed",
+        "exit",
+    ] {
+        assert!(header.contains(column), "`{column}` in: {header}");
+    }
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .skip_while(|l| !l.contains("started"))
+        .skip(1)
+        .take_while(|l| l.contains("c.csv"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "two runs, newest first: {out}");
+    let cells = |row: &[&str]| -> Vec<String> {
+        let at = row.iter().position(|c| *c == "c.csv").unwrap();
+        row[at + 1..].iter().map(|c| c.to_string()).collect()
+    };
+    // read, sent, unchanged, invalid, failed, removed, exit
+    assert_eq!(
+        cells(&rows[0]),
+        ["4", "0", "3", "0", "1", "0", "1"],
+        "{out}"
+    );
+    assert_eq!(
+        cells(&rows[1]),
+        ["4", "3", "0", "0", "1", "0", "1"],
+        "{out}"
+    );
+    let failing = out
+        .lines()
+        .find(|l| l.contains("userId u2"))
+        .unwrap_or_else(|| panic!("the failing record: {out}"));
+    assert!(failing.contains("400"), "its last error: {failing}");
+    assert!(failing.contains("2 runs"), "{failing}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_json_has_stable_fields() {
+    let dir = TempDir::new().unwrap();
+    let _receiver = two_runs_with_a_failing_customer(&dir).await;
+    // A run Segment stops with a fatal error (a refused write key) is exit 2.
+    let refusing = receiver(FaultPlan::first_n(1000, 401)).await;
+    let output = run(&dir, Some(&refusing), &["sync", "c.csv", "--retry-failed"]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+
+    let output = run(&dir, None, &["status", "--json"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let status: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["records"], 4);
+    assert_eq!(status["accepted"], 3);
+    assert_eq!(status["failing"], 1);
+    let runs = status["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "{status}");
+    let fatal = &runs[0];
+    assert_eq!(fatal["exit"], 2, "{fatal}");
+    assert!(
+        fatal["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{fatal}"
+    );
+    let second = &runs[1];
+    assert_eq!(second["source"], "c.csv");
+    assert_eq!(second["read"], 4);
+    assert_eq!(second["sent"], 0);
+    assert_eq!(second["unchanged"], 3);
+    assert_eq!(second["failed"], 1);
+    assert_eq!(second["removed"], 0);
+    assert_eq!(second["exit"], 1);
+    assert_eq!(second["dry_run"], false);
+    assert!(second["started_at"].as_str().unwrap().contains('T'));
+    assert!(second["duration_secs"].as_f64().unwrap() >= 0.0);
+    assert_eq!(runs[2]["sent"], 3);
+    let failing = status["failing_records"].as_array().unwrap();
+    assert_eq!(failing.len(), 1, "{status}");
+    assert_eq!(failing[0]["userId"], "u2");
+    assert_eq!(failing[0]["failed_runs"], 2);
+    assert_eq!(failing[0]["line"], 4);
+    assert!(
+        failing[0]["message"].as_str().unwrap().contains("400"),
+        "{status}"
+    );
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("u:u2"));
 }
