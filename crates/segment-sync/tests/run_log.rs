@@ -191,7 +191,6 @@ async fn status_json_has_stable_fields() {
     assert_eq!(second["failed"], 1);
     assert_eq!(second["removed"], 0);
     assert_eq!(second["exit"], 1);
-    assert_eq!(second["dry_run"], false);
     assert!(second["started_at"].as_str().unwrap().contains('T'));
     assert!(second["duration_secs"].as_f64().unwrap() >= 0.0);
     assert_eq!(runs[2]["sent"], 3);

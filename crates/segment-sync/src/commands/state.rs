@@ -144,15 +144,15 @@ pub fn status(args: &StatusArgs) -> Result<Outcome> {
     Ok(Outcome::Clean)
 }
 
-/// One run of `status`, read from the state's run log. Its field names are
-/// the `--json` form's, documented in the README.
+/// One run of `status`, read from the state's run log (a dry run writes no
+/// state, so it is never there). Its field names are the `--json` form's,
+/// documented in the README.
 #[derive(Debug, Serialize)]
 struct RunRow {
     started_at: String,
     finished_at: Option<String>,
     duration_secs: Option<f64>,
     source: String,
-    dry_run: Option<bool>,
     read: Option<u64>,
     sent: Option<u64>,
     unchanged: Option<u64>,
@@ -182,7 +182,6 @@ impl From<&LoggedRun> for RunRow {
             finished_at: run.finished_at_ms.map(time),
             duration_secs: summary.as_ref().and_then(|s| s["duration_secs"].as_f64()),
             source: run.source.clone(),
-            dry_run: summary.as_ref().and_then(|s| s["dry_run"].as_bool()),
             read: field("read"),
             sent: field("delivered"),
             unchanged: field("skipped"),
@@ -230,9 +229,6 @@ fn write_run_table(out: &mut impl Write, runs: &[RunRow]) -> std::io::Result<()>
         };
         let count = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
         let mut exit = run.exit.map_or_else(|| "-".to_owned(), |e| e.to_string());
-        if run.dry_run == Some(true) {
-            exit.push_str("  dry run (sent: would send)");
-        }
         if let Some(error) = &run.error {
             exit.push_str(&format!("  {error}"));
         }
