@@ -91,8 +91,20 @@ pub fn print_summary(source: &str, report: &RunReport, report_file: Option<&Path
 /// `c.csv: read 40, unchanged 38, invalid 1; delivered 1`.
 fn headline(source: &str, report: &RunReport) -> String {
     let mut read = vec![format!("read {}", report.read)];
+    // `skipped` also holds rows a later row of the same identity superseded
+    // (`--duplicates last`): every duplicate not refused as invalid.
+    let refused = report
+        .invalid_by_reason
+        .get("duplicate_identity")
+        .copied()
+        .unwrap_or(0);
+    let superseded = report
+        .duplicates
+        .saturating_sub(refused)
+        .min(report.skipped);
     for (count, what) in [
-        (report.skipped, "unchanged"),
+        (report.skipped - superseded, "unchanged"),
+        (superseded, "superseded by a later row"),
         (report.invalid, "invalid"),
         (report.given_up, "given up"),
     ] {
@@ -122,7 +134,8 @@ fn headline(source: &str, report: &RunReport) -> String {
 }
 
 /// `0.52 s, 77 records read/s, 70 delivered/s`: no delivery rate when
-/// nothing was delivered (a dry run, a run with nothing to send).
+/// nothing was delivered (a dry run, a run with nothing to send). Repeated
+/// identities are in the headline (superseded) or among the invalid.
 fn pace(report: &RunReport) -> String {
     let mut line = format!(
         "{:.2} s, {:.0} records read/s",
@@ -131,9 +144,6 @@ fn pace(report: &RunReport) -> String {
     );
     if !report.dry_run && report.delivered > 0 {
         line.push_str(&format!(", {:.0} delivered/s", report.events_per_sec));
-    }
-    if report.duplicates > 0 {
-        line.push_str(&format!(", {} duplicate identities", report.duplicates));
     }
     line
 }

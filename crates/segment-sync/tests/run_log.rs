@@ -205,3 +205,21 @@ async fn status_json_has_stable_fields() {
     );
     assert!(!String::from_utf8_lossy(&output.stdout).contains("u:u2"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_superseded_by_a_later_one_is_not_called_unchanged() {
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    write(
+        &dir,
+        "c.csv",
+        "user_id,email\nu1,old@x.io\nu2,b@x.io\nu1,new@x.io\n",
+    );
+    let output = run(&dir, Some(&receiver), &["sync", "c.csv", "--no-state"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let block = summary_block(&stderr(&output), "c.csv");
+    let head = block.lines().next().unwrap();
+    assert!(!head.contains("unchanged"), "nothing was compared: {block}");
+    assert!(head.contains("superseded by a later row 1"), "{block}");
+    assert!(head.contains("delivered 2"), "{block}");
+}
