@@ -287,7 +287,7 @@ impl Prepared {
             .or_else(|| lock(&self.tracker.report_error).take());
         let mut state_error = finished.error;
         if let (Some(store), Some(run_id), None) = (&self.store, self.run_id, &state_error) {
-            let logged = LoggedRun::new(&report, &lock(&self.tracker.fatal), &read, &report_io);
+            let logged = RunLogRow::new(&report, &lock(&self.tracker.fatal), &read, &report_io);
             if let Err(e) = lock(store).finish_run(run_id, &logged) {
                 state_error = Some(e);
             }
@@ -417,7 +417,7 @@ fn joined_result(
 /// and how the run ended, as the binary's exit code (0 all delivered, 1
 /// some records not, 2 a fatal error) and the error's message.
 #[derive(serde::Serialize)]
-struct LoggedRun<'a> {
+struct RunLogRow<'a> {
     #[serde(flatten)]
     report: &'a RunReport,
     exit: u8,
@@ -425,7 +425,7 @@ struct LoggedRun<'a> {
     error: Option<String>,
 }
 
-impl<'a> LoggedRun<'a> {
+impl<'a> RunLogRow<'a> {
     fn new(
         report: &'a RunReport,
         fatal: &Option<segment_client::SegmentError>,
