@@ -54,6 +54,12 @@ pub struct StatusArgs {
     /// How many failed records to list.
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub failed: usize,
+    /// How many of the last runs to list.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub runs: usize,
+    /// Print one JSON object for machines (fields in the README) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -270,7 +270,7 @@ async fn reset_removes_every_file_of_the_state_outbox_included() {
     let status = run(&dir, None, &["status", "--name", "r"]).await;
     let text = String::from_utf8(status.stdout).unwrap();
     assert!(
-        text.contains(&format!("pending        {waiting} ")),
+        text.contains(&format!(", {waiting} pending")),
         "{waiting} waiting, status: {text}"
     );
 
@@ -439,8 +439,8 @@ async fn retryable_failures_stay_pending_and_never_count_toward_giving_up() {
     }
     let output = run(&dir, None, &["status", "--name", "p"]).await;
     let text = String::from_utf8(output.stdout).unwrap();
-    assert!(text.contains("failed         0"), "{text}");
-    assert!(text.contains("pending        1"), "{text}");
+    assert!(text.contains(" 0 failing,"), "{text}");
+    assert!(text.contains(", 1 pending"), "{text}");
 
     // A 400 is Segment saying the event itself is bad: that one counts.
     receiver.set_faults(FaultPlan::user_id("u3", 400, None));

@@ -672,3 +672,48 @@ async fn a_dry_run_directory_that_cannot_be_made_blames_the_flag() {
         "{err}"
     );
 }
+
+/// The `invalid: FILE:LINE: ...` lines of a run's stderr.
+fn invalid_lines(err: &str) -> Vec<String> {
+    err.lines()
+        .filter(|l| l.starts_with("invalid: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_row_gets_one_diagnosis_on_every_path() {
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    // Line 3 has two problems: no identity, and a date that is not one.
+    let file = write(
+        &dir,
+        "c.csv",
+        "user_id,signup_date,email\nu1,2024-01-02,a@x.io\n,yesterday,b@x.io\nu3,2024-01-03,c@x.io\n",
+    );
+    let paths: &[&[&str]] = &[
+        &["preview", path_str(&file)],
+        &[
+            "sync",
+            path_str(&file),
+            "--no-state",
+            "--duplicates",
+            "first",
+        ],
+        &["sync", path_str(&file), "--no-state"],
+        &["sync", path_str(&file), "--dry-run"],
+        &["sync", path_str(&file)],
+    ];
+    let mut seen = Vec::new();
+    for args in paths {
+        let output = run(&dir, Some(&receiver), args).await;
+        let shown = invalid_lines(&stderr(&output));
+        assert_eq!(shown.len(), 1, "{args:?}: {}", stderr(&output));
+        seen.push((args, shown[0].clone()));
+    }
+    let (_, first) = &seen[0];
+    assert!(first.contains(":3: field `user_id`"), "{seen:?}");
+    for (args, line) in &seen {
+        assert_eq!(line, first, "{args:?} differs: {seen:?}");
+    }
+}

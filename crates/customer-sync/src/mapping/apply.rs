@@ -72,7 +72,8 @@ impl Mapping {
     /// Maps one record to an identity and its traits.
     ///
     /// # Errors
-    /// A [`RecordError`] at `record.location`, naming the column:
+    /// A [`RecordError`] at `record.location`, naming the column; a
+    /// problem with the identity wins over one with a trait:
     /// [`MissingIdentity`](RecordErrorKind::MissingIdentity) when every
     /// identity column is absent or empty;
     /// [`InvalidValue`](RecordErrorKind::InvalidValue) when a value does not
@@ -87,7 +88,8 @@ impl Mapping {
         let mut group_id = Slot::Absent;
         for (i, field) in record.fields.iter().enumerate() {
             let Some(column) = self.column(i, field) else {
-                self.apply_unknown(record, field, &mut traits)?;
+                self.apply_unknown(record, field, &mut traits)
+                    .map_err(|e| self.identity_first(record, e))?;
                 continue;
             };
             if column.user_id {
@@ -100,7 +102,8 @@ impl Mapping {
                 group_id = identity_value(record, field)?;
             }
             if let Action::Trait(rule) = &column.action {
-                put(record, field, rule, &mut traits)?;
+                put(record, field, rule, &mut traits)
+                    .map_err(|e| self.identity_first(record, e))?;
             }
         }
         let (identity, member) = self.subject(record, user_id, anonymous_id, group_id)?;
@@ -197,6 +200,15 @@ impl Mapping {
         };
         let member = self.identity(record, user_id, anonymous_id)?;
         Ok((Identity::UserId(group_id), Some(member)))
+    }
+
+    /// A trait's error, unless the record's identity is wrong too: then
+    /// the identity's, the one [`fingerprint`](Self::fingerprint) and
+    /// [`identity_of`](Self::identity_of) give before any trait is read, so
+    /// one row gets one diagnosis whether or not a state or a pre-read
+    /// looked at it first. Only paid for a record that fails.
+    fn identity_first(&self, record: &Record, trait_error: RecordError) -> RecordError {
+        self.identity_of(record).err().unwrap_or(trait_error)
     }
 
     /// The column rule for the `i`th field: by position when the record

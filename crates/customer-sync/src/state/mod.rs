@@ -101,7 +101,7 @@ pub(crate) use outbox::OutboxEntry;
 pub(crate) use outbox::{OutboxEntryRef, OutboxScan, Pending};
 pub(crate) use records::{Change, Settled};
 pub use schema::SCHEMA_VERSION;
-pub use status::{FailedRecord, PendingRecord};
+pub use status::{FailedRecord, LoggedRun, PendingRecord};
 
 /// The state database of one sync.
 pub struct StateStore {

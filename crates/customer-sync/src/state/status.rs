@@ -15,6 +15,48 @@ pub struct FailedRecord {
     pub message: String,
     /// Runs in a row in which it failed.
     pub failed_runs: u32,
+    /// Its line in the source when it last failed, if known.
+    pub line: Option<u64>,
+}
+
+impl FailedRecord {
+    /// The identity as a user reads it: `("userId", "cus_1001")` or
+    /// `("anonymousId", "a-17")`.
+    pub fn identity(&self) -> (&'static str, &str) {
+        readable_identity(&self.key)
+    }
+}
+
+impl PendingRecord {
+    /// The identity as a user reads it, as [`FailedRecord::identity`].
+    pub fn identity(&self) -> (&'static str, &str) {
+        readable_identity(&self.key)
+    }
+}
+
+/// `u:cus_1001` -> `("userId", "cus_1001")`; `a:x` -> `("anonymousId", "x")`.
+fn readable_identity(key: &str) -> (&'static str, &str) {
+    match key.split_once(':') {
+        Some(("a", id)) => ("anonymousId", id),
+        Some((_, id)) => ("userId", id),
+        None => ("userId", key),
+    }
+}
+
+/// One run in the state's run log, for `segment-sync status`.
+#[derive(Debug, Clone)]
+pub struct LoggedRun {
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started_at_ms: i64,
+    /// When it finished; `None` if it did not (killed, crashed, or stopped
+    /// on a state error before it could say so).
+    pub finished_at_ms: Option<i64>,
+    /// The source as given on the command line.
+    pub source: String,
+    /// The run's report as JSON (a [`RunReport`](crate::RunReport)'s fields,
+    /// with `exit` and, for a run a fatal error stopped, `error`); `None`
+    /// if it did not finish.
+    pub summary: Option<String>,
 }
 
 /// An outbox entry still waiting for Segment, for `segment-sync status`.
@@ -94,7 +136,7 @@ impl StateStore {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT identity, COALESCE(last_error_code, ''), COALESCE(last_error, ''), failed_runs
+                "SELECT identity, COALESCE(last_error_code, ''), COALESCE(last_error, ''), failed_runs, line
                  FROM records WHERE failed_runs > 0 ORDER BY failed_runs DESC, identity LIMIT ?1",
             )
             .map_err(self.sql("cannot read failed records"))?;
@@ -105,6 +147,9 @@ impl StateStore {
                     code: r.get(1)?,
                     message: r.get(2)?,
                     failed_runs: u32::try_from(r.get::<_, i64>(3)?).unwrap_or(u32::MAX),
+                    line: r
+                        .get::<_, Option<i64>>(4)?
+                        .and_then(|l| u64::try_from(l).ok()),
                 })
             })
             .map_err(self.sql("cannot read failed records"))?;
@@ -124,6 +169,31 @@ impl StateStore {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
+            .map_err(self.sql("cannot read runs"))
+    }
+
+    /// The last `limit` runs, newest first.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn runs(&self, limit: usize) -> Result<Vec<LoggedRun>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT started_at, finished_at, source, summary FROM runs ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(self.sql("cannot read runs"))?;
+        let rows = stmt
+            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                Ok(LoggedRun {
+                    started_at_ms: r.get(0)?,
+                    finished_at_ms: r.get(1)?,
+                    source: r.get(2)?,
+                    summary: r.get(3)?,
+                })
+            })
+            .map_err(self.sql("cannot read runs"))?;
+        rows.collect::<Result<_, _>>()
             .map_err(self.sql("cannot read runs"))
     }
 }

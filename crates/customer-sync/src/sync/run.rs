@@ -285,17 +285,18 @@ impl Prepared {
             invalid_by_reason: BTreeMap::new(),
             failed_by_reason: BTreeMap::new(),
         });
-        let mut state_error = finished.error;
-        if let (Some(store), Some(run_id), None) = (&self.store, self.run_id, &state_error)
-            && let Err(e) = lock(store).finish_run(run_id, &report)
-        {
-            state_error = Some(e);
-        }
         let writer = std::mem::replace(&mut *lock(&self.tracker.report), ReportWriter::none());
         let report_io = writer
             .finish(&report)
             .err()
             .or_else(|| lock(&self.tracker.report_error).take());
+        let mut state_error = finished.error;
+        if let (Some(store), Some(run_id), None) = (&self.store, self.run_id, &state_error) {
+            let logged = RunLogRow::new(&report, &lock(&self.tracker.fatal), &read, &report_io);
+            if let Err(e) = lock(store).finish_run(run_id, &logged) {
+                state_error = Some(e);
+            }
+        }
 
         let with_report = |mut err: SyncError| {
             err.report = Some(Box::new(report.clone()));
@@ -414,5 +415,50 @@ fn joined_result(
             Err(SyncError::new(format!("the reader stopped: {e}"), None)),
             None,
         ),
+    }
+}
+
+/// A run's row in the state's run log (`segment-sync status`): the report,
+/// and how the run ended, as the binary's exit code (0 all delivered, 1
+/// some records not, 2 a fatal error) and the error's message.
+#[derive(serde::Serialize)]
+struct RunLogRow<'a> {
+    #[serde(flatten)]
+    report: &'a RunReport,
+    exit: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl<'a> RunLogRow<'a> {
+    fn new(
+        report: &'a RunReport,
+        fatal: &Option<segment_client::SegmentError>,
+        read: &Read,
+        report_io: &Option<std::io::Error>,
+    ) -> Self {
+        let (exit, error) = if let Some(fatal) = fatal {
+            // An outage leaves what was not sent pending: not fatal to the sync.
+            (
+                if fatal.is_outage() { 1 } else { 2 },
+                Some(fatal.to_string()),
+            )
+        } else if let Err(e) = &read.result {
+            (2, Some(e.to_string()))
+        } else if let Some(e) = report_io {
+            (2, Some(format!("cannot write the report: {e}")))
+        } else if !report.adds_up() {
+            (
+                2,
+                Some("internal error: the run's counts do not add up".to_owned()),
+            )
+        } else {
+            (u8::from(!report.is_clean()), None)
+        };
+        Self {
+            report,
+            exit,
+            error,
+        }
     }
 }
