@@ -272,3 +272,42 @@ async fn group_calls_need_a_group_id_and_a_member_and_say_so() {
         (&"group".into(), &"acc0".into(), &"u0".into())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_dry_run_writes_group_calls_and_sends_nothing() {
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    let file = write(&dir, "accounts.csv", &accounts(0..3, |i| i, |_| "pro"));
+    let out_dir = dir.path().join("bodies");
+    let (output, summary, _) = sync(
+        &dir,
+        &receiver,
+        &file,
+        &[
+            "--dry-run",
+            "--dry-run-dir",
+            path_str(&out_dir),
+            "--no-gzip",
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(receiver.store().stats().requests, 0);
+    assert!(summary["dry_run"].as_bool().unwrap(), "{summary}");
+    let bodies: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let body: Value = serde_json::from_slice(&std::fs::read(&bodies[0]).unwrap()).unwrap();
+    let calls: Vec<(&str, &str)> = body["batch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap(), e["groupId"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        calls,
+        [("group", "acc0"), ("group", "acc1"), ("group", "acc2")]
+    );
+}
