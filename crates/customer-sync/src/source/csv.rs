@@ -131,6 +131,7 @@ impl CsvReader {
             let location = Location {
                 source: Arc::clone(&self.name),
                 line: row.line,
+                key: None,
             };
             let malformed = |message: String| {
                 Step::Bad(RecordError::new(

@@ -50,6 +50,7 @@ mod error;
 mod json_array;
 mod json_object;
 mod ndjson;
+pub mod postgres;
 
 use std::fmt;
 use std::fs::File;
@@ -86,6 +87,8 @@ pub enum SourceFormat {
     Ndjson,
     /// One JSON array of objects.
     JsonArray,
+    /// Rows of a PostgreSQL table or query ([`postgres`]).
+    Postgres,
 }
 
 impl SourceFormat {
@@ -121,6 +124,7 @@ impl SourceFormat {
             SourceFormat::Csv => "csv",
             SourceFormat::Ndjson => "ndjson",
             SourceFormat::JsonArray => "json",
+            SourceFormat::Postgres => "postgres",
         }
     }
 }
@@ -173,6 +177,8 @@ pub struct Source {
     peeked: Option<Option<Result<Record, RecordError>>>,
     /// The file it reads, when it can be opened again.
     path: Option<PathBuf>,
+    /// Keyset mode of a PostgreSQL source: the last row read.
+    cursor: Option<postgres::CursorProgress>,
 }
 
 enum FormatReader {
@@ -180,6 +186,7 @@ enum FormatReader {
     Csv(Box<csv::CsvReader>),
     Ndjson(ndjson::NdjsonReader),
     JsonArray(json_array::JsonArrayReader),
+    Postgres(Box<postgres::PostgresReader>),
 }
 
 /// What a format reader produced next.
@@ -242,6 +249,7 @@ impl Source {
     /// `last` duplicate policy reads a file once to find repeated
     /// identities); `None` for stdin and readers, which cannot be read twice.
     pub fn reopen(&self) -> Option<Result<Source, SourceError>> {
+        // A table read twice would be two snapshots: it is read once.
         let path = self.path.as_deref()?;
         Some(Source::open_as(path, self.format).map(|mut source| {
             source.name = Arc::clone(&self.name);
@@ -281,6 +289,12 @@ impl Source {
             SourceFormat::JsonArray => {
                 FormatReader::JsonArray(json_array::JsonArrayReader::new(Arc::clone(&name), input)?)
             }
+            SourceFormat::Postgres => {
+                return Err(SourceError::unknown_format(
+                    &name,
+                    "a PostgreSQL source is opened with PostgresSource::connect".to_owned(),
+                ));
+            }
         };
         Ok(Source {
             name,
@@ -292,7 +306,34 @@ impl Source {
             finished: false,
             peeked: None,
             path: None,
+            cursor: None,
         })
+    }
+
+    fn from_postgres(
+        name: Arc<str>,
+        reader: postgres::PostgresReader,
+        cursor: Option<postgres::CursorProgress>,
+    ) -> Source {
+        Source {
+            name,
+            format: SourceFormat::Postgres,
+            total_bytes: None,
+            progress: ReadProgress::default(),
+            reader: FormatReader::Postgres(Box::new(reader)),
+            fatal: None,
+            finished: false,
+            peeked: None,
+            path: None,
+            cursor,
+        }
+    }
+
+    /// In keyset mode (`--cursor`), the last row read; `None` otherwise.
+    /// Such a source reads only rows changed since the mark, so rows it
+    /// does not read are not gone.
+    pub fn cursor(&self) -> Option<&postgres::CursorProgress> {
+        self.cursor.as_ref()
     }
 
     /// The name as given: the path passed to [`open`](Source::open), or
@@ -307,10 +348,12 @@ impl Source {
         self.format
     }
 
-    /// The CSV header's column names, trimmed; `None` for JSON formats.
+    /// The CSV header's column names, trimmed, or a PostgreSQL source's
+    /// columns; `None` for JSON formats.
     pub fn columns(&self) -> Option<&[Arc<str>]> {
         match &self.reader {
             FormatReader::Csv(reader) => Some(reader.columns()),
+            FormatReader::Postgres(reader) => Some(reader.columns()),
             FormatReader::Ndjson(_) | FormatReader::JsonArray(_) => None,
         }
     }
@@ -356,6 +399,7 @@ impl Iterator for Source {
             FormatReader::Csv(reader) => reader.next_step(),
             FormatReader::Ndjson(reader) => reader.next_step(),
             FormatReader::JsonArray(reader) => reader.next_step(),
+            FormatReader::Postgres(reader) => reader.next_step(),
         };
         match step {
             Step::Record(record) => Some(Ok(record)),
