@@ -274,9 +274,9 @@ impl PostgresSource {
         let reader = PostgresReader {
             name: Arc::clone(&self.name),
             columns: names,
+            done: first.is_none(),
             buffered: first.unwrap_or_default().into_iter(),
             chunks: self.chunks,
-            done: false,
         };
         Ok(super::Source::from_postgres(self.name, reader, self.cursor))
     }
@@ -675,8 +675,8 @@ impl Worker {
                 .chain(&plan.primary_key)
                 .map(|c| quote(c))
                 .collect();
-            for column in &order {
-                sql.push_str(&format!(", {column}::text"));
+            for (i, column) in order.iter().enumerate() {
+                sql.push_str(&format!(", {column}::text AS segment_sync_mark_{i}"));
             }
             sql.push_str(&format!(
                 " FROM {} WHERE {} IS NOT NULL",
