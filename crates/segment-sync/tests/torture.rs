@@ -90,12 +90,13 @@ impl Model {
 
     /// The CSV: a stale row for each repeated identity first (the last row wins).
     fn csv(&self) -> String {
-        let mut csv = String::from("user_id,email,plan\n");
+        // Multi-byte names, so a torn outbox line can end inside a character.
+        let mut csv = String::from("user_id,email,plan,first_name\n");
         for id in &self.repeated {
-            csv.push_str(&format!("c{id},stale@example.com,v0\n"));
+            csv.push_str(&format!("c{id},stale@example.com,v0,Zoë\n"));
         }
         for (id, (email, version)) in &self.customers {
-            csv.push_str(&format!("c{id},{email},v{version}\n"));
+            csv.push_str(&format!("c{id},{email},v{version},Zoë {id}\n"));
         }
         csv
     }
@@ -191,6 +192,11 @@ async fn killed_and_interrupted_at_random_a_final_run_leaves_segment_exact() {
             .await
             .expect("the run ends after the signal")
             .unwrap();
+        // Now and then, a kill inside an outbox write: the log ends with a
+        // line cut short (its records were never queued).
+        if !interrupt && rng.u8(0..4) == 0 {
+            tear_the_outbox(&dir.path().join(".segment-sync/t.outbox"), &mut rng);
+        }
         // A run that wrote its summary (it finished, or was interrupted) adds up.
         if report.exists() {
             let lines = report_lines(&report);
@@ -209,6 +215,25 @@ async fn killed_and_interrupted_at_random_a_final_run_leaves_segment_exact() {
     check_adds_up(&report_lines(&report), "the final run");
 
     check_against_receiver(&receiver, &model, dir.path());
+}
+
+/// Appends the start of a copy of the log's last line, cut at a random byte
+/// (possibly inside a multi-byte character), as a kill mid-`write` leaves it.
+fn tear_the_outbox(path: &std::path::Path, rng: &mut fastrand::Rng) {
+    use std::io::Write;
+    let Ok(log) = std::fs::read(path) else {
+        return;
+    };
+    let Some(last) = log
+        .strip_suffix(b"\n")
+        .and_then(|l| l.rsplit(|&b| b == b'\n').next())
+        .filter(|l| l.len() > 2)
+    else {
+        return;
+    };
+    let cut = rng.usize(1..last.len());
+    let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    file.write_all(&last[..cut]).unwrap();
 }
 
 fn check_against_receiver(receiver: &Receiver, model: &Model, dir: &std::path::Path) {

@@ -35,12 +35,27 @@ impl StateFiles {
         self.database.with_extension("lock")
     }
 
+    /// Where a new database is built before it is renamed into place, so
+    /// that a kill during creation never leaves an empty `NAME.sqlite`.
+    pub(super) fn creating(&self) -> PathBuf {
+        self.sibling(".new")
+    }
+
     /// All of them; the lock file last, so it is held while the rest go.
-    pub(super) fn all(&self) -> [PathBuf; 5] {
+    pub(super) fn all(&self) -> [PathBuf; 8] {
+        let creating = self.creating().into_os_string();
+        let with = |suffix: &str| {
+            let mut name = creating.clone();
+            name.push(suffix);
+            PathBuf::from(name)
+        };
         [
             self.database.clone(),
             self.sibling("-wal"),
             self.sibling("-shm"),
+            self.creating(),
+            with("-wal"),
+            with("-shm"),
             self.outbox(),
             self.lock(),
         ]

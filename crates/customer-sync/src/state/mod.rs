@@ -197,6 +197,9 @@ impl StateStore {
 
     fn open_with(files: StateFiles, lock: Option<StateLock>) -> Result<StateStore, StateError> {
         let path = files.database.clone();
+        if lock.is_some() && !path.exists() {
+            Self::create(&files)?;
+        }
         // SQLite takes an empty file for a new database: after a truncated
         // copy or a full disk, that would resend every record under new
         // messageIds without a word.
@@ -221,6 +224,39 @@ impl StateStore {
                 None => e.with_hint(RESET_HINT),
             })?;
         Ok(store)
+    }
+
+    /// Builds a new database beside its final name and renames it into
+    /// place once its schema is written, so that a kill at any moment leaves
+    /// either no database or a whole one, never an empty file (which would
+    /// rightly be refused as broken). Called under the lock.
+    fn create(files: &StateFiles) -> Result<(), StateError> {
+        let creating = files.creating();
+        for leftover in files.all().iter().skip(3).take(3) {
+            match std::fs::remove_file(leftover) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StateError::io(leftover, "cannot delete", e)),
+            }
+        }
+        let conn = Connection::open(&creating)
+            .map_err(|e| StateError::sql(&creating, "cannot create", e))?;
+        let mut store = StateStore {
+            conn,
+            path: creating.clone(),
+            outbox: None,
+            trait_sets: HashMap::new(),
+            _lock: None,
+        };
+        store.configure()?;
+        store.migrate()?;
+        // Closing the last connection checkpoints the WAL into the file.
+        store
+            .conn
+            .close()
+            .map_err(|(_, e)| StateError::sql(&creating, "cannot create", e))?;
+        std::fs::rename(&creating, &files.database)
+            .map_err(|e| StateError::io(&files.database, "cannot create", e))
     }
 
     /// Where the database is.

@@ -404,3 +404,20 @@ fn index_finds_every_key_with_its_row() {
     assert!(index.get(12_345).is_none());
     assert!(StateIndex::default().get(1).is_none());
 }
+
+#[test]
+fn a_kill_while_the_database_is_created_leaves_no_empty_database() {
+    let dir = tempfile::tempdir().unwrap();
+    // What a kill during creation leaves: the half-built file beside the name.
+    std::fs::write(dir.path().join("t.sqlite.new"), b"").unwrap();
+    let store = StateStore::open(dir.path(), "t").unwrap();
+    assert!(
+        std::fs::metadata(dir.path().join("t.sqlite"))
+            .unwrap()
+            .len()
+            > 0
+    );
+    assert!(!dir.path().join("t.sqlite.new").exists());
+    drop(store);
+    StateStore::open(dir.path(), "t").unwrap();
+}

@@ -230,3 +230,31 @@ pub(crate) fn is_verdict_on_event(error: &SegmentError) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use segment_client::{HttpClient, IdentifyParams};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_closed_client_is_no_verdict_on_the_event() {
+        let client = HttpClient::builder("key").build().unwrap();
+        client.close_and_flush().await.unwrap();
+        let error = client
+            .identify(IdentifyParams::new(Identity::user("u1")))
+            .await
+            .unwrap_err();
+        assert!(error.is_closed());
+        assert!(!is_verdict_on_event(&error), "{error:?}");
+    }
+
+    #[test]
+    fn a_refused_payload_is_a_verdict_on_the_event() {
+        let mut params = IdentifyParams::new(Identity::user("u1"));
+        params.message_id = Some("x".repeat(200));
+        let error = segment_client::PreparedEvent::new(params).unwrap_err();
+        assert!(error.is_invalid_payload(), "{error:?}");
+        assert!(is_verdict_on_event(&error));
+    }
+}
