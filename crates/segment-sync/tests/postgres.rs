@@ -435,7 +435,7 @@ async fn connection_table_query_and_permission_errors_exit_2_with_a_hint_and_no_
         assert_eq!(output.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(error), "{args:?}: {err}");
         assert!(
-            err.contains(&format!("hint: ")) && err.contains(hint),
+            err.contains("hint: ") && err.contains(hint),
             "{args:?}: {err}"
         );
         assert!(!err.contains("hunter2"), "{err}");
