@@ -444,22 +444,46 @@ async fn connection_table_query_and_permission_errors_exit_2_with_a_hint_and_no_
     db.exec("DROP ROLE segsync_noread").await;
 }
 
-/// A table of `n` customers `u0..` for the crash tests.
-fn many(n: usize) -> String {
+/// A view of `n` customers `u0..` that yields one row per millisecond
+/// while `pacing.delay` is set, so that a test strikes mid-read whatever the
+/// socket buffers hold; setting it to 0 lets the rerun read at full speed.
+fn paced(n: usize) -> String {
     format!(
         "CREATE TABLE customers (user_id text PRIMARY KEY, email text);
-         INSERT INTO customers SELECT 'u' || i, 'u' || i || '@example.com' FROM generate_series(0, {}) i;",
+         INSERT INTO customers SELECT 'u' || i, 'u' || i || '@example.com' FROM generate_series(0, {}) i;
+         CREATE TABLE pacing (delay float8 NOT NULL);
+         INSERT INTO pacing VALUES (0.001);
+         CREATE FUNCTION pace(t text) RETURNS text LANGUAGE plpgsql VOLATILE AS $$
+           BEGIN PERFORM pg_sleep((SELECT delay FROM pacing)); RETURN t; END $$;
+         CREATE VIEW customers_paced AS SELECT pace(user_id) AS user_id, email FROM customers;",
         n - 1
     )
+}
+
+/// More than the engine's first chunk (2,048 rows), which is read before
+/// anything is sent.
+const PACED_ROWS: usize = 3_000;
+
+async fn wait_for_accepted(receiver: &Receiver, at_least: u64) {
+    while receiver.store().stats().accepted < at_least {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn users(receiver: &Receiver) -> std::collections::BTreeSet<String> {
+    receiver
+        .store()
+        .events()
+        .iter()
+        .map(|e| e["userId"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_lost_mid_run_exits_1_with_everything_accounted_for_and_the_next_run_finishes()
 {
-    const N: usize = 30_000;
-    let db = TestDb::new(&many(N)).await;
-    // Slow delivery keeps the reader waiting on the queue, mid-table.
-    let receiver = receiver(FaultPlan::none().with_latency(Duration::from_millis(100))).await;
+    let db = TestDb::new(&paced(PACED_ROWS)).await;
+    let receiver = receiver(FaultPlan::none()).await;
     let dir = TempDir::new().unwrap();
     let report = dir.path().join("report.jsonl");
     let url = db.url();
@@ -470,11 +494,10 @@ async fn a_connection_lost_mid_run_exits_1_with_everything_accounted_for_and_the
             "sync",
             &url,
             "--table",
-            "customers",
+            "customers_paced",
             "--batch-size",
             "100",
-            "--concurrency",
-            "1",
+            "--quiet",
             "--report",
             path_str(&report),
         ],
@@ -482,9 +505,7 @@ async fn a_connection_lost_mid_run_exits_1_with_everything_accounted_for_and_the
     .stderr(std::process::Stdio::piped())
     .spawn()
     .unwrap();
-    while receiver.store().stats().accepted < 200 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_accepted(&receiver, 1).await;
     db.exec(&format!(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
          WHERE datname = '{}' AND application_name = 'segment-sync'",
@@ -495,38 +516,36 @@ async fn a_connection_lost_mid_run_exits_1_with_everything_accounted_for_and_the
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("connection to postgres://postgres@127.0.0.1:5432"),
+        err.contains("the connection to postgres://postgres@127.0.0.1:5432"),
         "{err}"
     );
+    assert!(err.contains("hint: run again"), "{err}");
     let lines = report_lines(&report);
     let summary = summary(&lines);
     let read = summary["read"].as_u64().unwrap();
-    assert!(read < N as u64, "{summary}");
+    assert!(read < PACED_ROWS as u64, "{summary}");
     assert_eq!(
         summary["delivered"].as_u64().unwrap() + summary["pending"].as_u64().unwrap(),
         read,
         "{summary}"
     );
     assert_eq!(summary["removed"], 0);
+    assert_eq!(
+        users(&receiver).len() as u64,
+        summary["delivered"].as_u64().unwrap()
+    );
 
-    receiver.set_faults(FaultPlan::none());
-    let (output, summary) = sync(&dir, &receiver, &[&url, "--table", "customers"]).await;
+    db.exec("UPDATE pacing SET delay = 0").await;
+    let (output, summary) = sync(&dir, &receiver, &[&url, "--table", "customers_paced"]).await;
     assert!(output.status.success(), "{}", stderr(&output));
-    assert_eq!(summary["read"], N as u64);
-    let users: std::collections::BTreeSet<String> = receiver
-        .store()
-        .events()
-        .iter()
-        .map(|e| e["userId"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(users.len(), N);
+    assert_eq!(summary["read"], PACED_ROWS as u64);
+    assert_eq!(users(&receiver).len(), PACED_ROWS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_read_then_a_rerun_delivers_every_row() {
-    const N: usize = 30_000;
-    let db = TestDb::new(&many(N)).await;
-    let receiver = receiver(FaultPlan::none().with_latency(Duration::from_millis(50))).await;
+    let db = TestDb::new(&paced(PACED_ROWS)).await;
+    let receiver = receiver(FaultPlan::none()).await;
     let dir = TempDir::new().unwrap();
     let url = db.url();
     let mut child = command(
@@ -536,32 +555,27 @@ async fn kill_9_mid_read_then_a_rerun_delivers_every_row() {
             "sync",
             &url,
             "--table",
-            "customers",
+            "customers_paced",
             "--batch-size",
             "100",
-            "--concurrency",
-            "1",
             "--quiet",
         ],
     )
     .spawn()
     .unwrap();
-    while receiver.store().stats().accepted < 300 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_accepted(&receiver, 1).await;
     child.start_kill().unwrap(); // SIGKILL
     child.wait().await.unwrap();
-    let before = receiver.store().stats().accepted;
-    assert!(before < N as u64, "the kill came after the end");
+    assert!(
+        users(&receiver).len() < PACED_ROWS,
+        "the kill came after the end"
+    );
 
-    receiver.set_faults(FaultPlan::none());
-    let (output, _) = sync(&dir, &receiver, &[&url, "--table", "customers"]).await;
+    db.exec("UPDATE pacing SET delay = 0").await;
+    let (output, summary) = sync(&dir, &receiver, &[&url, "--table", "customers_paced"]).await;
     assert!(output.status.success(), "{}", stderr(&output));
-    let users: std::collections::BTreeSet<String> = receiver
-        .store()
-        .events()
-        .iter()
-        .map(|e| e["userId"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(users.len(), N);
+    assert_eq!(summary["read"], PACED_ROWS as u64);
+    assert_eq!(users(&receiver).len(), PACED_ROWS);
+    // Nothing accepted twice under different messageIds.
+    assert!(receiver.store().events().len() <= PACED_ROWS + receiver.store().duplicates().len());
 }

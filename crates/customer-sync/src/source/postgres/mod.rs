@@ -3,12 +3,14 @@
 //! [`PostgresSource::connect`] connects, finds the table (or parses the
 //! query) and describes its columns; [`PostgresSource::start`] then opens
 //! one `REPEATABLE READ, READ ONLY` transaction (one consistent snapshot)
-//! and reads the first chunk, so that a connection, a missing table, a
-//! query that does not run or a missing permission is a [`SourceError`]
-//! with a hint before any record is sent. Rows are fetched through a portal
-//! in chunks of [`CHUNK_ROWS`], decoded on the connection's own thread, and
-//! handed over through a channel of [`CHANNEL_CHUNKS`] chunks: memory does
-//! not grow with the table.
+//! and starts a binary `COPY (SELECT ...) TO STDOUT`, so that a connection,
+//! a missing table, a query that does not run or a missing permission is a
+//! [`SourceError`] with a hint before any record is sent. The COPY stream
+//! is read with backpressure, decoded on the connection's own thread into
+//! chunks of [`CHUNK_ROWS`] records, and handed over through a channel of
+//! [`CHANNEL_CHUNKS`] chunks: memory does not grow with the table. (Binary
+//! COPY measured 2.3x less client CPU than a portal fetched 4,096 rows at
+//! a time, and 2.5x less wall time; see the README.)
 //!
 //! Values are typed (see `value.rs` for the table); a record's
 //! [`Location`] names the table and the row's primary key (`id=42`), and its
@@ -24,8 +26,8 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-use tokio_postgres::types::{FromSql, Type};
-use tokio_postgres::{Client, IsolationLevel, Row};
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, IsolationLevel};
 
 pub use config::{SslMode, redact_url};
 
@@ -33,10 +35,10 @@ use super::SourceError;
 use crate::record::{Field, FieldValue, Location, Record, RecordError, RecordErrorKind};
 use config::{ConnectionSettings, ProcessEnvironment};
 
-/// Rows per portal fetch.
-pub const CHUNK_ROWS: i32 = 4_096;
+/// Rows per chunk handed to the engine.
+pub const CHUNK_ROWS: usize = 1_024;
 /// Decoded chunks waiting for the engine, at most.
-pub const CHANNEL_CHUNKS: usize = 2;
+pub const CHANNEL_CHUNKS: usize = 4;
 
 /// What to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +124,8 @@ enum Chunk {
         columns: Vec<PostgresColumn>,
         primary_key: Vec<String>,
     },
+    /// The COPY began: the table or query is readable.
+    Started,
     Rows(Vec<Result<Record, RecordError>>),
     Fatal(SourceError),
     End,
@@ -264,18 +268,17 @@ impl PostgresSource {
             )
         };
         self.start.send(casts).map_err(|_| lost())?;
-        let first = match self.chunks.recv() {
-            Ok(Chunk::Rows(rows)) => Some(rows),
-            Ok(Chunk::End) => None,
+        match self.chunks.recv() {
+            Ok(Chunk::Started) => {}
             Ok(Chunk::Fatal(error)) => return Err(error),
-            Ok(Chunk::Described { .. }) | Err(_) => return Err(lost()),
-        };
+            Ok(_) | Err(_) => return Err(lost()),
+        }
         let names = self.columns.iter().map(|c| Arc::clone(&c.name)).collect();
         let reader = PostgresReader {
             name: Arc::clone(&self.name),
             columns: names,
-            done: first.is_none(),
-            buffered: first.unwrap_or_default().into_iter(),
+            done: false,
+            buffered: Vec::new().into_iter(),
             chunks: self.chunks,
         };
         Ok(super::Source::from_postgres(self.name, reader, self.cursor))
@@ -314,7 +317,7 @@ impl PostgresReader {
                     self.done = true;
                     return super::Step::Fatal(error);
                 }
-                Ok(Chunk::Described { .. }) | Err(_) => {
+                Ok(Chunk::Described { .. } | Chunk::Started) | Err(_) => {
                     self.done = true;
                     return super::Step::Fatal(SourceError::database(
                         &self.name,
@@ -394,10 +397,11 @@ impl Worker {
         let Ok(casts) = start.recv() else {
             return Ok(());
         };
-        let (sql, params) = self.select(&plan, &casts);
-        // Decoded in UTC; the mark's text round-trips through the same zone.
+        let sql = self.select(&plan, &casts);
+        // Decoded in UTC; the mark's text round-trips through the same zone,
+        // and its literals are read with standard quoting.
         client
-            .batch_execute("SET TIME ZONE 'UTC'")
+            .batch_execute("SET TIME ZONE 'UTC'; SET standard_conforming_strings = on")
             .await
             .map_err(|e| self.run_error(&e, &plan))?;
         let tx = client
@@ -407,18 +411,16 @@ impl Worker {
             .start()
             .await
             .map_err(|e| self.run_error(&e, &plan))?;
-        let statement = tx
-            .prepare(&sql)
+        // Binary COPY measured 2.3x less client CPU and 2.5x less wall time
+        // than a portal fetched 4,096 rows at a time (README).
+        let stream = tx
+            .copy_out(&format!("COPY ({sql}) TO STDOUT (FORMAT binary)"))
             .await
             .map_err(|e| self.run_error(&e, &plan))?;
-        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-            .iter()
-            .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-            .collect();
-        let portal = tx
-            .bind(&statement, &params)
-            .await
-            .map_err(|e| self.run_error(&e, &plan))?;
+        if self.chunks.send(Chunk::Started).is_err() {
+            return Ok(());
+        }
+        futures_util::pin_mut!(stream);
         let key_columns: Vec<usize> = plan
             .primary_key
             .iter()
@@ -434,40 +436,77 @@ impl Worker {
                 false => t.clone(),
             })
             .collect();
+        let mut copy = CopyParser::default();
         let mut ordinal = 0u64;
-        let mut first = true;
-        loop {
-            let rows = match tx.query_portal(&portal, CHUNK_ROWS).await {
-                Ok(rows) => rows,
-                Err(e) if first => return Err(self.run_error(&e, &plan)),
-                Err(e) => return Err(self.lost(&e)),
-            };
-            first = false;
-            let last = rows.len() < CHUNK_ROWS as usize;
-            let mut records = Vec::with_capacity(rows.len());
-            for row in &rows {
+        let mut records = Vec::with_capacity(CHUNK_ROWS);
+        let mut mark: Option<Vec<Option<String>>> = None;
+        while let Some(bytes) = futures_util::StreamExt::next(&mut stream).await {
+            let bytes = bytes.map_err(|e| self.lost(&e))?;
+            copy.buffer.extend_from_slice(&bytes);
+            let mut at = copy.skip_header().map_err(|m| self.malformed(m))?;
+            let mut fields: Vec<Option<&[u8]>> = Vec::with_capacity(names.len() + 4);
+            loop {
+                fields.clear();
+                let Some(next) = copy.tuple(at, &mut fields).map_err(|m| self.malformed(m))? else {
+                    break;
+                };
+                at = next;
+                if fields.len() < names.len() {
+                    return Err(self.malformed("a row has fewer columns than described"));
+                }
                 ordinal += 1;
-                records.push(self.record(row, ordinal, &names, &types, &key_columns));
-            }
-            if let (Some(cursor), Some(row)) = (&self.cursor, rows.last()) {
-                let mark: Vec<Option<String>> = (names.len()..row.len())
-                    .map(|i| row.try_get::<_, Option<String>>(i).ok().flatten())
-                    .collect();
-                if let Ok(mut last) = cursor.last.lock() {
-                    *last = serde_json::to_string(&mark).ok();
+                records.push(self.record(&fields, ordinal, &names, &types, &key_columns));
+                if self.cursor.is_some() {
+                    mark = Some(
+                        fields[names.len()..]
+                            .iter()
+                            .map(|f| f.map(|b| String::from_utf8_lossy(b).into_owned()))
+                            .collect(),
+                    );
+                }
+                if records.len() >= CHUNK_ROWS {
+                    self.set_mark(mark.as_ref());
+                    let full = std::mem::replace(&mut records, Vec::with_capacity(CHUNK_ROWS));
+                    if self.chunks.send(Chunk::Rows(full)).is_err() {
+                        return Ok(());
+                    }
                 }
             }
-            if !records.is_empty() && self.chunks.send(Chunk::Rows(records)).is_err() {
-                return Ok(());
+            drop(fields);
+            if copy.at_trailer(at) {
+                copy.finished = true;
             }
-            if last {
-                break;
-            }
+            copy.buffer.drain(..at);
         }
-        drop(portal);
-        tx.commit().await.map_err(|e| self.lost(&e))?;
+        if !copy.finished {
+            return Err(self.malformed("the COPY data ended without its trailer"));
+        }
+        self.set_mark(mark.as_ref());
+        if !records.is_empty() && self.chunks.send(Chunk::Rows(records)).is_err() {
+            return Ok(());
+        }
+        // Every row is in: a read-only transaction has nothing to keep, so
+        // a connection lost now costs nothing.
+        let _ = tx.commit().await;
         let _ = self.chunks.send(Chunk::End);
         Ok(())
+    }
+
+    fn set_mark(&self, mark: Option<&Vec<Option<String>>>) {
+        if let (Some(cursor), Some(mark)) = (&self.cursor, mark)
+            && let Ok(mut last) = cursor.last.lock()
+        {
+            *last = serde_json::to_string(mark).ok();
+        }
+    }
+
+    fn malformed(&self, message: &str) -> SourceError {
+        SourceError::database(
+            &self.name,
+            format!("unexpected COPY data from the server: {message}"),
+            Some("run again; if it persists, please report it with the server version"),
+            true,
+        )
     }
 
     async fn connect(&self) -> Result<Client, SourceError> {
@@ -652,12 +691,13 @@ impl Worker {
         })
     }
 
-    /// The SELECT and its parameters (the mark's text values).
-    fn select(&self, plan: &Plan, casts: &[usize]) -> (String, Vec<String>) {
+    /// The SELECT, with the mark's text values as literals (COPY takes
+    /// no parameters).
+    fn select(&self, plan: &Plan, casts: &[usize]) -> String {
         if casts.is_empty()
             && let Some(query) = &plan.query
         {
-            return (query.clone(), Vec::new());
+            return query.clone();
         }
         let list: Vec<String> = plan
             .columns
@@ -669,7 +709,6 @@ impl Worker {
             })
             .collect();
         let mut sql = format!("SELECT {}", list.join(", "));
-        let mut params = Vec::new();
         if let Some(cursor) = &self.options.cursor {
             let order: Vec<String> = std::iter::once(cursor)
                 .chain(&plan.primary_key)
@@ -691,29 +730,28 @@ impl Worker {
                     m.len() == order.len() && m.iter().all(Option::is_some)
                 });
             if let Some(mark) = mark {
-                let placeholders: Vec<String> = plan
+                let literals: Vec<String> = plan
                     .cursor_types
                     .iter()
-                    .enumerate()
-                    .map(|(i, ty)| format!("${}::text::{ty}", i + 1))
+                    .zip(mark.iter().flatten())
+                    .map(|(ty, value)| format!("{}::{ty}", literal(value)))
                     .collect();
                 sql.push_str(&format!(
                     " AND ({}) > ({})",
                     order.join(", "),
-                    placeholders.join(", ")
+                    literals.join(", ")
                 ));
-                params = mark.into_iter().flatten().collect();
             }
             sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
         } else {
             sql.push_str(&format!(" FROM {}", plan.from));
         }
-        (sql, params)
+        sql
     }
 
     fn record(
         &self,
-        row: &Row,
+        row: &[Option<&[u8]>],
         ordinal: u64,
         names: &[Arc<str>],
         types: &[Type],
@@ -721,10 +759,9 @@ impl Worker {
     ) -> Result<Record, RecordError> {
         let mut location = Location::new(Arc::clone(&self.name), ordinal);
         let value_at = |i: usize| -> Result<Value, String> {
-            match row.try_get::<_, Option<Raw<'_>>>(i) {
-                Ok(Some(raw)) => value::decode(&types[i], raw.0),
-                Ok(None) => Ok(Value::Null),
-                Err(e) => Err(e.to_string()),
+            match row[i] {
+                Some(raw) => value::decode(&types[i], raw),
+                None => Ok(Value::Null),
             }
         };
         if !key_columns.is_empty() {
@@ -825,15 +862,86 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// A value's bytes as sent, decoded by [`value::decode`].
-struct Raw<'a>(&'a [u8]);
+/// A string literal (with `standard_conforming_strings` on).
+fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
 
-impl<'a> FromSql<'a> for Raw<'a> {
-    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(Raw(raw))
+/// Binary COPY framing: a 19-byte header, then per row a field count and
+/// length-prefixed fields (-1 for NULL), then a -1 trailer.
+#[derive(Default)]
+struct CopyParser {
+    buffer: Vec<u8>,
+    header_seen: bool,
+    finished: bool,
+}
+
+/// `PGCOPY\n\xff\r\n\0`, then flags and the header extension length.
+const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+impl CopyParser {
+    /// Skips the header once it is all in; returns where rows start.
+    fn skip_header(&mut self) -> Result<usize, &'static str> {
+        if self.header_seen {
+            return Ok(0);
+        }
+        if self.buffer.len() < 19 {
+            return Ok(0);
+        }
+        if &self.buffer[..11] != COPY_SIGNATURE {
+            return Err("no binary COPY signature");
+        }
+        let extension = u32::from_be_bytes([
+            self.buffer[15],
+            self.buffer[16],
+            self.buffer[17],
+            self.buffer[18],
+        ]) as usize;
+        self.header_seen = true;
+        self.buffer.drain(..19 + extension);
+        Ok(0)
     }
 
-    fn accepts(_: &Type) -> bool {
-        true
+    /// Whether the trailer (a field count of -1) starts at `at`.
+    fn at_trailer(&self, at: usize) -> bool {
+        self.header_seen && self.buffer.get(at..at + 2) == Some(&[0xff, 0xff][..])
+    }
+
+    /// The row starting at `at`, its fields pushed to `fields`; `None` when
+    /// it is not all in the buffer yet (or it was the trailer).
+    fn tuple<'b>(
+        &'b self,
+        at: usize,
+        fields: &mut Vec<Option<&'b [u8]>>,
+    ) -> Result<Option<usize>, &'static str> {
+        if !self.header_seen || self.finished {
+            return Ok(None);
+        }
+        let buf = &self.buffer;
+        let Some(count) = buf.get(at..at + 2) else {
+            return Ok(None);
+        };
+        let count = i16::from_be_bytes([count[0], count[1]]);
+        if count == -1 {
+            return Ok(None);
+        }
+        let mut p = at + 2;
+        for _ in 0..count {
+            let Some(len) = buf.get(p..p + 4) else {
+                return Ok(None);
+            };
+            let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+            p += 4;
+            if len < 0 {
+                fields.push(None);
+                continue;
+            }
+            let Some(value) = buf.get(p..p + len as usize) else {
+                return Ok(None);
+            };
+            fields.push(Some(value));
+            p += len as usize;
+        }
+        Ok(Some(p))
     }
 }
