@@ -33,6 +33,12 @@ pub fn print_summary(source: &str, report: &RunReport, report_file: Option<&Path
             report.superseded
         );
     }
+    if report.outbox_waiting > 0 {
+        eprintln!(
+            "  {} records left in flight by an earlier run were not reached; they wait in the outbox for the next run",
+            report.outbox_waiting
+        );
+    }
     if report.outbox_torn > 0 {
         eprintln!(
             "  {} outbox lines cut short by a crash were skipped (their records were read again)",

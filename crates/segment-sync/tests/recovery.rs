@@ -255,6 +255,25 @@ async fn reset_removes_every_file_of_the_state_outbox_included() {
     .await;
     receiver.set_faults(FaultPlan::none());
 
+    // A run that stops early (an unclosed quote on line 3) says how many of
+    // those it did not reach, as many as `status` lists as pending.
+    let broken = write(
+        &dir,
+        "broken.csv",
+        "user_id,email,plan\nu0,u0@example.com,pro\nu1,\"x\n",
+    );
+    let (output, lines) = sync(&dir, &receiver, &broken, "r", &[]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_adds_up(&lines);
+    let waiting = count(summary(&lines), "outbox_waiting");
+    assert!(waiting > 0, "{}", stderr(&output));
+    let status = run(&dir, None, &["status", "--name", "r"]).await;
+    let text = String::from_utf8(status.stdout).unwrap();
+    assert!(
+        text.contains(&format!("pending        {waiting} ")),
+        "{waiting} waiting, status: {text}"
+    );
+
     let output = run(&dir, None, &["reset", "--name", "r", "--yes"]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     let left: Vec<_> = std::fs::read_dir(dir.path().join(".segment-sync"))

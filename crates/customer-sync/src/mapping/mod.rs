@@ -394,6 +394,12 @@ impl Mapping {
         Ok(mapping)
     }
 
+    /// The header positions of the userId and anonymousId columns, for a
+    /// first pass that reads identities without building records.
+    pub(crate) fn identity_columns(&self) -> [Option<usize>; 2] {
+        [self.user_id, self.anonymous_id]
+    }
+
     /// The duplicate-identity policy (`[options] duplicates`), for the sync engine.
     pub fn duplicates(&self) -> DuplicatePolicy {
         self.duplicates

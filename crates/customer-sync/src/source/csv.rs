@@ -122,11 +122,59 @@ impl CsvReader {
     }
 
     pub(super) fn next_step(&mut self) -> Step {
+        let row = match self.next_row() {
+            Ok(Some(row)) => row,
+            Ok(None) => return Step::End,
+            Err(step) => return step,
+        };
+        let location = Location {
+            source: Arc::clone(&self.name),
+            line: row.line,
+        };
+        match self.build_fields(row.fields) {
+            Ok(fields) => Step::Record(Record { location, fields }),
+            Err((column, message)) => Step::Bad(
+                RecordError::new(location, RecordErrorKind::Malformed, message)
+                    .with_field(&*self.columns[column]),
+            ),
+        }
+    }
+
+    /// For a first pass over identities: the line and the text of the
+    /// fields at `wanted` ("" where there is none) of the next row that would
+    /// be a record, without building it. Rows the run reports as malformed
+    /// (ragged, oversized, not UTF-8) are skipped; `None` at the end or at a
+    /// fatal error, which the run itself reports.
+    pub(super) fn next_fields(&mut self, wanted: [Option<usize>; 2]) -> Option<(u64, [&str; 2])> {
+        loop {
+            let row = match self.next_row() {
+                Ok(Some(row)) => row,
+                Ok(None) | Err(Step::Fatal(_)) => return None,
+                Err(_) => continue,
+            };
+            if self
+                .row_fields(row.fields)
+                .any(|field| std::str::from_utf8(field).is_err())
+            {
+                continue;
+            }
+            let text = |at: Option<usize>| {
+                at.and_then(|i| self.row_fields(row.fields).nth(i))
+                    .and_then(|field| std::str::from_utf8(field).ok())
+                    .unwrap_or_default()
+            };
+            return Some((row.line, [text(wanted[0]), text(wanted[1])]));
+        }
+    }
+
+    /// The next row shaped like a record (its bytes in `out` and `ends`),
+    /// `None` at the end, or the step that reports why it is not one.
+    fn next_row(&mut self) -> Result<Option<RawRow>, Step> {
         loop {
             let row = match self.read_raw() {
                 Ok(Some(row)) => row,
-                Ok(None) => return Step::End,
-                Err(err) => return Step::Fatal(SourceError::read(&self.name, self.line, err)),
+                Ok(None) => return Ok(None),
+                Err(err) => return Err(Step::Fatal(SourceError::read(&self.name, self.line, err))),
             };
             let location = Location {
                 source: Arc::clone(&self.name),
@@ -134,14 +182,14 @@ impl CsvReader {
                 key: None,
             };
             let malformed = |message: String| {
-                Step::Bad(RecordError::new(
+                Err(Step::Bad(RecordError::new(
                     location.clone(),
                     RecordErrorKind::Malformed,
                     message,
-                ))
+                )))
             };
             if row.unclosed_quote {
-                return Step::Fatal(SourceError::invalid(
+                return Err(Step::Fatal(SourceError::invalid(
                     &self.name,
                     row.line,
                     format!(
@@ -151,7 +199,7 @@ impl CsvReader {
                         self.line.max(row.line)
                     ),
                     Some("close the quote; a quote inside a quoted field is written twice (\"\")"),
-                ));
+                )));
             }
             if row.oversize {
                 return malformed(format!(
@@ -173,13 +221,7 @@ impl CsvReader {
                     self.columns.len()
                 ));
             }
-            return match self.build_fields(row.fields) {
-                Ok(fields) => Step::Record(Record { location, fields }),
-                Err((column, message)) => Step::Bad(
-                    RecordError::new(location, RecordErrorKind::Malformed, message)
-                        .with_field(&*self.columns[column]),
-                ),
-            };
+            return Ok(Some(row));
         }
     }
 

@@ -378,6 +378,20 @@ impl Source {
         self.peeked.as_ref().and_then(Option::as_ref)
     }
 
+    /// For a first pass over a CSV source's identities: the next row's line
+    /// and the text of its fields at `wanted`, without building a record
+    /// (see `CsvReader::next_fields`). `None` for other formats, which are
+    /// read record by record.
+    pub(crate) fn next_csv_fields(
+        &mut self,
+        wanted: [Option<usize>; 2],
+    ) -> Option<Option<(u64, [&str; 2])>> {
+        match &mut self.reader {
+            FormatReader::Csv(reader) if self.peeked.is_none() => Some(reader.next_fields(wanted)),
+            _ => None,
+        }
+    }
+
     /// The fatal error that ended iteration early, if one did. Call it once
     /// the iterator returns `None`; it returns the error only once.
     pub fn take_fatal(&mut self) -> Option<SourceError> {

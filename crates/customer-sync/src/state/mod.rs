@@ -97,6 +97,8 @@ pub use error::StateError;
 pub(crate) use hash::{identity_key, payload_hash, stable_hash, trait_names};
 pub(crate) use index::StateIndex;
 use lock::{StateFiles, StateLock};
+#[cfg(test)]
+pub(crate) use outbox::OutboxEntry;
 pub(crate) use outbox::{OutboxEntryRef, OutboxScan, Pending};
 pub(crate) use records::{Change, Settled};
 pub use schema::SCHEMA_VERSION;

@@ -102,6 +102,12 @@ impl Planner {
         Some(None)
     }
 
+    /// Forgets every identity marked by [`first_seen`](Self::first_seen),
+    /// after the first pass over a file.
+    pub fn forget_seen(&mut self) {
+        self.first_lines.fill(0);
+    }
+
     /// Whether the record with identity `key` and source fingerprint
     /// `source_hash` is exactly what Segment last accepted, so it can be
     /// skipped without being mapped.
@@ -208,11 +214,113 @@ impl Planner {
         left
     }
 
+    /// How many entries earlier runs left in flight are still unmatched
+    /// (none after a complete read, which resends them).
+    pub fn unmatched_count(&self) -> usize {
+        self.recovered.len()
+    }
+
     /// Rows of identities in the state that this run's source did not have.
     pub fn unseen(&self) -> Vec<i64> {
         (0..self.index.slots())
             .filter(|p| self.first_lines[*p] == 0)
             .filter_map(|p| self.index.row_at(p))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use segment_client::Identity;
+    use serde_json::json;
+
+    use super::*;
+    use crate::state::{Change, OutboxEntry, Settled};
+
+    fn customer(plan: &str) -> MappedCustomer {
+        MappedCustomer {
+            identity: Identity::user("u1"),
+            traits: json!({ "plan": plan }).as_object().unwrap().clone(),
+        }
+    }
+
+    fn in_flight(hash: u64, row: Option<i64>) -> HashMap<String, Pending> {
+        let entry = OutboxEntry {
+            key: "u:u1".into(),
+            hash,
+            source_hash: 8,
+            message_id: "m2".into(),
+            source: "f.csv".into(),
+            line: 2,
+            traits: r#"["plan"]"#.into(),
+            event: b"{}".to_vec(),
+        };
+        HashMap::from([(
+            "u:u1".to_owned(),
+            Pending {
+                entry,
+                row,
+                order: 0,
+            },
+        )])
+    }
+
+    #[test]
+    fn an_entry_left_in_flight_is_resent_if_unchanged_else_superseded_and_the_record_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(dir.path(), "t").unwrap();
+        let v1 = customer("v1");
+        let (v1_hash, v2_hash) = (
+            payload_hash(&v1.identity, &v1.traits),
+            payload_hash(&v1.identity, &customer("v2").traits),
+        );
+        // Segment accepted v1; a later run had v2 in flight when it was killed.
+        store
+            .apply(&[Change::Accepted(Settled {
+                row: None,
+                key: "u:u1".into(),
+                hash: v1_hash,
+                source_hash: 7,
+                message_id: "m1".into(),
+                traits: r#"["plan"]"#.into(),
+                line: 2,
+            })])
+            .unwrap();
+        let row = Some(1);
+        let planner = |index, recovered| {
+            Planner::new(
+                index,
+                recovered,
+                IncrementalOptions::default(),
+                NullPolicy::Omit,
+            )
+        };
+
+        // Nothing in flight: v1 is what Segment has, so it is skipped.
+        let mut p = planner(store.index().unwrap(), HashMap::new());
+        assert!(matches!(
+            p.decide(&store, "u:u1", &mut customer("v1")).unwrap(),
+            Decision::Skip
+        ));
+
+        // v2 in flight and the source back at v1: Segment may hold v2, so v1
+        // is sent again, and v2 is never resent.
+        let mut p = planner(store.index().unwrap(), in_flight(v2_hash, row));
+        let decision = p.decide(&store, "u:u1", &mut customer("v1")).unwrap();
+        assert!(
+            matches!(decision, Decision::Send { hash, row: Some(1) } if hash == v1_hash),
+            "{decision:?}"
+        );
+        assert_eq!(p.superseded, 1);
+        assert!(p.take_unmatched().is_empty());
+
+        // v2 in flight and the source still at v2: the stored event goes again.
+        let mut p = planner(store.index().unwrap(), in_flight(v2_hash, row));
+        let decision = p.decide(&store, "u:u1", &mut customer("v2")).unwrap();
+        assert!(
+            matches!(&decision, Decision::Resend(p) if p.entry.message_id == "m2"),
+            "{decision:?}"
+        );
+        assert_eq!(p.superseded, 0);
     }
 }

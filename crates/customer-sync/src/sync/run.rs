@@ -156,7 +156,8 @@ impl Prepared {
                 self.store.clone(),
             );
             let (source, mapping) = self.source.take().expect("read once");
-            let (planner, duplicates) = (self.planner.take(), self.duplicates);
+            let (mut planner, duplicates, stop) =
+                (self.planner.take(), self.duplicates, self.stop.clone());
             tokio::task::spawn_blocking(move || {
                 // `last` needs to know, at each row, whether a later row has
                 // the same identity: a file is read once before the run to
@@ -164,7 +165,7 @@ impl Prepared {
                 // are kept); stdin cannot be read twice.
                 let last_rows = match (duplicates, source.reopen()) {
                     (DuplicatePolicy::Last, Some(Ok(again))) => {
-                        Some(LastRows::scan(again, &mapping))
+                        Some(LastRows::scan(again, &mapping, &stop, planner.as_mut()))
                     }
                     (DuplicatePolicy::Last, Some(Err(error))) => return Err(error.into()),
                     _ => None,
@@ -286,6 +287,10 @@ impl Prepared {
             recovered_not_in_source: 0,
             superseded: 0,
             outbox_torn: self.outbox_torn,
+            outbox_waiting: self
+                .planner
+                .as_ref()
+                .map_or(0, |p| p.unmatched_count() as u64),
             removed: finished.removed,
             delivered: 0,
             failed: 0,
