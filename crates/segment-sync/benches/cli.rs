@@ -220,10 +220,8 @@ fn postgres_cases(
             HEADER,
             csv.path.display()
         ),
-    ) && psql(
-        &db,
-        "CREATE INDEX ON customers (updated_at, customer_id); VACUUM ANALYZE customers",
-    );
+    ) && psql(&db, "CREATE INDEX ON customers (updated_at, customer_id)")
+        && psql(&db, "VACUUM ANALYZE customers");
     let table = Input {
         path: PathBuf::from(format!(
             "postgres://postgres@127.0.0.1:5432/{db}?sslmode=disable"
