@@ -579,3 +579,47 @@ async fn kill_9_mid_read_then_a_rerun_delivers_every_row() {
     // Nothing accepted twice under different messageIds.
     assert!(receiver.store().events().len() <= PACED_ROWS + receiver.store().duplicates().len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_in_the_url_appears_in_no_output_report_or_state() {
+    let db = TestDb::new(CUSTOMERS).await;
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    // Trust auth ignores the password; it is still in the URL given.
+    let url = format!(
+        "postgres://postgres:hunter2@127.0.0.1:5432/{}?sslmode=disable",
+        db.name
+    );
+    let (output, summary) = sync(&dir, &receiver, &[&url, "--table", "customers"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(summary["delivered"], 3);
+    let err = stderr(&output);
+    assert!(
+        err.contains("postgres://postgres:***@127.0.0.1:5432"),
+        "{err}"
+    );
+    let mut seen = vec![err, String::from_utf8_lossy(&output.stdout).into_owned()];
+    for entry in walk(dir.path()) {
+        seen.push(String::from_utf8_lossy(&std::fs::read(&entry).unwrap()).into_owned());
+    }
+    assert!(seen.len() > 3, "the report and the state files were read");
+    for text in seen {
+        assert!(!text.contains("hunter2"));
+    }
+    for event in receiver.store().events() {
+        assert!(!event.to_string().contains("hunter2"));
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
