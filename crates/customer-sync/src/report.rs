@@ -184,6 +184,9 @@ struct RecordLine<'a> {
     r#type: &'static str,
     source: &'a str,
     line: u64,
+    /// A database row's primary key (`id=42`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
     #[serde(rename = "userId", skip_serializing_if = "Option::is_none")]
     user_id: Option<&'a str>,
     #[serde(rename = "anonymousId", skip_serializing_if = "Option::is_none")]
@@ -239,6 +242,7 @@ impl ReportWriter {
             r#type: "invalid",
             source: &error.location.source,
             line: error.location.line,
+            key: error.location.key.as_deref(),
             user_id: None,
             anonymous_id: None,
             field: error.field.as_deref(),
@@ -267,6 +271,7 @@ impl ReportWriter {
             r#type: "duplicate",
             source: &at.source,
             line: at.line,
+            key: at.key.as_deref(),
             user_id: identity.user_id(),
             anonymous_id: identity.anonymous_id(),
             field: None,
@@ -307,6 +312,7 @@ impl ReportWriter {
             r#type: "given_up",
             source: &at.source,
             line: at.line,
+            key: at.key.as_deref(),
             user_id: identity.user_id(),
             anonymous_id: identity.anonymous_id(),
             field: None,
@@ -355,6 +361,7 @@ impl ReportWriter {
             r#type: kind.as_str(),
             source: &at.source,
             line: at.line,
+            key: at.key.as_deref(),
             user_id: identity.user_id(),
             anonymous_id: identity.anonymous_id(),
             field: None,
