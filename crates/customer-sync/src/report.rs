@@ -184,6 +184,9 @@ struct RecordLine<'a> {
     r#type: &'static str,
     source: &'a str,
     line: u64,
+    /// A database row's primary key (`id=42`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
     #[serde(rename = "groupId", skip_serializing_if = "Option::is_none")]
     group_id: Option<&'a str>,
     #[serde(rename = "userId", skip_serializing_if = "Option::is_none")]
@@ -264,6 +267,7 @@ impl ReportWriter {
             r#type: "invalid",
             source: &error.location.source,
             line: error.location.line,
+            key: error.location.key.as_deref(),
             group_id: None,
             user_id: None,
             anonymous_id: None,
@@ -293,6 +297,7 @@ impl ReportWriter {
             r#type: "duplicate",
             source: &at.source,
             line: at.line,
+            key: at.key.as_deref(),
             group_id: self.key_ids(identity.user_id()).0,
             user_id: self.key_ids(identity.user_id()).1,
             anonymous_id: identity.anonymous_id(),
@@ -334,6 +339,7 @@ impl ReportWriter {
             r#type: "given_up",
             source: &at.source,
             line: at.line,
+            key: at.key.as_deref(),
             group_id: self.key_ids(identity.user_id()).0,
             user_id: self.key_ids(identity.user_id()).1,
             anonymous_id: identity.anonymous_id(),
@@ -386,6 +392,7 @@ impl ReportWriter {
             r#type: kind.as_str(),
             source: &at.source,
             line: at.line,
+            key: at.key.as_deref(),
             group_id: self.key_ids(identity.user_id()).0,
             user_id: self.key_ids(identity.user_id()).1,
             anonymous_id: identity.anonymous_id(),

@@ -73,7 +73,9 @@ pub struct ResetArgs {
 
 #[derive(Debug, Args)]
 pub struct SourceArgs {
-    /// A .csv, .ndjson/.jsonl or .json (array) file, or - for NDJSON on stdin.
+    /// A .csv, .ndjson/.jsonl or .json (array) file, - for NDJSON on stdin,
+    /// or a postgres:// URL with --table or --query (PG* variables and
+    /// ~/.pgpass fill in what the URL leaves out; `postgres://` alone uses them all).
     #[arg(value_name = "SOURCE")]
     pub source: String,
     /// Read SOURCE as this format instead of guessing from its extension.
@@ -82,6 +84,8 @@ pub struct SourceArgs {
     /// A mapping file (TOML); without one, columns are mapped by name.
     #[arg(long, value_name = "FILE")]
     pub mapping: Option<PathBuf>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     /// The Segment call each record becomes: identify (customers), or group
     /// (accounts; the mapping names `[identity] group_id` and the member's
     /// `user_id` or `anonymous_id`).
@@ -93,6 +97,21 @@ pub struct SourceArgs {
 pub enum CallArg {
     Identify,
     Group,
+}
+
+/// What to read from a postgres:// SOURCE.
+#[derive(Debug, Default, Args)]
+pub struct DatabaseArgs {
+    /// The table (or view) to read: `name` or `schema.name`.
+    #[arg(long, value_name = "TABLE", conflicts_with = "query")]
+    pub table: Option<String>,
+    /// A query whose rows to read instead of a table (`sync` needs --name with it).
+    #[arg(long, value_name = "SQL")]
+    pub query: Option<String>,
+    /// Keyset mode: read only rows whose (COLUMN, primary key) is past the
+    /// last run's high-water mark. Deleted rows are not seen in this mode.
+    #[arg(long, value_name = "COLUMN", requires = "table")]
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -266,6 +266,12 @@ struct Rule {
 }
 
 impl Mapping {
+    /// Whether the default rules find an identity column among `columns`.
+    pub fn detects_identity(columns: &[&str]) -> bool {
+        infer::find_identity(columns, infer::USER_ID_COLUMNS).is_some()
+            || infer::find_identity(columns, infer::ANONYMOUS_ID_COLUMNS).is_some()
+    }
+
     /// Resolves `spec` (or, with `None`, the default rules) for an input whose
     /// header is `columns`. For NDJSON, pass the first record's keys.
     ///

@@ -215,6 +215,37 @@ impl MappingSpec {
         }
     }
 
+    /// Columns given a `type` or `format` under `[columns]`: a database
+    /// source reads those of a type it cannot read as text, for the mapping
+    /// to convert.
+    pub fn typed_columns(&self) -> Vec<&str> {
+        self.columns
+            .iter()
+            .filter(|c| {
+                matches!(&c.setting, ColumnSetting::Map { ty, format, .. } if ty.is_some() || format.is_some())
+            })
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
+    /// Whether the file names the identity columns (`[identity]`).
+    pub fn names_identity(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    /// Makes `column` the user id, as if `[identity] user_id` named it: a
+    /// table's primary key when no column is detected as the identity.
+    pub fn set_user_id_column(&mut self, column: &str) {
+        self.identity = Some(IdentitySpec {
+            user_id: Some(Named {
+                name: column.to_owned(),
+                pos: None,
+            }),
+            anonymous_id: None,
+            group_id: None,
+        });
+    }
+
     /// Reads and parses the mapping file at `path`.
     ///
     /// # Errors

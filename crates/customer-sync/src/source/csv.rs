@@ -130,6 +130,7 @@ impl CsvReader {
         let location = Location {
             source: Arc::clone(&self.name),
             line: row.line,
+            key: None,
         };
         match self.build_fields(row.fields) {
             Ok(fields) => Step::Record(Record { location, fields }),
@@ -179,6 +180,7 @@ impl CsvReader {
             let location = Location {
                 source: Arc::clone(&self.name),
                 line: row.line,
+                key: None,
             };
             let malformed = |message: String| {
                 Err(Step::Bad(RecordError::new(

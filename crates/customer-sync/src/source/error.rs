@@ -44,6 +44,13 @@ enum Repr {
         message: String,
         hint: Option<&'static str>,
     },
+    #[error("{message}")]
+    Database {
+        name: Arc<str>,
+        message: String,
+        hint: Option<String>,
+        lost: bool,
+    },
 }
 
 impl SourceError {
@@ -97,6 +104,27 @@ impl SourceError {
         })
     }
 
+    pub(super) fn database(
+        name: &Arc<str>,
+        message: impl Into<String>,
+        hint: Option<&str>,
+        lost: bool,
+    ) -> Self {
+        Self::new(Repr::Database {
+            name: Arc::clone(name),
+            message: message.into(),
+            hint: hint.map(str::to_owned),
+            lost,
+        })
+    }
+
+    /// Whether the connection to a database source failed part-way: what
+    /// was read is accounted for and the next run finishes the sync (as
+    /// opposed to a source that cannot be used at all).
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(&*self.inner, Repr::Database { lost: true, .. })
+    }
+
     /// The source's name as given (a path, or `stdin`).
     pub fn path(&self) -> &str {
         match &*self.inner {
@@ -104,7 +132,8 @@ impl SourceError {
             | Repr::Directory { path, .. }
             | Repr::Read { path, .. }
             | Repr::UnknownFormat { path, .. }
-            | Repr::Invalid { path, .. } => path,
+            | Repr::Invalid { path, .. }
+            | Repr::Database { name: path, .. } => path,
         }
     }
 
@@ -112,7 +141,10 @@ impl SourceError {
     pub fn line(&self) -> Option<u64> {
         match &*self.inner {
             Repr::Read { line, .. } | Repr::Invalid { line, .. } => Some(*line),
-            Repr::Open { .. } | Repr::Directory { .. } | Repr::UnknownFormat { .. } => None,
+            Repr::Open { .. }
+            | Repr::Directory { .. }
+            | Repr::UnknownFormat { .. }
+            | Repr::Database { .. } => None,
         }
     }
 
@@ -129,7 +161,7 @@ impl SourceError {
                 Some("use a .csv, .ndjson, .jsonl or .json file, or --format")
             }
             Repr::Invalid { hint, .. } => *hint,
-            Repr::Open { hint, .. } => hint.as_deref(),
+            Repr::Open { hint, .. } | Repr::Database { hint, .. } => hint.as_deref(),
             Repr::Directory { hint, .. } => Some(hint),
             Repr::Read { .. } => None,
         }

@@ -50,6 +50,7 @@ mod error;
 mod json_array;
 mod json_object;
 mod ndjson;
+pub mod postgres;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -87,6 +88,8 @@ pub enum SourceFormat {
     Ndjson,
     /// One JSON array of objects.
     JsonArray,
+    /// Rows of a PostgreSQL table or query ([`postgres`]).
+    Postgres,
 }
 
 impl SourceFormat {
@@ -122,6 +125,7 @@ impl SourceFormat {
             SourceFormat::Csv => "csv",
             SourceFormat::Ndjson => "ndjson",
             SourceFormat::JsonArray => "json",
+            SourceFormat::Postgres => "postgres",
         }
     }
 }
@@ -175,6 +179,8 @@ pub struct Source {
     ahead: VecDeque<Result<Record, RecordError>>,
     /// The file it reads, when it can be opened again.
     path: Option<PathBuf>,
+    /// Keyset mode of a PostgreSQL source: the last row read.
+    cursor: Option<postgres::CursorProgress>,
 }
 
 enum FormatReader {
@@ -182,6 +188,7 @@ enum FormatReader {
     Csv(Box<csv::CsvReader>),
     Ndjson(ndjson::NdjsonReader),
     JsonArray(json_array::JsonArrayReader),
+    Postgres(Box<postgres::PostgresReader>),
 }
 
 /// What a format reader produced next.
@@ -248,6 +255,7 @@ impl Source {
     /// `last` duplicate policy reads a file once to find repeated
     /// identities); `None` for stdin and readers, which cannot be read twice.
     pub fn reopen(&self) -> Option<Result<Source, SourceError>> {
+        // A table read twice would be two snapshots: it is read once.
         let path = self.path.as_deref()?;
         Some(Source::open_as(path, self.format).map(|mut source| {
             source.name = Arc::clone(&self.name);
@@ -287,6 +295,12 @@ impl Source {
             SourceFormat::JsonArray => {
                 FormatReader::JsonArray(json_array::JsonArrayReader::new(Arc::clone(&name), input)?)
             }
+            SourceFormat::Postgres => {
+                return Err(SourceError::unknown_format(
+                    &name,
+                    "a PostgreSQL source is opened with PostgresSource::connect".to_owned(),
+                ));
+            }
         };
         Ok(Source {
             name,
@@ -298,7 +312,34 @@ impl Source {
             finished: false,
             ahead: VecDeque::new(),
             path: None,
+            cursor: None,
         })
+    }
+
+    fn from_postgres(
+        name: Arc<str>,
+        reader: postgres::PostgresReader,
+        cursor: Option<postgres::CursorProgress>,
+    ) -> Source {
+        Source {
+            name,
+            format: SourceFormat::Postgres,
+            total_bytes: None,
+            progress: ReadProgress::default(),
+            reader: FormatReader::Postgres(Box::new(reader)),
+            fatal: None,
+            finished: false,
+            ahead: VecDeque::new(),
+            path: None,
+            cursor,
+        }
+    }
+
+    /// In keyset mode (`--cursor`), the last row read; `None` otherwise.
+    /// Such a source reads only rows changed since the mark, so rows it
+    /// does not read are not gone.
+    pub fn cursor(&self) -> Option<&postgres::CursorProgress> {
+        self.cursor.as_ref()
     }
 
     /// The name as given: the path passed to [`open`](Source::open), or
@@ -313,10 +354,12 @@ impl Source {
         self.format
     }
 
-    /// The CSV header's column names, trimmed; `None` for JSON formats.
+    /// The CSV header's column names, trimmed, or a PostgreSQL source's
+    /// columns; `None` for JSON formats.
     pub fn columns(&self) -> Option<&[Arc<str>]> {
         match &self.reader {
             FormatReader::Csv(reader) => Some(reader.columns()),
+            FormatReader::Postgres(reader) => Some(reader.columns()),
             FormatReader::Ndjson(_) | FormatReader::JsonArray(_) => None,
         }
     }
@@ -404,6 +447,7 @@ impl Source {
             FormatReader::Csv(reader) => reader.next_step(),
             FormatReader::Ndjson(reader) => reader.next_step(),
             FormatReader::JsonArray(reader) => reader.next_step(),
+            FormatReader::Postgres(reader) => reader.next_step(),
         };
         match step {
             Step::Record(record) => Some(Ok(record)),

@@ -47,6 +47,7 @@ impl NdjsonReader {
             let location = Location {
                 source: Arc::clone(&self.name),
                 line: self.line,
+                key: None,
             };
             let mut line = self.line_buf.as_slice();
             let complete = line.ends_with(b"\n");

@@ -73,6 +73,7 @@
 //! record is sent, and the database runs in WAL mode with `synchronous =
 //! NORMAL`.
 
+mod cursor;
 mod error;
 mod hash;
 mod index;

@@ -44,6 +44,7 @@ impl SyncRun {
     /// the client and the planner.
     fn prepare(self) -> Result<Prepared, SyncError> {
         let source_name = self.source.name().to_owned();
+        let cursor = self.source.cursor().cloned();
         let report_writer = match &self.options.report {
             Some(path) => ReportWriter::create(path).map_err(|e| {
                 let mut err =
@@ -112,6 +113,7 @@ impl SyncRun {
             run_id,
             duplicates,
             outbox_torn: scan.torn,
+            cursor,
         })
     }
 }
@@ -131,6 +133,8 @@ struct Prepared {
     run_id: Option<i64>,
     duplicates: DuplicatePolicy,
     outbox_torn: u64,
+    /// Keyset mode: rows not read are unchanged, not gone.
+    cursor: Option<crate::source::postgres::CursorProgress>,
 }
 
 /// What the read phase ended with.
@@ -233,7 +237,25 @@ impl Prepared {
         if let Err(e) = cleared {
             finished.error = Some(e);
         }
-        if let Some(planner) = self.planner.as_ref().filter(|_| complete) {
+        // The mark moves only when every row up to it settled: a failed or
+        // pending row is read again next run from the old mark.
+        let failed = crate::report::Counters::get(&self.tracker.counters.failed);
+        if let Some(cursor) = &self.cursor
+            && all_settled
+            && failed == 0
+            && !self.options.dry_run
+            && finished.error.is_none()
+            && let Some(mark) = cursor.mark()
+            && let Err(e) = store.set_cursor_mark(cursor.column(), &mark)
+        {
+            finished.error = Some(e);
+        }
+        let reads_everything = self.cursor.is_none();
+        if let Some(planner) = self
+            .planner
+            .as_ref()
+            .filter(|_| complete && reads_everything)
+        {
             match store.identities(&planner.unseen()) {
                 Ok(keys) => {
                     finished.removed = keys.len() as u64;

@@ -32,6 +32,7 @@ pub async fn run(args: DemoArgs) -> Result<Outcome> {
             source: path.clone(),
             format: None,
             mapping: None,
+            database: Default::default(),
             call: crate::flags::CallArg::Identify,
         })?,
         None => {

@@ -12,11 +12,14 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use customer_sync::mapping::{Mapping, MappingSpec, SAMPLE_BYTES, SAMPLE_RECORDS};
-use customer_sync::source::{Source, SourceFormat};
+use customer_sync::source::postgres::{
+    PostgresOptions, PostgresSource, PostgresTarget, redact_url,
+};
+use customer_sync::source::{Source, SourceError, SourceFormat};
 
 use crate::Outcome;
 use crate::flags::{CallArg, Command, FormatArg, SourceArgs, StateArgs};
-use crate::hint::{hinted, hinted_anyhow, several};
+use crate::hint::{hinted, hinted_anyhow, several, with_hint};
 
 /// Runs one subcommand.
 pub async fn run(command: Command) -> Result<Outcome> {
@@ -32,13 +35,15 @@ pub async fn run(command: Command) -> Result<Outcome> {
     }
 }
 
-/// The sync's name: `--name`, or the source file's stem (`stdin` for `-`),
+/// The sync's name: `--name`, or the table, or the source file's stem (`stdin` for `-`),
 /// kept to characters that are safe in a file name.
-pub fn sync_name(state: &StateArgs, source: &str) -> String {
+pub fn sync_name(state: &StateArgs, source: &str, table: Option<&str>) -> String {
     if let Some(name) = &state.name {
         return name.clone();
     }
-    let stem = if source == "-" {
+    let stem = if let Some(table) = table {
+        table
+    } else if source == "-" {
         "stdin"
     } else {
         Path::new(source)
@@ -57,24 +62,54 @@ pub fn sync_name(state: &StateArgs, source: &str) -> String {
         .collect()
 }
 
+/// Whether SOURCE is a PostgreSQL URL.
+pub fn is_postgres(source: &str) -> bool {
+    source.starts_with("postgres://") || source.starts_with("postgresql://")
+}
+
+/// SOURCE as it may be printed: a URL without its password.
+pub fn display_source(args: &SourceArgs) -> String {
+    if !is_postgres(&args.source) {
+        return args.source.clone();
+    }
+    let url = redact_url(&args.source);
+    match &args.database.table {
+        Some(table) => format!("{table} ({url})"),
+        None => format!("query ({url})"),
+    }
+}
+
 /// Opens the source and resolves its mapping: every configuration problem
 /// surfaces here, before a record is sent.
 pub fn open_input(args: &SourceArgs) -> Result<(Source, Mapping)> {
-    let source = match args.format {
+    open_input_after(args, None)
+}
+
+/// As [`open_input`]; a keyset (`--cursor`) read resumes after `resume_after`.
+pub fn open_input_after(
+    args: &SourceArgs,
+    resume_after: Option<String>,
+) -> Result<(Source, Mapping)> {
+    let spec = match &args.mapping {
+        Some(path) => Some(MappingSpec::load(path).map_err(mapping_error)?),
+        None => None,
+    };
+    if is_postgres(&args.source) {
+        return open_postgres(args, spec, resume_after);
+    }
+    if args.database.table.is_some() || args.database.query.is_some() {
+        return Err(with_hint(
+            "--table and --query read a database",
+            "give a postgres:// URL as SOURCE",
+        ));
+    }
+    let mut source = match args.format {
         Some(format) if args.source != "-" => {
             Source::open_as(Path::new(&args.source), source_format(format))
         }
         _ => Source::open(&args.source),
     }
-    .map_err(|e| match e.hint().map(str::to_owned) {
-        Some(hint) => hinted(e, hint),
-        None => anyhow::Error::new(e),
-    })?;
-    let spec = match &args.mapping {
-        Some(path) => Some(MappingSpec::load(path).map_err(mapping_error)?),
-        None => None,
-    };
-    let mut source = source;
+    .map_err(source_error)?;
     let mapping = resolve_mapping(&mut source, spec.as_ref())
         .with_context(|| format!("cannot map the columns of {}", source.name()))?;
     match (args.call, mapping.is_group()) {
@@ -107,6 +142,54 @@ pub fn resolve_mapping(source: &mut Source, spec: Option<&MappingSpec>) -> Resul
         _ => Vec::new(),
     };
     Mapping::with_sample(spec, &names, sample).map_err(mapping_error)
+}
+
+/// A table or query: connect and describe, resolve the mapping (a table's
+/// primary key is the identity when no column is detected as one), then
+/// start the read, which takes the snapshot and fetches the first rows.
+fn open_postgres(
+    args: &SourceArgs,
+    spec: Option<MappingSpec>,
+    resume_after: Option<String>,
+) -> Result<(Source, Mapping)> {
+    let target = match (&args.database.table, &args.database.query) {
+        (Some(table), None) => PostgresTarget::Table(table.clone()),
+        (None, Some(query)) => PostgresTarget::Query(query.clone()),
+        _ => {
+            return Err(with_hint(
+                "a postgres:// source needs --table or --query",
+                "--table customers, or --query 'SELECT ...'",
+            ));
+        }
+    };
+    let pg = PostgresSource::connect(PostgresOptions {
+        url: args.source.clone(),
+        target,
+        cursor: args.database.cursor.clone(),
+        resume_after,
+    })
+    .map_err(source_error)?;
+    let columns: Vec<&str> = pg.columns().iter().map(|c| &*c.name).collect();
+    let mut spec = spec.unwrap_or_default();
+    if !spec.names_identity()
+        && !Mapping::detects_identity(&columns)
+        && let [key] = pg.primary_key()
+    {
+        spec.set_user_id_column(key);
+    }
+    let mapping = Mapping::new(Some(&spec), &columns)
+        .map_err(mapping_error)
+        .with_context(|| format!("cannot map the columns of {}", pg.name()))?;
+    let as_text = spec.typed_columns();
+    let source = pg.start(&as_text).map_err(source_error)?;
+    Ok((source, mapping))
+}
+
+fn source_error(error: SourceError) -> anyhow::Error {
+    match error.hint().map(str::to_owned) {
+        Some(hint) => hinted(error, hint),
+        None => anyhow::Error::new(error),
+    }
 }
 
 /// The columns the mapping is resolved against: the CSV header, or the keys
