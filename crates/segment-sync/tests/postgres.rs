@@ -623,3 +623,58 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accounts_table_syncs_as_group_calls_incrementally() {
+    let db = TestDb::new(
+        "CREATE TABLE accounts (
+            account_no int PRIMARY KEY,
+            owner text NOT NULL,
+            name text,
+            seats int
+        );
+        INSERT INTO accounts VALUES (1, 'u1', 'Initech', 10), (2, 'u2', 'Hooli', 200);",
+    )
+    .await;
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    let mapping = write(
+        &dir,
+        "accounts.toml",
+        "[identity]\ngroup_id = \"account_no\"\nuser_id = \"owner\"\n",
+    );
+    let url = db.url();
+    let args = [
+        url.as_str(),
+        "--table",
+        "accounts",
+        "--call",
+        "group",
+        "--mapping",
+        path_str(&mapping),
+    ];
+    let (output, summary) = sync(&dir, &receiver, &args).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(summary["delivered"], 2, "{summary}");
+    let events = receiver.store().events();
+    let initech = events.iter().find(|e| e["groupId"] == "1").unwrap();
+    assert_eq!(
+        (&initech["type"], &initech["userId"], &initech["traits"]),
+        (
+            &json!("group"),
+            &json!("u1"),
+            &json!({"name": "Initech", "seats": 10})
+        )
+    );
+
+    db.exec("UPDATE accounts SET seats = 12 WHERE account_no = 2")
+        .await;
+    let (output, summary) = sync(&dir, &receiver, &args).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(summary["delivered"], 1, "{summary}");
+    let last = receiver.store().events().pop().unwrap();
+    assert_eq!(
+        (&last["groupId"], &last["traits"]["seats"]),
+        (&json!("2"), &json!(12))
+    );
+}
