@@ -332,16 +332,18 @@ struct Handle {
     closed: AtomicBool,
     flush_timeout: Duration,
     shutdown_timeout: Duration,
-    /// Signalled when a worker on its own thread ends; `None` for a worker
-    /// on the caller's runtime (see `Drop for Worker`).
+    /// Signalled (or disconnected) when the worker ends, wherever it runs.
     worker_done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
 impl Drop for Handle {
     /// The last handle is gone: the worker delivers what is queued within
-    /// the shutdown timeout. A worker on its own thread is waited for here
-    /// (unless that would block a single-threaded runtime's only thread), so
-    /// a short script that returns from `main` does not lose its events.
+    /// the shutdown timeout, and is waited for here (unless that would block
+    /// a single-threaded runtime's only thread), so a short script that
+    /// returns from `main` does not lose its events. Waiting matters for a
+    /// worker on the caller's multi-threaded runtime too: otherwise the
+    /// runtime's shutdown would drop it mid-request, and its rescue would
+    /// race the request it cut off.
     fn drop(&mut self) {
         // Replacing the senders drops them, which tells the worker.
         drop(std::mem::replace(&mut self.tx, mpsc::channel(1).0));
@@ -989,10 +991,10 @@ impl HttpClientBuilder {
 
     /// How long a client dropped without
     /// [`close_and_flush`](HttpClient::close_and_flush) keeps delivering what
-    /// it queued. Dropping the last clone starts it; a worker on its own
-    /// thread is waited for in the drop (except on a single-threaded runtime,
-    /// whose only thread is never blocked), and a worker on a runtime that
-    /// shuts down finishes on a thread of its own while the runtime drops.
+    /// it queued. Dropping the last clone starts it and waits for it
+    /// (except on a single-threaded runtime, whose only thread is never
+    /// blocked); a worker on a runtime that shuts down first finishes on a
+    /// thread of its own while the runtime drops.
     /// Events not delivered in time are logged as a warning with their count
     /// (and stay in the outbox, if there is one). Default: 5 s.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
@@ -1230,17 +1232,20 @@ const DEFAULT_OUTAGE_AFTER: Duration = Duration::from_secs(30);
 /// Gzip level 1: most of the size win for a fraction of level 6's CPU.
 const DEFAULT_GZIP_LEVEL: u32 = 1;
 
-/// Starts the worker on the current runtime, or on a thread of its own;
-/// for the latter, returns what says that it ended.
+/// Starts the worker on the current runtime, or on a thread of its own,
+/// and returns what says that it ended.
 fn spawn_worker(
     worker: Worker,
     own_thread: bool,
 ) -> Result<Option<std::sync::mpsc::Receiver<()>>, SegmentError> {
-    if !own_thread && let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(worker.run());
-        return Ok(None);
-    }
     let (done_tx, done) = std::sync::mpsc::channel();
+    if !own_thread && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            worker.run().await;
+            let _ = done_tx.send(());
+        });
+        return Ok(Some(done));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
