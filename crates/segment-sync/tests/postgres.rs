@@ -14,8 +14,6 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio_postgres::{Client, NoTls};
 
-const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
-
 /// A database of its own, dropped at the end of the test.
 struct TestDb {
     name: String,
@@ -31,18 +29,18 @@ impl TestDb {
             NEXT.fetch_add(1, Ordering::Relaxed),
             fastrand::u32(..)
         );
-        let admin = connect(&format!("{SERVER}/postgres")).await;
+        let admin = connect(&format!("{PG_SERVER}/postgres")).await;
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .unwrap();
-        let client = connect(&format!("{SERVER}/{name}")).await;
+        let client = connect(&format!("{PG_SERVER}/{name}")).await;
         client.batch_execute(setup).await.unwrap();
         TestDb { name, client }
     }
 
     fn url(&self) -> String {
-        format!("{SERVER}/{}?sslmode=disable", self.name)
+        format!("{PG_SERVER}/{}?sslmode=disable", self.name)
     }
 
     async fn exec(&self, sql: &str) {
@@ -52,21 +50,7 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        // Its own runtime: drop cannot await, and the test's may be gone.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let admin = connect(&format!("{SERVER}/postgres")).await;
-                let _ = admin
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await;
-            });
-        })
-        .join();
+        drop_database(&self.name);
     }
 }
 

@@ -82,3 +82,31 @@ pub fn numbered_customers(n: usize) -> String {
     }
     csv
 }
+
+/// The test PostgreSQL server (127.0.0.1:5432, user postgres, trust auth).
+pub const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// Drops the test database `name`, ignoring failures (the server may be
+/// gone). Its own thread and runtime: `Drop` cannot await, may run inside
+/// a runtime, and the test's runtime may be gone.
+pub fn drop_database(name: &str) {
+    let name = name.to_owned();
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let admin =
+                tokio_postgres::connect(&format!("{PG_SERVER}/postgres"), tokio_postgres::NoTls)
+                    .await;
+            if let Ok((admin, connection)) = admin {
+                tokio::spawn(connection);
+                let _ = admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+            }
+        });
+    })
+    .join();
+}
