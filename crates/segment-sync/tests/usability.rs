@@ -255,13 +255,7 @@ async fn control_characters_in_an_identity_make_the_record_invalid() {
         "c.csv",
         "user_id,anonymous_id,email\nu1,,a@x.io\nu\u{0}2,,b@x.io\n,anon\u{7}3,c@x.io\nu4,,d@x.io\n",
     );
-    let report = dir.path().join("report.jsonl");
-    let output = run(
-        &dir,
-        Some(&receiver),
-        &["sync", path_str(&file), "--report", path_str(&report)],
-    )
-    .await;
+    let (output, report) = sync_reported(&dir, &receiver, &file, &[]).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert_eq!(receiver.store().stats().accepted, 2);
     let lines = report_lines(&report);
@@ -406,13 +400,7 @@ async fn a_row_past_the_sample_that_contradicts_an_inferred_type_is_invalid() {
     }
     csv.push_str("late1,n/a\nlate2,007\nlate3,7\n");
     let file = write(&dir, "seats.csv", &csv);
-    let report = dir.path().join("report.jsonl");
-    let output = run(
-        &dir,
-        Some(&receiver),
-        &["sync", path_str(&file), "--report", path_str(&report)],
-    )
-    .await;
+    let (output, report) = sync_reported(&dir, &receiver, &file, &[]).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let invalid: Vec<_> = report_lines(&report)
         .into_iter()
@@ -477,13 +465,7 @@ async fn a_date_error_lists_the_formats_and_suggests_a_format_setting() {
         "c.csv",
         "user_id,signup_date\nu1,01/05/2024\nu2,05/31/2024 14:30\nu3,2024-05-01\n",
     );
-    let report = dir.path().join("report.jsonl");
-    let output = run(
-        &dir,
-        Some(&receiver),
-        &["sync", path_str(&file), "--report", path_str(&report)],
-    )
-    .await;
+    let (output, report) = sync_reported(&dir, &receiver, &file, &[]).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let invalid: Vec<_> = report_lines(&report)
         .into_iter()
@@ -537,19 +519,7 @@ async fn the_first_invalid_records_are_shown_inline_then_a_count() {
     assert!(err.contains("--report"), "{err}");
 
     // With a report, the count points at it; with --quiet, nothing is shown.
-    let report = dir.path().join("r.jsonl");
-    let output = run(
-        &dir,
-        Some(&receiver),
-        &[
-            "sync",
-            path_str(&file),
-            "--no-state",
-            "--report",
-            path_str(&report),
-        ],
-    )
-    .await;
+    let (output, report) = sync_reported(&dir, &receiver, &file, &["--no-state"]).await;
     let err = stderr(&output);
     assert!(
         err.contains(&format!(

@@ -110,3 +110,19 @@ pub fn drop_database(name: &str) {
     })
     .join();
 }
+
+/// `sync FILE ARGS... --report REPORT` in `dir` against `receiver`; the
+/// report is `dir/report.jsonl`, returned with the output.
+pub async fn sync_reported(
+    dir: &TempDir,
+    receiver: &Receiver,
+    file: &Path,
+    args: &[&str],
+) -> (Output, PathBuf) {
+    let report = dir.path().join("report.jsonl");
+    let mut all = vec!["sync", path_str(file)];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--report", path_str(&report)]);
+    let output = run(dir, Some(receiver), &all).await;
+    (output, report)
+}
