@@ -4,6 +4,9 @@
 
 mod common;
 
+use std::path::Path;
+use std::process::Output;
+
 use common::*;
 use segment_receiver::FaultPlan;
 use tempfile::TempDir;
@@ -13,6 +16,13 @@ fn hint(err: &str) -> &str {
     err.lines()
         .find_map(|line| line.strip_prefix("hint: "))
         .unwrap_or_else(|| panic!("no hint line in: {err}"))
+}
+
+/// `sync FILE --dry-run ARGS...` in `dir`, with no receiver.
+async fn dry_run(dir: &TempDir, file: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["sync", path_str(file), "--dry-run"];
+    all.extend_from_slice(args);
+    run(dir, None, &all).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,19 +42,7 @@ async fn each_tuning_flag_names_itself_and_its_range() {
         ("--flush-timeout", "0", "at least 1"),
     ];
     for (flag, value, range) in cases {
-        let output = run(
-            &dir,
-            None,
-            &[
-                "sync",
-                path_str(&file),
-                "--dry-run",
-                "--no-state",
-                flag,
-                value,
-            ],
-        )
-        .await;
+        let output = dry_run(&dir, &file, &["--no-state", flag, value]).await;
         let err = stderr(&output);
         assert_eq!(output.status.code(), Some(2), "{flag} {value}: {err}");
         let first = err.lines().next().unwrap_or_default();
@@ -551,18 +549,7 @@ async fn every_problem_of_a_mapping_file_is_reported_at_once() {
         "m.toml",
         "[options]\nnull = \"skip\"\n\n[columns]\nseats = { tpye = \"integer\" }\nemail = { type = \"int\" }\n",
     );
-    let output = run(
-        &dir,
-        None,
-        &[
-            "sync",
-            path_str(&file),
-            "--dry-run",
-            "--mapping",
-            path_str(&mapping),
-        ],
-    )
-    .await;
+    let output = dry_run(&dir, &file, &["--mapping", path_str(&mapping)]).await;
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{err}");
     let m = path_str(&mapping);
@@ -588,18 +575,7 @@ async fn every_problem_of_a_mapping_file_is_reported_at_once() {
         "m2.toml",
         "[identity]\nuser_id = \"User ID\"\n\n[columns]\nEmail = \"email\"\nSeats = { type = \"integer\" }\n",
     );
-    let output = run(
-        &dir,
-        None,
-        &[
-            "sync",
-            path_str(&file),
-            "--dry-run",
-            "--mapping",
-            path_str(&mapping),
-        ],
-    )
-    .await;
+    let output = dry_run(&dir, &file, &["--mapping", path_str(&mapping)]).await;
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{err}");
     let m = path_str(&mapping);
@@ -620,18 +596,7 @@ async fn a_dry_run_directory_that_cannot_be_made_blames_the_flag() {
     let file = write(&dir, "c.csv", &numbered_customers(3));
     let blocker = write(&dir, "a-file", "");
     let bodies = blocker.join("bodies");
-    let output = run(
-        &dir,
-        None,
-        &[
-            "sync",
-            path_str(&file),
-            "--dry-run",
-            "--dry-run-dir",
-            path_str(&bodies),
-        ],
-    )
-    .await;
+    let output = dry_run(&dir, &file, &["--dry-run-dir", path_str(&bodies)]).await;
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(err.starts_with("error: --dry-run-dir "), "{err}");
