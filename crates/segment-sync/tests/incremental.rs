@@ -271,46 +271,6 @@ fn message_ids_by_user(receiver: &Receiver) -> BTreeMap<String, BTreeSet<String>
     by_user
 }
 
-/// Starts a sync, waits until `ready` holds for the receiver, then kill -9s it.
-async fn kill_when(
-    dir: &TempDir,
-    receiver: &Receiver,
-    file: &Path,
-    ready: impl Fn(&Receiver) -> bool,
-) {
-    let mut child = command(
-        dir,
-        Some(receiver),
-        &[
-            "sync",
-            path_str(file),
-            "--name",
-            "crash",
-            "--batch-size",
-            "50",
-            "--concurrency",
-            "2",
-            "--quiet",
-        ],
-    )
-    .spawn()
-    .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !ready(receiver) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the run never reached the kill point"
-        );
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the run ended before the kill point: {status}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    child.start_kill().unwrap();
-    let status = child.wait().await.unwrap();
-    assert!(!status.success(), "killed by a signal");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_any_point_a_rerun_delivers_everything_once_per_message_id() {
     const ROWS: usize = 2_000;
@@ -320,16 +280,19 @@ async fn killed_at_any_point_a_rerun_delivers_everything_once_per_message_id() {
     let receiver = receiver(FaultPlan::none().with_latency(Duration::from_millis(150))).await;
 
     // 1. While the first requests are in flight, before any answer.
-    kill_when(&dir, &receiver, &file, |r| r.store().stats().requests >= 1).await;
+    kill_when(&dir, &receiver, &file, "crash", |r| {
+        r.store().stats().requests >= 1
+    })
+    .await;
     // 2. After some batches were accepted, with more in flight.
     let accepted_before = receiver.store().stats().accepted;
-    kill_when(&dir, &receiver, &file, |r| {
+    kill_when(&dir, &receiver, &file, "crash", |r| {
         r.store().stats().accepted >= accepted_before + 300
     })
     .await;
     // 3. Once more, later in the file.
     let accepted_before = receiver.store().stats().accepted;
-    kill_when(&dir, &receiver, &file, |r| {
+    kill_when(&dir, &receiver, &file, "crash", |r| {
         r.store().stats().accepted >= accepted_before + 300
     })
     .await;

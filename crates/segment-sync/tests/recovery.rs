@@ -93,47 +93,6 @@ fn customers(ids: impl IntoIterator<Item = usize>, plan: &str) -> String {
     csv
 }
 
-/// Starts a sync of `file` as `name`, waits until `ready` holds, then kill -9s it.
-async fn kill_when(
-    dir: &TempDir,
-    receiver: &Receiver,
-    file: &Path,
-    name: &str,
-    ready: impl Fn(&Receiver) -> bool,
-) {
-    let mut child = command(
-        dir,
-        Some(receiver),
-        &[
-            "sync",
-            path_str(file),
-            "--name",
-            name,
-            "--batch-size",
-            "50",
-            "--concurrency",
-            "2",
-            "--quiet",
-        ],
-    )
-    .spawn()
-    .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !ready(receiver) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the run never reached the kill point"
-        );
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the run ended before the kill point: {status}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    child.start_kill().unwrap();
-    let status = child.wait().await.unwrap();
-    assert!(!status.success(), "killed by a signal");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rerun_after_kill_resends_each_pending_entry_once_and_counts_it() {
     const ROWS: usize = 3_000;

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::time::Duration;
 
 use segment_receiver::{FaultPlan, Receiver, ReceiverConfig};
 use serde_json::Value;
@@ -125,4 +126,45 @@ pub async fn sync_reported(
     all.extend_from_slice(&["--report", path_str(&report)]);
     let output = run(dir, Some(receiver), &all).await;
     (output, report)
+}
+
+/// Starts a sync of `file` as `name`, waits until `ready` holds, then kill -9s it.
+pub async fn kill_when(
+    dir: &TempDir,
+    receiver: &Receiver,
+    file: &Path,
+    name: &str,
+    ready: impl Fn(&Receiver) -> bool,
+) {
+    let mut child = command(
+        dir,
+        Some(receiver),
+        &[
+            "sync",
+            path_str(file),
+            "--name",
+            name,
+            "--batch-size",
+            "50",
+            "--concurrency",
+            "2",
+            "--quiet",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !ready(receiver) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run never reached the kill point"
+        );
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the run ended before the kill point: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.start_kill().unwrap();
+    let status = child.wait().await.unwrap();
+    assert!(!status.success(), "killed by a signal");
 }
