@@ -31,6 +31,27 @@ async fn on_own_thread(script: impl FnOnce() + Send + 'static) {
         .unwrap();
 }
 
+/// A two-worker multi-thread runtime, as a script's `#[tokio::main]` makes.
+fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Builds a client inside `runtime`, queues ten identifies, then drops the
+/// client (without flushing) and the runtime.
+fn queue_ten_then_drop_client_and_runtime(runtime: tokio::runtime::Runtime, host: String) {
+    runtime.block_on(async {
+        let client = HttpClient::builder(KEY).host(host).build().unwrap();
+        for i in 0..10 {
+            client.identify(customer(i)).await.unwrap();
+        }
+    });
+    drop(runtime);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_client_and_a_current_thread_runtime_delivers_what_was_queued() {
     let receiver = receiver().await;
@@ -40,13 +61,7 @@ async fn dropping_the_client_and_a_current_thread_runtime_delivers_what_was_queu
             .enable_all()
             .build()
             .unwrap();
-        runtime.block_on(async {
-            let client = HttpClient::builder(KEY).host(host).build().unwrap();
-            for i in 0..10 {
-                client.identify(customer(i)).await.unwrap();
-            }
-        });
-        drop(runtime);
+        queue_ten_then_drop_client_and_runtime(runtime, host);
     })
     .await;
     assert_eq!(receiver.store().stats().accepted, 10);
@@ -57,18 +72,7 @@ async fn dropping_the_client_and_a_multi_thread_runtime_delivers_what_was_queued
     let receiver = receiver().await;
     let host = receiver.url();
     on_own_thread(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let client = HttpClient::builder(KEY).host(host).build().unwrap();
-            for i in 0..10 {
-                client.identify(customer(i)).await.unwrap();
-            }
-        });
-        drop(runtime);
+        queue_ten_then_drop_client_and_runtime(multi_thread_runtime(), host);
     })
     .await;
     assert_eq!(receiver.store().stats().accepted, 10);
@@ -94,11 +98,7 @@ async fn dropping_an_own_thread_client_inside_a_multi_thread_runtime_waits_for_d
     let receiver = receiver().await;
     let host = receiver.url();
     on_own_thread(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = multi_thread_runtime();
         runtime.block_on(async {
             let client = HttpClient::builder(KEY)
                 .host(host)
