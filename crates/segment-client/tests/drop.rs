@@ -2,24 +2,11 @@
 //! it queued, within its shutdown timeout. The dropping part runs on a thread
 //! (and runtime) of its own, as a short script's `main` would.
 
-use segment_client::{HttpClient, IdentifyParams, Identity};
-use segment_receiver::{FaultPlan, Receiver, ReceiverConfig};
+mod common;
 
-const KEY: &str = "test-write-key";
-
-async fn receiver() -> Receiver {
-    Receiver::start(
-        ReceiverConfig::new()
-            .write_key(KEY)
-            .faults(FaultPlan::none()),
-    )
-    .await
-    .expect("receiver starts")
-}
-
-fn customer(i: usize) -> IdentifyParams {
-    IdentifyParams::new(Identity::user(format!("cus_{i}")))
-}
+use common::{KEY, customer, receiver};
+use segment_client::HttpClient;
+use segment_receiver::FaultPlan;
 
 /// Runs `script` on a fresh thread, outside any runtime, and waits for it
 /// without blocking the test's runtime (which serves the receiver).
@@ -54,7 +41,7 @@ fn queue_ten_then_drop_client_and_runtime(runtime: tokio::runtime::Runtime, host
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_client_and_a_current_thread_runtime_delivers_what_was_queued() {
-    let receiver = receiver().await;
+    let receiver = receiver(FaultPlan::none()).await;
     let host = receiver.url();
     on_own_thread(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -69,7 +56,7 @@ async fn dropping_the_client_and_a_current_thread_runtime_delivers_what_was_queu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_client_and_a_multi_thread_runtime_delivers_what_was_queued() {
-    let receiver = receiver().await;
+    let receiver = receiver(FaultPlan::none()).await;
     let host = receiver.url();
     on_own_thread(move || {
         queue_ten_then_drop_client_and_runtime(multi_thread_runtime(), host);
@@ -80,7 +67,7 @@ async fn dropping_the_client_and_a_multi_thread_runtime_delivers_what_was_queued
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_client_built_outside_any_runtime_delivers_what_was_queued() {
-    let receiver = receiver().await;
+    let receiver = receiver(FaultPlan::none()).await;
     let host = receiver.url();
     on_own_thread(move || {
         let client = HttpClient::builder(KEY).host(host).build().unwrap();
@@ -95,7 +82,7 @@ async fn dropping_a_client_built_outside_any_runtime_delivers_what_was_queued() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_an_own_thread_client_inside_a_multi_thread_runtime_waits_for_delivery() {
-    let receiver = receiver().await;
+    let receiver = receiver(FaultPlan::none()).await;
     let host = receiver.url();
     on_own_thread(move || {
         let runtime = multi_thread_runtime();

@@ -2,34 +2,21 @@
 //! receiver (or a tiny loopback server where the receiver cannot answer the
 //! way a misconfigured proxy would), on paused time wherever time matters.
 
+mod common;
+
 use std::error::Error as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{KEY, client, customer, receiver};
 use segment_client::{
-    HttpClient, HttpClientBuilder, IdentifyParams, Identity, PreparedEvent, SegmentIdentifyPayload,
+    HttpClient, HttpClientBuilder, PreparedEvent, SegmentIdentifyPayload,
     send_customer_to_segment_with_client,
 };
-use segment_receiver::{FaultPlan, Receiver, ReceiverConfig};
+use segment_receiver::FaultPlan;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
-
-const KEY: &str = "test-write-key";
-
-async fn receiver(faults: FaultPlan) -> Receiver {
-    Receiver::start(ReceiverConfig::new().write_key(KEY).faults(faults))
-        .await
-        .expect("receiver starts")
-}
-
-fn client(receiver: &Receiver) -> HttpClientBuilder {
-    HttpClient::builder(KEY).host(receiver.url())
-}
-
-fn customer(i: usize) -> IdentifyParams {
-    IdentifyParams::new(Identity::user(format!("cus_{i}")))
-}
 
 /// A port nothing listens on.
 async fn closed_port() -> String {
