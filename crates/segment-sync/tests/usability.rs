@@ -25,6 +25,17 @@ async fn dry_run(dir: &TempDir, file: &Path, args: &[&str]) -> Output {
     run(dir, None, &all).await
 }
 
+/// `sync FILE ARGS...` in `dir` with only the write key in the environment.
+async fn sync_with_key_in_env(dir: &TempDir, file: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["sync", path_str(file)];
+    all.extend_from_slice(args);
+    command(dir, None, &all)
+        .env("SEGMENT_WRITE_KEY", KEY)
+        .output()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_tuning_flag_names_itself_and_its_range() {
     let dir = TempDir::new().unwrap();
@@ -61,11 +72,7 @@ async fn each_tuning_flag_names_itself_and_its_range() {
 async fn a_bad_region_flag_blames_the_flag() {
     let dir = TempDir::new().unwrap();
     let file = write(&dir, "c.csv", &numbered_customers(3));
-    let output = command(&dir, None, &["sync", path_str(&file), "--region", "moon"])
-        .env("SEGMENT_WRITE_KEY", KEY)
-        .output()
-        .await
-        .unwrap();
+    let output = sync_with_key_in_env(&dir, &file, &["--region", "moon"]).await;
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(
@@ -129,11 +136,7 @@ async fn a_host_flag_beats_host_and_region_in_the_environment() {
 async fn a_bad_host_flag_blames_the_flag() {
     let dir = TempDir::new().unwrap();
     let file = write(&dir, "c.csv", &numbered_customers(3));
-    let output = command(&dir, None, &["sync", path_str(&file), "--host", "ftp://x"])
-        .env("SEGMENT_WRITE_KEY", KEY)
-        .output()
-        .await
-        .unwrap();
+    let output = sync_with_key_in_env(&dir, &file, &["--host", "ftp://x"]).await;
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(err.starts_with("error: --host "), "{err}");
