@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -257,18 +256,6 @@ async fn status_and_reset_show_and_drop_the_state() {
     assert!(output.status.success(), "{}", stderr(&output));
     let output = run(&dir, None, &["status", "--name", "customers"]).await;
     assert_eq!(output.status.code(), Some(2));
-}
-
-/// Every userId the receiver got, with the messageIds it came under.
-fn message_ids_by_user(receiver: &Receiver) -> BTreeMap<String, BTreeSet<String>> {
-    let mut by_user: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for event in receiver.store().events() {
-        by_user
-            .entry(event["userId"].as_str().unwrap().to_owned())
-            .or_default()
-            .insert(event["messageId"].as_str().unwrap().to_owned());
-    }
-    by_user
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
@@ -71,18 +70,6 @@ fn assert_adds_up(lines: &[Value]) {
         !s["source"].as_str().unwrap_or_default().is_empty(),
         "the summary names its source: {s}"
     );
-}
-
-/// Every userId the receiver accepted, with the messageIds it came under.
-fn message_ids_by_user(receiver: &Receiver) -> BTreeMap<String, BTreeSet<String>> {
-    let mut by_user: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for event in receiver.store().events() {
-        by_user
-            .entry(event["userId"].as_str().unwrap().to_owned())
-            .or_default()
-            .insert(event["messageId"].as_str().unwrap().to_owned());
-    }
-    by_user
 }
 
 fn customers(ids: impl IntoIterator<Item = usize>, plan: &str) -> String {

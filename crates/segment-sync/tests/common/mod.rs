@@ -2,6 +2,7 @@
 //! against an in-process receiver, and read its report.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
@@ -167,4 +168,16 @@ pub async fn kill_when(
     child.start_kill().unwrap();
     let status = child.wait().await.unwrap();
     assert!(!status.success(), "killed by a signal");
+}
+
+/// Every userId the receiver accepted, with the messageIds it came under.
+pub fn message_ids_by_user(receiver: &Receiver) -> BTreeMap<String, BTreeSet<String>> {
+    let mut by_user: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for event in receiver.store().events() {
+        by_user
+            .entry(event["userId"].as_str().unwrap().to_owned())
+            .or_default()
+            .insert(event["messageId"].as_str().unwrap().to_owned());
+    }
+    by_user
 }
