@@ -75,6 +75,20 @@ fn report_of(dir: &TempDir) -> Vec<Value> {
     report_lines(&dir.path().join("report.jsonl"))
 }
 
+/// `URL --table customers --cursor updated_at EXTRA...`: the customers
+/// table of `db` read in cursor mode.
+fn customers_by_cursor(db: &TestDb, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        db.url(),
+        "--table".into(),
+        "customers".into(),
+        "--cursor".into(),
+        "updated_at".into(),
+    ];
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    args
+}
+
 const CUSTOMERS: &str = "
     CREATE TABLE customers (
         customer_no int PRIMARY KEY,
@@ -238,13 +252,7 @@ async fn cursor_mode_reads_only_rows_past_the_mark_and_never_skips_ties() {
     let db = TestDb::new(CUSTOMERS).await;
     let receiver = receiver(FaultPlan::none()).await;
     let dir = TempDir::new().unwrap();
-    let args = [
-        db.url(),
-        "--table".into(),
-        "customers".into(),
-        "--cursor".into(),
-        "updated_at".into(),
-    ];
+    let args = customers_by_cursor(&db, &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (output, summary) = sync(&dir, &receiver, &args).await;
     assert!(output.status.success(), "{}", stderr(&output));
@@ -279,15 +287,7 @@ async fn cursor_mode_keeps_the_mark_until_failed_rows_are_delivered() {
     let db = TestDb::new(CUSTOMERS).await;
     let receiver = receiver(FaultPlan::user_id("2", 400, None)).await;
     let dir = TempDir::new().unwrap();
-    let args = [
-        db.url(),
-        "--table".into(),
-        "customers".into(),
-        "--cursor".into(),
-        "updated_at".into(),
-        "--batch-size".into(),
-        "1".into(),
-    ];
+    let args = customers_by_cursor(&db, &["--batch-size", "1"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (output, summary) = sync(&dir, &receiver, &args).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
