@@ -4,29 +4,20 @@
 //! runs with tokio's clock paused: the runtime jumps over waits instead of
 //! sleeping, so these tests are fast and measure waits exactly.
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{client, receiver};
 use segment_client::{
-    HttpClient, HttpClientBuilder, IdentifyParams, Identity, SegmentIdentifyPayload, UserTraits,
+    HttpClient, IdentifyParams, Identity, SegmentIdentifyPayload, UserTraits,
     send_customer_to_segment_with_client,
 };
-use segment_receiver::{FaultPlan, Receiver, ReceiverConfig};
+use segment_receiver::FaultPlan;
 use serde_json::Value;
 use tokio::time::Instant;
-
-const KEY: &str = "test-write-key";
-
-async fn receiver(faults: FaultPlan) -> Receiver {
-    Receiver::start(ReceiverConfig::new().write_key(KEY).faults(faults))
-        .await
-        .expect("receiver starts")
-}
-
-fn client(receiver: &Receiver) -> HttpClientBuilder {
-    HttpClient::builder(KEY).host(receiver.url())
-}
 
 fn customer(i: usize) -> IdentifyParams {
     IdentifyParams::new(Identity::user(format!("cus_{i}"))).with_traits(UserTraits {

@@ -2,24 +2,11 @@
 //! it queued, within its shutdown timeout. The dropping part runs on a thread
 //! (and runtime) of its own, as a short script's `main` would.
 
-use segment_client::{HttpClient, IdentifyParams, Identity};
-use segment_receiver::{FaultPlan, Receiver, ReceiverConfig};
+mod common;
 
-const KEY: &str = "test-write-key";
-
-async fn receiver() -> Receiver {
-    Receiver::start(
-        ReceiverConfig::new()
-            .write_key(KEY)
-            .faults(FaultPlan::none()),
-    )
-    .await
-    .expect("receiver starts")
-}
-
-fn customer(i: usize) -> IdentifyParams {
-    IdentifyParams::new(Identity::user(format!("cus_{i}")))
-}
+use common::{KEY, customer, receiver};
+use segment_client::HttpClient;
+use segment_receiver::FaultPlan;
 
 /// Runs `script` on a fresh thread, outside any runtime, and waits for it
 /// without blocking the test's runtime (which serves the receiver).
@@ -31,22 +18,37 @@ async fn on_own_thread(script: impl FnOnce() + Send + 'static) {
         .unwrap();
 }
 
+/// A two-worker multi-thread runtime, as a script's `#[tokio::main]` makes.
+fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Builds a client inside `runtime`, queues ten identifies, then drops the
+/// client (without flushing) and the runtime.
+fn queue_ten_then_drop_client_and_runtime(runtime: tokio::runtime::Runtime, host: String) {
+    runtime.block_on(async {
+        let client = HttpClient::builder(KEY).host(host).build().unwrap();
+        for i in 0..10 {
+            client.identify(customer(i)).await.unwrap();
+        }
+    });
+    drop(runtime);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_client_and_a_current_thread_runtime_delivers_what_was_queued() {
-    let receiver = receiver().await;
+    let receiver = receiver(FaultPlan::none()).await;
     let host = receiver.url();
     on_own_thread(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        runtime.block_on(async {
-            let client = HttpClient::builder(KEY).host(host).build().unwrap();
-            for i in 0..10 {
-                client.identify(customer(i)).await.unwrap();
-            }
-        });
-        drop(runtime);
+        queue_ten_then_drop_client_and_runtime(runtime, host);
     })
     .await;
     assert_eq!(receiver.store().stats().accepted, 10);
@@ -54,21 +56,10 @@ async fn dropping_the_client_and_a_current_thread_runtime_delivers_what_was_queu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_client_and_a_multi_thread_runtime_delivers_what_was_queued() {
-    let receiver = receiver().await;
+    let receiver = receiver(FaultPlan::none()).await;
     let host = receiver.url();
     on_own_thread(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let client = HttpClient::builder(KEY).host(host).build().unwrap();
-            for i in 0..10 {
-                client.identify(customer(i)).await.unwrap();
-            }
-        });
-        drop(runtime);
+        queue_ten_then_drop_client_and_runtime(multi_thread_runtime(), host);
     })
     .await;
     assert_eq!(receiver.store().stats().accepted, 10);
@@ -76,7 +67,7 @@ async fn dropping_the_client_and_a_multi_thread_runtime_delivers_what_was_queued
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_client_built_outside_any_runtime_delivers_what_was_queued() {
-    let receiver = receiver().await;
+    let receiver = receiver(FaultPlan::none()).await;
     let host = receiver.url();
     on_own_thread(move || {
         let client = HttpClient::builder(KEY).host(host).build().unwrap();
@@ -91,14 +82,10 @@ async fn dropping_a_client_built_outside_any_runtime_delivers_what_was_queued() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_an_own_thread_client_inside_a_multi_thread_runtime_waits_for_delivery() {
-    let receiver = receiver().await;
+    let receiver = receiver(FaultPlan::none()).await;
     let host = receiver.url();
     on_own_thread(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = multi_thread_runtime();
         runtime.block_on(async {
             let client = HttpClient::builder(KEY)
                 .host(host)

@@ -2,34 +2,21 @@
 //! receiver (or a tiny loopback server where the receiver cannot answer the
 //! way a misconfigured proxy would), on paused time wherever time matters.
 
+mod common;
+
 use std::error::Error as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{KEY, client, customer, receiver};
 use segment_client::{
-    HttpClient, HttpClientBuilder, IdentifyParams, Identity, PreparedEvent, SegmentIdentifyPayload,
+    DeliveryReport, HttpClient, HttpClientBuilder, PreparedEvent, SegmentIdentifyPayload,
     send_customer_to_segment_with_client,
 };
-use segment_receiver::{FaultPlan, Receiver, ReceiverConfig};
+use segment_receiver::FaultPlan;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
-
-const KEY: &str = "test-write-key";
-
-async fn receiver(faults: FaultPlan) -> Receiver {
-    Receiver::start(ReceiverConfig::new().write_key(KEY).faults(faults))
-        .await
-        .expect("receiver starts")
-}
-
-fn client(receiver: &Receiver) -> HttpClientBuilder {
-    HttpClient::builder(KEY).host(receiver.url())
-}
-
-fn customer(i: usize) -> IdentifyParams {
-    IdentifyParams::new(Identity::user(format!("cus_{i}")))
-}
 
 /// A port nothing listens on.
 async fn closed_port() -> String {
@@ -39,19 +26,25 @@ async fn closed_port() -> String {
     format!("http://{addr}")
 }
 
-// Defect 1: `Retry-After: 0` must not make a tight, uncounted loop.
-#[tokio::test(start_paused = true)]
-async fn retry_after_zero_counts_as_an_attempt_and_waits_the_backoff() {
-    let receiver = receiver(FaultPlan::retry_after(u32::MAX, "0")).await;
-    let client = client(&receiver).max_attempts(4).build().unwrap();
+/// Queues one identify, then closes within 600 s of (paused) time; the
+/// close must end within the hour.
+async fn identify_one_and_close(client: HttpClient) -> DeliveryReport {
     client.identify(customer(1)).await.unwrap();
-    let report = tokio::time::timeout(
+    tokio::time::timeout(
         Duration::from_secs(3600),
         client.close_and_flush_with_timeout(Duration::from_secs(600)),
     )
     .await
     .expect("the close ends")
-    .unwrap();
+    .unwrap()
+}
+
+// Defect 1: `Retry-After: 0` must not make a tight, uncounted loop.
+#[tokio::test(start_paused = true)]
+async fn retry_after_zero_counts_as_an_attempt_and_waits_the_backoff() {
+    let receiver = receiver(FaultPlan::retry_after(u32::MAX, "0")).await;
+    let client = client(&receiver).max_attempts(4).build().unwrap();
+    let report = identify_one_and_close(client).await;
 
     assert_eq!(report.failed_count(), 1, "{report:?}");
     assert_eq!(report.failed[0].error.code(), Some("rate_limited"));
@@ -72,14 +65,7 @@ async fn retry_after_in_the_past_waits_the_backoff() {
         .backoff(Duration::from_secs(10), Duration::from_secs(10))
         .build()
         .unwrap();
-    client.identify(customer(1)).await.unwrap();
-    let report = tokio::time::timeout(
-        Duration::from_secs(3600),
-        client.close_and_flush_with_timeout(Duration::from_secs(600)),
-    )
-    .await
-    .expect("the close ends")
-    .unwrap();
+    let report = identify_one_and_close(client).await;
     assert_eq!(report.failed_count(), 1, "{report:?}");
     assert_eq!(receiver.store().requests().len(), 3);
 }

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use common::TestDb;
 use segment_client::HttpClient;
-use segment_outbox::{Relay, RelayReport, Schema};
+use segment_outbox::{Relay, RelayReport, Schema, Status};
 use segment_receiver::{FaultPlan, Receiver, ReceiverConfig};
 use serde_json::Value;
+use tokio_postgres::Client;
 
 fn relay(db: &TestDb, receiver: &Receiver) -> Relay {
     let host = receiver.url();
@@ -19,6 +20,14 @@ fn relay(db: &TestDb, receiver: &Receiver) -> Relay {
     .poll_interval(Duration::from_millis(20))
     .backoff(Duration::from_millis(5), Duration::from_millis(40))
     .until_empty(true)
+}
+
+/// The outbox status in the default schema, listing up to `list_dead` dead
+/// letters.
+async fn outbox_status(client: &Client, list_dead: usize) -> Status {
+    segment_outbox::status(client, &Schema::default(), list_dead)
+        .await
+        .unwrap()
 }
 
 async fn drain(relay: Relay) -> RelayReport {
@@ -163,9 +172,7 @@ async fn a_400_dead_letters_and_retry_dead_sends_it_again() {
         .unwrap();
     let report = drain(relay(&db, &receiver).workers(1).batch_size(1)).await;
     assert_eq!((report.delivered, report.dead), (1, 1));
-    let status = segment_outbox::status(&client, &Schema::default(), 10)
-        .await
-        .unwrap();
+    let status = outbox_status(&client, 10).await;
     assert_eq!((status.pending, status.leased, status.dead), (0, 0, 1));
     let dead = &status.dead_letters[0];
     assert_eq!(dead.user_id.as_deref(), Some("bad"));
@@ -180,9 +187,7 @@ async fn a_400_dead_letters_and_retry_dead_sends_it_again() {
         .await
         .unwrap();
     assert_eq!(revived, 1);
-    let status = segment_outbox::status(&client, &Schema::default(), 10)
-        .await
-        .unwrap();
+    let status = outbox_status(&client, 10).await;
     assert_eq!((status.pending, status.dead), (1, 0));
     let report = drain(relay(&db, &receiver)).await;
     assert_eq!(report.delivered, 1);
@@ -206,9 +211,7 @@ async fn a_row_edited_into_something_invalid_dead_letters_with_the_reason() {
         .unwrap();
     let report = drain(relay(&db, &receiver)).await;
     assert_eq!((report.delivered, report.dead), (1, 2));
-    let status = segment_outbox::status(&client, &Schema::default(), 10)
-        .await
-        .unwrap();
+    let status = outbox_status(&client, 10).await;
     let reasons: Vec<&str> = status
         .dead_letters
         .iter()
@@ -242,9 +245,7 @@ async fn a_dead_workers_lease_holds_its_customer_back_until_it_ends() {
         )
         .await
         .unwrap();
-    let status = segment_outbox::status(&client, &Schema::default(), 0)
-        .await
-        .unwrap();
+    let status = outbox_status(&client, 0).await;
     assert_eq!((status.leased, status.pending), (1, 2));
     let report = drain(relay(&db, &receiver).workers(4)).await;
     assert_eq!(report.delivered, 3);
@@ -277,9 +278,7 @@ async fn shutdown_gives_back_the_leases_of_what_was_not_sent() {
             std::time::Instant::now() < give_up,
             "the workers never held leases"
         );
-        let status = segment_outbox::status(&client, &Schema::default(), 0)
-            .await
-            .unwrap();
+        let status = outbox_status(&client, 0).await;
         if status.leased == 10 {
             break;
         }
@@ -292,9 +291,7 @@ async fn shutdown_gives_back_the_leases_of_what_was_not_sent() {
         .unwrap()
         .unwrap();
     assert_eq!((report.delivered, report.released), (0, 10));
-    let status = segment_outbox::status(&client, &Schema::default(), 0)
-        .await
-        .unwrap();
+    let status = outbox_status(&client, 0).await;
     assert_eq!((status.pending, status.leased), (20, 0));
     // Given back, the attempt does not count.
     assert_eq!(
@@ -312,13 +309,7 @@ async fn delivered_rows_are_kept_for_the_retention_then_pruned() {
     drain(relay(&db, &receiver).retention(Duration::from_secs(3600))).await;
     let client = db.client().await;
     let schema = Schema::default();
-    assert_eq!(
-        segment_outbox::status(&client, &schema, 0)
-            .await
-            .unwrap()
-            .delivered,
-        30
-    );
+    assert_eq!(outbox_status(&client, 0).await.delivered, 30);
     assert_eq!(
         segment_outbox::prune(&client, &schema, Duration::from_secs(3600), 7)
             .await
@@ -337,13 +328,7 @@ async fn delivered_rows_are_kept_for_the_retention_then_pruned() {
             .unwrap(),
         15
     );
-    assert_eq!(
-        segment_outbox::status(&client, &schema, 0)
-            .await
-            .unwrap()
-            .delivered,
-        15
-    );
+    assert_eq!(outbox_status(&client, 0).await.delivered, 15);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,9 +359,7 @@ async fn a_400_for_a_batch_dead_letters_only_the_event_segment_refuses() {
     let report = drain(relay(&db, &receiver).workers(1).batch_size(10)).await;
     assert_eq!((report.delivered, report.dead), (9, 1));
     let client = db.client().await;
-    let status = segment_outbox::status(&client, &Schema::default(), 10)
-        .await
-        .unwrap();
+    let status = outbox_status(&client, 10).await;
     assert_eq!(status.dead_letters.len(), 1);
     assert_eq!(status.dead_letters[0].user_id.as_deref(), Some("c3"));
     assert_eq!(receiver.store().stats().accepted, 9);
@@ -420,9 +403,7 @@ async fn a_refused_write_key_makes_events_wait_not_die() {
     stop.send(()).unwrap();
     let report = run.await.unwrap().unwrap();
     assert_eq!((report.delivered, report.dead), (0, 0));
-    let status = segment_outbox::status(&client, &Schema::default(), 0)
-        .await
-        .unwrap();
+    let status = outbox_status(&client, 0).await;
     assert_eq!((status.pending, status.dead), (3, 0));
     let error: String = client
         .query_one("SELECT max(last_error) FROM segment.outbox", &[])
@@ -522,9 +503,7 @@ async fn with_max_attempts_a_failure_that_never_ends_becomes_a_dead_letter() {
     let report = drain(relay(&db, &receiver).max_attempts(3)).await;
     assert_eq!((report.delivered, report.retried, report.dead), (0, 2, 1));
     let client = db.client().await;
-    let status = segment_outbox::status(&client, &Schema::default(), 10)
-        .await
-        .unwrap();
+    let status = outbox_status(&client, 10).await;
     let dead = &status.dead_letters[0];
     assert_eq!(dead.attempts, 3);
     assert!(

@@ -122,20 +122,8 @@ async fn invalid_rows_are_reported_with_their_lines_and_the_rest_is_sent() {
         "m.toml",
         "[columns.age]\ntrait = \"age\"\ntype = \"integer\"\n",
     );
-    let report = dir.path().join("report.jsonl");
-    let output = run(
-        &dir,
-        Some(&receiver),
-        &[
-            "sync",
-            path_str(&file),
-            "--mapping",
-            path_str(&mapping),
-            "--report",
-            path_str(&report),
-        ],
-    )
-    .await;
+    let (output, report) =
+        sync_reported(&dir, &receiver, &file, &["--mapping", path_str(&mapping)]).await;
 
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert_eq!(receiver.store().stats().accepted, 2);
@@ -209,20 +197,11 @@ async fn a_refused_batch_fails_exactly_its_records() {
     let receiver = receiver(FaultPlan::user_id("u7", 400, None)).await;
     let dir = TempDir::new().unwrap();
     let file = write(&dir, "c.csv", &numbered_customers(20));
-    let report = dir.path().join("r.jsonl");
-    let output = run(
+    let (output, report) = sync_reported(
         &dir,
-        Some(&receiver),
-        &[
-            "sync",
-            path_str(&file),
-            "--batch-size",
-            "5",
-            "--concurrency",
-            "1",
-            "--report",
-            path_str(&report),
-        ],
+        &receiver,
+        &file,
+        &["--batch-size", "5", "--concurrency", "1"],
     )
     .await;
 

@@ -3,9 +3,22 @@
 
 mod common;
 
+use std::path::Path;
+use std::process::Output;
+
 use common::{KEY, numbered_customers, path_str, receiver, run, stderr, write};
 use segment_receiver::FaultPlan;
 use tempfile::TempDir;
+
+/// `sync CSV --write-key KEY --host HOST` in `dir`: the host given by flag.
+async fn sync_to_host(dir: &TempDir, csv: &Path, host: &str) -> Output {
+    run(
+        dir,
+        None,
+        &["sync", path_str(csv), "--write-key", KEY, "--host", host],
+    )
+    .await
+}
 
 // Defect 6: a host with a path that answers 404 is a config error, at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,12 +27,7 @@ async fn a_404_on_the_first_request_is_a_config_error_with_a_hint() {
     let dir = TempDir::new().unwrap();
     let csv = write(&dir, "customers.csv", &numbered_customers(20));
     let host = format!("{}/not-a-proxy", receiver.url());
-    let output = run(
-        &dir,
-        None,
-        &["sync", path_str(&csv), "--write-key", KEY, "--host", &host],
-    )
-    .await;
+    let output = sync_to_host(&dir, &csv, &host).await;
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(err.contains("404"), "{err}");
@@ -33,12 +41,7 @@ async fn a_host_ending_in_v1_batch_is_refused_with_the_base_url() {
     let dir = TempDir::new().unwrap();
     let csv = write(&dir, "customers.csv", &numbered_customers(3));
     let host = format!("{}/v1/batch", receiver.url());
-    let output = run(
-        &dir,
-        None,
-        &["sync", path_str(&csv), "--write-key", KEY, "--host", &host],
-    )
-    .await;
+    let output = sync_to_host(&dir, &csv, &host).await;
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(err.contains(&format!("`{}`", receiver.url())), "{err}");
@@ -192,12 +195,7 @@ async fn a_redirecting_host_is_a_config_error_with_a_hint() {
     let host = redirecting_server().await;
     let dir = TempDir::new().unwrap();
     let csv = write(&dir, "customers.csv", &numbered_customers(5));
-    let output = run(
-        &dir,
-        None,
-        &["sync", path_str(&csv), "--write-key", KEY, "--host", &host],
-    )
-    .await;
+    let output = sync_to_host(&dir, &csv, &host).await;
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(err.contains("301"), "{err}");

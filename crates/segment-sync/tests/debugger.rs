@@ -24,8 +24,9 @@ cus_2,grace@example.com,\"<img src=x onerror=\"\"window.__xss = 2\"\">\",pro,
 
 /// `segment-sync receive` as a process, and its URL.
 async fn receive(dir: &TempDir) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args([
+    spawn_receive(
+        dir,
+        &[
             "receive",
             "--port",
             "0",
@@ -33,11 +34,21 @@ async fn receive(dir: &TempDir) -> (Child, String) {
             KEY,
             "--keep",
             "1000",
-        ])
+        ],
+        Stdio::null(),
+    )
+    .await
+}
+
+/// The binary run with `args` in `dir`, stdout piped, and the URL it prints
+/// on its first line.
+async fn spawn_receive(dir: &TempDir, args: &[&str], stderr: Stdio) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
         .current_dir(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .expect("the binary runs");
@@ -349,22 +360,12 @@ async fn binding_beyond_loopback_warns_that_there_is_no_authentication() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_the_receiver_with_a_summary_that_counts_refusals() {
     let dir = TempDir::new().expect("temp dir");
-    let mut child = Command::new(BIN)
-        .args(["receive", "--port", "0", "--keep", "10"])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the binary runs");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let url = BufReader::new(stdout)
-        .lines()
-        .next_line()
-        .await
-        .expect("read stdout")
-        .expect("the first line is the URL");
+    let (child, url) = spawn_receive(
+        &dir,
+        &["receive", "--port", "0", "--keep", "10"],
+        Stdio::piped(),
+    )
+    .await;
     assert_eq!(post(&url, "{not json", &[]).await, 400);
     let event = r#"{"batch":[{"type":"identify","userId":"u1","messageId":"m1"},
         {"type":"track","userId":"u1","messageId":"m2","event":"E"},

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -259,58 +258,6 @@ async fn status_and_reset_show_and_drop_the_state() {
     assert_eq!(output.status.code(), Some(2));
 }
 
-/// Every userId the receiver got, with the messageIds it came under.
-fn message_ids_by_user(receiver: &Receiver) -> BTreeMap<String, BTreeSet<String>> {
-    let mut by_user: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for event in receiver.store().events() {
-        by_user
-            .entry(event["userId"].as_str().unwrap().to_owned())
-            .or_default()
-            .insert(event["messageId"].as_str().unwrap().to_owned());
-    }
-    by_user
-}
-
-/// Starts a sync, waits until `ready` holds for the receiver, then kill -9s it.
-async fn kill_when(
-    dir: &TempDir,
-    receiver: &Receiver,
-    file: &Path,
-    ready: impl Fn(&Receiver) -> bool,
-) {
-    let mut child = command(
-        dir,
-        Some(receiver),
-        &[
-            "sync",
-            path_str(file),
-            "--name",
-            "crash",
-            "--batch-size",
-            "50",
-            "--concurrency",
-            "2",
-            "--quiet",
-        ],
-    )
-    .spawn()
-    .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !ready(receiver) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the run never reached the kill point"
-        );
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the run ended before the kill point: {status}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    child.start_kill().unwrap();
-    let status = child.wait().await.unwrap();
-    assert!(!status.success(), "killed by a signal");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_any_point_a_rerun_delivers_everything_once_per_message_id() {
     const ROWS: usize = 2_000;
@@ -320,16 +267,19 @@ async fn killed_at_any_point_a_rerun_delivers_everything_once_per_message_id() {
     let receiver = receiver(FaultPlan::none().with_latency(Duration::from_millis(150))).await;
 
     // 1. While the first requests are in flight, before any answer.
-    kill_when(&dir, &receiver, &file, |r| r.store().stats().requests >= 1).await;
+    kill_when(&dir, &receiver, &file, "crash", |r| {
+        r.store().stats().requests >= 1
+    })
+    .await;
     // 2. After some batches were accepted, with more in flight.
     let accepted_before = receiver.store().stats().accepted;
-    kill_when(&dir, &receiver, &file, |r| {
+    kill_when(&dir, &receiver, &file, "crash", |r| {
         r.store().stats().accepted >= accepted_before + 300
     })
     .await;
     // 3. Once more, later in the file.
     let accepted_before = receiver.store().stats().accepted;
-    kill_when(&dir, &receiver, &file, |r| {
+    kill_when(&dir, &receiver, &file, "crash", |r| {
         r.store().stats().accepted >= accepted_before + 300
     })
     .await;

@@ -14,8 +14,6 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio_postgres::{Client, NoTls};
 
-const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
-
 /// A database of its own, dropped at the end of the test.
 struct TestDb {
     name: String,
@@ -31,18 +29,18 @@ impl TestDb {
             NEXT.fetch_add(1, Ordering::Relaxed),
             fastrand::u32(..)
         );
-        let admin = connect(&format!("{SERVER}/postgres")).await;
+        let admin = connect(&format!("{PG_SERVER}/postgres")).await;
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .unwrap();
-        let client = connect(&format!("{SERVER}/{name}")).await;
+        let client = connect(&format!("{PG_SERVER}/{name}")).await;
         client.batch_execute(setup).await.unwrap();
         TestDb { name, client }
     }
 
     fn url(&self) -> String {
-        format!("{SERVER}/{}?sslmode=disable", self.name)
+        format!("{PG_SERVER}/{}?sslmode=disable", self.name)
     }
 
     async fn exec(&self, sql: &str) {
@@ -52,21 +50,7 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        // Its own runtime: drop cannot await, and the test's may be gone.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let admin = connect(&format!("{SERVER}/postgres")).await;
-                let _ = admin
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await;
-            });
-        })
-        .join();
+        drop_database(&self.name);
     }
 }
 
@@ -89,6 +73,20 @@ async fn sync(dir: &TempDir, receiver: &Receiver, args: &[&str]) -> (Output, Val
 
 fn report_of(dir: &TempDir) -> Vec<Value> {
     report_lines(&dir.path().join("report.jsonl"))
+}
+
+/// `URL --table customers --cursor updated_at EXTRA...`: the customers
+/// table of `db` read in cursor mode.
+fn customers_by_cursor(db: &TestDb, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        db.url(),
+        "--table".into(),
+        "customers".into(),
+        "--cursor".into(),
+        "updated_at".into(),
+    ];
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    args
 }
 
 const CUSTOMERS: &str = "
@@ -254,13 +252,7 @@ async fn cursor_mode_reads_only_rows_past_the_mark_and_never_skips_ties() {
     let db = TestDb::new(CUSTOMERS).await;
     let receiver = receiver(FaultPlan::none()).await;
     let dir = TempDir::new().unwrap();
-    let args = [
-        db.url(),
-        "--table".into(),
-        "customers".into(),
-        "--cursor".into(),
-        "updated_at".into(),
-    ];
+    let args = customers_by_cursor(&db, &[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (output, summary) = sync(&dir, &receiver, &args).await;
     assert!(output.status.success(), "{}", stderr(&output));
@@ -295,15 +287,7 @@ async fn cursor_mode_keeps_the_mark_until_failed_rows_are_delivered() {
     let db = TestDb::new(CUSTOMERS).await;
     let receiver = receiver(FaultPlan::user_id("2", 400, None)).await;
     let dir = TempDir::new().unwrap();
-    let args = [
-        db.url(),
-        "--table".into(),
-        "customers".into(),
-        "--cursor".into(),
-        "updated_at".into(),
-        "--batch-size".into(),
-        "1".into(),
-    ];
+    let args = customers_by_cursor(&db, &["--batch-size", "1"]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (output, summary) = sync(&dir, &receiver, &args).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));

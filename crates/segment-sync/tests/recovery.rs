@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
@@ -73,65 +72,12 @@ fn assert_adds_up(lines: &[Value]) {
     );
 }
 
-/// Every userId the receiver accepted, with the messageIds it came under.
-fn message_ids_by_user(receiver: &Receiver) -> BTreeMap<String, BTreeSet<String>> {
-    let mut by_user: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for event in receiver.store().events() {
-        by_user
-            .entry(event["userId"].as_str().unwrap().to_owned())
-            .or_default()
-            .insert(event["messageId"].as_str().unwrap().to_owned());
-    }
-    by_user
-}
-
 fn customers(ids: impl IntoIterator<Item = usize>, plan: &str) -> String {
     let mut csv = String::from("user_id,email,plan\n");
     for i in ids {
         csv.push_str(&format!("u{i},u{i}@example.com,{plan}\n"));
     }
     csv
-}
-
-/// Starts a sync of `file` as `name`, waits until `ready` holds, then kill -9s it.
-async fn kill_when(
-    dir: &TempDir,
-    receiver: &Receiver,
-    file: &Path,
-    name: &str,
-    ready: impl Fn(&Receiver) -> bool,
-) {
-    let mut child = command(
-        dir,
-        Some(receiver),
-        &[
-            "sync",
-            path_str(file),
-            "--name",
-            name,
-            "--batch-size",
-            "50",
-            "--concurrency",
-            "2",
-            "--quiet",
-        ],
-    )
-    .spawn()
-    .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !ready(receiver) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the run never reached the kill point"
-        );
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the run ended before the kill point: {status}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    child.start_kill().unwrap();
-    let status = child.wait().await.unwrap();
-    assert!(!status.success(), "killed by a signal");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

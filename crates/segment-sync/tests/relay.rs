@@ -9,14 +9,12 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{BIN, KEY, receiver};
+use common::{BIN, KEY, PG_SERVER, drop_database, receiver};
 use segment_receiver::{FaultPlan, Receiver};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_postgres::Client;
-
-const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
 /// A database for one test, with the outbox installed by `relay init`;
 /// dropped with the value.
@@ -33,7 +31,7 @@ impl TestDb {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let admin = segment_outbox::connect(&format!("{SERVER}/postgres"))
+        let admin = segment_outbox::connect(&format!("{PG_SERVER}/postgres"))
             .await
             .expect("PostgreSQL on 127.0.0.1:5432 (user postgres, trust): run .ci/run or start it");
         admin
@@ -41,7 +39,7 @@ impl TestDb {
             .await
             .unwrap();
         let db = TestDb {
-            url: format!("{SERVER}/{name}"),
+            url: format!("{PG_SERVER}/{name}"),
             name,
         };
         for _ in 0..2 {
@@ -72,22 +70,7 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop may run inside a runtime: drop the database from a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok(admin) = segment_outbox::connect(&format!("{SERVER}/postgres")).await {
-                    let _ = admin
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
-                }
-            });
-        })
-        .join();
+        drop_database(&self.name);
     }
 }
 

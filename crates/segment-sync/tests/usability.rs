@@ -4,6 +4,9 @@
 
 mod common;
 
+use std::path::Path;
+use std::process::Output;
+
 use common::*;
 use segment_receiver::FaultPlan;
 use tempfile::TempDir;
@@ -13,6 +16,24 @@ fn hint(err: &str) -> &str {
     err.lines()
         .find_map(|line| line.strip_prefix("hint: "))
         .unwrap_or_else(|| panic!("no hint line in: {err}"))
+}
+
+/// `sync FILE --dry-run ARGS...` in `dir`, with no receiver.
+async fn dry_run(dir: &TempDir, file: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["sync", path_str(file), "--dry-run"];
+    all.extend_from_slice(args);
+    run(dir, None, &all).await
+}
+
+/// `sync FILE ARGS...` in `dir` with only the write key in the environment.
+async fn sync_with_key_in_env(dir: &TempDir, file: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["sync", path_str(file)];
+    all.extend_from_slice(args);
+    command(dir, None, &all)
+        .env("SEGMENT_WRITE_KEY", KEY)
+        .output()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,19 +53,7 @@ async fn each_tuning_flag_names_itself_and_its_range() {
         ("--flush-timeout", "0", "at least 1"),
     ];
     for (flag, value, range) in cases {
-        let output = run(
-            &dir,
-            None,
-            &[
-                "sync",
-                path_str(&file),
-                "--dry-run",
-                "--no-state",
-                flag,
-                value,
-            ],
-        )
-        .await;
+        let output = dry_run(&dir, &file, &["--no-state", flag, value]).await;
         let err = stderr(&output);
         assert_eq!(output.status.code(), Some(2), "{flag} {value}: {err}");
         let first = err.lines().next().unwrap_or_default();
@@ -63,11 +72,7 @@ async fn each_tuning_flag_names_itself_and_its_range() {
 async fn a_bad_region_flag_blames_the_flag() {
     let dir = TempDir::new().unwrap();
     let file = write(&dir, "c.csv", &numbered_customers(3));
-    let output = command(&dir, None, &["sync", path_str(&file), "--region", "moon"])
-        .env("SEGMENT_WRITE_KEY", KEY)
-        .output()
-        .await
-        .unwrap();
+    let output = sync_with_key_in_env(&dir, &file, &["--region", "moon"]).await;
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(
@@ -131,11 +136,7 @@ async fn a_host_flag_beats_host_and_region_in_the_environment() {
 async fn a_bad_host_flag_blames_the_flag() {
     let dir = TempDir::new().unwrap();
     let file = write(&dir, "c.csv", &numbered_customers(3));
-    let output = command(&dir, None, &["sync", path_str(&file), "--host", "ftp://x"])
-        .env("SEGMENT_WRITE_KEY", KEY)
-        .output()
-        .await
-        .unwrap();
+    let output = sync_with_key_in_env(&dir, &file, &["--host", "ftp://x"]).await;
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(err.starts_with("error: --host "), "{err}");
@@ -255,13 +256,7 @@ async fn control_characters_in_an_identity_make_the_record_invalid() {
         "c.csv",
         "user_id,anonymous_id,email\nu1,,a@x.io\nu\u{0}2,,b@x.io\n,anon\u{7}3,c@x.io\nu4,,d@x.io\n",
     );
-    let report = dir.path().join("report.jsonl");
-    let output = run(
-        &dir,
-        Some(&receiver),
-        &["sync", path_str(&file), "--report", path_str(&report)],
-    )
-    .await;
+    let (output, report) = sync_reported(&dir, &receiver, &file, &[]).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert_eq!(receiver.store().stats().accepted, 2);
     let lines = report_lines(&report);
@@ -406,13 +401,7 @@ async fn a_row_past_the_sample_that_contradicts_an_inferred_type_is_invalid() {
     }
     csv.push_str("late1,n/a\nlate2,007\nlate3,7\n");
     let file = write(&dir, "seats.csv", &csv);
-    let report = dir.path().join("report.jsonl");
-    let output = run(
-        &dir,
-        Some(&receiver),
-        &["sync", path_str(&file), "--report", path_str(&report)],
-    )
-    .await;
+    let (output, report) = sync_reported(&dir, &receiver, &file, &[]).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let invalid: Vec<_> = report_lines(&report)
         .into_iter()
@@ -477,13 +466,7 @@ async fn a_date_error_lists_the_formats_and_suggests_a_format_setting() {
         "c.csv",
         "user_id,signup_date\nu1,01/05/2024\nu2,05/31/2024 14:30\nu3,2024-05-01\n",
     );
-    let report = dir.path().join("report.jsonl");
-    let output = run(
-        &dir,
-        Some(&receiver),
-        &["sync", path_str(&file), "--report", path_str(&report)],
-    )
-    .await;
+    let (output, report) = sync_reported(&dir, &receiver, &file, &[]).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let invalid: Vec<_> = report_lines(&report)
         .into_iter()
@@ -537,19 +520,7 @@ async fn the_first_invalid_records_are_shown_inline_then_a_count() {
     assert!(err.contains("--report"), "{err}");
 
     // With a report, the count points at it; with --quiet, nothing is shown.
-    let report = dir.path().join("r.jsonl");
-    let output = run(
-        &dir,
-        Some(&receiver),
-        &[
-            "sync",
-            path_str(&file),
-            "--no-state",
-            "--report",
-            path_str(&report),
-        ],
-    )
-    .await;
+    let (output, report) = sync_reported(&dir, &receiver, &file, &["--no-state"]).await;
     let err = stderr(&output);
     assert!(
         err.contains(&format!(
@@ -581,18 +552,7 @@ async fn every_problem_of_a_mapping_file_is_reported_at_once() {
         "m.toml",
         "[options]\nnull = \"skip\"\n\n[columns]\nseats = { tpye = \"integer\" }\nemail = { type = \"int\" }\n",
     );
-    let output = run(
-        &dir,
-        None,
-        &[
-            "sync",
-            path_str(&file),
-            "--dry-run",
-            "--mapping",
-            path_str(&mapping),
-        ],
-    )
-    .await;
+    let output = dry_run(&dir, &file, &["--mapping", path_str(&mapping)]).await;
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{err}");
     let m = path_str(&mapping);
@@ -618,18 +578,7 @@ async fn every_problem_of_a_mapping_file_is_reported_at_once() {
         "m2.toml",
         "[identity]\nuser_id = \"User ID\"\n\n[columns]\nEmail = \"email\"\nSeats = { type = \"integer\" }\n",
     );
-    let output = run(
-        &dir,
-        None,
-        &[
-            "sync",
-            path_str(&file),
-            "--dry-run",
-            "--mapping",
-            path_str(&mapping),
-        ],
-    )
-    .await;
+    let output = dry_run(&dir, &file, &["--mapping", path_str(&mapping)]).await;
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{err}");
     let m = path_str(&mapping);
@@ -650,18 +599,7 @@ async fn a_dry_run_directory_that_cannot_be_made_blames_the_flag() {
     let file = write(&dir, "c.csv", &numbered_customers(3));
     let blocker = write(&dir, "a-file", "");
     let bodies = blocker.join("bodies");
-    let output = run(
-        &dir,
-        None,
-        &[
-            "sync",
-            path_str(&file),
-            "--dry-run",
-            "--dry-run-dir",
-            path_str(&bodies),
-        ],
-    )
-    .await;
+    let output = dry_run(&dir, &file, &["--dry-run-dir", path_str(&bodies)]).await;
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{err}");
     assert!(err.starts_with("error: --dry-run-dir "), "{err}");

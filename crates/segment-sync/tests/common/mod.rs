@@ -2,8 +2,10 @@
 //! against an in-process receiver, and read its report.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::time::Duration;
 
 use segment_receiver::{FaultPlan, Receiver, ReceiverConfig};
 use serde_json::Value;
@@ -81,4 +83,101 @@ pub fn numbered_customers(n: usize) -> String {
         csv.push_str(&format!("u{i},u{i}@example.com\n"));
     }
     csv
+}
+
+/// The test PostgreSQL server (127.0.0.1:5432, user postgres, trust auth).
+pub const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// Drops the test database `name`, ignoring failures (the server may be
+/// gone). Its own thread and runtime: `Drop` cannot await, may run inside
+/// a runtime, and the test's runtime may be gone.
+pub fn drop_database(name: &str) {
+    let name = name.to_owned();
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let admin =
+                tokio_postgres::connect(&format!("{PG_SERVER}/postgres"), tokio_postgres::NoTls)
+                    .await;
+            if let Ok((admin, connection)) = admin {
+                tokio::spawn(connection);
+                let _ = admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+            }
+        });
+    })
+    .join();
+}
+
+/// `sync FILE ARGS... --report REPORT` in `dir` against `receiver`; the
+/// report is `dir/report.jsonl`, returned with the output.
+pub async fn sync_reported(
+    dir: &TempDir,
+    receiver: &Receiver,
+    file: &Path,
+    args: &[&str],
+) -> (Output, PathBuf) {
+    let report = dir.path().join("report.jsonl");
+    let mut all = vec!["sync", path_str(file)];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--report", path_str(&report)]);
+    let output = run(dir, Some(receiver), &all).await;
+    (output, report)
+}
+
+/// Starts a sync of `file` as `name`, waits until `ready` holds, then kill -9s it.
+pub async fn kill_when(
+    dir: &TempDir,
+    receiver: &Receiver,
+    file: &Path,
+    name: &str,
+    ready: impl Fn(&Receiver) -> bool,
+) {
+    let mut child = command(
+        dir,
+        Some(receiver),
+        &[
+            "sync",
+            path_str(file),
+            "--name",
+            name,
+            "--batch-size",
+            "50",
+            "--concurrency",
+            "2",
+            "--quiet",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !ready(receiver) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run never reached the kill point"
+        );
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the run ended before the kill point: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.start_kill().unwrap();
+    let status = child.wait().await.unwrap();
+    assert!(!status.success(), "killed by a signal");
+}
+
+/// Every userId the receiver accepted, with the messageIds it came under.
+pub fn message_ids_by_user(receiver: &Receiver) -> BTreeMap<String, BTreeSet<String>> {
+    let mut by_user: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for event in receiver.store().events() {
+        by_user
+            .entry(event["userId"].as_str().unwrap().to_owned())
+            .or_default()
+            .insert(event["messageId"].as_str().unwrap().to_owned());
+    }
+    by_user
 }
