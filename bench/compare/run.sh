@@ -76,7 +76,9 @@ FAULTS='{"rules":[
 # run NAME COMMAND...: one row of the table.
 run() {
   local name="$1"; shift
-  local times="$OUT/time.txt" stdout="$OUT/$name.stdout" stderr="$OUT/$name.stderr"
+  local slug; slug="$(printf '%s' "$name" | tr -c 'A-Za-z0-9.' '-')"
+  local times="$OUT/$slug.time" stdout="$OUT/$slug.stdout" stderr="$OUT/$slug.stderr"
+  rm -f "$times"
   control reset
   control faults "$PROFILE_PLAN"
   local status=0
@@ -88,7 +90,10 @@ run() {
 import json, sys
 name, rows, status, times, stats, requests = sys.argv[1:]
 rows = int(rows)
-parts = open(times).read().split()[-4:] if status != "124" else []
+try:
+    parts = open(times).read().split()[-4:] if status != "124" else []
+except FileNotFoundError:
+    parts = []
 wall, user, system, rss_kb = (float(p) for p in parts) if len(parts) == 4 else (float("nan"),) * 4
 stats, requests = json.loads(stats), json.loads(requests)
 over = sum(1 for r in requests
