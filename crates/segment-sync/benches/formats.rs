@@ -15,7 +15,9 @@
 //! Each CLI figure is printed as a ratio of its CPU seconds to the floor's;
 //! the target is 1.3x for every case, and peak RSS under 64 MB. Figures are
 //! printed, never asserted (DESIGN.md); a run that does not deliver every
-//! record, or a floor that does not batch every event, exits non-zero.
+//! record, a floor that does not batch every event, or a floor whose event
+//! differs from the one the CLI sends (checked first, on a 3-row file, but
+//! for `messageId` and `timestamp`) makes the bench exit non-zero.
 //!
 //! `-- --formats csv,ndjson` runs only some formats; `-- --cases
 //! dry,dry-state,send,send-state` only some CLI cases.
@@ -116,6 +118,12 @@ fn main() {
 
     let mut failures = Vec::new();
     for &format in &options.formats {
+        if let Err(problem) = check_floor_matches_cli(format, dir.path()) {
+            failures.push(format!(
+                "{}: the floor does not build the CLI's event: {problem}",
+                format.extension()
+            ));
+        }
         let input = generate(dir.path(), format, options.rows);
         println!();
         println!(
@@ -211,9 +219,65 @@ fn run_floor_child(args: &[String]) {
     let format = Format::from_extension(format).unwrap_or_else(|| usage("unknown floor format"));
     let out = floor::run(format, Path::new(path));
     println!(
-        "{} {} {} {}",
-        out.events, out.requests, out.json_bytes, out.gzip_bytes
+        "{} {} {} {}\n{}",
+        out.events, out.requests, out.json_bytes, out.gzip_bytes, out.first_event
     );
+}
+
+/// Checks that the floor builds the CLI's event: the first event of a small
+/// file, as the floor builds it and as the CLI sends it (a dry run's first
+/// body), equal but for `messageId` and `timestamp`.
+fn check_floor_matches_cli(format: Format, dir: &Path) -> Result<(), String> {
+    let dir = tempfile::tempdir_in(dir).map_err(|e| e.to_string())?;
+    let input = generate(dir.path(), format, 3);
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let floor = Command::new(exe)
+        .arg(RUN_FLOOR)
+        .arg(format.extension())
+        .arg(&input.path)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let printed = String::from_utf8_lossy(&floor.stdout);
+    let floor_event = printed.lines().nth(1).unwrap_or_default();
+    let bodies = dir.path().join("bodies");
+    let cli = Command::new(BIN)
+        .arg("sync")
+        .arg(&input.path)
+        .args([
+            "--quiet",
+            "--no-state",
+            "--dry-run",
+            "--no-gzip",
+            "--dry-run-dir",
+        ])
+        .arg(&bodies)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !cli.status.success() {
+        return Err(format!(
+            "the dry run failed: {}",
+            String::from_utf8_lossy(&cli.stderr)
+        ));
+    }
+    let body = std::fs::read(bodies.join("request-000001.json")).map_err(|e| e.to_string())?;
+    let body: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    let cli_event = body["batch"][0].clone();
+    let floor_event: serde_json::Value =
+        serde_json::from_str(floor_event).map_err(|e| format!("floor event: {e}"))?;
+    let [floor_event, cli_event] = [floor_event, cli_event].map(|mut event| {
+        if let Some(event) = event.as_object_mut() {
+            event.remove("messageId");
+            event.remove("timestamp");
+        }
+        event
+    });
+    if floor_event == cli_event {
+        Ok(())
+    } else {
+        Err(format!(
+            "the floor builds {floor_event}\nthe CLI sends {cli_event}"
+        ))
+    }
 }
 
 /// Runs the CLI over `input` as `case`; returns its cost and what it delivered.

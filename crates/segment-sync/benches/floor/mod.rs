@@ -37,6 +37,8 @@ pub struct FloorOutput {
     pub requests: u64,
     pub json_bytes: u64,
     pub gzip_bytes: u64,
+    /// The first event's JSON, to check it against the CLI's.
+    pub first_event: String,
 }
 
 /// Runs the floor for `format` over the file at `path`.
@@ -199,6 +201,9 @@ impl Sink {
         };
         self.event.clear();
         serde_json::to_writer(&mut self.event, &event).expect("writing to a Vec cannot fail");
+        if self.output.events == 0 {
+            self.output.first_event = String::from_utf8_lossy(&self.event).into_owned();
+        }
         let comma = usize::from(self.batch_events > 0);
         if self.batch_events == MAX_BATCH_EVENTS
             || self.body.len() + comma + self.event.len() + self.suffix_bytes > MAX_BODY_BYTES
