@@ -12,7 +12,9 @@
 # (user + system), peak RSS (from /usr/bin/time), events delivered (unique
 # messageIds the receiver accepted; events without a messageId are counted
 # as accepted), duplicates, and requests over Segment's limits (a body over
-# 500,000 bytes or a batch over 2,500 events). It is a benchmark, not a test.
+# 500,000 bytes or a batch over 2,500 events, among the last 10,000 requests
+# the receiver keeps), and what the driver itself counted (events the library
+# dropped or reported failed). It is a benchmark, not a test.
 set -euo pipefail
 
 ROWS="${1:-100000}"
@@ -83,19 +85,20 @@ run() {
   control faults "$PROFILE_PLAN"
   local status=0
   timeout "$TIMEOUT" /usr/bin/time -f '%e %U %S %M' -o "$times" "$@" >"$stdout" 2>"$stderr" || status=$?
-  local stats requests
-  stats="$(curl -fsS "$URL/_receiver/stats")"
-  requests="$(curl -fsS "$URL/_receiver/requests")"
-  python3 - "$name" "$ROWS" "$status" "$times" "$stats" "$requests" <<'PY'
+  local stats="$OUT/$slug.stats.json" requests="$OUT/$slug.requests.json"
+  curl -fsS "$URL/_receiver/stats" >"$stats"
+  curl -fsS "$URL/_receiver/requests" >"$requests"
+  python3 - "$name" "$ROWS" "$status" "$times" "$stats" "$requests" "$stdout" <<'PY'
 import json, sys
-name, rows, status, times, stats, requests = sys.argv[1:]
+name, rows, status, times, stats, requests, stdout = sys.argv[1:]
+said = " ".join(open(stdout).read().split()) or "-"
+stats, requests = json.load(open(stats)), json.load(open(requests))
 rows = int(rows)
 try:
     parts = open(times).read().split()[-4:] if status != "124" else []
 except FileNotFoundError:
     parts = []
 wall, user, system, rss_kb = (float(p) for p in parts) if len(parts) == 4 else (float("nan"),) * 4
-stats, requests = json.loads(stats), json.loads(requests)
 over = sum(1 for r in requests
            if max(r["body_bytes"], r["wire_bytes"]) > 500_000 or r["events"] > 2_500)
 unique = stats["unique_message_ids"]
@@ -105,7 +108,7 @@ if unique == 0 and accepted:
     delivered = f"{accepted:,} accepted, no messageIds ({accepted / rows:.0%})"
 ended = "timed out" if status == "124" else f"exit {status}"
 print(f"| {name} | {wall:.1f} s | {user + system:.2f} s | {rss_kb / 1024:.0f} MB "
-      f"| {delivered} | {stats['duplicates']:,} | {over} of {stats['requests']:,} | {ended} |")
+      f"| {delivered} | {stats['duplicates']:,} | {over} of {stats['requests']:,} | {ended}; {said} |")
 PY
 }
 
@@ -113,7 +116,7 @@ table() {
   echo
   echo "**$1** ($ROWS customers, $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -m))"
   echo
-  echo "| client | wall | CPU | peak RSS | delivered (unique messageIds) | duplicates | requests over limits | exit |"
+  echo "| client | wall | CPU | peak RSS | delivered (unique messageIds) | duplicates | requests over limits | exit; the driver's own count |"
   echo "|---|---|---|---|---|---|---|---|"
   run "segment-sync CLI, --no-state" "$BIN" sync "$INPUT" --quiet --no-state
   local state; state="$(mktemp -d)"

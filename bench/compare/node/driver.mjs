@@ -33,4 +33,4 @@ for await (const line of lines) {
   })
 }
 await analytics.closeAndFlush({ timeout: 600_000 })
-console.log(`errors ${errors}`)
+console.log(`failed ${errors}`)

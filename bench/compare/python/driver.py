@@ -12,6 +12,7 @@ import sys
 import segment.analytics as analytics
 
 errors = 0
+dropped = 0
 
 
 def on_error(error, items):
@@ -26,7 +27,8 @@ analytics.on_error = on_error
 with open(sys.argv[1], encoding="utf-8") as lines:
     for line in lines:
         c = json.loads(line)
-        analytics.identify(
+        # False when the library's queue is full and the event is dropped.
+        queued, _ = analytics.identify(
             c["customer_id"],
             {
                 "address": {
@@ -44,6 +46,7 @@ with open(sys.argv[1], encoding="utf-8") as lines:
                 "plan": c["plan"],
             },
         )
+        dropped += not queued
 analytics.flush()
 analytics.shutdown()
-print(f"errors {errors}")
+print(f"dropped {dropped} (queue full), failed {errors}")

@@ -47,5 +47,5 @@ async fn main() {
     if batcher.flush().await.is_err() {
         errors += 1;
     }
-    println!("errors {errors}");
+    println!("failed {errors}");
 }
