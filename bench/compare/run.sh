@@ -59,7 +59,12 @@ fi
 
 # ---- the receiver ----
 RECEIVER_PID=""
-stop_receiver() { [ -n "$RECEIVER_PID" ] && kill "$RECEIVER_PID" 2>/dev/null && wait "$RECEIVER_PID" 2>/dev/null; true; }
+stop_receiver() {
+  if [ -n "$RECEIVER_PID" ]; then
+    kill "$RECEIVER_PID" 2>/dev/null || true
+    wait "$RECEIVER_PID" 2>/dev/null || true
+  fi
+}
 trap stop_receiver EXIT
 coproc RECEIVER { exec "$BIN" receive --port 0 --counts-only 2>/dev/null; }
 RECEIVER_PID=$RECEIVER_PID
