@@ -6,19 +6,17 @@
 //! payloads through a [`segment_client::HttpClient`] and accounts for every
 //! record in a run report.
 
-mod engine;
 pub mod mapping;
-mod plan;
-mod reader;
 mod record;
 mod report;
 pub mod source;
 pub mod state;
-mod tracker;
+mod sync;
 
-pub use engine::{StateOptions, StopSignal, SyncError, SyncOptions, SyncProgress, SyncRun};
 pub use mapping::Mapping;
-pub use plan::IncrementalOptions;
 pub use record::{Field, FieldValue, Location, Record, RecordError, RecordErrorKind};
-pub use report::{Counters, ReportWriter, RunReport, Undelivered};
+pub use report::{Counters, FIRST_INVALID, ReportWriter, RunReport, Undelivered};
 pub use source::Source;
+pub use sync::{
+    IncrementalOptions, StateOptions, StopSignal, SyncError, SyncOptions, SyncProgress, SyncRun,
+};

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-/// Where a record came from: the source's name and its line (or row).
+/// Where a record came from: the source's name and its line (or row), and
+/// for a database row its primary key.
 ///
 /// # Example
 /// ```
@@ -17,14 +18,22 @@ use serde::Serialize;
 ///
 /// let at = Location::new("customers.csv", 12);
 /// assert_eq!(at.to_string(), "customers.csv:12");
+///
+/// let row = Location::new("public.customers", 3).with_key("id=42");
+/// assert_eq!(row.to_string(), "public.customers (id=42)");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Location {
     /// The file name as given, or `stdin`.
     pub source: Arc<str>,
     /// 1-based line of the record's start in the file; for a JSON array
-    /// source, the line where the element starts.
+    /// source, the line where the element starts; for a database source,
+    /// the row's position in this run's read.
     pub line: u64,
+    /// A database row's primary key, as `column=value` pairs (`id=42`);
+    /// `None` for files and for query results without a key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<Arc<str>>,
 }
 
 impl Location {
@@ -33,13 +42,23 @@ impl Location {
         Self {
             source: source.into(),
             line,
+            key: None,
         }
+    }
+
+    /// The same location, naming the row by its primary key.
+    pub fn with_key(mut self, key: impl Into<Arc<str>>) -> Self {
+        self.key = Some(key.into());
+        self
     }
 }
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.source, self.line)
+        match &self.key {
+            Some(key) => write!(f, "{} ({key})", self.source),
+            None => write!(f, "{}:{}", self.source, self.line),
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use segment_client::{Identity, SegmentError};
@@ -20,8 +21,9 @@ use crate::record::{Location, RecordError};
 
 /// The summary of one sync run.
 ///
-/// The counts always add up: `read = valid + invalid + skipped + given_up`
-/// and `valid + recovered = delivered + failed + pending`.
+/// The counts always add up (see [`adds_up`](RunReport::adds_up)):
+/// `read = valid + invalid + skipped + given_up` and
+/// `valid + recovered_not_in_source = delivered + failed + pending`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct RunReport {
@@ -39,15 +41,33 @@ pub struct RunReport {
     pub valid: u64,
     /// Records refused before sending (malformed, unmappable, invalid).
     pub invalid: u64,
-    /// Records whose identity appeared earlier in the same input.
+    /// Rows not sent because another row has the same identity (under
+    /// `--duplicates last`, every row but the last; under `first`, every row
+    /// but the first, counted as invalid too).
     pub duplicates: u64,
-    /// Records unchanged since Segment accepted them (not sent).
+    /// Records not sent because nothing needs sending: unchanged since
+    /// Segment accepted them, or a row superseded by a later row of the same
+    /// identity (`--duplicates last`).
     pub skipped: u64,
     /// Unchanged records that failed in too many runs in a row (not sent).
     pub given_up: u64,
-    /// Records an earlier, unfinished run left in the outbox, sent again with
-    /// their first `messageId`.
+    /// Outbox entries an earlier, unfinished run left in flight, sent again
+    /// with their first `messageId` (a record read again with the same
+    /// payload is resent this way, and counts as valid too).
     pub recovered: u64,
+    /// Of `recovered`, the entries for identities this source no longer has
+    /// (sent at the end of a complete read; not part of `read`).
+    pub recovered_not_in_source: u64,
+    /// Older outbox entries of an identity with a newer one (or a changed
+    /// record): dropped, never sent again.
+    pub superseded: u64,
+    /// Outbox lines cut short by a crash, skipped (their records are read
+    /// and sent again from the source).
+    pub outbox_torn: u64,
+    /// Entries earlier runs left in flight that this run did not reach (it
+    /// stopped before the end of the source): still in the outbox, for the
+    /// next run. Not part of the counts above.
+    pub outbox_waiting: u64,
     /// Identities in the state that this source no longer has (nothing is sent for them).
     pub removed: u64,
     /// Records Segment accepted (2xx).
@@ -80,10 +100,16 @@ impl RunReport {
             && !self.interrupted
     }
 
-    /// Whether the counts add up; a run that breaks this has a bug.
+    /// Whether the counts add up: every record read is valid, invalid,
+    /// skipped or given up, and every event queued (valid, plus outbox entries
+    /// resent for records not in the source) is delivered, failed or pending.
+    /// A run that breaks this has a bug; the sync engine refuses to report
+    /// success for it.
     pub fn adds_up(&self) -> bool {
         self.read == self.valid + self.invalid + self.skipped + self.given_up
-            && self.valid + self.recovered == self.delivered + self.failed + self.pending
+            && self.valid + self.recovered_not_in_source
+                == self.delivered + self.failed + self.pending
+            && self.recovered_not_in_source <= self.recovered
     }
 }
 
@@ -104,15 +130,47 @@ pub struct Counters {
     pub given_up: AtomicU64,
     /// Outbox entries from an earlier run, queued again.
     pub recovered: AtomicU64,
+    /// Of those, entries for identities not in this source.
+    pub recovered_not_in_source: AtomicU64,
+    /// Outbox entries dropped because a newer one supersedes them.
+    pub superseded: AtomicU64,
+    /// Records queued (or written to the outbox) that did not settle.
+    pub pending: AtomicU64,
     /// Records delivered.
     pub delivered: AtomicU64,
     /// Records failed.
     pub failed: AtomicU64,
+    /// The first [`FIRST_INVALID`] invalid records, for a display to show
+    /// inline as compilers show their first errors.
+    first_invalid: Mutex<Vec<RecordError>>,
 }
+
+/// How many invalid records [`Counters::first_invalid`] keeps.
+pub const FIRST_INVALID: usize = 5;
 
 impl Counters {
     pub(crate) fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Keeps `error` if it is among the first [`FIRST_INVALID`] invalid records.
+    pub(crate) fn note_invalid(&self, error: &RecordError) {
+        let mut first = self
+            .first_invalid
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if first.len() < FIRST_INVALID {
+            first.push(error.clone());
+        }
+    }
+
+    /// The first invalid records of the run (at most [`FIRST_INVALID`]), in
+    /// the order they were found; the `invalid` counter has the total.
+    pub fn first_invalid(&self) -> Vec<RecordError> {
+        self.first_invalid
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// A snapshot of one counter.
@@ -126,6 +184,11 @@ struct RecordLine<'a> {
     r#type: &'static str,
     source: &'a str,
     line: u64,
+    /// A database row's primary key (`id=42`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    #[serde(rename = "groupId", skip_serializing_if = "Option::is_none")]
+    group_id: Option<&'a str>,
     #[serde(rename = "userId", skip_serializing_if = "Option::is_none")]
     user_id: Option<&'a str>,
     #[serde(rename = "anonymousId", skip_serializing_if = "Option::is_none")]
@@ -137,6 +200,7 @@ struct RecordLine<'a> {
     status: Option<u16>,
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "other_line")]
     first_line: Option<u64>,
 }
 
@@ -144,12 +208,34 @@ struct RecordLine<'a> {
 #[derive(Debug)]
 pub struct ReportWriter {
     out: Option<(PathBuf, BufWriter<File>)>,
+    /// Records are groups (`--call group`): their key is a group id.
+    groups: bool,
 }
 
 impl ReportWriter {
     /// A writer that writes nothing (no `--report`).
     pub fn none() -> Self {
-        Self { out: None }
+        Self {
+            out: None,
+            groups: false,
+        }
+    }
+
+    /// Lines name a record's key as `groupId` instead of `userId`: for a
+    /// group sync, whose records are keyed by their group id.
+    pub fn for_groups(mut self) -> Self {
+        self.groups = true;
+        self
+    }
+
+    /// A record key's `(groupId, userId)`: the user id slot holds a group's
+    /// id in a group sync.
+    fn key_ids<'a>(&self, user_id: Option<&'a str>) -> (Option<&'a str>, Option<&'a str>) {
+        if self.groups {
+            (user_id, None)
+        } else {
+            (None, user_id)
+        }
     }
 
     /// A writer to `path`, created or truncated.
@@ -160,6 +246,7 @@ impl ReportWriter {
         let file = File::create(path)?;
         Ok(Self {
             out: Some((path.to_path_buf(), BufWriter::new(file))),
+            groups: false,
         })
     }
 
@@ -180,6 +267,8 @@ impl ReportWriter {
             r#type: "invalid",
             source: &error.location.source,
             line: error.location.line,
+            key: error.location.key.as_deref(),
+            group_id: None,
             user_id: None,
             anonymous_id: None,
             field: error.field.as_deref(),
@@ -190,7 +279,8 @@ impl ReportWriter {
         })
     }
 
-    /// Records a duplicate identity (sent anyway under the `last` policy).
+    /// Records a row not sent under the `last` policy: a later row, on
+    /// `last_line`, has the same identity and is the one sent.
     ///
     /// # Errors
     /// If the report file cannot be written.
@@ -198,19 +288,42 @@ impl ReportWriter {
         &mut self,
         at: &Location,
         identity: &Identity,
-        first_line: u64,
+        last_line: u64,
     ) -> io::Result<()> {
+        let message = format!(
+            "the same identity is on line {last_line}; only the last row of an identity is sent"
+        );
         self.write_line(&RecordLine {
             r#type: "duplicate",
             source: &at.source,
             line: at.line,
-            user_id: identity.user_id(),
+            key: at.key.as_deref(),
+            group_id: self.key_ids(identity.user_id()).0,
+            user_id: self.key_ids(identity.user_id()).1,
             anonymous_id: identity.anonymous_id(),
             field: None,
             reason: "duplicate_identity",
             status: None,
-            message: "the same identity appears earlier in this input; both were sent in order, so the later values win",
-            first_line: Some(first_line),
+            message: &message,
+            first_line: Some(last_line),
+        })
+    }
+
+    /// Records outbox lines cut short by a crash and skipped.
+    ///
+    /// # Errors
+    /// If the report file cannot be written.
+    pub fn outbox_torn(&mut self, count: u64) -> io::Result<()> {
+        #[derive(Serialize)]
+        struct Torn {
+            r#type: &'static str,
+            count: u64,
+            message: &'static str,
+        }
+        self.write_line(&Torn {
+            r#type: "outbox_torn",
+            count,
+            message: "outbox lines cut short by a crash were skipped; their records are read from the source again",
         })
     }
 
@@ -226,7 +339,9 @@ impl ReportWriter {
             r#type: "given_up",
             source: &at.source,
             line: at.line,
-            user_id: identity.user_id(),
+            key: at.key.as_deref(),
+            group_id: self.key_ids(identity.user_id()).0,
+            user_id: self.key_ids(identity.user_id()).1,
             anonymous_id: identity.anonymous_id(),
             field: None,
             reason: "given_up",
@@ -244,6 +359,8 @@ impl ReportWriter {
         #[derive(Serialize)]
         struct Removed<'a> {
             r#type: &'static str,
+            #[serde(rename = "groupId", skip_serializing_if = "Option::is_none")]
+            group_id: Option<&'a str>,
             #[serde(rename = "userId", skip_serializing_if = "Option::is_none")]
             user_id: Option<&'a str>,
             #[serde(rename = "anonymousId", skip_serializing_if = "Option::is_none")]
@@ -252,7 +369,8 @@ impl ReportWriter {
         }
         self.write_line(&Removed {
             r#type: "removed",
-            user_id: key.strip_prefix("u:"),
+            group_id: self.key_ids(key.strip_prefix("u:")).0,
+            user_id: self.key_ids(key.strip_prefix("u:")).1,
             anonymous_id: key.strip_prefix("a:"),
             message: "in the state but not in this source; nothing was sent for it",
         })
@@ -274,7 +392,9 @@ impl ReportWriter {
             r#type: kind.as_str(),
             source: &at.source,
             line: at.line,
-            user_id: identity.user_id(),
+            key: at.key.as_deref(),
+            group_id: self.key_ids(identity.user_id()).0,
+            user_id: self.key_ids(identity.user_id()).1,
             anonymous_id: identity.anonymous_id(),
             field: None,
             reason: error.and_then(SegmentError::code).unwrap_or(kind.as_str()),

@@ -29,6 +29,17 @@ pub(crate) struct Batch {
     pub body_bytes: usize,
 }
 
+impl Batch {
+    /// A copy of a batch still shared with a send task.
+    pub fn clone_events(&self) -> Self {
+        Self {
+            first_seq: self.first_seq,
+            events: self.events.clone(),
+            body_bytes: self.body_bytes,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Batcher {
     limits: Limits,

@@ -9,9 +9,19 @@ pub const WRITE_KEY_VAR: &str = "SEGMENT_WRITE_KEY";
 pub const HOST_VAR: &str = "SEGMENT_HOST";
 /// The variable holding the region, `us` or `eu`.
 pub const REGION_VAR: &str = "SEGMENT_REGION";
+/// The variable holding the flush timeout in seconds: how long `flush`,
+/// `close_and_flush` and the contract functions wait (default 60).
+pub const FLUSH_TIMEOUT_VAR: &str = "SEGMENT_FLUSH_TIMEOUT";
+/// The variable holding the outage bound in seconds (default 30); see
+/// [`HttpClientBuilder::outage_after`].
+pub const OUTAGE_AFTER_VAR: &str = "SEGMENT_OUTAGE_AFTER";
+/// The variable holding the time allowed for one request in seconds (default 15).
+pub const REQUEST_TIMEOUT_VAR: &str = "SEGMENT_REQUEST_TIMEOUT";
 
 /// A client configured from `SEGMENT_WRITE_KEY`, and `SEGMENT_HOST` or
-/// `SEGMENT_REGION` (`us`, the default, or `eu`).
+/// `SEGMENT_REGION` (`us`, the default, or `eu`); optionally
+/// `SEGMENT_FLUSH_TIMEOUT`, `SEGMENT_OUTAGE_AFTER` and
+/// `SEGMENT_REQUEST_TIMEOUT` (seconds, fractions allowed).
 ///
 /// # Errors
 /// `missing_write_key` if `SEGMENT_WRITE_KEY` is unset or empty;
@@ -57,7 +67,16 @@ pub fn builder_from_lookup(
             format!("{WRITE_KEY_VAR} is not set; set it to your source's write key"),
         )
     })?;
-    let builder = HttpClient::builder(write_key.trim());
+    let mut builder = HttpClient::builder(write_key.trim());
+    if let Some(value) = set(FLUSH_TIMEOUT_VAR) {
+        builder = builder.flush_timeout(seconds(FLUSH_TIMEOUT_VAR, &value)?);
+    }
+    if let Some(value) = set(OUTAGE_AFTER_VAR) {
+        builder = builder.outage_after(seconds(OUTAGE_AFTER_VAR, &value)?);
+    }
+    if let Some(value) = set(REQUEST_TIMEOUT_VAR) {
+        builder = builder.request_timeout(seconds(REQUEST_TIMEOUT_VAR, &value)?);
+    }
     match (set(HOST_VAR), set(REGION_VAR)) {
         (Some(_), Some(_)) => Err(SegmentError::new(
             Kind::InvalidConfig,
@@ -70,6 +89,24 @@ pub fn builder_from_lookup(
         (None, Some(region)) => Ok(builder.region(parse_region(&region)?)),
         (None, None) => Ok(builder),
     }
+}
+
+fn seconds(name: &str, value: &str) -> Result<std::time::Duration, SegmentError> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|secs| std::time::Duration::try_from_secs_f64(secs).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            SegmentError::new(
+                Kind::InvalidConfig,
+                format!(
+                    "{name} must be a positive number of seconds, not `{}`",
+                    value.trim()
+                ),
+            )
+        })
 }
 
 fn parse_region(value: &str) -> Result<Region, SegmentError> {
@@ -121,6 +158,22 @@ mod tests {
         .unwrap_err();
         assert!(err.message().contains("not both"));
         assert!(builder_from_lookup(vars(&[(WRITE_KEY_VAR, "k"), (REGION_VAR, "EU")])).is_ok());
+    }
+
+    #[test]
+    fn timeouts_can_be_set_from_the_environment() {
+        assert!(
+            builder_from_lookup(vars(&[(WRITE_KEY_VAR, "k"), (FLUSH_TIMEOUT_VAR, "2.5")])).is_ok()
+        );
+        for bad in ["0", "-1", "soon"] {
+            let err = builder_from_lookup(|name: &str| match name {
+                WRITE_KEY_VAR => Some("k".into()),
+                OUTAGE_AFTER_VAR => Some(bad.into()),
+                _ => None,
+            })
+            .unwrap_err();
+            assert!(err.is_config(), "{bad}: {err}");
+        }
     }
 
     #[test]

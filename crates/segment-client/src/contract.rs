@@ -13,11 +13,19 @@ use crate::payload::SegmentIdentifyPayload;
 pub type SegmentIntegrationResult = Result<(), SegmentError>;
 
 /// Identifies one customer with the process-wide client configured from the
-/// environment, flushes, and says whether this event was delivered.
+/// environment and says whether this event was delivered.
 ///
 /// The client is built on first success and reused by later calls; it runs
 /// on a thread of its own, so it works from any runtime. A configuration
 /// error is returned, not cached: fix the environment and call again.
+///
+/// # How long it waits
+/// Until this event's outcome is known, at most the flush timeout
+/// (`SEGMENT_FLUSH_TIMEOUT`, default 60 s). A lone call takes one round trip;
+/// concurrent calls share requests. Against a host that does not answer
+/// (closed port, unresolvable name, no response) it fails with `outage` once
+/// nothing has answered for `SEGMENT_OUTAGE_AFTER` (default 30 s), with the
+/// last attempt's error as `source()`.
 ///
 /// # Errors
 /// `missing_write_key` or `invalid_config` for the environment; otherwise as
@@ -51,14 +59,20 @@ fn process_client() -> Result<HttpClient, SegmentError> {
     Ok(client)
 }
 
-/// Identifies one customer with `client`, flushes, and says whether this
-/// event was delivered.
+/// Identifies one customer with `client` and says whether this event was
+/// delivered.
+///
+/// With an [`HttpClient`] the call waits for this event only, at most the
+/// client's flush timeout (default 60 s): concurrent calls share requests,
+/// and a lone call takes one round trip. An unreachable host gives `outage`
+/// after the client's outage bound (default 30 s).
 ///
 /// # Errors
 /// `invalid_payload`/`payload_too_large` before anything is sent; the
-/// delivery failure of this event (`http_status`, `network`, `timeout`,
-/// `rate_limited`); `deadline_exceeded` if it was still pending at the flush
-/// deadline; `client_closed` for a closed client.
+/// delivery failure of this event (`http_status`, `rate_limited`, `outage`,
+/// and `network`/`timeout` once attempts run out); if the flush timeout
+/// passes first, the last attempt's error under its own code, or
+/// `deadline_exceeded` if none failed; `client_closed` for a closed client.
 ///
 /// # Example
 /// ```

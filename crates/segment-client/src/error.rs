@@ -14,7 +14,7 @@ use std::sync::Arc;
 /// | code | meaning | retried by the client? |
 /// |---|---|---|
 /// | `missing_write_key` | no write key was configured (`SEGMENT_WRITE_KEY` unset or empty) | no |
-/// | `invalid_config` | a setting is unusable, e.g. a host that is not an `http(s)` URL | no |
+/// | `invalid_config` | a setting is unusable, e.g. a host that is not an `http(s)` URL; also a redirect, or a 404 before anything was delivered (see [`SegmentError::status`]): the host is wrong | no |
 /// | `invalid_payload` | the event breaks a Segment rule: no identity, a bad `messageId`, a clashing trait | no |
 /// | `payload_too_large` | the serialised event is over 32,000 bytes | no |
 /// | `network` | the request could not be sent or its answer not read | yes |
@@ -24,6 +24,7 @@ use std::sync::Arc;
 /// | `client_closed` | the client was closed before the event could be queued or sent | no |
 /// | `queue_full` | the queue had no room and the caller asked not to wait | no |
 /// | `deadline_exceeded` | a flush deadline passed while the event was still pending | no |
+/// | `outage` | every request failed by timeout or network error, with nothing delivered, for the client's outage bound; the message and `source()` carry the last attempt's cause | no: try again later |
 /// | `internal` | a bug in this crate (for example a worker that stopped); please report it | no |
 pub mod codes {
     /// No write key was configured.
@@ -48,6 +49,8 @@ pub mod codes {
     pub const QUEUE_FULL: &str = "queue_full";
     /// A flush deadline passed while the event was pending.
     pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
+    /// Segment could not be reached for the client's outage bound.
+    pub const OUTAGE: &str = "outage";
     /// A bug in this crate.
     pub const INTERNAL: &str = "internal";
 }
@@ -65,6 +68,7 @@ pub(crate) enum Kind {
     ClientClosed,
     QueueFull,
     DeadlineExceeded,
+    Outage,
     Internal,
 }
 
@@ -82,6 +86,7 @@ impl Kind {
             Kind::ClientClosed => codes::CLIENT_CLOSED,
             Kind::QueueFull => codes::QUEUE_FULL,
             Kind::DeadlineExceeded => codes::DEADLINE_EXCEEDED,
+            Kind::Outage => codes::OUTAGE,
             Kind::Internal => codes::INTERNAL,
         }
     }
@@ -119,7 +124,7 @@ struct Inner {
     message: String,
     status: Option<u16>,
     attempts: u32,
-    source: Option<Box<dyn StdError + Send + Sync>>,
+    source: Option<Arc<dyn StdError + Send + Sync>>,
 }
 
 impl SegmentError {
@@ -151,7 +156,18 @@ impl SegmentError {
         let mut err = Self::new(kind, message);
         Arc::get_mut(&mut err.inner)
             .expect("fresh error is unshared")
-            .source = Some(Box::new(source));
+            .source = Some(Arc::new(source));
+        err
+    }
+
+    /// An error with `cause`'s kind and status, a message of its own, and
+    /// `cause` as its source.
+    pub(crate) fn caused_by(message: impl Into<String>, cause: SegmentError) -> Self {
+        let (kind, status, attempts) = (cause.inner.kind, cause.inner.status, cause.inner.attempts);
+        let mut err = Self::with_source(kind, message, cause);
+        let inner = Arc::get_mut(&mut err.inner).expect("fresh error is unshared");
+        inner.status = status;
+        inner.attempts = attempts;
         err
     }
 
@@ -164,7 +180,7 @@ impl SegmentError {
                 message: shared.message.clone(),
                 status: shared.status,
                 attempts: shared.attempts,
-                source: None,
+                source: shared.source.clone(),
             },
         };
         let message = if attempts > 1 {
@@ -243,6 +259,13 @@ impl SegmentError {
     /// Whether the client was closed.
     pub fn is_closed(&self) -> bool {
         self.inner.kind == Kind::ClientClosed
+    }
+
+    /// Whether Segment could not be reached at all (every request failing by
+    /// timeout or network error, nothing delivered) for the client's
+    /// [`outage_after`](crate::HttpClientBuilder::outage_after) bound.
+    pub fn is_outage(&self) -> bool {
+        self.inner.kind == Kind::Outage
     }
 
     /// Whether the queue was full and the caller asked not to wait.

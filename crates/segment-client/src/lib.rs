@@ -31,11 +31,13 @@
 //! ```
 
 mod batcher;
+mod calls;
 mod client;
 mod config;
 mod contract;
 mod encode;
 mod error;
+mod health;
 mod memory;
 mod message;
 #[cfg(feature = "outbox")]
@@ -43,16 +45,24 @@ mod outbox;
 mod payload;
 mod report;
 mod retry;
+#[cfg(test)]
+mod scripted;
 mod throttle;
 mod transport;
 mod worker;
+#[cfg(test)]
+mod worker_model;
 
 pub use batcher::{MAX_BATCH_EVENTS, MAX_REQUEST_BYTES};
+pub use calls::{
+    AliasParams, GroupParams, Message, PageParams, ScreenParams, TrackParams, ViewParams,
+};
 pub use client::{
     BoxFuture, DeliveryReceipt, HttpClient, HttpClientBuilder, PreparedEvent, Region, SegmentClient,
 };
 pub use config::{
-    HOST_VAR, REGION_VAR, WRITE_KEY_VAR, builder_from_lookup, get_segment_client_from_environment,
+    FLUSH_TIMEOUT_VAR, HOST_VAR, OUTAGE_AFTER_VAR, REGION_VAR, REQUEST_TIMEOUT_VAR, WRITE_KEY_VAR,
+    builder_from_lookup, get_segment_client_from_environment,
 };
 pub use contract::{
     ContractResult, SegmentIntegrationResult, send_customer_to_segment,

@@ -4,9 +4,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde_json::Value;
 
+use crate::calls::Message;
 use crate::client::{BoxFuture, SegmentClient};
 use crate::error::{Kind, SegmentError};
-use crate::message::{Event, IdentifyParams, prepare};
+use crate::message::{Event, IdentifyParams, prepare_message};
 use crate::report::{DeliveryReport, EventRef};
 
 /// A [`SegmentClient`] that validates like the real one and records what it
@@ -38,7 +39,7 @@ pub struct InMemoryClient {
 
 #[derive(Debug, Default)]
 struct State {
-    calls: Vec<IdentifyParams>,
+    messages: Vec<Message>,
     events: Vec<Event>,
     queued: Vec<usize>,
     fail_status: Option<u16>,
@@ -64,7 +65,20 @@ impl InMemoryClient {
 
     /// The parameters of every accepted `identify` call, in order.
     pub fn calls(&self) -> Vec<IdentifyParams> {
-        self.state().calls.clone()
+        self.state()
+            .messages
+            .iter()
+            .filter_map(|message| match message {
+                Message::Identify(params) => Some(params.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every accepted call of any type (identify, track, group, alias, page,
+    /// screen), in order.
+    pub fn messages(&self) -> Vec<Message> {
+        self.state().messages.clone()
     }
 
     /// Every accepted event in Segment's wire form, with its generated
@@ -119,8 +133,12 @@ impl InMemoryClient {
 
 impl SegmentClient for InMemoryClient {
     fn identify(&self, params: IdentifyParams) -> BoxFuture<'_, Result<(), SegmentError>> {
+        self.send(Message::Identify(params))
+    }
+
+    fn send(&self, message: Message) -> BoxFuture<'_, Result<(), SegmentError>> {
         Box::pin(async move {
-            let event = prepare(params.clone())?;
+            let event = prepare_message(message.clone())?;
             let mut state = self.state();
             if state.closed {
                 return Err(SegmentError::new(
@@ -128,7 +146,7 @@ impl SegmentClient for InMemoryClient {
                     "the client is closed",
                 ));
             }
-            state.calls.push(params);
+            state.messages.push(message);
             let index = state.events.len();
             state.events.push(event);
             state.queued.push(index);

@@ -8,6 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::calls::{Message, ViewParams};
 use crate::error::{Kind, SegmentError};
 use crate::payload::{SegmentIdentifyPayload, UserTraits};
 
@@ -175,9 +176,10 @@ pub(crate) struct Event {
     pub json: Vec<u8>,
 }
 
+/// The fields every event type shares on the wire, around its own `body`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct WireIdentify<'a> {
+struct Wire<'a, B: Serialize> {
     r#type: &'static str,
     message_id: &'a str,
     timestamp: String,
@@ -185,11 +187,64 @@ struct WireIdentify<'a> {
     user_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     anonymous_id: Option<&'a str>,
-    traits: &'a UserTraits,
+    #[serde(flatten)]
+    body: B,
     #[serde(skip_serializing_if = "Option::is_none")]
     context: Option<&'a Map<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     integrations: Option<&'a Map<String, Value>>,
+}
+
+/// The fields every call type carries besides its identity.
+struct Shared {
+    context: Option<Map<String, Value>>,
+    integrations: Option<Map<String, Value>>,
+    timestamp: Option<DateTime<Utc>>,
+    message_id: Option<String>,
+}
+
+macro_rules! shared {
+    ($params:expr) => {
+        Shared {
+            context: $params.context,
+            integrations: $params.integrations,
+            timestamp: $params.timestamp,
+            message_id: $params.message_id,
+        }
+    };
+}
+
+#[derive(Serialize)]
+struct IdentifyBody<'a> {
+    traits: &'a UserTraits,
+}
+
+#[derive(Serialize)]
+struct TrackBody<'a> {
+    event: &'a str,
+    properties: &'a Map<String, Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupBody<'a> {
+    group_id: &'a str,
+    traits: &'a Map<String, Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AliasBody<'a> {
+    previous_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct ViewBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    category: Option<&'a str>,
+    properties: &'a Map<String, Value>,
 }
 
 /// A fresh random (version 4) UUID for a `messageId`: what the client uses
@@ -217,25 +272,12 @@ fn check_id(field: &str, value: Option<&str>) -> Result<(), SegmentError> {
     }
 }
 
-/// Validates `params` against Segment's rules and serialises the event.
+/// Validates an identify call against Segment's rules and serialises it.
 ///
 /// # Errors
 /// `invalid_payload` for an empty identity, a bad `messageId` or a trait set
 /// twice; `payload_too_large` for an event over [`MAX_EVENT_BYTES`].
-pub(crate) fn prepare(mut params: IdentifyParams) -> Result<Event, SegmentError> {
-    check_id("userId", params.identity.user_id())?;
-    check_id("anonymousId", params.identity.anonymous_id())?;
-    let message_id = match params.message_id.take() {
-        Some(id) if id.is_empty() => return Err(invalid("messageId is empty".into())),
-        Some(id) if id.chars().count() >= MAX_MESSAGE_ID_CHARS => {
-            return Err(invalid(format!(
-                "messageId is {} characters; Segment requires fewer than {MAX_MESSAGE_ID_CHARS}",
-                id.chars().count()
-            )));
-        }
-        Some(id) => id,
-        None => new_message_id(),
-    };
+pub(crate) fn prepare(params: IdentifyParams) -> Result<Event, SegmentError> {
     if !params.traits.custom.is_empty()
         && let Some(name) = params
             .traits
@@ -246,22 +288,112 @@ pub(crate) fn prepare(mut params: IdentifyParams) -> Result<Event, SegmentError>
             "trait `{name}` is set both as a typed field and in custom traits"
         )));
     }
-    if let Some(context) = params.context.as_mut() {
+    let body = IdentifyBody {
+        traits: &params.traits,
+    };
+    finish("identify", params.identity.clone(), shared!(params), body)
+}
+
+/// Validates a call of any type against Segment's rules and serialises it:
+/// the one path every event takes before it is queued.
+///
+/// # Errors
+/// `invalid_payload` for an empty identity, a missing field the type
+/// requires (track `event`, group `groupId`, alias `previousId`/`userId`), a
+/// bad `messageId` or a trait set twice; `payload_too_large` over
+/// [`MAX_EVENT_BYTES`].
+pub(crate) fn prepare_message(message: Message) -> Result<Event, SegmentError> {
+    match message {
+        Message::Identify(params) => prepare(params),
+        Message::Track(p) => {
+            require("track", "event", &p.event)?;
+            let body = TrackBody {
+                event: &p.event,
+                properties: &p.properties,
+            };
+            finish("track", p.identity.clone(), shared!(p), body)
+        }
+        Message::Group(p) => {
+            require("group", "groupId", &p.group_id)?;
+            let body = GroupBody {
+                group_id: &p.group_id,
+                traits: &p.traits,
+            };
+            finish("group", p.identity.clone(), shared!(p), body)
+        }
+        Message::Alias(p) => {
+            require("alias", "previousId", &p.previous_id)?;
+            require("alias", "userId", &p.user_id)?;
+            let body = AliasBody {
+                previous_id: &p.previous_id,
+            };
+            finish(
+                "alias",
+                Identity::UserId(p.user_id.clone()),
+                shared!(p),
+                body,
+            )
+        }
+        Message::Page(p) => finish_view("page", p),
+        Message::Screen(p) => finish_view("screen", p),
+    }
+}
+
+fn finish_view(kind: &'static str, p: ViewParams) -> Result<Event, SegmentError> {
+    let body = ViewBody {
+        name: p.name.as_deref(),
+        category: p.category.as_deref(),
+        properties: &p.properties,
+    };
+    finish(kind, p.identity.clone(), shared!(p), body)
+}
+
+/// Refuses an empty required field, as Segment drops such an event.
+fn require(kind: &str, field: &str, value: &str) -> Result<(), SegmentError> {
+    if value.trim().is_empty() {
+        Err(invalid(format!("{kind} {field} is empty")))
+    } else {
+        Ok(())
+    }
+}
+
+/// The shared half of validation and serialisation, for every type.
+fn finish<B: Serialize>(
+    kind: &'static str,
+    identity: Identity,
+    shared: Shared,
+    body: B,
+) -> Result<Event, SegmentError> {
+    let Shared {
+        mut context,
+        integrations,
+        timestamp,
+        message_id,
+    } = shared;
+    check_id("userId", identity.user_id())?;
+    check_id("anonymousId", identity.anonymous_id())?;
+    let message_id = match message_id {
+        Some(id) => {
+            check_message_id(&id)?;
+            id
+        }
+        None => new_message_id(),
+    };
+    if let Some(context) = context.as_mut() {
         context.entry("library").or_insert_with(library);
     }
-    let timestamp = params
-        .timestamp
+    let timestamp = timestamp
         .unwrap_or_else(Utc::now)
         .to_rfc3339_opts(SecondsFormat::Millis, true);
-    let wire = WireIdentify {
-        r#type: "identify",
+    let wire = Wire {
+        r#type: kind,
         message_id: &message_id,
         timestamp,
-        user_id: params.identity.user_id(),
-        anonymous_id: params.identity.anonymous_id(),
-        traits: &params.traits,
-        context: params.context.as_ref(),
-        integrations: params.integrations.as_ref(),
+        user_id: identity.user_id(),
+        anonymous_id: identity.anonymous_id(),
+        body,
+        context: context.as_ref(),
+        integrations: integrations.as_ref(),
     };
     let mut json = Vec::with_capacity(512);
     serde_json::to_writer(&mut json, &wire).map_err(|e| {
@@ -270,9 +402,23 @@ pub(crate) fn prepare(mut params: IdentifyParams) -> Result<Event, SegmentError>
     check_size(json.len())?;
     Ok(Event {
         message_id,
-        identity: params.identity,
+        identity,
         json,
     })
+}
+
+/// Refuses a `messageId` Segment would not accept: empty, or too long.
+fn check_message_id(id: &str) -> Result<(), SegmentError> {
+    if id.is_empty() {
+        return Err(invalid("messageId is empty".into()));
+    }
+    let chars = id.chars().count();
+    if chars >= MAX_MESSAGE_ID_CHARS {
+        return Err(invalid(format!(
+            "messageId is {chars} characters; Segment requires fewer than {MAX_MESSAGE_ID_CHARS}"
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses an event Segment would drop for its size.
@@ -289,8 +435,8 @@ fn check_size(bytes: usize) -> Result<(), SegmentError> {
 /// Rebuilds an event from its serialised JSON (as stored by a caller).
 ///
 /// # Errors
-/// `invalid_payload` unless it is an identify event with a `messageId` and an
-/// identity; `payload_too_large` over [`MAX_EVENT_BYTES`].
+/// `invalid_payload` unless it is an event of a known type with a
+/// `messageId`, an identity and the fields its type requires; `payload_too_large` over [`MAX_EVENT_BYTES`].
 pub(crate) fn from_json(json: Vec<u8>) -> Result<Event, SegmentError> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
@@ -299,13 +445,24 @@ pub(crate) fn from_json(json: Vec<u8>) -> Result<Event, SegmentError> {
         message_id: String,
         user_id: Option<String>,
         anonymous_id: Option<String>,
+        event: Option<String>,
+        group_id: Option<String>,
+        previous_id: Option<String>,
     }
     check_size(json.len())?;
     let head: Head = serde_json::from_slice(&json).map_err(|e| {
         SegmentError::with_source(Kind::InvalidPayload, "stored event is not valid JSON", e)
     })?;
-    if head.r#type != "identify" {
-        return Err(invalid(format!("stored event has type `{}`", head.r#type)));
+    let kind = head.r#type.as_str();
+    let required: &[(&str, &Option<String>)] = match kind {
+        "identify" | "page" | "screen" => &[],
+        "track" => &[("event", &head.event)],
+        "group" => &[("groupId", &head.group_id)],
+        "alias" => &[("previousId", &head.previous_id), ("userId", &head.user_id)],
+        other => return Err(invalid(format!("stored event has type `{other}`"))),
+    };
+    for (field, value) in required {
+        require(kind, field, value.as_deref().unwrap_or_default())?;
     }
     let identity = match (head.user_id, head.anonymous_id) {
         (Some(user_id), Some(anonymous_id)) => Identity::Both {
@@ -318,6 +475,7 @@ pub(crate) fn from_json(json: Vec<u8>) -> Result<Event, SegmentError> {
     };
     check_id("userId", identity.user_id())?;
     check_id("anonymousId", identity.anonymous_id())?;
+    check_message_id(&head.message_id)?;
     Ok(Event {
         message_id: head.message_id,
         identity,
@@ -439,5 +597,192 @@ mod tests {
         let json: Value = serde_json::from_slice(&event.json).unwrap();
         assert_eq!(json["context"]["library"]["name"], LIBRARY_NAME);
         assert_eq!(json["context"]["ip"], "127.0.0.1");
+    }
+
+    fn ts() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 1, 2, 3, 4, 5).unwrap()
+    }
+
+    fn wire(message: impl Into<Message>) -> String {
+        String::from_utf8(prepare_message(message.into()).unwrap().json).unwrap()
+    }
+
+    #[test]
+    fn every_type_has_segments_wire_shape() {
+        use crate::calls::{AliasParams, GroupParams, TrackParams};
+        let id = Identity::user("u1");
+        assert_eq!(
+            wire(
+                TrackParams::new(id.clone(), "Order Completed")
+                    .with_property("revenue", 9.5)
+                    .with_message_id("m1")
+                    .with_timestamp(ts())
+            ),
+            r#"{"type":"track","messageId":"m1","timestamp":"2024-01-02T03:04:05.000Z","userId":"u1","event":"Order Completed","properties":{"revenue":9.5}}"#
+        );
+        assert_eq!(
+            wire(
+                GroupParams::new(Identity::anonymous("a1"), "acc_1")
+                    .with_trait("name", "Initech")
+                    .with_message_id("m2")
+                    .with_timestamp(ts())
+            ),
+            r#"{"type":"group","messageId":"m2","timestamp":"2024-01-02T03:04:05.000Z","anonymousId":"a1","groupId":"acc_1","traits":{"name":"Initech"}}"#
+        );
+        assert_eq!(
+            wire(
+                AliasParams::new("anon_7", "u1")
+                    .with_message_id("m3")
+                    .with_timestamp(ts())
+            ),
+            r#"{"type":"alias","messageId":"m3","timestamp":"2024-01-02T03:04:05.000Z","userId":"u1","previousId":"anon_7"}"#
+        );
+        let view = ViewParams::new(id)
+            .with_name("Pricing")
+            .with_category("Docs")
+            .with_property("path", "/pricing")
+            .with_message_id("m4")
+            .with_timestamp(ts());
+        assert_eq!(
+            wire(Message::Page(view.clone())),
+            r#"{"type":"page","messageId":"m4","timestamp":"2024-01-02T03:04:05.000Z","userId":"u1","name":"Pricing","category":"Docs","properties":{"path":"/pricing"}}"#
+        );
+        assert_eq!(
+            wire(Message::Screen(
+                ViewParams::new(Identity::user("u1"))
+                    .with_message_id("m5")
+                    .with_timestamp(ts())
+            )),
+            r#"{"type":"screen","messageId":"m5","timestamp":"2024-01-02T03:04:05.000Z","userId":"u1","properties":{}}"#
+        );
+        // Identify through the common path is byte-identical to the identify path.
+        let identify = user("u1").with_message_id("m6").with_timestamp(ts());
+        assert_eq!(
+            wire(identify.clone()),
+            String::from_utf8(prepare(identify).unwrap().json).unwrap()
+        );
+    }
+
+    #[test]
+    fn what_segment_drops_is_refused_for_every_type() {
+        use crate::calls::{AliasParams, GroupParams, TrackParams};
+        let refused: Vec<(Message, &str)> = vec![
+            (
+                TrackParams::new(Identity::user("u"), "").into(),
+                "track event is empty",
+            ),
+            (
+                TrackParams::new(Identity::user("u"), " ").into(),
+                "track event is empty",
+            ),
+            (
+                GroupParams::new(Identity::user("u"), "").into(),
+                "group groupId is empty",
+            ),
+            (
+                AliasParams::new("", "u").into(),
+                "alias previousId is empty",
+            ),
+            (AliasParams::new("p", "").into(), "alias userId is empty"),
+            (
+                TrackParams::new(Identity::user(""), "E").into(),
+                "userId is empty",
+            ),
+            (
+                GroupParams::new(Identity::anonymous(""), "g").into(),
+                "anonymousId is empty",
+            ),
+            (
+                Message::Page(ViewParams::new(Identity::user(""))),
+                "userId is empty",
+            ),
+            (
+                Message::Screen(ViewParams::new(Identity::anonymous(" "))),
+                "anonymousId is empty",
+            ),
+            (
+                Message::Page(
+                    ViewParams::new(Identity::user("u")).with_message_id("x".repeat(100)),
+                ),
+                "messageId is 100 characters; Segment requires fewer than 100",
+            ),
+            (
+                TrackParams::new(Identity::user("u"), "E")
+                    .with_message_id("")
+                    .into(),
+                "messageId is empty",
+            ),
+        ];
+        for (message, text) in refused {
+            let kind = message.kind();
+            let err = prepare_message(message).unwrap_err();
+            assert_eq!(err.code(), Some("invalid_payload"), "{kind}");
+            assert_eq!(err.message(), text, "{kind}");
+        }
+    }
+
+    #[test]
+    fn the_32000_byte_limit_holds_for_every_type() {
+        use crate::calls::{AliasParams, GroupParams, TrackParams};
+        let big = Value::String("x".repeat(MAX_EVENT_BYTES));
+        let mut context = Map::new();
+        context.insert("blob".into(), big.clone());
+        let messages: Vec<Message> = vec![
+            TrackParams::new(Identity::user("u"), "E")
+                .with_property("blob", big.clone())
+                .into(),
+            GroupParams::new(Identity::user("u"), "g")
+                .with_trait("blob", big.clone())
+                .into(),
+            AliasParams::new("p", "u").with_context(context).into(),
+            Message::Page(ViewParams::new(Identity::user("u")).with_property("blob", big.clone())),
+            Message::Screen(
+                ViewParams::new(Identity::user("u")).with_name("x".repeat(MAX_EVENT_BYTES)),
+            ),
+        ];
+        for message in messages {
+            let kind = message.kind();
+            let err = prepare_message(message).unwrap_err();
+            assert_eq!(err.code(), Some("payload_too_large"), "{kind}");
+        }
+        // Exactly at the limit is accepted.
+        let base = wire(TrackParams::new(Identity::user("u"), "E").with_message_id("m")).len();
+        let pad = MAX_EVENT_BYTES - base - r#""b":"""#.len();
+        let at_limit = prepare_message(
+            TrackParams::new(Identity::user("u"), "E")
+                .with_message_id("m")
+                .with_property("b", "x".repeat(pad))
+                .into(),
+        )
+        .unwrap();
+        assert_eq!(at_limit.json.len(), MAX_EVENT_BYTES);
+    }
+
+    #[test]
+    fn stored_events_of_every_type_round_trip() {
+        use crate::calls::{AliasParams, GroupParams, TrackParams};
+        let messages: Vec<Message> = vec![
+            TrackParams::new(Identity::user("u"), "E").into(),
+            GroupParams::new(Identity::anonymous("a"), "g").into(),
+            AliasParams::new("p", "u").into(),
+            Message::Page(ViewParams::new(Identity::user("u"))),
+            Message::Screen(ViewParams::new(Identity::user("u"))),
+        ];
+        for message in messages {
+            let event = prepare_message(message).unwrap();
+            let again = from_json(event.json.clone()).unwrap();
+            assert_eq!(again.message_id, event.message_id);
+            assert_eq!(again.identity, event.identity);
+        }
+        for bad in [
+            r#"{"type":"track","messageId":"m","userId":"u"}"#,
+            r#"{"type":"track","messageId":"m","userId":"u","event":""}"#,
+            r#"{"type":"group","messageId":"m","userId":"u"}"#,
+            r#"{"type":"alias","messageId":"m","userId":"u"}"#,
+            r#"{"type":"alias","messageId":"m","anonymousId":"a","previousId":"p"}"#,
+            r#"{"type":"bogus","messageId":"m","userId":"u"}"#,
+        ] {
+            assert!(from_json(bad.as_bytes().to_vec()).is_err(), "{bad}");
+        }
     }
 }

@@ -73,8 +73,14 @@ impl RetryPolicy {
         if !failure.error.is_retryable() {
             return Decision::GiveUp;
         }
-        let (decision, wait) = match failure.retry_after {
-            Some(wait) => (Decision::Pause(wait), wait),
+        // `Retry-After` is a lower bound on the wait, never a reason to come
+        // back sooner than the backoff; without a positive wait it is no
+        // pause at all, so the attempt counts like any other.
+        let (decision, wait) = match failure.retry_after.filter(|wait| !wait.is_zero()) {
+            Some(wait) => {
+                let wait = wait.max(self.backoff(attempts));
+                (Decision::Pause(wait), wait)
+            }
             None if attempts >= self.max_attempts => return Decision::GiveUp,
             None => {
                 let wait = self.backoff(attempts);
@@ -196,10 +202,52 @@ mod tests {
             retry_after: Some(Duration::from_secs(7)),
             ..status(429)
         };
+        // A lower bound: at least the server's wait, at most the backoff ceiling.
+        match policy.decide(&failure, 10, Duration::ZERO) {
+            Decision::Pause(wait) => {
+                assert!(wait >= Duration::from_secs(7) && wait <= Duration::from_secs(60));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_zero_retry_after_counts_and_backs_off() {
+        let policy = RetryPolicy::default();
+        let failure = Failure {
+            retry_after: Some(Duration::ZERO),
+            ..status(429)
+        };
+        assert!(matches!(
+            policy.decide(&failure, 1, Duration::ZERO),
+            Decision::Backoff(_)
+        ));
         assert_eq!(
             policy.decide(&failure, 10, Duration::ZERO),
-            Decision::Pause(Duration::from_secs(7))
+            Decision::GiveUp
         );
+    }
+
+    #[test]
+    fn a_short_retry_after_never_waits_less_than_the_backoff_could() {
+        let policy = RetryPolicy {
+            initial_backoff: Duration::from_secs(8),
+            max_backoff: Duration::from_secs(8),
+            ..RetryPolicy::default()
+        };
+        let failure = Failure {
+            retry_after: Some(Duration::from_secs(1)),
+            ..status(429)
+        };
+        fastrand::seed(3);
+        let waits: Vec<_> = (0..100)
+            .map(|_| match policy.decide(&failure, 1, Duration::ZERO) {
+                Decision::Pause(wait) => wait,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(waits.iter().all(|w| *w >= Duration::from_secs(1)));
+        assert!(waits.iter().any(|w| *w > Duration::from_secs(4)));
     }
 
     #[test]

@@ -17,18 +17,47 @@ const ERROR_BODY_CHARS: usize = 300;
 
 /// Where request bodies go.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per client, never moved on a hot path"
+)]
 pub(crate) enum Transport {
     Http(HttpTransport),
     /// A dry run: nothing leaves the machine.
-    DryRun(DryRun),
+    DryRun(std::sync::Arc<DryRun>),
+    /// A server that answers from a script, for the worker's model tests.
+    #[cfg(test)]
+    Scripted(std::sync::Arc<crate::scripted::Server>),
 }
 
 impl Transport {
+    /// The same transport over new connections; see [`HttpTransport::fresh`].
+    pub fn fresh(&self) -> Result<Self, SegmentError> {
+        Ok(match self {
+            Transport::Http(http) => Transport::Http(http.fresh()?),
+            Transport::DryRun(dry) => Transport::DryRun(std::sync::Arc::clone(dry)),
+            #[cfg(test)]
+            Transport::Scripted(server) => Transport::Scripted(std::sync::Arc::clone(server)),
+        })
+    }
+
+    /// Where requests go, for messages; `None` for a dry run.
+    pub fn endpoint(&self) -> Option<&Url> {
+        match self {
+            Transport::Http(http) => Some(http.endpoint()),
+            Transport::DryRun(_) => None,
+            #[cfg(test)]
+            Transport::Scripted(_) => None,
+        }
+    }
+
     /// Sends (or, in a dry run, writes) one attempt.
     pub async fn send(&self, body: Body, retry_count: u32) -> Result<(), Failure> {
         match self {
             Transport::Http(http) => http.send(body, retry_count).await,
             Transport::DryRun(dry) => dry.write(body),
+            #[cfg(test)]
+            Transport::Scripted(server) => server.send(body, retry_count).await,
         }
     }
 }
@@ -82,14 +111,22 @@ pub(crate) struct HttpTransport {
     http: reqwest::Client,
     endpoint: Url,
     timeout: Duration,
+    headers: HeaderMap,
+    max_idle: usize,
 }
 
 /// Checks that `host` is a usable base URL and returns its batch endpoint.
+///
+/// A path prefix is kept (proxies need one); a host that already ends in
+/// `/v1/batch` is refused with the base URL to use instead, since appending
+/// the endpoint again would make every request a 404. Messages never echo
+/// user info (`https://KEY@host`): that is where keys end up.
 pub(crate) fn batch_endpoint(host: &str) -> Result<Url, SegmentError> {
+    let shown = without_user_info(host.trim());
     let bad = |why: &str| {
         SegmentError::new(
             Kind::InvalidConfig,
-            format!("segment host `{host}` is not usable: {why}"),
+            format!("segment host `{shown}` is not usable: {why}"),
         )
     };
     let mut base = Url::parse(host.trim()).map_err(|e| bad(&e.to_string()))?;
@@ -102,10 +139,36 @@ pub(crate) fn batch_endpoint(host: &str) -> Result<Url, SegmentError> {
     if !base.username().is_empty() || base.password().is_some() {
         return Err(bad("credentials belong in the write key, not the URL"));
     }
+    if base.query().is_some() || base.fragment().is_some() {
+        return Err(bad("a base URL has no query or fragment"));
+    }
+    let path = base.path().trim_end_matches('/');
+    if let Some(prefix) = path.strip_suffix("/v1/batch") {
+        let mut fixed = base.clone();
+        fixed.set_path(prefix);
+        let fixed = fixed.as_str().trim_end_matches('/').to_owned();
+        return Err(bad(&format!(
+            "it ends with /v1/batch, which the client adds itself; use the base URL `{fixed}`"
+        )));
+    }
     if !base.path().ends_with('/') {
         base.set_path(&format!("{}/", base.path()));
     }
     base.join("v1/batch").map_err(|e| bad(&e.to_string()))
+}
+
+/// `host` with anything between `://` and an `@` in its authority replaced,
+/// so a message can show which host was meant without showing a key.
+fn without_user_info(host: &str) -> String {
+    let (scheme, rest) = match host.find("://") {
+        Some(at) => host.split_at(at + 3),
+        None => ("", host),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}***@{}", &rest[at + 1..]),
+        None => host.to_owned(),
+    }
 }
 
 /// Checks that `host` is a usable base URL and that a TCP connection to it
@@ -191,8 +254,37 @@ impl HttpTransport {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        Self::with_headers(endpoint, headers, timeout, max_idle)
+    }
+
+    /// The same settings over new connections: a connection pool belongs to
+    /// the runtime that opened it, so a worker rescued onto a new runtime
+    /// needs its own.
+    pub fn fresh(&self) -> Result<Self, SegmentError> {
+        Self::with_headers(
+            self.endpoint.clone(),
+            self.headers.clone(),
+            self.timeout,
+            self.max_idle,
+        )
+    }
+
+    /// The endpoint requests go to.
+    pub fn endpoint(&self) -> &Url {
+        &self.endpoint
+    }
+
+    fn with_headers(
+        endpoint: Url,
+        headers: HeaderMap,
+        timeout: Duration,
+        max_idle: usize,
+    ) -> Result<Self, SegmentError> {
         let http = reqwest::Client::builder()
-            .default_headers(headers)
+            .default_headers(headers.clone())
+            // A redirected POST becomes a GET without a body, and its 2xx
+            // would count as a delivery: a 3xx is an error instead.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("segment-sync/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(timeout)
             .pool_max_idle_per_host(max_idle)
@@ -205,6 +297,8 @@ impl HttpTransport {
             http,
             endpoint,
             timeout,
+            headers,
+            max_idle,
         })
     }
 
@@ -264,12 +358,20 @@ impl HttpTransport {
 fn status_error(status: StatusCode, detail: &str) -> SegmentError {
     let kind = if status == StatusCode::TOO_MANY_REQUESTS {
         Kind::RateLimited
+    } else if status.is_redirection() {
+        // Segment never redirects its API: the host setting is wrong.
+        Kind::InvalidConfig
     } else {
         Kind::HttpStatus
     };
     let mut message = format!("segment answered {status}");
     if matches!(status.as_u16(), 401 | 403) {
         message.push_str(" (the write key was refused)");
+    }
+    if status.is_redirection() {
+        message.push_str(
+            " (a redirect, which is not followed: set the host to the API's base URL itself)",
+        );
     }
     if !detail.is_empty() {
         message.push_str(": ");
@@ -315,6 +417,10 @@ mod tests {
             url("https://proxy.example/seg").unwrap(),
             "https://proxy.example/seg/v1/batch"
         );
+        assert_eq!(
+            url("https://proxy.example/seg/v1/").unwrap(),
+            "https://proxy.example/seg/v1/v1/batch"
+        );
     }
 
     #[test]
@@ -325,10 +431,28 @@ mod tests {
             "ftp://x",
             "https://key@api.segment.io",
             "http://",
+            "http://127.0.0.1:8080/v1/batch",
+            "http://127.0.0.1:8080/proxy/v1/batch/",
+            "http://127.0.0.1:8080/?x=1",
         ] {
             let err = batch_endpoint(host).unwrap_err();
             assert!(err.is_config(), "{host}: {err}");
         }
+    }
+
+    #[test]
+    fn user_info_is_never_shown() {
+        assert_eq!(without_user_info("https://k:p@h/x@y"), "https://***@h/x@y");
+        assert_eq!(
+            without_user_info("https://k@bad host"),
+            "https://***@bad host"
+        );
+        assert_eq!(without_user_info("https://h/p"), "https://h/p");
+        let err = batch_endpoint("http://127.0.0.1:8080/proxy/v1/batch").unwrap_err();
+        assert!(
+            err.message().contains("`http://127.0.0.1:8080/proxy`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,19 +4,31 @@
 //! Every event gets a sequence number as it leaves the queue. A flush waits
 //! until no event numbered before it is outstanding (in the batcher, sealed,
 //! or in flight), or until its deadline, whichever comes first.
+//!
+//! Confirmed events (a caller waits for that one event) are sent as soon as
+//! a request slot is free, together with whatever else is queued by then:
+//! concurrent callers share requests the way a database groups commits.
+//!
+//! The worker never ends with events it has not reported: a close after its
+//! deadline reports them as pending; a runtime shut down under it hands them
+//! to a fresh thread that tries to deliver them within the shutdown timeout;
+//! a panic reports them as failed (`internal`).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{Id, JoinSet};
 use tokio::time::{Instant, sleep_until};
+use tracing::Instrument;
 
 use crate::batcher::{Batch, Batcher, Limits};
 use crate::encode::Encoder;
 use crate::error::{Kind, SegmentError};
+use crate::health::{Admission, Health};
 use crate::message::Event;
 use crate::report::{DeliveryReport, EventOutcome, EventRef};
 use crate::retry::{Decision, RetryPolicy};
@@ -35,22 +47,28 @@ pub(crate) type OutcomeHook = Arc<dyn Fn(&EventOutcome<'_>) + Send + Sync>;
 /// What the client handle sends to the worker, in order.
 pub(crate) enum Task {
     Event(Event, Option<Receipt>),
+    /// An event whose caller waits for its outcome: sent promptly.
+    Confirm(Event, Receipt),
     Flush {
-        deadline: Instant,
-        reply: oneshot::Sender<DeliveryReport>,
-    },
-    Close {
         deadline: Instant,
         reply: oneshot::Sender<DeliveryReport>,
     },
 }
 
+/// A close, sent beside the queue so that a full queue cannot keep it out.
+pub(crate) struct CloseRequest {
+    pub deadline: Instant,
+    pub reply: oneshot::Sender<DeliveryReport>,
+}
+
 /// Worker settings, already validated by the builder.
+#[derive(Clone)]
 pub(crate) struct Settings {
     pub limits: Limits,
     pub flush_interval: Duration,
     pub max_in_flight: usize,
     pub max_failures_in_report: usize,
+    pub shutdown_timeout: Duration,
     pub on_outcome: Option<OutcomeHook>,
     #[cfg(feature = "outbox")]
     pub outbox: Option<Arc<crate::outbox::Outbox>>,
@@ -62,26 +80,44 @@ pub(crate) struct Sender {
     pub encoder: Encoder,
     pub policy: RetryPolicy,
     pub gates: Mutex<Gates>,
+    pub health: Mutex<Health>,
 }
 
+#[derive(Clone, Copy)]
 pub(crate) struct Gates {
     pub pause: Pause,
     pub pacer: Option<Pacer>,
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Sender {
+    /// The same settings over a new connection pool, with fresh gates.
+    fn fresh(&self, outage_bound: Duration) -> Result<Self, SegmentError> {
+        let mut gates = *lock(&self.gates);
+        gates.pause = Pause::default();
+        Ok(Self {
+            transport: self.transport.fresh()?,
+            encoder: self.encoder.clone(),
+            policy: self.policy,
+            gates: Mutex::new(gates),
+            health: Mutex::new(Health::new(outage_bound)),
+        })
+    }
+
     /// Waits until the client is not paused and the rate cap allows a request.
     async fn wait_for_turn(&self) {
         loop {
             let now = Instant::now();
-            let resume = self.gates().pause.resume_at(now);
+            let resume = lock(&self.gates).pause.resume_at(now);
             match resume {
                 Some(at) => sleep_until(at).await,
                 None => break,
             }
         }
-        let slot = self
-            .gates()
+        let slot = lock(&self.gates)
             .pacer
             .as_mut()
             .map(|p| p.reserve(Instant::now()));
@@ -90,55 +126,177 @@ impl Sender {
         }
     }
 
-    fn gates(&self) -> std::sync::MutexGuard<'_, Gates> {
-        self.gates.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The last failed attempt's error, if the last attempt failed.
+    pub fn last_failure(&self) -> Option<SegmentError> {
+        lock(&self.health).last_failure().cloned()
     }
 
     /// Delivers one batch, retrying as the policy decides.
     async fn deliver(&self, batch: &Batch) -> Result<(), SegmentError> {
+        let first = batch.events.first().map_or("", |e| e.message_id.as_str());
+        let last = batch.events.last().map_or("", |e| e.message_id.as_str());
+        let span = tracing::debug_span!(
+            "segment_batch",
+            first_message_id = first,
+            last_message_id = last,
+            events = batch.events.len(),
+            bytes = batch.body_bytes,
+        );
+        self.deliver_with_retries(batch).instrument(span).await
+    }
+
+    async fn deliver_with_retries(&self, batch: &Batch) -> Result<(), SegmentError> {
         let started = Instant::now();
         let mut counted_attempts = 0;
         let mut sends = 0;
         loop {
+            let admission = lock(&self.health).admit();
+            if admission == Admission::Refuse {
+                let error = self.outage_error(sends);
+                tracing::warn!(code = "outage", "batch failed: segment is unreachable");
+                return Err(error);
+            }
             self.wait_for_turn().await;
             let body = self.encoder.encode(batch, Utc::now()).map_err(|e| {
                 SegmentError::with_source(Kind::Internal, "could not encode a batch", e)
             })?;
-            let failure = match self.transport.send(body, sends).await {
-                Ok(()) => return Ok(()),
+            let sent_at = Instant::now();
+            let attempt = sends + 1;
+            let result = self
+                .transport
+                .send(body, sends)
+                .instrument(tracing::debug_span!("segment_request", attempt))
+                .await;
+            sends = attempt;
+            let mut failure = match result {
+                Ok(()) => {
+                    lock(&self.health).delivered();
+                    tracing::debug!(attempt, "batch delivered");
+                    return Ok(());
+                }
                 Err(failure) => failure,
             };
-            sends += 1;
-            match self
-                .policy
-                .decide(&failure, counted_attempts + 1, started.elapsed())
             {
+                let mut health = lock(&self.health);
+                if failure.error.status() == Some(404) && !health.delivered_any() {
+                    // Nothing here takes batches: a wrong host or path, like a 401.
+                    failure.error = not_found(self.transport.endpoint());
+                }
+                health.remember(&failure.error);
+                let answered = failure.error.status().is_some();
+                if answered {
+                    health.answered();
+                } else if health.unanswered(sent_at, Instant::now(), admission == Admission::Probe)
+                {
+                    drop(health);
+                    let error = self.outage_error(sends);
+                    tracing::warn!(
+                        attempt,
+                        code = "outage",
+                        cause = %failure.error,
+                        "segment is unreachable: nothing answered for the outage bound"
+                    );
+                    return Err(error);
+                }
+            }
+            let decision = self
+                .policy
+                .decide(&failure, counted_attempts + 1, started.elapsed());
+            match decision {
                 Decision::Backoff(wait) => {
                     counted_attempts += 1;
-                    tokio::time::sleep(wait).await;
+                    tracing::debug!(
+                        attempt,
+                        status = failure.error.status(),
+                        code = failure.error.code(),
+                        wait_ms = wait.as_millis() as u64,
+                        "attempt failed; retrying after a backoff"
+                    );
+                    let until = Instant::now() + wait;
+                    let outage_at = lock(&self.health).outage_at();
+                    if let Some(at) = outage_at.filter(|at| *at < until) {
+                        // Say "outage" when the bound passes, not at the
+                        // next attempt, which may be a minute later.
+                        sleep_until(at).await;
+                        if lock(&self.health).check_outage(Instant::now()) {
+                            tracing::warn!(
+                                attempt,
+                                code = "outage",
+                                cause = %failure.error,
+                                "segment is unreachable: nothing answered for the outage bound"
+                            );
+                            return Err(self.outage_error(sends));
+                        }
+                    }
+                    sleep_until(until).await;
                 }
-                Decision::Pause(wait) => self.gates().pause.extend(Instant::now(), wait),
-                Decision::GiveUp => return Err(failure.error.after_attempts(sends)),
+                Decision::Pause(wait) => {
+                    tracing::info!(
+                        attempt,
+                        status = failure.error.status(),
+                        wait_ms = wait.as_millis() as u64,
+                        "Retry-After: pausing every request of the client"
+                    );
+                    lock(&self.gates).pause.extend(Instant::now(), wait);
+                }
+                Decision::GiveUp => {
+                    tracing::warn!(
+                        attempts = sends,
+                        status = failure.error.status(),
+                        code = failure.error.code(),
+                        "batch failed; not retried further"
+                    );
+                    return Err(failure.error.after_attempts(sends));
+                }
             }
         }
     }
+
+    fn outage_error(&self, attempts: u32) -> SegmentError {
+        let health = lock(&self.health);
+        let message = format!(
+            "segment could not be reached for {} s; nothing was delivered in that time",
+            health.failing_for(Instant::now()).as_secs()
+        );
+        match health.last_failure() {
+            Some(cause) => SegmentError::with_source(Kind::Outage, message, cause.clone()),
+            None => SegmentError::new(Kind::Outage, message),
+        }
+        .after_attempts(attempts)
+    }
+}
+
+fn not_found(endpoint: Option<&reqwest::Url>) -> SegmentError {
+    let at = endpoint.map_or_else(String::new, |e| format!(" at {e}"));
+    SegmentError::with_status(
+        Kind::InvalidConfig,
+        404,
+        format!(
+            "segment answered 404 Not Found{at}: nothing takes batches there; check the host setting (a base URL such as https://api.segment.io)"
+        ),
+    )
 }
 
 struct Waiter {
     /// Satisfied when no event numbered below this is outstanding.
     upto: u64,
     deadline: Instant,
-    reply: oneshot::Sender<DeliveryReport>,
+    /// `None` for the close that follows the last handle being dropped.
+    reply: Option<oneshot::Sender<DeliveryReport>>,
     close: bool,
 }
 
 pub(crate) struct Worker {
     rx: mpsc::Receiver<Task>,
+    control: mpsc::UnboundedReceiver<CloseRequest>,
+    control_open: bool,
     sender: Arc<Sender>,
     settings: Settings,
     batcher: Batcher,
     next_seq: u64,
     batch_deadline: Option<Instant>,
+    /// A caller waits for an event in the batcher: send it at the next free slot.
+    urgent: bool,
     /// Sealed batches waiting for a free in-flight slot.
     ready: VecDeque<Batch>,
     in_flight: BTreeMap<u64, Arc<Batch>>,
@@ -148,17 +306,30 @@ pub(crate) struct Worker {
     waiters: VecDeque<Waiter>,
     report: DeliveryReport,
     closing: bool,
+    /// What a close left pending at its deadline; later closes report it again.
+    abandoned: Option<Vec<EventRef>>,
+    /// Set when `run` returns normally; anything else dropping the worker
+    /// (a runtime shutting down, a panic) must account for its events.
+    finished: bool,
 }
 
 impl Worker {
-    pub fn new(rx: mpsc::Receiver<Task>, sender: Arc<Sender>, settings: Settings) -> Self {
+    pub fn new(
+        rx: mpsc::Receiver<Task>,
+        control: mpsc::UnboundedReceiver<CloseRequest>,
+        sender: Arc<Sender>,
+        settings: Settings,
+    ) -> Self {
         Self {
             rx,
+            control,
+            control_open: true,
             sender,
             batcher: Batcher::new(settings.limits),
             settings,
             next_seq: 0,
             batch_deadline: None,
+            urgent: false,
             ready: VecDeque::new(),
             in_flight: BTreeMap::new(),
             tasks: JoinSet::new(),
@@ -167,6 +338,8 @@ impl Worker {
             waiters: VecDeque::new(),
             report: DeliveryReport::default(),
             closing: false,
+            abandoned: None,
+            finished: false,
         }
     }
 
@@ -179,9 +352,14 @@ impl Worker {
         let (mut armed_batch, mut armed_waiter) = (None, None);
         let mut received = Vec::with_capacity(RECV_CHUNK);
         loop {
+            self.seal_if_urgent();
             self.dispatch_ready();
             self.answer_satisfied_waiters();
-            if self.closing && self.waiters.is_empty() && self.outstanding_since().is_none() {
+            if self.closing
+                && !self.control_open
+                && self.waiters.is_empty()
+                && self.outstanding_since().is_none()
+            {
                 break;
             }
             let waiter_deadline = self.waiters.iter().map(|w| w.deadline).min();
@@ -204,20 +382,26 @@ impl Worker {
                     self.finish_task(joined);
                 }
                 () = &mut waiter_timer, if armed_waiter.is_some() => self.expire_waiters(),
+                close = self.control.recv(), if self.control_open => match close {
+                    Some(CloseRequest { deadline, reply }) => self.close(deadline, Some(reply)),
+                    None => self.control_open = false,
+                },
                 () = &mut batch_timer, if armed_batch.is_some() && self.ready.is_empty() => self.seal(),
                 n = self.rx.recv_many(&mut received, RECV_CHUNK), if can_read => {
                     self.persist(&mut received);
-                    if n == 0 {
-                        // Every handle is gone: deliver what is queued, then stop.
-                        self.closing = true;
-                        self.seal();
-                    }
                     for task in received.drain(..) {
                         self.accept(task);
+                    }
+                    if n == 0 {
+                        // Every handle is gone without a close: deliver what
+                        // is queued within the shutdown timeout, then stop.
+                        let deadline = Instant::now() + self.settings.shutdown_timeout;
+                        self.close(deadline, None);
                     }
                 }
             }
         }
+        self.finished = true;
     }
 
     /// Queues events an earlier process left in the outbox, ahead of new ones.
@@ -238,20 +422,20 @@ impl Worker {
             return;
         };
         let events = tasks.iter().filter_map(|task| match task {
-            Task::Event(event, _) => Some(event),
-            _ => None,
+            Task::Event(event, _) | Task::Confirm(event, _) => Some(event),
+            Task::Flush { .. } => None,
         });
         let Err(error) = outbox.put(events) else {
             return;
         };
+        tracing::error!(
+            code = error.code(),
+            "could not write events to the outbox; they fail"
+        );
         for task in std::mem::take(tasks) {
             match task {
-                Task::Event(event, receipt) => {
-                    self.record(&event, Err(&error));
-                    if let Some(receipt) = receipt {
-                        let _ = receipt.send(Err(error.clone()));
-                    }
-                }
+                Task::Event(event, receipt) => self.fail_event(&event, receipt, &error),
+                Task::Confirm(event, receipt) => self.fail_event(&event, Some(receipt), &error),
                 other => tasks.push(other),
             }
         }
@@ -272,83 +456,95 @@ impl Worker {
     #[cfg(not(feature = "outbox"))]
     fn forget(&self, _events: &[Event]) {}
 
-    fn accept(&mut self, task: Task) {
-        if self.closing {
-            return self.refuse_after_close(task);
+    fn fail_event(&mut self, event: &Event, receipt: Option<Receipt>, error: &SegmentError) {
+        self.record(event, Err(error));
+        if let Some(receipt) = receipt {
+            let _ = receipt.send(Err(error.clone()));
         }
+    }
+
+    fn accept(&mut self, task: Task) {
         match task {
-            Task::Event(event, receipt) => {
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                if let Some(receipt) = receipt {
-                    self.receipts.insert(seq, receipt);
-                }
-                if self.batcher.is_empty() {
-                    self.batch_deadline = Some(Instant::now() + self.settings.flush_interval);
-                }
-                self.ready.extend(self.batcher.push(seq, event));
-                if self.batcher.is_full() {
-                    self.seal();
-                }
+            Task::Event(event, receipt) => self.accept_event(event, receipt),
+            Task::Confirm(event, receipt) => {
+                self.accept_event(event, Some(receipt));
+                self.urgent = true;
             }
             Task::Flush { deadline, reply } => {
                 self.seal();
                 self.waiters.push_back(Waiter {
                     upto: self.next_seq,
                     deadline,
-                    reply,
-                    close: false,
-                });
-            }
-            Task::Close { deadline, reply } => {
-                self.seal();
-                self.closing = true;
-                self.waiters.push_back(Waiter {
-                    upto: self.next_seq,
-                    deadline,
-                    reply,
-                    close: true,
-                });
-                self.refuse_queued_after_close();
-            }
-        }
-    }
-
-    /// Takes what slipped into the queue behind the close: events are
-    /// refused (and say so in the close's report), flushes share its answer.
-    fn refuse_queued_after_close(&mut self) {
-        self.rx.close();
-        while let Ok(task) = self.rx.try_recv() {
-            self.refuse_after_close(task);
-        }
-    }
-
-    fn refuse_after_close(&mut self, task: Task) {
-        match task {
-            Task::Event(event, receipt) => {
-                let error = SegmentError::new(
-                    Kind::ClientClosed,
-                    "the client was closed before this event could be sent",
-                );
-                self.record(&event, Err(&error));
-                if let Some(receipt) = receipt {
-                    let _ = receipt.send(Err(error));
-                }
-            }
-            Task::Flush { deadline, reply } | Task::Close { deadline, reply } => {
-                self.waiters.push_back(Waiter {
-                    upto: self.next_seq,
-                    deadline,
-                    reply,
+                    reply: Some(reply),
                     close: false,
                 });
             }
         }
+    }
+
+    fn accept_event(&mut self, event: Event, receipt: Option<Receipt>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(receipt) = receipt {
+            self.receipts.insert(seq, receipt);
+        }
+        if self.batcher.is_empty() {
+            self.batch_deadline = Some(Instant::now() + self.settings.flush_interval);
+        }
+        self.ready.extend(self.batcher.push(seq, event));
+        if self.batcher.is_full() {
+            self.seal();
+        }
+    }
+
+    /// Starts closing (once), or joins a close under way: everything queued
+    /// before the close is delivered, then the worker stops.
+    fn close(&mut self, deadline: Instant, reply: Option<oneshot::Sender<DeliveryReport>>) {
+        if let Some(abandoned) = &self.abandoned {
+            // An earlier close already gave up on these: say so again.
+            let pending = abandoned.clone();
+            let waiter = Waiter {
+                upto: self.next_seq,
+                deadline,
+                reply,
+                close: true,
+            };
+            return self.answer(waiter, pending);
+        }
+        if !self.closing {
+            self.closing = true;
+            // What is in the queue was sent before the close: take it all.
+            self.rx.close();
+            let mut rest = Vec::new();
+            while let Ok(task) = self.rx.try_recv() {
+                rest.push(task);
+            }
+            self.persist(&mut rest);
+            for task in rest {
+                self.accept(task);
+            }
+            self.seal();
+        }
+        self.waiters.push_back(Waiter {
+            upto: self.next_seq,
+            deadline,
+            reply,
+            close: true,
+        });
     }
 
     fn seal(&mut self) {
         self.batch_deadline = None;
+        self.urgent = false;
         self.ready.extend(self.batcher.take());
+    }
+
+    /// Sends a waited-for event as soon as a slot is free, with whatever else
+    /// is queued by then: while every slot is busy, events keep gathering.
+    fn seal_if_urgent(&mut self) {
+        if self.urgent && self.ready.is_empty() && self.tasks.len() < self.settings.max_in_flight {
+            self.seal();
+        }
     }
 
     fn dispatch_ready(&mut self) {
@@ -374,7 +570,8 @@ impl Worker {
         let (id, result) = match joined {
             Ok((id, result)) => (id, result),
             Err(e) => {
-                let error = SegmentError::new(Kind::Internal, format!("a send task stopped: {e}"));
+                tracing::error!("a send task stopped: {e}");
+                let error = SegmentError::new(Kind::Internal, "a send task stopped unexpectedly");
                 (e.id(), Err(error))
             }
         };
@@ -396,11 +593,18 @@ impl Worker {
 
     fn record(&mut self, event: &Event, result: Result<(), &SegmentError>) {
         if let Some(hook) = &self.settings.on_outcome {
-            hook(&EventOutcome {
+            let outcome = EventOutcome {
                 message_id: &event.message_id,
                 identity: &event.identity,
                 result,
-            });
+            };
+            // A bug in the caller's hook must not take every queued event with it.
+            if catch_unwind(AssertUnwindSafe(|| hook(&outcome))).is_err() {
+                tracing::error!(
+                    message_id = %event.message_id,
+                    "the on_outcome hook panicked; the outcome is still counted"
+                );
+            }
         }
         match result {
             Ok(()) => self.report.delivered += 1,
@@ -434,43 +638,50 @@ impl Worker {
 
     fn expire_waiters(&mut self) {
         let now = Instant::now();
+        if self.waiters.iter().any(|w| w.close && w.deadline <= now) {
+            return self.abandon_outstanding();
+        }
         while let Some(pos) = self.waiters.iter().position(|w| w.deadline <= now) {
             let waiter = self.waiters.remove(pos).expect("position is valid");
-            if waiter.close {
-                self.abandon_outstanding();
-            }
             let pending = self.pending_before(waiter.upto);
             self.answer(waiter, pending);
         }
     }
 
-    /// At a close's deadline: stop sending, and tell each waiting caller.
+    /// At a close's deadline: stop sending, tell each waiting caller, and
+    /// keep the list for any later close.
     fn abandon_outstanding(&mut self) {
         self.tasks.abort_all();
         self.task_batches.clear();
+        lock(&self.sender.health).probe_abandoned();
         let error = SegmentError::new(
             Kind::DeadlineExceeded,
             "the client closed before this event was delivered",
         );
-        let in_flight = std::mem::take(&mut self.in_flight);
-        let ready = std::mem::take(&mut self.ready);
-        let queued = self.batcher.take();
-        for batch in in_flight
-            .values()
-            .map(Arc::as_ref)
-            .chain(ready.iter())
-            .chain(queued.as_ref())
-        {
-            for seq in batch.first_seq..batch.first_seq + batch.events.len() as u64 {
-                if let Some(receipt) = self.receipts.remove(&seq) {
-                    let _ = receipt.send(Err(error.clone()));
-                }
+        let seqs: Vec<u64> = self.receipts.keys().copied().collect();
+        for seq in seqs {
+            if let Some(receipt) = self.receipts.remove(&seq) {
+                let _ = receipt.send(Err(error.clone()));
             }
         }
-        // Kept for the report's pending list.
-        self.in_flight = in_flight;
-        self.ready = ready;
-        self.ready.extend(queued);
+        let waiters = std::mem::take(&mut self.waiters);
+        let answers: Vec<_> = waiters
+            .into_iter()
+            .map(|w| {
+                let pending = self.pending_before(w.upto);
+                (w, pending)
+            })
+            .collect();
+        self.abandoned = Some(self.pending_before(u64::MAX));
+        // Anything left is reported (and stays in the outbox), not sent.
+        self.in_flight.clear();
+        self.ready.clear();
+        self.batcher.take();
+        self.batch_deadline = None;
+        self.urgent = false;
+        for (waiter, pending) in answers {
+            self.answer(waiter, pending);
+        }
     }
 
     fn pending_before(&self, upto: u64) -> Vec<EventRef> {
@@ -491,16 +702,129 @@ impl Worker {
     fn answer(&mut self, waiter: Waiter, pending: Vec<EventRef>) {
         let mut report = std::mem::take(&mut self.report);
         report.pending = pending;
-        if let Err(unread) = waiter.reply.send(report) {
+        let Some(reply) = waiter.reply else {
+            // Closed by dropping the last handle: nobody reads this report.
+            if !report.is_complete() {
+                tracing::warn!(
+                    failed = report.failed_count(),
+                    pending = report.pending.len(),
+                    delivered = report.delivered,
+                    "the client was dropped without close_and_flush and not every event was delivered within its shutdown timeout"
+                );
+            }
+            return;
+        };
+        if let Err(unread) = reply.send(report) {
             // The caller gave up waiting; keep its outcomes for the next report.
             self.report
                 .merge_earlier(unread, self.settings.max_failures_in_report);
         }
-        if waiter.close {
-            // Anything left after a close's deadline is reported, then dropped.
-            self.in_flight.clear();
-            self.ready.clear();
-            self.batcher.take();
+    }
+
+    /// Every event the worker holds, oldest first, with its receipt.
+    fn take_held(&mut self) -> Vec<(Event, Option<Receipt>)> {
+        let in_flight = std::mem::take(&mut self.in_flight);
+        let ready = std::mem::take(&mut self.ready);
+        let batches = in_flight
+            .into_values()
+            .map(|b| Arc::try_unwrap(b).unwrap_or_else(|shared| shared.clone_events()))
+            .chain(ready)
+            .chain(self.batcher.take());
+        let mut held = Vec::new();
+        for batch in batches {
+            for (seq, event) in (batch.first_seq..).zip(batch.events) {
+                held.push((event, self.receipts.remove(&seq)));
+            }
+        }
+        while let Ok(task) = self.rx.try_recv() {
+            match task {
+                Task::Event(event, receipt) => held.push((event, receipt)),
+                Task::Confirm(event, receipt) => held.push((event, Some(receipt))),
+                Task::Flush { .. } => {}
+            }
+        }
+        held
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let held = self.take_held();
+        if held.is_empty() {
+            return;
+        }
+        if std::thread::panicking() {
+            tracing::error!(
+                events = held.len(),
+                "the client's worker stopped unexpectedly; its events are reported as failed"
+            );
+            let error = SegmentError::new(
+                Kind::Internal,
+                "the client's worker stopped unexpectedly before this event was sent",
+            );
+            for (event, receipt) in held {
+                self.fail_event(&event, receipt, &error);
+            }
+            return;
+        }
+        // The runtime is shutting down under the worker (a client dropped
+        // without close_and_flush as `main` returns): deliver on a thread of
+        // our own, within the shutdown timeout.
+        if let Err(error) = rescue(&self.sender, &self.settings, held) {
+            tracing::error!(
+                code = error.code(),
+                "could not deliver a dropped client's events: {error}"
+            );
         }
     }
+}
+
+/// Delivers `held` on a fresh thread and runtime, waiting at most the
+/// shutdown timeout (plus the hop back).
+fn rescue(
+    sender: &Sender,
+    settings: &Settings,
+    held: Vec<(Event, Option<Receipt>)>,
+) -> Result<(), SegmentError> {
+    let internal = |what: &str, e: std::io::Error| {
+        SegmentError::with_source(Kind::Internal, what.to_owned(), e)
+    };
+    let outage_bound = lock(&sender.health).bound();
+    let sender = Arc::new(sender.fresh(outage_bound)?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            internal(
+                "could not start a runtime to deliver a dropped client's events",
+                e,
+            )
+        })?;
+    // Every sender is dropped at once: the worker closes as soon as it
+    // has taken the events, with the shutdown timeout as its deadline.
+    let (_, rx) = mpsc::channel(1);
+    let (_, control) = mpsc::unbounded_channel();
+    let mut worker = Worker::new(rx, control, sender, settings.clone());
+    let count = held.len();
+    for (event, receipt) in held {
+        worker.accept_event(event, receipt);
+    }
+    tracing::info!(
+        events = count,
+        "delivering a dropped client's queued events"
+    );
+    let thread = std::thread::Builder::new()
+        .name("segment-client-shutdown".into())
+        .spawn(move || runtime.block_on(worker.run()))
+        .map_err(|e| {
+            internal(
+                "could not start a thread to deliver a dropped client's events",
+                e,
+            )
+        })?;
+    let _ = thread.join();
+    Ok(())
 }

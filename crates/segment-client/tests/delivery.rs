@@ -461,6 +461,7 @@ async fn a_dry_run_writes_the_exact_request_bodies_and_sends_nothing() {
         .host("http://127.0.0.1:9")
         .dry_run(Some(dir.path().to_path_buf()))
         .gzip(false)
+        .batch_size(100)
         .build()
         .unwrap();
     identify_all(&client, 250).await;

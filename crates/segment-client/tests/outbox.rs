@@ -70,3 +70,48 @@ async fn undelivered_events_are_sent_after_a_restart_with_their_message_ids() {
     let report = client.close_and_flush().await.unwrap();
     assert_eq!(report.delivered, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_type_survives_a_restart_in_the_outbox() {
+    use segment_client::{AliasParams, GroupParams, Message, TrackParams, ViewParams};
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox.sqlite");
+    let receiver = Receiver::start(ReceiverConfig::new().faults(FaultPlan::hang(u32::MAX)))
+        .await
+        .unwrap();
+    let client = HttpClient::builder("key")
+        .host(receiver.url())
+        .outbox(&outbox)
+        .request_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let user = Identity::user("u1");
+    let messages: Vec<Message> = vec![
+        TrackParams::new(user.clone(), "E").into(),
+        GroupParams::new(user.clone(), "g").into(),
+        AliasParams::new("p", "u1").into(),
+        Message::Page(ViewParams::new(user.clone())),
+        Message::Screen(ViewParams::new(user)),
+    ];
+    for message in messages {
+        client.send(message).await.unwrap();
+    }
+    let report = client
+        .close_and_flush_with_timeout(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(report.pending.len(), 5, "{report:?}");
+    receiver.set_faults(FaultPlan::none());
+
+    let client = HttpClient::builder("key")
+        .host(receiver.url())
+        .outbox(&outbox)
+        .build()
+        .unwrap();
+    let report = client.close_and_flush().await.unwrap();
+    assert_eq!(report.delivered, 5, "{report:?}");
+    let stats = receiver.store().stats();
+    let types: Vec<&str> = stats.accepted_by_type.keys().map(String::as_str).collect();
+    assert_eq!(types, ["alias", "group", "page", "screen", "track"]);
+    assert_eq!(stats.rejected, 0);
+}

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::faults::FaultPlan;
 
@@ -35,18 +36,64 @@ pub enum Record {
 ///     .faults(FaultPlan::first_n(2, 503));
 /// # let _ = config;
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ReceiverConfig {
     pub(crate) write_keys: Vec<String>,
     pub(crate) save_to: Option<PathBuf>,
     pub(crate) record: Record,
     pub(crate) faults: FaultPlan,
+    pub(crate) keep: usize,
+    pub(crate) body_timeout: Duration,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        Self {
+            write_keys: Vec::new(),
+            save_to: None,
+            record: Record::default(),
+            faults: FaultPlan::default(),
+            keep: Self::DEFAULT_KEEP,
+            body_timeout: Self::DEFAULT_BODY_TIMEOUT,
+        }
+    }
 }
 
 impl ReceiverConfig {
+    /// The default for [`keep`](Self::keep): 100,000.
+    pub const DEFAULT_KEEP: usize = 100_000;
+
+    /// The default for [`body_timeout`](Self::body_timeout): 30 seconds.
+    pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
     /// A configuration with every setting at its default.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Keep the last `n` accepted events, requests, dropped events, problems and customer
+    /// profiles in memory (each; at least 1), so memory stays bounded however long the
+    /// receiver runs. Older ones are let go; [`Stats`](crate::Stats) still counts them.
+    ///
+    /// Byte budgets apply as well: 64 MiB of event JSON, 16 MiB of request records
+    /// (`messageId`s, headers) and 16 MiB of request bodies (older bodies are let go
+    /// first), 32 MiB of customer profiles (about 1 KiB each plus their traits, the
+    /// least recently updated let go first) with at most 64 KiB of traits each. The
+    /// duplicate detector remembers the last `max(n, 1,000,000)` `messageId`s.
+    ///
+    /// Default: [`DEFAULT_KEEP`](Self::DEFAULT_KEEP) (100,000).
+    pub fn keep(mut self, n: usize) -> Self {
+        self.keep = n.max(1);
+        self
+    }
+
+    /// How long a request's body may take to arrive once its headers have; a slower
+    /// request gets `408` and its connection is closed, as a real server would.
+    ///
+    /// Default: [`DEFAULT_BODY_TIMEOUT`](Self::DEFAULT_BODY_TIMEOUT) (30 s).
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
     }
 
     /// Accept requests authenticated with `key`; may be called several times to accept
@@ -98,6 +145,8 @@ impl fmt::Debug for ReceiverConfig {
             .field("save_to", &self.save_to)
             .field("record", &self.record)
             .field("faults", &self.faults)
+            .field("keep", &self.keep)
+            .field("body_timeout", &self.body_timeout)
             .finish()
     }
 }

@@ -26,7 +26,7 @@ pub(crate) enum Endpoint {
     /// `POST /v1/batch`: an envelope with a `batch` array.
     Batch,
     /// `POST /v1/<type>`: the body is one event whose type is implied by the path.
-    Single,
+    Single(&'static str),
 }
 
 impl Endpoint {
@@ -34,8 +34,10 @@ impl Endpoint {
     pub(crate) fn from_segment(segment: &str) -> Option<Self> {
         match segment {
             "batch" => Some(Self::Batch),
-            s if EVENT_TYPES.contains(&s) => Some(Self::Single),
-            _ => None,
+            s => EVENT_TYPES
+                .iter()
+                .find(|kind| **kind == s)
+                .map(|kind| Self::Single(kind)),
         }
     }
 }
@@ -71,6 +73,17 @@ impl Refusal {
             "body_too_large",
             format!("request body is larger than {MAX_BODY_BYTES} bytes"),
         )
+    }
+
+    pub(crate) fn body_timeout(timeout: std::time::Duration) -> Self {
+        Self {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "body_timeout",
+            message: format!(
+                "request body did not arrive within {} ms",
+                timeout.as_millis()
+            ),
+        }
     }
 
     pub(crate) fn unreadable_body() -> Self {
@@ -192,7 +205,7 @@ pub(crate) fn parse(endpoint: Endpoint, body: &[u8]) -> Result<Parsed<'_>, Refus
                 write_key: json_string(parsed.write_key),
             })
         }
-        Endpoint::Single => {
+        Endpoint::Single(_) => {
             let event: &RawValue = serde_json::from_slice(body).map_err(invalid)?;
             let envelope: SingleBody<'_> = serde_json::from_str(event.get()).map_err(invalid)?;
             Ok(Parsed {
@@ -259,6 +272,9 @@ pub(crate) struct Event<'a> {
     pub raw: &'a RawValue,
     pub message_id: Option<String>,
     pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    /// Its string `type`, if it has one.
+    pub kind: Option<String>,
     /// `Err` if Segment would silently drop it.
     pub verdict: Result<(), (RejectReason, String)>,
 }
@@ -274,6 +290,12 @@ struct Head<'a> {
     anonymous_id: Option<&'a RawValue>,
     #[serde(rename = "messageId", borrow, default)]
     message_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    event: Option<&'a RawValue>,
+    #[serde(rename = "groupId", borrow, default)]
+    group_id: Option<&'a RawValue>,
+    #[serde(rename = "previousId", borrow, default)]
+    previous_id: Option<&'a RawValue>,
 }
 
 /// Apply Segment's per-event rules to the events of one request.
@@ -288,9 +310,14 @@ pub(crate) fn check_events(endpoint: Endpoint, raws: Vec<&RawValue>) -> Vec<Even
             } else {
                 Err("event is not a JSON object".to_owned())
             };
-            let (message_id, user_id) = match &head {
-                Ok(head) => (json_string(head.message_id), json_string(head.user_id)),
-                Err(_) => (None, None),
+            let (message_id, user_id, anonymous_id, kind) = match &head {
+                Ok(head) => (
+                    json_string(head.message_id),
+                    json_string(head.user_id),
+                    json_string(head.anonymous_id),
+                    json_string(head.kind),
+                ),
+                Err(_) => (None, None, None, None),
             };
             let verdict = if too_many {
                 Err((
@@ -313,6 +340,8 @@ pub(crate) fn check_events(endpoint: Endpoint, raws: Vec<&RawValue>) -> Vec<Even
                 raw,
                 message_id,
                 user_id,
+                anonymous_id,
+                kind,
                 verdict,
             }
         })
@@ -325,36 +354,69 @@ fn check_head(
     user_id: Option<&str>,
 ) -> Result<(), (RejectReason, String)> {
     // On a single-event endpoint the path gives the type.
-    if endpoint == Endpoint::Batch {
-        match json_string(head.kind).filter(|kind| !kind.is_empty()) {
+    let kind = match endpoint {
+        Endpoint::Single(kind) => kind,
+        Endpoint::Batch => match json_string(head.kind).filter(|kind| !kind.is_empty()) {
             None => {
                 return Err((
                     RejectReason::MissingType,
                     "batch item has no string \"type\"".to_owned(),
                 ));
             }
-            Some(kind) if !EVENT_TYPES.contains(&kind.as_str()) => {
-                return Err((
-                    RejectReason::InvalidEvent,
-                    format!("unknown event type {kind:?}"),
-                ));
-            }
-            Some(_) => {}
-        }
-    }
+            Some(kind) => match EVENT_TYPES.iter().find(|known| **known == kind) {
+                Some(known) => known,
+                None => {
+                    return Err((
+                        RejectReason::InvalidEvent,
+                        format!("unknown event type {kind:?}"),
+                    ));
+                }
+            },
+        },
+    };
     let anonymous_id = json_string(head.anonymous_id);
     let has_identity = [user_id, anonymous_id.as_deref()]
         .into_iter()
         .flatten()
         .any(|id| !id.is_empty());
-    if has_identity {
-        Ok(())
-    } else {
-        Err((
+    if !has_identity {
+        return Err((
             RejectReason::MissingIdentity,
             "event has neither a non-empty userId nor anonymousId".to_owned(),
-        ))
+        ));
     }
+    // Segment answers 200 and drops a call without the fields its type requires.
+    let required: &[(&str, Option<&RawValue>, bool)] = match kind {
+        "track" => &[("event", head.event, false)],
+        "group" => &[("groupId", head.group_id, true)],
+        "alias" => &[
+            ("previousId", head.previous_id, true),
+            ("userId", head.user_id, false),
+        ],
+        _ => &[],
+    };
+    for (field, value, number_ok) in required {
+        if !is_present(*value, *number_ok) {
+            return Err((
+                RejectReason::MissingField,
+                format!("{kind} has no non-empty string {field:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a required field holds a non-empty string (or a number, where Segment's
+/// libraries accept one for an id).
+fn is_present(raw: Option<&RawValue>, number_ok: bool) -> bool {
+    let Some(raw) = raw else {
+        return false;
+    };
+    let text = raw.get();
+    if number_ok && (text.starts_with('-') || text.starts_with(|c: char| c.is_ascii_digit())) {
+        return true;
+    }
+    json_string(Some(raw)).is_some_and(|value| !value.trim().is_empty())
 }
 
 /// The value of a JSON string field; `None` when absent or not a string.
@@ -397,8 +459,14 @@ mod tests {
     #[test]
     fn endpoints_match_segment_paths() {
         assert_eq!(Endpoint::from_segment("batch"), Some(Endpoint::Batch));
-        assert_eq!(Endpoint::from_segment("identify"), Some(Endpoint::Single));
-        assert_eq!(Endpoint::from_segment("alias"), Some(Endpoint::Single));
+        assert_eq!(
+            Endpoint::from_segment("identify"),
+            Some(Endpoint::Single("identify"))
+        );
+        assert_eq!(
+            Endpoint::from_segment("alias"),
+            Some(Endpoint::Single("alias"))
+        );
         assert_eq!(Endpoint::from_segment("import"), None);
     }
 
@@ -466,7 +534,7 @@ mod tests {
                 "{body:?}"
             );
         }
-        assert!(parse(Endpoint::Single, b"[1]").is_err());
+        assert!(parse(Endpoint::Single("identify"), b"[1]").is_err());
     }
 
     #[test]
@@ -480,7 +548,11 @@ mod tests {
         assert_eq!(parsed.sent_at.as_deref(), Some("2024-01-01T00:00:00Z"));
         assert_eq!(parsed.write_key.as_deref(), Some("k"));
 
-        let single = parse(Endpoint::Single, br#"{"userId":"u","writeKey":"k2"}"#).expect("valid");
+        let single = parse(
+            Endpoint::Single("identify"),
+            br#"{"userId":"u","writeKey":"k2"}"#,
+        )
+        .expect("valid");
         assert_eq!(single.events.len(), 1);
         assert_eq!(single.write_key.as_deref(), Some("k2"));
     }
@@ -521,7 +593,7 @@ mod tests {
     #[test]
     fn valid_events_pass_and_ids_are_extracted() {
         let body = r#"{"batch":[{"type":"identify","userId":"u1","messageId":"m1"},
-                                {"type":"track","anonymousId":"a1","userId":""}]}"#;
+                                {"type":"track","event":"E","anonymousId":"a1","userId":""}]}"#;
         assert_eq!(verdicts(body), [Ok(()), Ok(())]);
         let parsed = parse(Endpoint::Batch, body.as_bytes()).expect("valid");
         let events = check_events(Endpoint::Batch, parsed.events);
@@ -548,12 +620,58 @@ mod tests {
                 Err(RejectReason::InvalidEvent),
             ]
         );
-        let single = parse(Endpoint::Single, br#"{"userId":"u"}"#).expect("valid");
+        let single = parse(Endpoint::Single("identify"), br#"{"userId":"u"}"#).expect("valid");
         assert!(
-            check_events(Endpoint::Single, single.events)[0]
+            check_events(Endpoint::Single("identify"), single.events)[0]
                 .verdict
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn every_type_needs_the_fields_segment_requires() {
+        let body = r#"{"batch":[
+            {"type":"track","userId":"u"},
+            {"type":"track","userId":"u","event":""},
+            {"type":"track","userId":"u","event":7},
+            {"type":"track","userId":"u","event":"Signed Up"},
+            {"type":"group","userId":"u"},
+            {"type":"group","userId":"u","groupId":""},
+            {"type":"group","userId":"u","groupId":"acc"},
+            {"type":"group","userId":"u","groupId":42},
+            {"type":"alias","userId":"u"},
+            {"type":"alias","anonymousId":"a","previousId":"p"},
+            {"type":"alias","userId":"u","previousId":"p"},
+            {"type":"page","userId":"u"},
+            {"type":"screen","anonymousId":"a"}]}"#;
+        let missing = Err(RejectReason::MissingField);
+        assert_eq!(
+            verdicts(body),
+            [
+                missing,
+                missing,
+                missing,
+                Ok(()),
+                missing,
+                missing,
+                Ok(()),
+                Ok(()),
+                missing,
+                missing,
+                Ok(()),
+                Ok(()),
+                Ok(()),
+            ]
+        );
+        // On a single-event endpoint the path gives the type the rules follow.
+        let track = Endpoint::from_segment("track").expect("an endpoint");
+        let single = parse(track, br#"{"userId":"u"}"#).expect("valid");
+        let events = check_events(track, single.events);
+        assert_eq!(
+            events[0].verdict.as_ref().map_err(|(r, _)| *r),
+            Err(RejectReason::MissingField)
+        );
+        assert!(events[0].verdict.as_ref().unwrap_err().1.contains("event"));
     }
 
     #[test]

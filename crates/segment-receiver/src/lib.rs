@@ -12,15 +12,25 @@
 //!   32,000 bytes, no `userId`/`anonymousId`, no `type`, or in a batch of more than 2,500)
 //!   are recorded as [`Rejection`]s instead of being accepted.
 //!
-//! The [`Store`] records every accepted event exactly as received, counts `messageId`
-//! duplicates, and keeps a log of requests; [`ReceiverConfig::save_to`] also appends the
-//! events to an NDJSON file. A [`FaultPlan`] injects error statuses, `Retry-After`
-//! headers, latency and hung requests so that client retry logic can be tested.
+//! The [`Store`] keeps the last [`ReceiverConfig::keep`] accepted events exactly as
+//! received, counts `messageId` duplicates, merges each customer's traits into a profile
+//! and keeps a log of requests, all in bounded memory ([`Store::retained`] says how
+//! much); [`ReceiverConfig::save_to`] also appends every accepted event to an NDJSON
+//! file. A body that does not arrive within [`ReceiverConfig::body_timeout`] gets `408`.
+//! A [`FaultPlan`] injects error statuses, `Retry-After` headers, latency and hung
+//! requests so that client retry logic can be tested.
 //!
 //! A receiver in another process is driven over HTTP with unauthenticated JSON control
 //! endpoints: `GET /_receiver/stats`, `GET /_receiver/events[?userId=U]`,
 //! `GET /_receiver/duplicates`, `GET /_receiver/rejections`, `GET /_receiver/requests`,
 //! `POST /_receiver/faults` (a [`FaultPlan`] as JSON) and `POST /_receiver/reset`.
+//!
+//! `GET /` serves a debugger page (static files embedded in the crate): live events,
+//! customers and their merged profiles, problems (refused requests, silently dropped
+//! events, duplicates) and raw requests with `Authorization` hidden. It reads
+//! `GET /_receiver/live` (server-sent events), `GET /_receiver/customers?q=TEXT`,
+//! `GET /_receiver/customer?id=ID` and `GET /_receiver/request?id=N`. Nothing here is
+//! authenticated: bind it to loopback, as [`Receiver::start`] does.
 //!
 //! # Example
 //!
@@ -55,9 +65,12 @@
 
 mod config;
 mod control;
+mod dedup;
 mod error;
 mod faults;
 mod ingest;
+mod page;
+mod profiles;
 mod server;
 mod store;
 
@@ -65,4 +78,4 @@ pub use config::{ReceiverConfig, Record};
 pub use error::ReceiverError;
 pub use faults::{Fault, FaultPlan};
 pub use server::{Receiver, serve};
-pub use store::{RejectReason, Rejection, RequestRecord, Stats, Store};
+pub use store::{RejectReason, Rejection, RequestRecord, Retained, Stats, Store};

@@ -5,6 +5,7 @@ use std::fs::OpenOptions;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -22,16 +23,21 @@ use crate::control;
 use crate::error::ReceiverError;
 use crate::faults::{Action, FaultPlan, Faults};
 use crate::ingest::{self, Endpoint, Refusal};
-use crate::store::{NewEvent, Rejection, RequestRecord, Store};
+use crate::page;
+use crate::profiles::identify_traits;
+use crate::store::{
+    Dropped, Limits, NewEvent, NewRequest, Rejection, RequestRecord, Store, excerpt,
+};
 
 /// State shared by every handler of one receiver.
 pub(crate) struct Shared {
     write_keys: Vec<String>,
     pub(crate) store: Store,
     pub(crate) faults: Faults,
-    /// Flips to `true` when shutdown starts, releasing hung requests so that graceful
-    /// shutdown does not wait for them forever.
-    closing: watch::Sender<bool>,
+    body_timeout: Duration,
+    /// Flips to `true` when shutdown starts, releasing hung requests and ending live
+    /// page streams so that graceful shutdown does not wait for them forever.
+    pub(crate) closing: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -48,8 +54,9 @@ impl Shared {
         };
         Ok(Arc::new(Self {
             write_keys: config.write_keys,
-            store: Store::new(config.record, save_file),
+            store: Store::new(config.record, Limits::with_keep(config.keep), save_file),
             faults: Faults::new(config.faults),
+            body_timeout: config.body_timeout,
             closing: watch::Sender::new(false),
         }))
     }
@@ -108,6 +115,7 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/{endpoint}", post(ingest_handler))
         .merge(control::routes())
+        .merge(page::routes())
         .with_state(shared)
 }
 
@@ -230,24 +238,34 @@ async fn ingest_handler(
         return StatusCode::NOT_FOUND.into_response();
     };
     let latency = shared.faults.latency();
-    let mut request = RequestRecord {
-        path: format!("/v1/{segment}"),
-        status: 0,
-        events: 0,
-        wire_bytes: 0,
-        body_bytes: 0,
-        gzip: ingest::is_gzip(&headers),
-        retry_count: ingest::retry_count(&headers),
-        sent_at: None,
-        message_ids: Vec::new(),
+    let request = NewRequest {
+        record: RequestRecord {
+            path: format!("/v1/{segment}"),
+            status: 0,
+            events: 0,
+            wire_bytes: 0,
+            body_bytes: 0,
+            gzip: ingest::is_gzip(&headers),
+            retry_count: ingest::retry_count(&headers),
+            sent_at: None,
+            message_ids: Vec::new(),
+            id: 0,
+            received_ms: 0,
+            error: None,
+        },
+        headers: shown_headers(&headers),
+        body: None,
+        error_message: None,
     };
-    let reply = match read_body(&headers, body).await {
+    let reply = match read_body(&headers, body, shared.body_timeout).await {
         Ok(wire) => {
-            request.wire_bytes = wire.len();
-            process(&shared, endpoint, &headers, &wire, request)
+            let mut request = request;
+            request.record.wire_bytes = wire.len();
+            process(&shared, endpoint, &segment, &headers, &wire, request)
         }
         Err(refusal) => {
-            request.wire_bytes = ingest::content_length(&headers).unwrap_or(0);
+            let mut request = request;
+            request.record.wire_bytes = ingest::content_length(&headers).unwrap_or(0);
             refuse(&shared, request, refusal)
         }
     };
@@ -270,46 +288,88 @@ async fn ingest_handler(
     }
 }
 
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, Refusal> {
+/// The request's headers for the page, with the write key hidden.
+fn shown_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let shown = if *name == header::AUTHORIZATION {
+                "(hidden)".to_owned()
+            } else {
+                String::from_utf8_lossy(value.as_bytes()).into_owned()
+            };
+            (name.as_str().to_owned(), shown)
+        })
+        .collect()
+}
+
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    timeout: Duration,
+) -> Result<bytes::Bytes, Refusal> {
     // Refuse early when the client announces an oversize body. Compressed bodies are held
     // to the same limit: a gzipped body over it would inflate past it anyway.
     if ingest::content_length(headers).is_some_and(|len| len > ingest::MAX_BODY_BYTES) {
         return Err(Refusal::body_too_large());
     }
-    axum::body::to_bytes(body, ingest::MAX_BODY_BYTES)
-        .await
-        .map_err(|_| Refusal::unreadable_body())
+    // A body that trickles in would otherwise hold its connection (and task) forever.
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, ingest::MAX_BODY_BYTES)).await {
+        Ok(read) => read.map_err(|_| Refusal::unreadable_body()),
+        Err(_) => Err(Refusal::body_timeout(timeout)),
+    }
 }
+
+/// Bytes of an undecodable body shown on the page.
+const SHOWN_RAW_BYTES: usize = 4_096;
 
 /// Decode, authorize and validate one request, consult the fault plan, and record the
 /// outcome (one store lock).
 fn process(
     shared: &Shared,
     endpoint: Endpoint,
+    segment: &str,
     headers: &HeaderMap,
     wire: &[u8],
-    mut request: RequestRecord,
+    mut request: NewRequest,
 ) -> Reply {
+    // Bodies are kept for the page only when events are.
+    let full = shared.store.mode() == Record::Full;
     let body = match ingest::decode_body(headers, wire) {
         Ok(body) => body,
-        Err(refusal) => return refuse(shared, request, refusal),
+        Err(refusal) => {
+            if full {
+                let shown = &wire[..wire.len().min(SHOWN_RAW_BYTES)];
+                request.body = Some(String::from_utf8_lossy(shown).into());
+            }
+            return refuse(shared, request, refusal);
+        }
     };
-    request.body_bytes = body.len();
+    request.record.body_bytes = body.len();
+    if full {
+        request.body = Some(String::from_utf8_lossy(&body).into());
+    }
     let parsed = match ingest::parse(endpoint, &body) {
         Ok(parsed) => parsed,
         Err(refusal) => return refuse(shared, request, refusal),
     };
-    request.events = parsed.events.len();
-    request.sent_at = parsed.sent_at;
+    request.record.events = parsed.events.len();
+    request.record.sent_at = parsed.sent_at;
+    if let (Some(key), Some(shown)) = (&parsed.write_key, &mut request.body) {
+        // The page shows bodies; a write key in one is as secret as in the header.
+        let quoted = serde_json::to_string(key).unwrap_or_default();
+        if shown.contains(&quoted) {
+            *shown = shown.replace(&quoted, "\"(hidden)\"").into();
+        }
+    }
     if let Err(refusal) =
         ingest::authorize(&shared.write_keys, headers, parsed.write_key.as_deref())
     {
         return refuse(shared, request, refusal);
     }
     let events = ingest::check_events(endpoint, parsed.events);
-    let full = shared.store.mode() == Record::Full;
     if full {
-        request.message_ids = events.iter().filter_map(|e| e.message_id.clone()).collect();
+        request.record.message_ids = events.iter().filter_map(|e| e.message_id.clone()).collect();
     }
 
     let has_user = |user: &str| events.iter().any(|e| e.user_id.as_deref() == Some(user));
@@ -323,13 +383,12 @@ fn process(
             status,
             retry_after,
         } => {
-            request.status = status.as_u16();
+            let message = "fault injected by segment-receiver";
+            request.record.status = status.as_u16();
+            request.record.error = Some("injected_fault".to_owned());
+            request.error_message = Some(message.to_owned());
             shared.store.record(request, Vec::new(), Vec::new());
-            let mut response = error_response(
-                status,
-                "injected_fault",
-                "fault injected by segment-receiver",
-            );
+            let mut response = error_response(status, "injected_fault", message);
             if let Some(value) = retry_after {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
@@ -338,16 +397,23 @@ fn process(
     }
 
     let mut accepted = Vec::with_capacity(events.len());
-    let mut rejected = Vec::new();
+    let mut rejected: Vec<Dropped> = Vec::new();
     for event in events {
         match event.verdict {
             Ok(()) => accepted.push(event),
-            Err((reason, detail)) => rejected.push(Rejection {
-                reason,
-                message_id: event.message_id,
-                user_id: event.user_id,
-                detail,
-            }),
+            Err((reason, detail)) => {
+                // The page shows the first dropped event of each reason.
+                let first = !rejected.iter().any(|d| d.rejection.reason == reason);
+                rejected.push(Dropped {
+                    excerpt: first.then(|| excerpt(event.raw.get())),
+                    rejection: Rejection {
+                        reason,
+                        message_id: event.message_id,
+                        user_id: event.user_id,
+                        detail,
+                    },
+                });
+            }
         }
     }
     if let Err(err) = shared.store.save(accepted.iter().map(|e| e.raw)) {
@@ -361,13 +427,30 @@ fn process(
     }
     let accepted = accepted
         .into_iter()
-        .map(|event| NewEvent {
-            raw: full.then(|| event.raw.to_owned()),
-            message_id: event.message_id.map(String::into_boxed_str),
-            user_id: event.user_id.filter(|_| full).map(String::into_boxed_str),
+        .map(|event| {
+            // The path decides a single event's type, as at Segment; a batch item's
+            // type was checked against the known ones.
+            let kind = match endpoint {
+                Endpoint::Single(kind) => kind,
+                Endpoint::Batch => event.kind.as_deref().unwrap_or(segment),
+            };
+            let traits = (full && kind == "identify")
+                .then(|| identify_traits(event.raw))
+                .flatten();
+            NewEvent {
+                raw: full.then(|| event.raw.to_owned()),
+                kind: kind.into(),
+                traits,
+                message_id: event.message_id.map(String::into_boxed_str),
+                user_id: event.user_id.filter(|_| full).map(String::into_boxed_str),
+                anonymous_id: event
+                    .anonymous_id
+                    .filter(|_| full)
+                    .map(String::into_boxed_str),
+            }
         })
         .collect();
-    request.status = StatusCode::OK.as_u16();
+    request.record.status = StatusCode::OK.as_u16();
     shared.store.record(request, accepted, rejected);
     Reply::Now(
         (
@@ -382,14 +465,19 @@ fn process(
     )
 }
 
-fn refuse(shared: &Shared, mut request: RequestRecord, refusal: Refusal) -> Reply {
-    request.status = refusal.status.as_u16();
+fn refuse(shared: &Shared, mut request: NewRequest, refusal: Refusal) -> Reply {
+    request.record.status = refusal.status.as_u16();
+    request.record.error = Some(refusal.code.to_owned());
+    request.error_message = Some(refusal.message.clone());
     shared.store.record(request, Vec::new(), Vec::new());
-    Reply::Now(error_response(
-        refusal.status,
-        refusal.code,
-        &refusal.message,
-    ))
+    let mut response = error_response(refusal.status, refusal.code, &refusal.message);
+    if refusal.status == StatusCode::REQUEST_TIMEOUT {
+        // The rest of the body may still be on its way: do not read it, close instead.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Reply::Now(response)
 }
 
 /// `{"success":false,"code":..,"message":..}`, the shape of every error this server sends.
@@ -708,6 +796,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_type_is_counted_by_type_and_dropped_by_its_rules() {
+        let receiver = start(ReceiverConfig::new()).await;
+        let events = [
+            r#"{"type":"identify","userId":"u","messageId":"m1"}"#,
+            r#"{"type":"track","userId":"u","event":"E","messageId":"m2"}"#,
+            r#"{"type":"track","userId":"u","messageId":"m3"}"#,
+            r#"{"type":"group","userId":"u","groupId":"g","messageId":"m4"}"#,
+            r#"{"type":"group","userId":"u","messageId":"m5"}"#,
+            r#"{"type":"alias","userId":"u","previousId":"p","messageId":"m6"}"#,
+            r#"{"type":"alias","userId":"u","messageId":"m7"}"#,
+            r#"{"type":"page","anonymousId":"a","messageId":"m8"}"#,
+            r#"{"type":"screen","userId":"u","messageId":"m9"}"#,
+        ];
+        let response = post(&receiver, "/v1/batch", batch(&events), &[]).await;
+        assert_eq!(response.status(), 200, "Segment answers 200 and drops");
+        let single = post(&receiver, "/v1/track", r#"{"userId":"u"}"#.to_owned(), &[]).await;
+        assert_eq!(single.status(), 200);
+        let stats = receiver.store().stats();
+        assert_eq!((stats.accepted, stats.rejected), (6, 4));
+        assert_eq!(stats.rejected_by_reason["missing_field"], 4);
+        let by_type: Vec<(&str, u64)> = stats
+            .accepted_by_type
+            .iter()
+            .map(|(kind, n)| (kind.as_str(), *n))
+            .collect();
+        assert_eq!(
+            by_type,
+            [
+                ("alias", 1),
+                ("group", 1),
+                ("identify", 1),
+                ("page", 1),
+                ("screen", 1),
+                ("track", 1)
+            ]
+        );
+        receiver.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn counts_only_keeps_no_bodies() {
         let receiver = start(ReceiverConfig::new().record(Record::CountsOnly)).await;
         for _ in 0..2 {
@@ -888,6 +1016,46 @@ mod tests {
         receiver.shutdown().await;
         let response = pending.await.expect("task").expect("answered at shutdown");
         assert_eq!(response.status(), 503);
+    }
+
+    /// Open a raw connection and send `head` plus the first bytes of a body that is
+    /// announced as 1,000 bytes long, and never the rest.
+    async fn stalled_body(receiver: &Receiver) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stream = tokio::net::TcpStream::connect(receiver.addr())
+            .await
+            .expect("connect");
+        let head = "POST /v1/batch HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+                    content-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"batch\":[";
+        stream.write_all(head.as_bytes()).await.expect("write");
+        stream
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_body_gets_408_and_its_connection_is_closed() {
+        use tokio::io::AsyncReadExt as _;
+        let timeout = Duration::from_secs(5);
+        let receiver = start(ReceiverConfig::new().body_timeout(timeout)).await;
+        let started = tokio::time::Instant::now();
+        let mut streams = Vec::new();
+        for _ in 0..20 {
+            streams.push(stalled_body(&receiver).await);
+        }
+        for mut stream in streams {
+            let mut answer = Vec::new();
+            tokio::time::timeout(Duration::from_secs(3_600), stream.read_to_end(&mut answer))
+                .await
+                .expect("the receiver gives up on the body and closes the connection")
+                .expect("read");
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+            assert!(answer.contains("body_timeout"), "{answer}");
+        }
+        assert!(started.elapsed() >= timeout);
+        let stats = receiver.store().stats();
+        assert_eq!(stats.requests, 20);
+        assert_eq!(stats.responses_by_status.get(&408), Some(&20));
+        receiver.shutdown().await;
     }
 
     #[tokio::test(start_paused = true)]

@@ -265,3 +265,158 @@ async fn startup_errors_are_short_and_keep_their_source() {
     );
     first.shutdown().await;
 }
+
+#[tokio::test]
+async fn keep_bounds_what_the_control_endpoints_return() {
+    let receiver = Receiver::start(ReceiverConfig::new().keep(3))
+        .await
+        .expect("start");
+    let http = Http::new(receiver.url());
+    for i in 0..5 {
+        let event = format!(r#"{{"type":"identify","userId":"u{i}","messageId":"m{i}"}}"#);
+        assert_eq!(http.post("/v1/batch", batch(&[&event])).await.0, 200);
+    }
+    let events = http.get("/_receiver/events").await;
+    let ids: Vec<&str> = events
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|e| e["messageId"].as_str())
+        .collect();
+    assert_eq!(ids, ["m2", "m3", "m4"]);
+    assert_eq!(
+        http.get("/_receiver/requests")
+            .await
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    let stats = http.get("/_receiver/stats").await;
+    assert_eq!(
+        (stats["requests"].as_u64(), stats["accepted"].as_u64()),
+        (Some(5), Some(5))
+    );
+    receiver.shutdown().await;
+}
+
+/// The first `update` message of `GET /_receiver/live`, parsed.
+async fn first_live_update(response: &mut reqwest::Response) -> Value {
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        let chunk = response
+            .chunk()
+            .await
+            .expect("read the stream")
+            .expect("the stream stays open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let data = text
+        .lines()
+        .find_map(|line| line.strip_prefix("data: "))
+        .expect("a data line");
+    serde_json::from_str(data).expect("JSON data")
+}
+
+#[tokio::test]
+async fn the_page_and_its_live_feed_are_served() {
+    let receiver = Receiver::start(ReceiverConfig::new()).await.expect("start");
+    let http = Http::new(receiver.url());
+    assert_eq!(http.post("/v1/batch", batch(&[ALICE, NOBODY])).await.0, 200);
+
+    let page = http
+        .client
+        .get(format!("{}/", receiver.url()))
+        .send()
+        .await
+        .expect("the page");
+    assert_eq!(page.status(), 200);
+    let csp = page
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(page.text().await.expect("html").contains("debugger.js"));
+
+    let mut live = http
+        .client
+        .get(format!("{}/_receiver/live", receiver.url()))
+        .send()
+        .await
+        .expect("the live feed");
+    assert_eq!(
+        live.headers().get("content-type").map(|v| v.as_bytes()),
+        Some(&b"text/event-stream"[..])
+    );
+    let update = first_live_update(&mut live).await;
+    assert_eq!(update["stats"]["accepted"], 1);
+    assert_eq!(update["events"][0]["userId"], "alice");
+    assert_eq!(update["events"][0]["event"]["traits"]["name"], "Alice");
+    assert_eq!(update["problems"][0]["kind"], "dropped");
+    assert_eq!(update["problems"][0]["code"], "missing_identity");
+
+    // A new request reaches the open stream.
+    assert_eq!(http.post("/v1/batch", batch(&[BOB])).await.0, 200);
+    let update = first_live_update(&mut live).await;
+    assert_eq!(update["events"].as_array().map(Vec::len), Some(1));
+    assert_eq!(update["events"][0]["userId"], "bob");
+
+    // Shutdown is not held up by the open stream.
+    tokio::time::timeout(std::time::Duration::from_secs(30), receiver.shutdown())
+        .await
+        .expect("shutdown ends live streams");
+}
+
+#[tokio::test]
+async fn customers_and_requests_can_be_looked_up_with_secrets_hidden() {
+    let receiver = Receiver::start(ReceiverConfig::new().write_key("secret-key"))
+        .await
+        .expect("start");
+    let http = Http::new(receiver.url());
+    let first = r#"{"type":"identify","userId":"ada","messageId":"m1","traits":{"email":"ada@example.com","plan":"free","title":"Countess"}}"#;
+    let second = r#"{"type":"identify","userId":"ada","messageId":"m2","traits":{"plan":"pro","title":null}}"#;
+    let track = r#"{"type":"track","userId":"ada","messageId":"m3","event":"Signed In"}"#;
+    let body = format!(r#"{{"writeKey":"secret-key","batch":[{first},{second},{track}]}}"#);
+    let response = http
+        .client
+        .post(format!("{}/v1/batch", receiver.url()))
+        .header("authorization", "Basic c2VjcmV0LWtleTo=")
+        .body(body)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 200);
+
+    let found = http.get("/_receiver/customers?q=ADA@EXAMPLE").await;
+    assert_eq!(found[0]["id"], "ada");
+    assert_eq!(found[0]["events"], 3);
+    let customer = http.get("/_receiver/customer?id=ada").await;
+    assert_eq!(
+        customer["profile"]["traits"],
+        json!({ "email": "ada@example.com", "plan": "pro" })
+    );
+    let types: Vec<&str> = customer["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert_eq!(types, ["identify", "identify", "track"]);
+
+    let request = http.get("/_receiver/request?id=1").await;
+    assert_eq!(request["request"]["status"], 200);
+    let headers = request["headers"].to_string();
+    assert!(
+        headers.contains(r#"["authorization","(hidden)"]"#),
+        "{headers}"
+    );
+    assert!(!headers.contains("c2VjcmV0LWtleTo"), "{headers}");
+    let body = request["body"].as_str().expect("the body is kept");
+    assert!(body.contains("Countess"), "{body}");
+    assert!(
+        !body.contains("secret-key") && body.contains(r#""writeKey":"(hidden)""#),
+        "{body}"
+    );
+    receiver.shutdown().await;
+}

@@ -10,6 +10,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log the client's retries, pauses and outages on stderr (-v), with
+    /// each request (-vv). RUST_LOG (e.g. `segment_client=debug`) overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
@@ -28,6 +32,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Delete a sync's state, so the next run sends everything again.
     Reset(ResetArgs),
+    /// The transactional outbox in PostgreSQL and the relay that delivers it.
+    Relay(crate::commands::relay::RelayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -48,6 +54,12 @@ pub struct StatusArgs {
     /// How many failed records to list.
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub failed: usize,
+    /// How many of the last runs to list.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub runs: usize,
+    /// Print one JSON object for machines (fields in the README) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -61,7 +73,9 @@ pub struct ResetArgs {
 
 #[derive(Debug, Args)]
 pub struct SourceArgs {
-    /// A .csv, .ndjson/.jsonl or .json (array) file, or - for NDJSON on stdin.
+    /// A .csv, .ndjson/.jsonl or .json (array) file, - for NDJSON on stdin,
+    /// or a postgres:// URL with --table or --query (PG* variables and
+    /// ~/.pgpass fill in what the URL leaves out; `postgres://` alone uses them all).
     #[arg(value_name = "SOURCE")]
     pub source: String,
     /// Read SOURCE as this format instead of guessing from its extension.
@@ -70,6 +84,34 @@ pub struct SourceArgs {
     /// A mapping file (TOML); without one, columns are mapped by name.
     #[arg(long, value_name = "FILE")]
     pub mapping: Option<PathBuf>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The Segment call each record becomes: identify (customers), or group
+    /// (accounts; the mapping names `[identity] group_id` and the member's
+    /// `user_id` or `anonymous_id`).
+    #[arg(long, value_enum, default_value_t = CallArg::Identify, value_name = "CALL")]
+    pub call: CallArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CallArg {
+    Identify,
+    Group,
+}
+
+/// What to read from a postgres:// SOURCE.
+#[derive(Debug, Default, Args)]
+pub struct DatabaseArgs {
+    /// The table (or view) to read: `name` or `schema.name`.
+    #[arg(long, value_name = "TABLE", conflicts_with = "query")]
+    pub table: Option<String>,
+    /// A query whose rows to read instead of a table (`sync` needs --name with it).
+    #[arg(long, value_name = "SQL")]
+    pub query: Option<String>,
+    /// Keyset mode: read only rows whose (COLUMN, primary key) is past the
+    /// last run's high-water mark. Deleted rows are not seen in this mode.
+    #[arg(long, value_name = "COLUMN", requires = "table")]
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -86,7 +128,7 @@ pub struct SegmentArgs {
     #[arg(long, value_name = "SOURCE")]
     pub write_key: Option<String>,
     /// API base URL. Default: SEGMENT_HOST, or the region's host.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "region")]
     pub host: Option<String>,
     /// Segment region: us or eu. Default: SEGMENT_REGION, or us.
     #[arg(long, value_name = "REGION")]
@@ -98,25 +140,25 @@ pub struct TuningArgs {
     /// Most events per request (1-2500); requests are also kept under 500 KB.
     #[arg(long, default_value_t = 2500, value_name = "N")]
     pub batch_size: usize,
-    /// Requests in flight at once.
+    /// Requests in flight at once (1-64).
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub concurrency: usize,
-    /// Most requests started per second (Segment suggests staying under 1000 per workspace).
-    #[arg(long, value_name = "N")]
+    /// Most requests started per second, above 0 (Segment suggests staying under 1000 per workspace).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub rate: Option<f64>,
     /// Send request bodies uncompressed.
     #[arg(long)]
     pub no_gzip: bool,
-    /// Attempts per batch before it is reported as failed.
+    /// Attempts per batch before it is reported as failed (at least 1).
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub max_attempts: u32,
-    /// First retry backoff in milliseconds; it doubles per attempt up to 60 s, with full jitter.
+    /// First retry backoff in milliseconds (1-60000); it doubles per attempt up to 60 s, with full jitter.
     #[arg(long, default_value_t = 500, value_name = "MS")]
     pub backoff_ms: u64,
     /// Seconds one batch may spend on retries.
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     pub retry_budget: u64,
-    /// Seconds the final flush may take before undelivered records are reported pending.
+    /// Seconds the final flush may take before undelivered records are reported pending (at least 1).
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub flush_timeout: u64,
     /// Seconds to flush after Ctrl-C or SIGTERM.
@@ -194,9 +236,17 @@ pub struct MappingArgs {
 
 #[derive(Debug, Args)]
 pub struct ReceiveArgs {
-    /// Port on 127.0.0.1 (0 picks a free one).
+    /// Port to listen on (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// Address to listen on. The receiver and its page have no authentication
+    /// of their own: anything other than loopback exposes every event received.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// Keep the last N events, requests, dropped events and customer profiles
+    /// in memory (each), so memory stays bounded however long it runs.
+    #[arg(long, value_name = "N", default_value_t = segment_receiver::ReceiverConfig::DEFAULT_KEEP)]
+    pub keep: usize,
     /// Accept only this write key (repeatable). Default: accept any.
     #[arg(long = "write-key", value_name = "KEY")]
     pub write_keys: Vec<String>,

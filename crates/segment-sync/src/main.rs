@@ -3,12 +3,41 @@
 //! `main` parses flags, runs the command, and maps the outcome to an exit
 //! code: 0 when every record was delivered, 1 when some records failed, were
 //! invalid or are still pending, 2 on a fatal or configuration error. A
-//! closed stdout (e.g. piped into `head`) is not an error.
+//! closed stdout or stderr (e.g. piped into `head`) is not an error: the
+//! exit code stays the run's own.
+
+// Every print of this binary goes through these, which shadow the standard
+// macros in every module below: `std`'s panic when the stream is closed (a
+// `2>&1 | head` that exited, a dead log consumer), and a closed stream must
+// never turn a run into a crash or change its exit code. Defined before the
+// modules, so that textual scoping makes them the ones in use there.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
+macro_rules! eprint {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::write!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stdout(), $($arg)*);
+    }};
+}
 
 mod commands;
 mod config;
 mod flags;
 mod hint;
+mod logging;
+mod problems;
 mod progress;
 mod summary;
 
@@ -47,6 +76,7 @@ pub enum Outcome {
 fn main() -> ExitCode {
     return_freed_memory_promptly();
     let cli = flags::Cli::parse();
+    logging::init(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -65,9 +95,18 @@ fn main() -> ExitCode {
         Ok(Outcome::Partial) => ExitCode::from(1),
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
-            for cause in error.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+            for (problem, hint) in hint::problems_of(&error) {
+                eprintln!("error: {problem}");
+                if let Some(hint) = hint {
+                    eprintln!("  hint: {hint}");
+                }
+            }
+            let lines = hint::causes(&error);
+            for (i, line) in lines.iter().enumerate() {
+                match i {
+                    0 => eprintln!("error: {line}"),
+                    _ => eprintln!("  caused by: {line}"),
+                }
             }
             if let Some(hint) = hint::hint_of(&error) {
                 eprintln!("hint: {hint}");
@@ -82,4 +121,36 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
         .chain()
         .filter_map(|e| e.downcast_ref::<std::io::Error>())
         .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+#[cfg(test)]
+mod tests {
+    /// mimalloc's default purge delay in milliseconds: 10 in v2, 1000 in v3.
+    const DEFAULT_PURGE_DELAYS_MS: [std::ffi::c_long; 2] = [10, 1000];
+
+    #[expect(
+        unsafe_code,
+        reason = "reads an integer option of the allocator; no pointers involved"
+    )]
+    fn purge_delay() -> std::ffi::c_long {
+        // SAFETY: mi_option_get only reads an integer from the allocator's option table.
+        unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) }
+    }
+
+    /// Option 15 must be the purge delay: its documented default before the
+    /// binary sets it, and the binary's value after. A reordered enum in a
+    /// future mimalloc fails here instead of setting some other option.
+    #[test]
+    fn the_purge_delay_option_reads_back_what_the_binary_sets() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            let default = purge_delay();
+            assert!(
+                DEFAULT_PURGE_DELAYS_MS.contains(&default),
+                "option {} reads {default}: not the purge delay's default",
+                super::MI_OPTION_PURGE_DELAY
+            );
+        }
+        super::return_freed_memory_promptly();
+        assert_eq!(purge_delay(), 1);
+    }
 }

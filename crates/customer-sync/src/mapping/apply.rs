@@ -3,11 +3,13 @@
 use serde_json::map::Entry;
 use serde_json::{Map, Value};
 
-use segment_client::{IdentifyParams, Identity, UserTraits};
+use segment_client::{GroupParams, IdentifyParams, Identity, Message, UserTraits};
 
-use super::convert::convert;
+use super::convert::{convert, format_advice, quoted};
 use super::infer::display;
-use super::{Action, Column, Mapping, NullPolicy, Rule, UnmappedPolicy, default_rule};
+use super::render::toml_key;
+use super::sample::strict;
+use super::{Action, Column, Mapping, NullPolicy, Rule, UnmappedPolicy, ValueType, default_rule};
 use crate::{Field, FieldValue, Record, RecordError, RecordErrorKind};
 
 /// One record, mapped: who it is about and the traits to send.
@@ -19,20 +21,39 @@ use crate::{Field, FieldValue, Record, RecordError, RecordErrorKind};
 ///
 /// let mut traits = serde_json::Map::new();
 /// traits.insert("email".into(), "ada@example.com".into());
-/// let params = MappedCustomer { identity: Identity::user("c1"), traits }.into_params();
+/// let params = MappedCustomer { identity: Identity::user("c1"), traits, member: None }.into_params();
 /// assert_eq!(params.traits.custom["email"], "ada@example.com");
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct MappedCustomer {
-    /// The customer's `userId` and/or `anonymousId`.
+    /// The customer's `userId` and/or `anonymousId`: what the state and the
+    /// reports key on. In a group mapping, the group id, as a `userId`.
     pub identity: Identity,
     /// The traits in Segment's wire form: wire names (`firstName`,
     /// `company.employee_count`), nested objects for dotted paths, `null`
     /// for traits to unset.
     pub traits: Map<String, Value>,
+    /// In a group mapping (`[identity] group_id`), the member the group
+    /// call is sent for; `None` for an identify mapping.
+    pub member: Option<Identity>,
 }
 
 impl MappedCustomer {
+    /// The call for this record: an identify, or in a group mapping a
+    /// group call (`groupId` from [`identity`](Self::identity), the
+    /// member's ids, the traits as group traits).
+    pub fn into_message(self) -> Message {
+        match self.member {
+            Some(member) => {
+                let group_id = self.identity.user_id().unwrap_or_default().to_owned();
+                GroupParams::new(member, group_id)
+                    .with_traits(self.traits)
+                    .into()
+            }
+            None => self.into_params().into(),
+        }
+    }
+
     /// The identify parameters for this customer.
     ///
     /// The traits go into [`UserTraits::custom`] under their wire names,
@@ -51,20 +72,24 @@ impl Mapping {
     /// Maps one record to an identity and its traits.
     ///
     /// # Errors
-    /// A [`RecordError`] at `record.location`, naming the column:
+    /// A [`RecordError`] at `record.location`, naming the column; a
+    /// problem with the identity wins over one with a trait:
     /// [`MissingIdentity`](RecordErrorKind::MissingIdentity) when every
     /// identity column is absent or empty;
     /// [`InvalidValue`](RecordErrorKind::InvalidValue) when a value does not
     /// convert to its type (`"abc" is not an integer`), when an identity value
-    /// is not a string or number, or when a record key outside the header
+    /// is not a string or number or holds a control character (a NUL, a
+    /// line break), or when a record key outside the header
     /// would write a trait another column already writes.
     pub fn apply(&self, record: &Record) -> Result<MappedCustomer, RecordError> {
         let mut traits = self.base.clone();
         let mut user_id = Slot::Absent;
         let mut anonymous_id = Slot::Absent;
+        let mut group_id = Slot::Absent;
         for (i, field) in record.fields.iter().enumerate() {
             let Some(column) = self.column(i, field) else {
-                self.apply_unknown(record, field, &mut traits)?;
+                self.apply_unknown(record, field, &mut traits)
+                    .map_err(|e| self.identity_first(record, e))?;
                 continue;
             };
             if column.user_id {
@@ -73,12 +98,20 @@ impl Mapping {
             if column.anonymous_id {
                 anonymous_id = identity_value(record, field)?;
             }
+            if column.group_id {
+                group_id = identity_value(record, field)?;
+            }
             if let Action::Trait(rule) = &column.action {
-                put(record, field, rule, &mut traits)?;
+                put(record, field, rule, &mut traits)
+                    .map_err(|e| self.identity_first(record, e))?;
             }
         }
-        let identity = self.identity(record, user_id, anonymous_id)?;
-        Ok(MappedCustomer { identity, traits })
+        let (identity, member) = self.subject(record, user_id, anonymous_id, group_id)?;
+        Ok(MappedCustomer {
+            identity,
+            traits,
+            member,
+        })
     }
 
     /// The record's identity and a fingerprint of everything the mapping
@@ -92,6 +125,7 @@ impl Mapping {
     pub fn fingerprint(&self, record: &Record) -> Result<(Identity, u64), RecordError> {
         let mut user_id = Slot::Absent;
         let mut anonymous_id = Slot::Absent;
+        let mut group_id = Slot::Absent;
         let mut sum = self.fingerprint;
         for (i, field) in record.fields.iter().enumerate() {
             let column = self.column(i, field);
@@ -103,6 +137,9 @@ impl Mapping {
                     if column.anonymous_id {
                         anonymous_id = identity_value(record, field)?;
                     }
+                    if column.group_id {
+                        group_id = identity_value(record, field)?;
+                    }
                     if matches!(column.action, Action::Drop(_)) {
                         continue;
                     }
@@ -113,17 +150,79 @@ impl Mapping {
             // A sum of per-field hashes does not depend on column order.
             sum = sum.wrapping_add(field_hash(field));
         }
-        let identity = self.identity(record, user_id, anonymous_id)?;
+        let (identity, _) = self.subject(record, user_id, anonymous_id, group_id)?;
         Ok((identity, sum))
+    }
+
+    /// The record's identity alone, without mapping or hashing the rest:
+    /// for the first pass that finds repeated identities.
+    pub(crate) fn identity_of(&self, record: &Record) -> Result<Identity, RecordError> {
+        let mut user_id = Slot::Absent;
+        let mut anonymous_id = Slot::Absent;
+        let mut group_id = Slot::Absent;
+        for (i, field) in record.fields.iter().enumerate() {
+            if let Some(column) = self.column(i, field) {
+                if column.user_id {
+                    user_id = identity_value(record, field)?;
+                }
+                if column.anonymous_id {
+                    anonymous_id = identity_value(record, field)?;
+                }
+                if column.group_id {
+                    group_id = identity_value(record, field)?;
+                }
+            }
+        }
+        self.subject(record, user_id, anonymous_id, group_id)
+            .map(|(identity, _)| identity)
+    }
+
+    /// What the record is keyed on, and the member of a group mapping: the
+    /// customer's identity, or the group id (as a `userId`) and the member's.
+    fn subject(
+        &self,
+        record: &Record,
+        user_id: Slot,
+        anonymous_id: Slot,
+        group_id: Slot,
+    ) -> Result<(Identity, Option<Identity>), RecordError> {
+        let Some(column) = self.group_id else {
+            return Ok((self.identity(record, user_id, anonymous_id)?, None));
+        };
+        let Slot::Value(group_id) = group_id else {
+            let name = &*self.columns[column].name;
+            return Err(RecordError::new(
+                record.location.clone(),
+                RecordErrorKind::MissingIdentity,
+                format!("group id column `{name}` is {}", group_id.what()),
+            )
+            .with_field(name));
+        };
+        let member = self.identity(record, user_id, anonymous_id)?;
+        Ok((Identity::UserId(group_id), Some(member)))
+    }
+
+    /// A trait's error, unless the record's identity is wrong too: then
+    /// the identity's, the one [`fingerprint`](Self::fingerprint) and
+    /// [`identity_of`](Self::identity_of) give before any trait is read, so
+    /// one row gets one diagnosis whether or not a state or a pre-read
+    /// looked at it first. Only paid for a record that fails.
+    fn identity_first(&self, record: &Record, trait_error: RecordError) -> RecordError {
+        self.identity_of(record).err().unwrap_or(trait_error)
     }
 
     /// The column rule for the `i`th field: by position when the record
     /// follows the header (the common case for CSV, one string comparison),
     /// else by name.
     fn column(&self, i: usize, field: &Field) -> Option<&Column> {
+        self.column_index(i, field).map(|j| &self.columns[j])
+    }
+
+    /// The index of the `i`th field's column, as [`column`](Self::column).
+    pub(super) fn column_index(&self, i: usize, field: &Field) -> Option<usize> {
         match self.columns.get(i) {
-            Some(c) if *c.name == *field.name => Some(c),
-            _ => self.by_name.get(&*field.name).map(|&j| &self.columns[j]),
+            Some(c) if *c.name == *field.name => Some(i),
+            _ => self.by_name.get(&*field.name).copied(),
         }
     }
 
@@ -246,6 +345,20 @@ fn identity_value(record: &Record, field: &Field) -> Result<Slot, RecordError> {
             .with_field(&*field.name));
         }
     };
+    if let Some((at, c)) = id.chars().enumerate().find(|(_, c)| c.is_control()) {
+        // A NUL or a line break in an id splits one customer into several
+        // downstream, or breaks tools that read ids as text lines.
+        return Err(RecordError::new(
+            record.location.clone(),
+            RecordErrorKind::InvalidValue,
+            format!(
+                "an identity must not contain control characters; U+{:04X} is at character {}",
+                u32::from(c),
+                at + 1
+            ),
+        )
+        .with_field(&*field.name));
+    }
     Ok(if id.is_empty() {
         Slot::Empty
     } else {
@@ -268,8 +381,23 @@ fn put(
             NullPolicy::Null => Value::Null,
         }
     } else {
-        convert(&field.value, rule.ty, rule.format.as_deref())
-            .map_err(|message| error(RecordErrorKind::InvalidValue, message))?
+        match (&field.value, rule.ty) {
+            (FieldValue::Text(text), Some(ty)) if rule.inferred => strict(text, ty)
+                .ok_or_else(|| error(RecordErrorKind::InvalidValue, misfit(text, ty)))?,
+            (value, ty) => convert(value, ty, rule.format.as_deref()).map_err(|message| {
+                let message = match (value, ty) {
+                    // A date in another form: say how to read it.
+                    (FieldValue::Text(text), Some(ValueType::Timestamp))
+                        if rule.format.is_none() =>
+                    {
+                        let advice = format_advice(text, &field.name, &toml_key(&field.name));
+                        format!("{message}; {advice}")
+                    }
+                    _ => message,
+                };
+                error(RecordErrorKind::InvalidValue, message)
+            })?,
+        }
     };
     if insert(traits, &rule.path, value) {
         Ok(())
@@ -281,6 +409,22 @@ fn put(
             format!("trait `{}` is set twice", display(&rule.path)),
         ))
     }
+}
+
+/// Why a value does not fit its column's inferred type, and how to pin another.
+fn misfit(text: &str, ty: ValueType) -> String {
+    let what = match ty {
+        ValueType::Boolean => "true or false",
+        ValueType::Integer => "an integer without leading zeros",
+        ValueType::Float => "a plain decimal number",
+        ValueType::Timestamp => "a YYYY-MM-DD timestamp",
+        ValueType::String | ValueType::Json => "its type",
+    };
+    format!(
+        "{} is not {what}, the type `{ty}` inferred for this column from the first rows; \
+         pin the column's type in a mapping file (e.g. type = \"string\") to accept it",
+        quoted(text)
+    )
 }
 
 /// Inserts `value` at `path`, creating nested objects; `false` (and no change

@@ -147,10 +147,187 @@ fn timestamp(text: &str, format: Option<&str>) -> Result<String, String> {
     }
     parse_default(text).map(render).ok_or_else(|| {
         format!(
-            "{} is not a timestamp (expected RFC 3339, YYYY-MM-DD HH:MM:SS, YYYY-MM-DD or unix seconds)",
+            "{} is not a timestamp; accepted: RFC 3339 (2024-05-01T12:00:00Z, any offset), \
+             YYYY-MM-DD HH:MM:SS (UTC), YYYY-MM-DD, unix seconds",
             quoted(text)
         )
     })
+}
+
+/// Advice for a timestamp in another form: the `format` setting for
+/// `column`, with a strftime format that reads `text` when one can be
+/// derived from it, else a common one.
+pub(super) fn format_advice(text: &str, column: &str, key: &str) -> String {
+    match suggest_format(text.trim()) {
+        Some(format) => format!(
+            "for this form, set the column's format in a mapping file: [columns] {key} = {{ format = {format:?} }}"
+        ),
+        None => format!(
+            "for another form, set a strftime format for `{column}` in a mapping file, e.g. [columns] {key} = {{ format = \"%d/%m/%Y %H:%M\" }}"
+        ),
+    }
+}
+
+/// A piece of a value, for [`suggest_format`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Piece<'a> {
+    Digits(&'a str),
+    Word(&'a str),
+    Symbol(char),
+}
+
+fn pieces(text: &str) -> Vec<Piece<'_>> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        let run = |pred: fn(char) -> bool| rest.find(|c: char| !pred(c)).unwrap_or(rest.len());
+        let (piece, len) = if c.is_ascii_digit() {
+            let n = run(|c| c.is_ascii_digit());
+            (Piece::Digits(&rest[..n]), n)
+        } else if c.is_alphabetic() {
+            let n = run(char::is_alphabetic);
+            (Piece::Word(&rest[..n]), n)
+        } else {
+            (Piece::Symbol(c), c.len_utf8())
+        };
+        out.push(piece);
+        rest = &rest[len..];
+    }
+    out
+}
+
+const MONTHS: [&str; 12] = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+];
+
+/// The strftime specifier for a month name: `%B` for a full name, `%b` for
+/// a three-letter one.
+fn month_name(word: &str) -> Option<&'static str> {
+    let lower = word.to_lowercase();
+    if MONTHS.contains(&lower.as_str()) {
+        Some("%B")
+    } else if lower.len() == 3 && MONTHS.iter().any(|m| m.starts_with(&lower)) {
+        Some("%b")
+    } else {
+        None
+    }
+}
+
+/// A strftime format that reads `text` (`01/05/2024` -> `%d/%m/%Y`,
+/// `05/31/2024 14:30` -> `%m/%d/%Y %H:%M`), checked by parsing `text` with
+/// it; `None` if no such format can be derived. When day and month cannot
+/// be told apart (both 12 or less), the day is taken to come first.
+fn suggest_format(text: &str) -> Option<String> {
+    let pieces = pieces(text);
+    // The date: the first three numbers or month names.
+    let date: Vec<usize> = pieces
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| match p {
+            Piece::Digits(_) => true,
+            Piece::Word(w) => month_name(w).is_some(),
+            Piece::Symbol(_) => false,
+        })
+        .map(|(i, _)| i)
+        .take(3)
+        .collect();
+    if date.len() < 3 {
+        return None;
+    }
+    let number = |i: usize| match pieces[i] {
+        Piece::Digits(d) => d.parse::<u32>().ok(),
+        _ => None,
+    };
+    let long = |i: usize| matches!(pieces[i], Piece::Digits(d) if d.len() == 4);
+    let mut specs: Vec<(usize, &str)> = Vec::new();
+    let month_word = date
+        .iter()
+        .position(|&i| matches!(pieces[i], Piece::Word(_)));
+    if let Some(at) = month_word {
+        let Piece::Word(word) = pieces[date[at]] else {
+            return None;
+        };
+        specs.push((date[at], month_name(word)?));
+        let others: Vec<usize> = date.iter().copied().filter(|&i| i != date[at]).collect();
+        let year = others.iter().copied().find(|&i| long(i))?;
+        let day = others.iter().copied().find(|&i| i != year)?;
+        specs.extend([(year, "%Y"), (day, "%d")]);
+    } else if long(date[0]) {
+        specs.extend([(date[0], "%Y"), (date[1], "%m"), (date[2], "%d")]);
+    } else if long(date[2]) {
+        let (a, b) = (number(date[0])?, number(date[1])?);
+        let (first, second) = if b > 12 && a <= 12 {
+            ("%m", "%d")
+        } else {
+            ("%d", "%m")
+        };
+        specs.extend([(date[0], first), (date[1], second), (date[2], "%Y")]);
+    } else {
+        return None;
+    }
+    // The time: the numbers after the date, then a fraction, AM/PM, an offset.
+    let twelve_hour = pieces
+        .iter()
+        .any(|p| matches!(p, Piece::Word(w) if w.eq_ignore_ascii_case("am") || w.eq_ignore_ascii_case("pm")));
+    let hour = if twelve_hour { "%I" } else { "%H" };
+    let mut time = [hour, "%M", "%S"].into_iter();
+    let mut format = String::new();
+    let mut i = 0;
+    while i < pieces.len() {
+        if let Some((_, spec)) = specs.iter().find(|(at, _)| *at == i) {
+            format.push_str(spec);
+            i += 1;
+            continue;
+        }
+        match pieces[i] {
+            Piece::Symbol('.') if format.ends_with("%S") => {
+                format.push_str("%.f");
+                i += 2;
+                continue;
+            }
+            Piece::Symbol(sign @ ('+' | '-')) if format.contains(hour) => {
+                let offset = match pieces.get(i + 1..) {
+                    Some([Piece::Digits(h), Piece::Symbol(':'), Piece::Digits(m), ..])
+                        if h.len() == 2 && m.len() == 2 =>
+                    {
+                        i += 4;
+                        "%:z"
+                    }
+                    Some([Piece::Digits(hm), ..]) if hm.len() == 4 => {
+                        i += 2;
+                        "%z"
+                    }
+                    _ => {
+                        format.push(sign);
+                        i += 1;
+                        continue;
+                    }
+                };
+                format.push_str(offset);
+                continue;
+            }
+            Piece::Digits(_) => format.push_str(time.next()?),
+            Piece::Word(w) if w.eq_ignore_ascii_case("am") || w.eq_ignore_ascii_case("pm") => {
+                format.push_str("%p");
+            }
+            Piece::Word(w) => format.push_str(w),
+            Piece::Symbol('%') => format.push_str("%%"),
+            Piece::Symbol(c) => format.push(c),
+        }
+        i += 1;
+    }
+    with_format(text, &format).map(|_| format)
 }
 
 /// Parses the default forms: `YYYY-MM-DD`, optionally followed by `T` or a
@@ -159,7 +336,7 @@ fn timestamp(text: &str, format: Option<&str>) -> Result<String, String> {
 ///
 /// Hand-written because chrono's strftime parser re-reads its format string
 /// on every call, which made a timestamp cost more than the rest of a record.
-fn parse_default(text: &str) -> Option<DateTime<Utc>> {
+pub(super) fn parse_default(text: &str) -> Option<DateTime<Utc>> {
     let b = text.as_bytes();
     if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
@@ -259,7 +436,7 @@ fn from_unix(seconds: f64) -> Option<String> {
     DateTime::from_timestamp(whole as i64, nanos).map(render)
 }
 
-fn render(dt: DateTime<Utc>) -> String {
+pub(super) fn render(dt: DateTime<Utc>) -> String {
     use chrono::{Datelike, Timelike};
     let nanos = dt.timestamp_subsec_nanos();
     let year = dt.year();
@@ -305,7 +482,7 @@ fn not_a(text: &str, what: &str) -> String {
 }
 
 /// `text` in double quotes, shortened so one huge cell cannot flood a report.
-fn quoted(text: &str) -> String {
+pub(super) fn quoted(text: &str) -> String {
     format!("{:?}", shorten(text))
 }
 
@@ -491,6 +668,37 @@ mod tests {
         assert!(valid_format("%d/%m/%Y"));
         assert!(!valid_format("%Q"));
         assert!(!valid_format(""));
+    }
+
+    #[test]
+    fn a_format_is_derived_from_the_value_seen() {
+        let cases = [
+            ("01/05/2024", Some("%d/%m/%Y")),
+            ("31/05/2024", Some("%d/%m/%Y")),
+            ("05/31/2024 14:30", Some("%m/%d/%Y %H:%M")),
+            ("2024.05.01 14:30:15", Some("%Y.%m.%d %H:%M:%S")),
+            ("01-05-2024 02:30 PM", Some("%d-%m-%Y %I:%M %p")),
+            ("1 May 2024", Some("%d %B %Y")),
+            ("May 1, 2024", Some("%B %d, %Y")),
+            ("Jun 1, 2024", Some("%b %d, %Y")),
+            ("01/05/2024 14:30:15.250", Some("%d/%m/%Y %H:%M:%S%.f")),
+            ("01/05/2024 14:30 +02:00", Some("%d/%m/%Y %H:%M %:z")),
+            ("01/05/2024 14:30 +0200", Some("%d/%m/%Y %H:%M %z")),
+            ("yesterday", None),
+            ("01/05/24", None),
+            ("1714564800000", None),
+            ("32/13/2024", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(suggest_format(text).as_deref(), expected, "{text}");
+        }
+        let advice = format_advice("01/05/2024", "Signed Up", "\"Signed Up\"");
+        assert!(
+            advice.ends_with(r#"[columns] "Signed Up" = { format = "%d/%m/%Y" }"#),
+            "{advice}"
+        );
+        let advice = format_advice("soon", "when", "when");
+        assert!(advice.contains("format = \"%d/%m/%Y %H:%M\""), "{advice}");
     }
 
     #[test]

@@ -34,7 +34,9 @@
 //!   If two columns would write the same trait, the first in the header gets
 //!   it and the later one is sent under its own name.
 //! - **Everything else** is a custom trait under the column's own name, with
-//!   the value as the source gave it: CSV text stays a string, JSON stays JSON.
+//!   the value as the source gave it (JSON stays JSON), except that a CSV
+//!   column whose first rows all hold booleans, integers, decimals or
+//!   timestamps is sent as that type (see "Inferred types" below).
 //! - **Empty values** (empty or blank text, JSON `null`, an empty JSON string)
 //!   are left out, so Segment keeps what it has.
 //!
@@ -45,7 +47,8 @@
 //! # Mapping file
 //!
 //! A TOML file passed with `--mapping`. Every table is optional; unknown keys
-//! are errors, reported with their line and column. A complete example:
+//! are errors, reported with their line and column, and every problem of a
+//! file is reported at once ([`MappingError::problems`]). A complete example:
 //!
 //! ```toml
 //! # Which columns identify the customer. Without this table the identity is
@@ -103,14 +106,44 @@
 //! `unmapped`.
 //!
 //! Values that do not convert fail their record as `invalid_value` (for
-//! example `"abc" is not an integer`); a missing or empty identity fails it
-//! as `missing_identity`.
+//! example `"abc" is not an integer`); a missing or empty identity, or one
+//! with a control character, fails it as `missing_identity` or
+//! `invalid_value`.
+//!
+//! # Inferred types
+//!
+//! [`Mapping::with_sample`] (which the command line uses, on up to
+//! [`SAMPLE_RECORDS`] records read ahead) gives each CSV column without a
+//! type the type all its sampled values agree on, strictly:
+//!
+//! | type        | every non-empty value is |
+//! |-------------|--------------------------|
+//! | `boolean`   | `true` or `false`, in any case |
+//! | `integer`   | `-`? digits without a leading zero (`0` itself is fine), within ±2^53 |
+//! | `float`     | an integer, or `-`? digits `.` digits without a leading zero or exponent, at most 15 significant digits |
+//! | `timestamp` | `YYYY-MM-DD`, optionally with `T` or a space, `HH:MM:SS`, a fraction, and `Z` or an offset |
+//!
+//! Anything else keeps the column a string: a leading zero (`01234` is a
+//! code), `yes`/`no` and `1`/`0` (codes too), unix seconds, a `+`, spaces
+//! around the value, a mix of kinds (integers with decimals make decimals),
+//! or no value in the sample. Every later value must fit the inferred type
+//! by the same rules, or its record fails as `invalid_value` naming the
+//! column; a value is never sent as another type than its column's.
+//!
+//! Decimals are sent as JSON numbers: `0.00` as `0.0`, `137.50` as `137.5`.
+//! A JSON number carries no scale, so the trailing zeros are formatting,
+//! not value; the 15-digit limit means no digit is ever changed. Pin
+//! `type = "string"` for a column whose exact text matters.
+//!
+//! `mapping --print` marks inferred types, and [`Mapping::to_toml`] writes
+//! them out, so they can be pinned or changed in a mapping file.
 
 mod apply;
 mod convert;
 mod error;
 mod infer;
 mod render;
+mod sample;
 mod spec;
 
 use std::collections::{HashMap, HashSet};
@@ -118,14 +151,16 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{Map, Value};
 
 pub use apply::MappedCustomer;
-pub use error::MappingError;
+pub use error::{MappingError, MappingProblem};
+pub use sample::{SAMPLE_BYTES, SAMPLE_RECORDS};
 pub use spec::{DuplicatePolicy, MappingSpec, NullPolicy, UnmappedPolicy, ValueType};
 
 use infer::{TraitPath, default_path, display, implied_type, literal, normalize};
 use spec::{ColumnSetting, overlaps};
 
+use crate::Record;
 #[cfg(doc)]
-use crate::{Record, RecordError};
+use crate::RecordError;
 
 /// A mapping resolved for one header: what each column becomes, the identity
 /// columns, the options and the constant traits.
@@ -174,6 +209,8 @@ pub struct Mapping {
     by_name: HashMap<Box<str>, usize>,
     user_id: Option<usize>,
     anonymous_id: Option<usize>,
+    /// The group id column of a group mapping (`[identity] group_id`).
+    group_id: Option<usize>,
     unmapped: UnmappedPolicy,
     null: NullPolicy,
     duplicates: DuplicatePolicy,
@@ -185,6 +222,8 @@ pub struct Mapping {
     /// prefixes: record keys outside the header must not collide with them.
     taken: HashSet<TraitPath>,
     taken_prefixes: HashSet<TraitPath>,
+    /// How many records the column types were inferred from (0: none).
+    sampled: usize,
     /// A hash of the whole resolved mapping (its mapping-file form), the
     /// seed of every record's [`fingerprint`](Mapping::fingerprint): a changed
     /// mapping changes every fingerprint.
@@ -196,6 +235,7 @@ struct Column {
     name: Box<str>,
     user_id: bool,
     anonymous_id: bool,
+    group_id: bool,
     action: Action,
 }
 
@@ -218,11 +258,20 @@ enum DropReason {
 struct Rule {
     path: TraitPath,
     ty: Option<ValueType>,
+    /// Whether `ty` was inferred from a sample of values: then every value
+    /// must fit it strictly (see the `sample` module).
+    inferred: bool,
     format: Option<Box<str>>,
     null: NullPolicy,
 }
 
 impl Mapping {
+    /// Whether the default rules find an identity column among `columns`.
+    pub fn detects_identity(columns: &[&str]) -> bool {
+        infer::find_identity(columns, infer::USER_ID_COLUMNS).is_some()
+            || infer::find_identity(columns, infer::ANONYMOUS_ID_COLUMNS).is_some()
+    }
+
     /// Resolves `spec` (or, with `None`, the default rules) for an input whose
     /// header is `columns`. For NDJSON, pass the first record's keys.
     ///
@@ -251,28 +300,35 @@ impl Mapping {
             })
         };
 
-        let (user_id, anonymous_id) = match &spec.identity {
-            Some(identity) => (
-                identity
-                    .user_id
-                    .as_ref()
-                    .map(|n| find(&n.name, n.pos, "identity column"))
-                    .transpose()?,
-                identity
-                    .anonymous_id
-                    .as_ref()
-                    .map(|n| find(&n.name, n.pos, "identity column"))
-                    .transpose()?,
-            ),
-            None => {
-                let user = infer::find_identity(columns, infer::USER_ID_COLUMNS);
-                let anonymous = infer::find_identity(columns, infer::ANONYMOUS_ID_COLUMNS);
-                if user.is_none() && anonymous.is_none() {
-                    return Err(no_identity(spec, columns));
+        // Every problem is noted and the resolution goes on, so that one run
+        // reports them all.
+        let mut problems: Vec<MappingError> = Vec::new();
+        let (user_id, anonymous_id) =
+            match &spec.identity {
+                Some(identity) => (
+                    identity.user_id.as_ref().and_then(|n| {
+                        noted(&mut problems, find(&n.name, n.pos, "identity column"))
+                    }),
+                    identity.anonymous_id.as_ref().and_then(|n| {
+                        noted(&mut problems, find(&n.name, n.pos, "identity column"))
+                    }),
+                ),
+                None => {
+                    // A group id is only ever named, never guessed.
+                    let user = infer::find_identity(columns, infer::USER_ID_COLUMNS);
+                    let anonymous = infer::find_identity(columns, infer::ANONYMOUS_ID_COLUMNS);
+                    if user.is_none() && anonymous.is_none() {
+                        return Err(no_identity(spec, columns));
+                    }
+                    (user, anonymous)
                 }
-                (user, anonymous)
-            }
-        };
+            };
+
+        let group_id = spec
+            .identity
+            .as_ref()
+            .and_then(|identity| identity.group_id.as_ref())
+            .and_then(|n| noted(&mut problems, find(&n.name, n.pos, "group id column")));
 
         // Paths are claimed in priority order: constants, then the mapping
         // file's columns, then the default rules in header order.
@@ -283,7 +339,9 @@ impl Mapping {
             .collect();
         let mut actions: Vec<Option<Action>> = vec![None; columns.len()];
         for entry in &spec.columns {
-            let i = find(&entry.name, entry.pos, "column")?;
+            let Some(i) = noted(&mut problems, find(&entry.name, entry.pos, "column")) else {
+                continue;
+            };
             actions[i] = Some(match &entry.setting {
                 ColumnSetting::Drop => Action::Drop(DropReason::File),
                 ColumnSetting::Map {
@@ -294,8 +352,8 @@ impl Mapping {
                 } => {
                     let path = path.clone().unwrap_or_else(|| default_path(&entry.name));
                     if let Some((_, owner)) = claimed.iter().find(|(p, _)| overlaps(p, &path)) {
-                        return Err(spec
-                            .error(
+                        problems.push(
+                            spec.error(
                                 format!(
                                     "column `{}` and {owner} both write trait `{}`",
                                     entry.name,
@@ -303,11 +361,14 @@ impl Mapping {
                                 ),
                                 entry.pos,
                             )
-                            .with_hint("map each trait path from one column only"));
+                            .with_hint("map each trait path from one column only"),
+                        );
+                        continue;
                     }
                     claimed.push((path.clone(), format!("column `{}`", entry.name)));
                     Rule {
                         ty: ty.or_else(|| implied_type(&path)),
+                        inferred: false,
                         path,
                         format: format.clone(),
                         null: null.unwrap_or(spec.null),
@@ -319,7 +380,7 @@ impl Mapping {
 
         let mut resolved = Vec::with_capacity(columns.len());
         for (i, (name, action)) in columns.iter().zip(actions).enumerate() {
-            let is_identity = Some(i) == user_id || Some(i) == anonymous_id;
+            let is_identity = Some(i) == user_id || Some(i) == anonymous_id || Some(i) == group_id;
             let action = match action {
                 Some(action) => action,
                 None if is_identity => Action::IdentityOnly,
@@ -344,17 +405,30 @@ impl Mapping {
                         .with_hint(format!(
                             "map or drop `{name}` under [columns] in a mapping file"
                         ))
-                    })?;
-                    claimed.push((rule.path.clone(), format!("column `{name}`")));
-                    Action::Trait(rule)
+                    });
+                    match rule {
+                        Ok(rule) => {
+                            claimed.push((rule.path.clone(), format!("column `{name}`")));
+                            Action::Trait(rule)
+                        }
+                        Err(error) => {
+                            problems.push(error);
+                            Action::Drop(DropReason::Unmapped)
+                        }
+                    }
                 }
             };
             resolved.push(Column {
                 name: (*name).into(),
                 user_id: Some(i) == user_id,
                 anonymous_id: Some(i) == anonymous_id,
+                group_id: Some(i) == group_id,
                 action,
             });
+        }
+
+        if let Some(error) = MappingError::all(problems) {
+            return Err(error);
         }
 
         let mut base = Map::new();
@@ -375,6 +449,7 @@ impl Mapping {
             by_name,
             user_id,
             anonymous_id,
+            group_id,
             unmapped: spec.unmapped,
             null: spec.null,
             duplicates: spec.duplicates,
@@ -382,10 +457,106 @@ impl Mapping {
             base,
             taken,
             taken_prefixes,
+            sampled: 0,
             fingerprint: 0,
         };
         mapping.fingerprint = xxhash_rust::xxh3::xxh3_64(mapping.to_toml().as_bytes());
         Ok(mapping)
+    }
+
+    /// Resolves like [`new`](Self::new), then gives each CSV column that has
+    /// no type (a custom trait, or a mapping-file column without `type`) the
+    /// type its values in `sample` agree on: boolean, integer, float
+    /// (decimals) or timestamp, judged conservatively; anything ambiguous
+    /// stays a string (the rules are in the module docs under "Inferred
+    /// types"). Later records must fit an inferred type strictly, or fail as
+    /// `invalid_value` naming the column.
+    ///
+    /// JSON values already have types: columns with a JSON value in the
+    /// sample are left as they are. Inferred types are part of
+    /// [`to_toml`](Self::to_toml), so they can be pinned in a mapping file,
+    /// and of every record's [`fingerprint`](Self::fingerprint), so a change
+    /// of inference makes an incremental sync look at every record again.
+    ///
+    /// # Example
+    /// ```
+    /// use customer_sync::mapping::Mapping;
+    /// use customer_sync::{Field, FieldValue, Location, Record};
+    ///
+    /// let header = ["id", "active", "ltv", "code"];
+    /// let record = |line, values: [&str; 4]| Record {
+    ///     location: Location::new("c.csv", line),
+    ///     fields: header
+    ///         .iter()
+    ///         .zip(values)
+    ///         .map(|(name, value)| Field { name: (*name).into(), value: FieldValue::Text(value.into()) })
+    ///         .collect(),
+    /// };
+    /// let sample = [record(2, ["u1", "false", "0.00", "01234"]), record(3, ["u2", "true", "137.50", "2"])];
+    /// let mapping = Mapping::with_sample(None, &header, &sample)?;
+    /// let customer = mapping.apply(&sample[0])?;
+    /// assert_eq!(
+    ///     serde_json::Value::Object(customer.traits),
+    ///     serde_json::json!({"active": false, "ltv": 0.0, "code": "01234"})
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As for [`new`](Self::new).
+    pub fn with_sample<'a>(
+        spec: Option<&MappingSpec>,
+        columns: &[&str],
+        sample: impl IntoIterator<Item = &'a Record>,
+    ) -> Result<Mapping, MappingError> {
+        let mut mapping = Mapping::new(spec, columns)?;
+        let mut kinds = vec![sample::Kind::Unknown; mapping.columns.len()];
+        let mut sampled = 0;
+        for record in sample {
+            sampled += 1;
+            for (i, field) in record.fields.iter().enumerate() {
+                let Some(j) = mapping.column_index(i, field) else {
+                    continue;
+                };
+                let kind = match &field.value {
+                    _ if field.value.is_empty() => continue,
+                    crate::FieldValue::Text(text) => sample::Kind::of(text),
+                    crate::FieldValue::Json(_) => sample::Kind::Text,
+                };
+                kinds[j] = kinds[j].and(kind);
+            }
+        }
+        for (column, kind) in mapping.columns.iter_mut().zip(kinds) {
+            if let Action::Trait(rule) = &mut column.action
+                && rule.ty.is_none()
+                && let Some(ty) = kind.value_type()
+            {
+                rule.ty = Some(ty);
+                rule.inferred = true;
+            }
+        }
+        mapping.sampled = sampled;
+        mapping.fingerprint = xxhash_rust::xxh3::xxh3_64(mapping.to_toml().as_bytes());
+        Ok(mapping)
+    }
+
+    /// The header positions of the columns a record is keyed on (userId and
+    /// anonymousId; a group mapping's group id in the userId slot), for a
+    /// first pass that reads identities without building records.
+    pub(crate) fn identity_columns(&self) -> [Option<usize>; 2] {
+        match self.group_id {
+            // A group is keyed on its group id, as a userId.
+            Some(group_id) => [Some(group_id), None],
+            None => [self.user_id, self.anonymous_id],
+        }
+    }
+
+    /// Whether records become `group` calls (`[identity] group_id`): each
+    /// record is one group, keyed in the state and reports by its group id
+    /// (as its `userId`), and sent as a group call for the member the
+    /// `user_id`/`anonymous_id` columns name.
+    pub fn is_group(&self) -> bool {
+        self.group_id.is_some()
     }
 
     /// The duplicate-identity policy (`[options] duplicates`), for the sync engine.
@@ -434,10 +605,16 @@ fn default_rule(
     }
     Ok(Rule {
         ty: implied_type(&path),
+        inferred: false,
         path,
         format: None,
         null,
     })
+}
+
+/// The value of `result`, or `None` with its error added to `problems`.
+fn noted<T>(problems: &mut Vec<MappingError>, result: Result<T, MappingError>) -> Option<T> {
+    result.map_err(|e| problems.push(e)).ok()
 }
 
 /// Suggests the header column a misspelt name probably meant, or lists the header.

@@ -31,6 +31,12 @@ impl Mapping {
         if let Some(i) = self.anonymous_id {
             identity.push(format!("anonymousId <- `{}`", self.columns[i].name));
         }
+        if let Some(i) = self.group_id {
+            identity.push(format!(
+                "groupId <- `{}` (group calls)",
+                self.columns[i].name
+            ));
+        }
         let _ = writeln!(out, "identity: {}", identity.join(", "));
 
         let rows: Vec<[String; 3]> = self
@@ -73,6 +79,17 @@ impl Mapping {
         };
         let _ = writeln!(out, "empty values: {null}");
         let _ = writeln!(out, "duplicate identities: {}", self.duplicates);
+        let inferred = self
+            .columns
+            .iter()
+            .any(|c| matches!(&c.action, Action::Trait(rule) if rule.inferred));
+        if inferred {
+            let _ = writeln!(
+                out,
+                "types inferred from the first {} records; pin one with `type` in a mapping file (--toml)",
+                self.sampled
+            );
+        }
         if !self.constants.is_empty() {
             let _ = writeln!(out, "constants:");
             for (path, value) in &self.constants {
@@ -84,6 +101,9 @@ impl Mapping {
 
     fn type_label(&self, rule: &Rule) -> String {
         let mut label = rule.ty.map_or("as-is", |t| t.as_str()).to_owned();
+        if rule.inferred {
+            label.push_str(" (inferred)");
+        }
         if let Some(format) = &rule.format {
             let _ = write!(label, " {format:?}");
         }
@@ -120,6 +140,9 @@ impl Mapping {
         if let Some(i) = self.anonymous_id {
             let _ = writeln!(out, "anonymous_id = {}", string(&self.columns[i].name));
         }
+        if let Some(i) = self.group_id {
+            let _ = writeln!(out, "group_id = {}", string(&self.columns[i].name));
+        }
 
         out.push_str("\n[options]\n");
         let options = [
@@ -143,7 +166,7 @@ impl Mapping {
         let mut entries = Vec::new();
         let mut notes = Vec::new();
         for column in &self.columns {
-            let key = key(&column.name);
+            let key = toml_key(&column.name);
             match &column.action {
                 Action::IdentityOnly => {}
                 Action::Drop(DropReason::Unmapped) => notes.push(format!(
@@ -155,10 +178,10 @@ impl Mapping {
                     notes.push(format!("# {key} has no name and is never sent"));
                 }
                 Action::Drop(DropReason::File) => {
-                    entries.push((key, "{ drop = true }".to_owned()));
+                    entries.push((key, "{ drop = true }".to_owned(), false));
                 }
                 Action::Trait(rule) => match self.entry(&column.name, rule) {
-                    Some(value) => entries.push((key, value)),
+                    Some(value) => entries.push((key, value, rule.inferred)),
                     None => notes.push(format!(
                         "# {key} is sent under its own name, by unmapped = \"custom\""
                     )),
@@ -167,9 +190,18 @@ impl Mapping {
         }
         if !entries.is_empty() || !notes.is_empty() {
             out.push_str("\n[columns]\n");
-            let width = entries.iter().map(|(k, _)| k.chars().count()).max();
-            for (key, value) in &entries {
-                let _ = writeln!(out, "{key:<w$} = {value}", w = width.unwrap_or(0));
+            let width = entries.iter().map(|(k, _, _)| k.chars().count()).max();
+            for (key, value, inferred) in &entries {
+                let line = format!("{key:<w$} = {value}", w = width.unwrap_or(0));
+                // Part of the fingerprint's text: keep it free of sample counts.
+                match inferred {
+                    true => {
+                        let _ = writeln!(out, "{line}  # type inferred from the data");
+                    }
+                    false => {
+                        let _ = writeln!(out, "{line}");
+                    }
+                }
             }
             for note in notes {
                 let _ = writeln!(out, "{note}");
@@ -179,7 +211,7 @@ impl Mapping {
         if !self.constants.is_empty() {
             out.push_str("\n[constants]\n");
             for (path, value) in &self.constants {
-                let keys: Vec<String> = path.iter().map(|s| key(s)).collect();
+                let keys: Vec<String> = path.iter().map(|s| toml_key(s)).collect();
                 let _ = writeln!(out, "{} = {}", keys.join("."), toml_value(value));
             }
         }
@@ -219,7 +251,7 @@ impl Mapping {
 }
 
 /// A TOML key: bare when TOML allows it, quoted otherwise.
-fn key(name: &str) -> String {
+pub(super) fn toml_key(name: &str) -> String {
     let bare = !name.is_empty()
         && name
             .bytes()
@@ -270,7 +302,7 @@ fn toml_value(value: &Value) -> String {
         Value::Object(map) => {
             let fields: Vec<String> = map
                 .iter()
-                .map(|(k, v)| format!("{} = {}", key(k), toml_value(v)))
+                .map(|(k, v)| format!("{} = {}", toml_key(k), toml_value(v)))
                 .collect();
             format!("{{ {} }}", fields.join(", "))
         }

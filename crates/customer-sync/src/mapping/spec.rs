@@ -1,13 +1,12 @@
 //! The mapping file: its TOML schema, parsing and checks that need no header.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use serde::de::{self, MapAccess, Visitor};
 use serde_json::Value;
 use toml::Spanned;
+use toml::de::DeValue;
 
 use super::convert::valid_format;
 use super::error::{MappingError, Pos, position};
@@ -145,11 +144,13 @@ pub struct MappingSpec {
     pub(super) constants: Vec<(TraitPath, Value)>,
 }
 
-/// The `[identity]` table: at least one of the two is set.
+/// The `[identity]` table: at least one of `user_id` and `anonymous_id` is
+/// set; with `group_id`, records are sent as group calls for that member.
 #[derive(Debug, Clone)]
 pub(super) struct IdentitySpec {
     pub(super) user_id: Option<Named>,
     pub(super) anonymous_id: Option<Named>,
+    pub(super) group_id: Option<Named>,
 }
 
 /// A column name and where the file gave it.
@@ -188,12 +189,61 @@ impl MappingSpec {
     /// unknown keys or values, invalid trait paths or strftime formats, a
     /// `drop = true` combined with other settings, and a trait path written
     /// by two columns (or a column and a constant).
+    ///
+    /// Every problem is reported, not just the first: the error holds one
+    /// per unknown key, bad value or conflict, each with its line and column
+    /// ([`MappingError::problems`]). TOML syntax errors are reported alone,
+    /// since the rest of the file cannot be read reliably past them.
     pub fn from_toml(text: &str) -> Result<MappingSpec, MappingError> {
-        let file: FileDoc = toml::from_str(text).map_err(|e| {
-            MappingError::new(e.message().trim_end().to_owned())
-                .at(e.span().map(|span| position(text, span.start)))
-        })?;
-        file.check(text)
+        let (doc, syntax) = toml::de::DeTable::parse_recoverable(text);
+        let mut walk = Walk {
+            text,
+            problems: Vec::new(),
+        };
+        if !syntax.is_empty() {
+            for e in syntax {
+                walk.problem(e.message().trim_end().to_owned(), e.span());
+            }
+            return Err(walk
+                .finish()
+                .unwrap_or_else(|| MappingError::new("invalid TOML")));
+        }
+        let spec = walk.document(doc.into_inner());
+        match walk.finish() {
+            Some(error) => Err(error),
+            None => Ok(spec),
+        }
+    }
+
+    /// Columns given a `type` or `format` under `[columns]`: a database
+    /// source reads those of a type it cannot read as text, for the mapping
+    /// to convert.
+    pub fn typed_columns(&self) -> Vec<&str> {
+        self.columns
+            .iter()
+            .filter(|c| {
+                matches!(&c.setting, ColumnSetting::Map { ty, format, .. } if ty.is_some() || format.is_some())
+            })
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
+    /// Whether the file names the identity columns (`[identity]`).
+    pub fn names_identity(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    /// Makes `column` the user id, as if `[identity] user_id` named it: a
+    /// table's primary key when no column is detected as the identity.
+    pub fn set_user_id_column(&mut self, column: &str) {
+        self.identity = Some(IdentitySpec {
+            user_id: Some(Named {
+                name: column.to_owned(),
+                pos: None,
+            }),
+            anonymous_id: None,
+            group_id: None,
+        });
     }
 
     /// Reads and parses the mapping file at `path`.
@@ -231,230 +281,331 @@ impl MappingSpec {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileDoc {
-    identity: Option<Spanned<IdentityFile>>,
-    #[serde(default)]
-    options: OptionsFile,
-    #[serde(default)]
-    columns: BTreeMap<String, Spanned<ColumnEntry>>,
-    #[serde(default)]
-    constants: toml::Table,
+/// The keys each table of a mapping file allows.
+const TOP_KEYS: &[&str] = &["identity", "options", "columns", "constants"];
+const IDENTITY_KEYS: &[&str] = &["user_id", "anonymous_id", "group_id"];
+const OPTION_KEYS: &[&str] = &["unmapped", "null", "duplicates"];
+const COLUMN_KEYS: &[&str] = &["trait", "type", "format", "null", "drop"];
+
+type Span = std::ops::Range<usize>;
+type Item<'i> = Spanned<DeValue<'i>>;
+
+/// A walk over a parsed mapping file that notes every problem and goes on,
+/// so that one run reports them all.
+struct Walk<'t> {
+    text: &'t str,
+    problems: Vec<MappingError>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IdentityFile {
-    user_id: Option<Spanned<String>>,
-    anonymous_id: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct OptionsFile {
-    #[serde(default)]
-    unmapped: UnmappedPolicy,
-    #[serde(default)]
-    null: NullPolicy,
-    #[serde(default)]
-    duplicates: DuplicatePolicy,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+/// A `[columns]` entry as the file gives it.
+#[derive(Default)]
 struct ColumnFile {
-    #[serde(rename = "trait")]
     trait_path: Option<String>,
-    #[serde(rename = "type")]
     ty: Option<ValueType>,
     format: Option<String>,
     null: Option<NullPolicy>,
-    #[serde(default)]
     drop: bool,
 }
 
-/// A `[columns]` value: `"trait.path"` shorthand or a table.
-enum ColumnEntry {
-    Rename(String),
-    Table(ColumnFile),
-}
+impl Walk<'_> {
+    fn at(&self, span: Span) -> Option<Pos> {
+        Some(position(self.text, span.start))
+    }
 
-impl<'de> Deserialize<'de> for ColumnEntry {
-    // Hand-written rather than `#[serde(untagged)]`, which would replace the
-    // precise "unknown field `tpye`" error with "did not match any variant".
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct EntryVisitor;
-        impl<'de> Visitor<'de> for EntryVisitor {
-            type Value = ColumnEntry;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a trait path string or a table of column settings")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<ColumnEntry, E> {
-                Ok(ColumnEntry::Rename(v.to_owned()))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ColumnEntry, A::Error> {
-                ColumnFile::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(ColumnEntry::Table)
+    fn problem(&mut self, message: String, span: Option<Span>) {
+        let pos = span.and_then(|span| self.at(span));
+        self.problems.push(MappingError::new(message).at(pos));
+    }
+
+    fn problem_with_hint(&mut self, message: String, span: Option<Span>, hint: &str) {
+        let pos = span.and_then(|span| self.at(span));
+        self.problems
+            .push(MappingError::new(message).at(pos).with_hint(hint));
+    }
+
+    fn finish(self) -> Option<MappingError> {
+        MappingError::all(self.problems)
+    }
+
+    /// Deserializes one value, or notes why it cannot be.
+    fn value<T: serde::de::DeserializeOwned>(&mut self, item: Item<'_>) -> Option<T> {
+        let span = item.span();
+        match T::deserialize(toml::de::ValueDeserializer::from(item)) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                self.problem(e.message().trim_end().to_owned(), e.span().or(Some(span)));
+                None
             }
         }
-        deserializer.deserialize_any(EntryVisitor)
     }
-}
 
-impl FileDoc {
-    fn check(self, text: &str) -> Result<MappingSpec, MappingError> {
-        let at = |span: std::ops::Range<usize>| Some(position(text, span.start));
-        let err =
-            |message: String, span: std::ops::Range<usize>| MappingError::new(message).at(at(span));
-
-        let identity = match self.identity {
-            None => None,
-            Some(spanned) => {
-                let span = spanned.span();
-                let file = spanned.into_inner();
-                let named = |s: Option<Spanned<String>>, key: &str| match s {
-                    Some(s) if s.get_ref().is_empty() => {
-                        Err(err(format!("`identity.{key}` is empty"), s.span()))
-                    }
-                    Some(s) => Ok(Some(Named {
-                        pos: at(s.span()),
-                        name: s.into_inner(),
-                    })),
-                    None => Ok(None),
-                };
-                let user_id = named(file.user_id, "user_id")?;
-                let anonymous_id = named(file.anonymous_id, "anonymous_id")?;
-                if user_id.is_none() && anonymous_id.is_none() {
-                    return Err(MappingError::new(
-                        "`[identity]` names no column: set `user_id`, `anonymous_id` or both",
-                    )
-                    .at(at(span))
-                    .with_hint("remove `[identity]` to detect the identity column by name"));
-                }
-                Some(IdentitySpec {
-                    user_id,
-                    anonymous_id,
-                })
-            }
+    /// The entries of a table, noting each key not in `allowed` (any key is
+    /// allowed with `None`).
+    fn fields<'i>(
+        &mut self,
+        item: Item<'i>,
+        what: &str,
+        allowed: Option<&[&str]>,
+    ) -> Vec<(String, Span, Item<'i>)> {
+        let span = item.span();
+        let DeValue::Table(table) = item.into_inner() else {
+            self.problem(format!("`{what}` must be a table"), Some(span));
+            return Vec::new();
         };
-
-        let mut columns = Vec::with_capacity(self.columns.len());
-        for (name, entry) in self.columns {
-            let span = entry.span();
-            let file = match entry.into_inner() {
-                ColumnEntry::Rename(path) => ColumnFile {
-                    trait_path: Some(path),
-                    ..ColumnFile::default()
-                },
-                ColumnEntry::Table(file) => file,
-            };
-            let setting = if file.drop {
-                if file.trait_path.is_some()
-                    || file.ty.is_some()
-                    || file.format.is_some()
-                    || file.null.is_some()
-                {
-                    return Err(err(
-                        format!(
-                            "column `{name}`: `drop = true` cannot be combined with other settings"
+        let mut fields = Vec::new();
+        for (key, value) in table {
+            let key_span = key.span();
+            let key = key.into_inner().into_owned();
+            match allowed {
+                Some(allowed) if !allowed.contains(&key.as_str()) => {
+                    let expected: Vec<String> = allowed.iter().map(|k| format!("`{k}`")).collect();
+                    let message = format!(
+                        "unknown field `{key}`, expected one of {}",
+                        expected.join(", ")
+                    );
+                    match allowed
+                        .iter()
+                        .find(|k| crate::source::edit_distance(k, &key) <= 2)
+                    {
+                        Some(close) => self.problem_with_hint(
+                            message,
+                            Some(key_span),
+                            &format!("did you mean `{close}`?"),
                         ),
-                        span,
-                    ));
-                }
-                ColumnSetting::Drop
-            } else {
-                let path = match file.trait_path {
-                    Some(p) => match check_path(&p) {
-                        Ok(path) => Some(path),
-                        Err(why) => {
-                            return Err(err(
-                                format!("column `{name}`: trait path {p:?} {why}"),
-                                span,
-                            ));
-                        }
-                    },
-                    None => None,
-                };
-                let ty = match (file.ty, &file.format) {
-                    (None | Some(ValueType::Timestamp), Some(_)) => Some(ValueType::Timestamp),
-                    (Some(ty), Some(_)) => {
-                        return Err(err(
-                            format!(
-                                "column `{name}`: `format` applies only to `type = \"timestamp\"`, not {ty:?}",
-                                ty = ty.as_str()
-                            ),
-                            span,
-                        ));
+                        None => self.problem(message, Some(key_span)),
                     }
-                    (ty, None) => ty,
-                };
-                if let Some(f) = &file.format
-                    && !valid_format(f)
-                {
-                    return Err(err(
-                        format!("column `{name}`: {f:?} is not a valid strftime format"),
-                        span,
-                    ));
                 }
-                ColumnSetting::Map {
-                    path,
-                    ty,
-                    format: file.format.map(Into::into),
-                    null: file.null,
+                _ => fields.push((key, key_span, value)),
+            }
+        }
+        fields
+    }
+
+    fn document(&mut self, doc: toml::de::DeTable<'_>) -> MappingSpec {
+        let whole = Spanned::new(0..self.text.len(), DeValue::Table(doc));
+        let mut spec = MappingSpec::default();
+        for (key, _, item) in self.fields(whole, "the mapping file", Some(TOP_KEYS)) {
+            match key.as_str() {
+                "identity" => spec.identity = self.identity(item),
+                "options" => {
+                    for (key, _, item) in self.fields(item, "options", Some(OPTION_KEYS)) {
+                        match key.as_str() {
+                            "unmapped" => {
+                                spec.unmapped = self.value(item).unwrap_or(spec.unmapped);
+                            }
+                            "null" => spec.null = self.value(item).unwrap_or(spec.null),
+                            _ => spec.duplicates = self.value(item).unwrap_or(spec.duplicates),
+                        }
+                    }
                 }
-            };
-            columns.push(ColumnSpec {
-                name,
-                pos: at(span),
-                setting,
-            });
+                "columns" => spec.columns = self.columns(item),
+                _ => {
+                    let table: toml::Table = self.value(item).unwrap_or_default();
+                    if let Err(e) = flatten_constants(&mut Vec::new(), &table, &mut spec.constants)
+                    {
+                        self.problems.push(e);
+                    }
+                }
+            }
         }
         // Keep the file's order: errors and `describe` then read like the file.
-        columns.sort_by_key(|c| c.pos);
+        spec.columns.sort_by_key(|c| c.pos);
+        self.conflicts(&spec);
+        spec
+    }
 
-        let mut constants = Vec::new();
-        flatten_constants(&mut Vec::new(), &self.constants, &mut constants)?;
+    fn identity(&mut self, item: Item<'_>) -> Option<IdentitySpec> {
+        let span = item.span();
+        let problems_before = self.problems.len();
+        let mut identity = IdentitySpec {
+            user_id: None,
+            anonymous_id: None,
+            group_id: None,
+        };
+        for (key, _, item) in self.fields(item, "identity", Some(IDENTITY_KEYS)) {
+            let value_span = item.span();
+            let Some(name) = self.value::<String>(item) else {
+                continue;
+            };
+            if name.is_empty() {
+                self.problem(format!("`identity.{key}` is empty"), Some(value_span));
+                continue;
+            }
+            let named = Some(Named {
+                name,
+                pos: self.at(value_span),
+            });
+            match key.as_str() {
+                "user_id" => identity.user_id = named,
+                "group_id" => identity.group_id = named,
+                _ => identity.anonymous_id = named,
+            }
+        }
+        if identity.user_id.is_none() && identity.anonymous_id.is_none() {
+            // Said only when nothing more precise was.
+            if self.problems.len() == problems_before && identity.group_id.is_some() {
+                self.problem_with_hint(
+                    "`[identity]` names a `group_id` but no member: a group call needs a `user_id` or `anonymous_id` too".into(),
+                    Some(span),
+                    "name the column that holds the group's user (an owner or main contact) as `user_id`",
+                );
+            } else if self.problems.len() == problems_before {
+                self.problem_with_hint(
+                    "`[identity]` names no column: set `user_id`, `anonymous_id` or both".into(),
+                    Some(span),
+                    "remove `[identity]` to detect the identity column by name",
+                );
+            }
+            return None;
+        }
+        Some(identity)
+    }
 
-        // Conflicts between explicit paths need no header, so report them now.
+    fn columns(&mut self, item: Item<'_>) -> Vec<ColumnSpec> {
+        let mut columns = Vec::new();
+        for (name, _, item) in self.fields(item, "columns", None) {
+            let span = item.span();
+            let file = match item.get_ref() {
+                DeValue::String(_) => ColumnFile {
+                    trait_path: self.value(item),
+                    ..ColumnFile::default()
+                },
+                DeValue::Table(_) => self.column_file(&name, item),
+                other => {
+                    self.problem(
+                        format!(
+                            "column `{name}`: invalid type: {}, expected a trait path string or a table of column settings",
+                            other.type_str()
+                        ),
+                        Some(span),
+                    );
+                    continue;
+                }
+            };
+            if let Some(setting) = self.setting(&name, file, span.clone()) {
+                columns.push(ColumnSpec {
+                    name,
+                    pos: self.at(span),
+                    setting,
+                });
+            }
+        }
+        columns
+    }
+
+    fn column_file(&mut self, name: &str, item: Item<'_>) -> ColumnFile {
+        let mut file = ColumnFile::default();
+        let what = format!("columns.{name}");
+        for (key, _, item) in self.fields(item, &what, Some(COLUMN_KEYS)) {
+            match key.as_str() {
+                "trait" => file.trait_path = self.value(item),
+                "type" => file.ty = self.value(item),
+                "format" => file.format = self.value(item),
+                "null" => file.null = self.value(item),
+                _ => file.drop = self.value(item).unwrap_or(false),
+            }
+        }
+        file
+    }
+
+    /// The checks of one column's settings that need no header.
+    fn setting(&mut self, name: &str, file: ColumnFile, span: Span) -> Option<ColumnSetting> {
+        if file.drop {
+            if file.trait_path.is_some()
+                || file.ty.is_some()
+                || file.format.is_some()
+                || file.null.is_some()
+            {
+                self.problem(
+                    format!(
+                        "column `{name}`: `drop = true` cannot be combined with other settings"
+                    ),
+                    Some(span),
+                );
+                return None;
+            }
+            return Some(ColumnSetting::Drop);
+        }
+        let problems_before = self.problems.len();
+        let path = match file.trait_path {
+            Some(p) => match check_path(&p) {
+                Ok(path) => Some(path),
+                Err(why) => {
+                    self.problem(
+                        format!("column `{name}`: trait path {p:?} {why}"),
+                        Some(span.clone()),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let ty = match (file.ty, &file.format) {
+            (None | Some(ValueType::Timestamp), Some(_)) => Some(ValueType::Timestamp),
+            (Some(ty), Some(_)) => {
+                self.problem(
+                    format!(
+                        "column `{name}`: `format` applies only to `type = \"timestamp\"`, not {ty:?}",
+                        ty = ty.as_str()
+                    ),
+                    Some(span.clone()),
+                );
+                None
+            }
+            (ty, None) => ty,
+        };
+        if let Some(f) = &file.format
+            && !valid_format(f)
+        {
+            self.problem(
+                format!("column `{name}`: {f:?} is not a valid strftime format"),
+                Some(span),
+            );
+        }
+        (self.problems.len() == problems_before).then(|| ColumnSetting::Map {
+            path,
+            ty,
+            format: file.format.map(Into::into),
+            null: file.null,
+        })
+    }
+
+    /// Conflicts between explicit paths need no header, so they are reported
+    /// with the file's other problems.
+    fn conflicts(&mut self, spec: &MappingSpec) {
         let mut claimed: Vec<(&[Box<str>], String)> = Vec::new();
-        for c in &columns {
+        for c in &spec.columns {
             if let ColumnSetting::Map {
                 path: Some(path), ..
             } = &c.setting
             {
                 if let Some((_, owner)) = claimed.iter().find(|(p, _)| overlaps(p, path)) {
-                    return Err(MappingError::new(format!(
-                        "column `{}` and {owner} both write trait `{}`",
-                        c.name,
-                        display(path)
-                    ))
-                    .at(c.pos)
-                    .with_hint("map each trait path from one column only"));
+                    self.problems.push(
+                        MappingError::new(format!(
+                            "column `{}` and {owner} both write trait `{}`",
+                            c.name,
+                            display(path)
+                        ))
+                        .at(c.pos)
+                        .with_hint("map each trait path from one column only"),
+                    );
+                    continue;
                 }
                 claimed.push((path, format!("column `{}`", c.name)));
             }
         }
-        for (path, _) in &constants {
+        for (path, _) in &spec.constants {
             if let Some((_, owner)) = claimed.iter().find(|(p, _)| overlaps(p, path)) {
-                return Err(MappingError::new(format!(
-                    "constant `{}` and {owner} both write trait `{}`",
-                    display(path),
-                    display(path)
-                ))
-                .with_hint("drop the constant or map the column to another trait"));
+                self.problems.push(
+                    MappingError::new(format!(
+                        "constant `{}` and {owner} both write trait `{}`",
+                        display(path),
+                        display(path)
+                    ))
+                    .with_hint("drop the constant or map the column to another trait"),
+                );
             }
         }
-
-        Ok(MappingSpec {
-            path: None,
-            identity,
-            unmapped: self.options.unmapped,
-            null: self.options.null,
-            duplicates: self.options.duplicates,
-            columns,
-            constants,
-        })
     }
 }
 

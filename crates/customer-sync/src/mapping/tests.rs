@@ -600,3 +600,147 @@ fn module_doc_example_is_a_valid_mapping_file() {
         })
     );
 }
+
+#[test]
+fn an_identity_with_a_control_character_is_an_invalid_value() {
+    for (user_id, code) in [
+        ("u\u{0}1", "U+0000"),
+        ("u\n1", "U+000A"),
+        ("u\t1", "U+0009"),
+    ] {
+        let record = text_record(&[("user_id", user_id), ("email", "a@x.io")]);
+        let err = map(None, &record).unwrap_err();
+        assert_eq!(err.kind, RecordErrorKind::InvalidValue, "{user_id:?}");
+        assert_eq!(err.field.as_deref(), Some("user_id"));
+        assert!(err.message.contains(code), "{err}");
+        let mapping = Mapping::new(None, &header(&record)).unwrap();
+        assert!(
+            mapping.fingerprint(&record).is_err(),
+            "the incremental path agrees"
+        );
+    }
+    let record = json_record(json!({"anonymous_id": "a\u{7}"}));
+    assert_eq!(
+        map(None, &record).unwrap_err().kind,
+        RecordErrorKind::InvalidValue
+    );
+    // Padding around an id is trimmed, as before.
+    let record = text_record(&[("user_id", " u1\t")]);
+    assert_eq!(map(None, &record).unwrap().identity.user_id(), Some("u1"));
+}
+
+#[test]
+fn inferred_types_apply_strictly_and_change_the_fingerprint() {
+    let columns = ["user_id", "seats", "plan"];
+    let rows = [["u1", "3", "pro"], ["u2", "12", "free"], ["u3", "", "pro"]];
+    let sample: Vec<Record> = rows
+        .iter()
+        .map(|row| {
+            text_record(
+                &columns
+                    .iter()
+                    .copied()
+                    .zip(row.iter().copied())
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    let inferred = Mapping::with_sample(None, &columns, &sample).unwrap();
+    let plain = Mapping::new(None, &columns).unwrap();
+    assert_eq!(
+        traits(inferred.apply(&sample[0]).unwrap()),
+        json!({"seats": 3, "plan": "pro"})
+    );
+    assert_eq!(
+        traits(plain.apply(&sample[0]).unwrap()),
+        json!({"seats": "3", "plan": "pro"})
+    );
+    assert_ne!(
+        inferred.fingerprint(&sample[0]).unwrap().1,
+        plain.fingerprint(&sample[0]).unwrap().1
+    );
+    assert_eq!(
+        inferred.fingerprint(&sample[2]).unwrap().1,
+        Mapping::with_sample(None, &columns, &sample)
+            .unwrap()
+            .fingerprint(&sample[2])
+            .unwrap()
+            .1,
+        "the same sample infers the same mapping"
+    );
+    let late = text_record(&[("user_id", "u9"), ("seats", "007"), ("plan", "pro")]);
+    let err = inferred.apply(&late).unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("seats"));
+    assert!(err.message.contains("inferred"), "{err}");
+    assert!(inferred.describe().contains("integer (inferred)"));
+    assert!(inferred.to_toml().contains("type = \"integer\""));
+    // JSON keeps its own types: nothing is inferred.
+    let json = json_record(json!({"user_id": "u1", "seats": "3"}));
+    let mapping = Mapping::with_sample(None, &header(&json), [&json]).unwrap();
+    assert_eq!(traits(mapping.apply(&json).unwrap()), json!({"seats": "3"}));
+}
+
+#[test]
+fn every_header_problem_is_reported_at_once() {
+    let spec = spec(
+        "[identity]\nuser_id = \"User ID\"\n[columns]\nEmial = \"email\"\nseats = \"x\"\nSeats = \"y\"\n",
+    );
+    let err = Mapping::new(Some(&spec), &["user_id", "Email", "seats"]).unwrap_err();
+    let lines: Vec<Option<usize>> = err.problems().iter().map(MappingProblem::line).collect();
+    assert_eq!(lines, [Some(2), Some(4), Some(6)], "{err}");
+    assert!(
+        err.to_string().contains("`Emial` is not in the header"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_group_mapping_keys_on_the_group_and_sends_a_group_call_for_the_member() {
+    let spec = spec("[identity]\ngroup_id = \"account\"\nuser_id = \"owner\"\n");
+    let record = text_record(&[("account", "acc_1"), ("owner", "u9"), ("plan", "pro")]);
+    let mapping = Mapping::new(Some(&spec), &header(&record)).unwrap();
+    assert!(mapping.is_group());
+    assert!(mapping.to_toml().contains("group_id = \"account\""));
+    let mapped = mapping.apply(&record).unwrap();
+    assert_eq!(
+        mapped.identity,
+        Identity::user("acc_1"),
+        "keyed on the group"
+    );
+    assert_eq!(mapped.member, Some(Identity::user("u9")));
+    assert_eq!(
+        mapping.fingerprint(&record).unwrap().0,
+        Identity::user("acc_1")
+    );
+    let message = mapped.into_message();
+    assert_eq!(message.kind(), "group");
+    let event = segment_client::PreparedEvent::new(message).unwrap();
+    let json: Value = serde_json::from_slice(event.json()).unwrap();
+    assert_eq!(
+        (&json["groupId"], &json["userId"], &json["traits"]),
+        (&json!("acc_1"), &json!("u9"), &json!({"plan": "pro"}))
+    );
+
+    // An empty group id fails its record, naming the column.
+    let empty = text_record(&[("account", " "), ("owner", "u9"), ("plan", "pro")]);
+    let err = mapping.apply(&empty).unwrap_err();
+    assert_eq!(err.kind, RecordErrorKind::MissingIdentity);
+    assert!(
+        err.to_string()
+            .contains("group id column `account` is empty"),
+        "{err}"
+    );
+    // So does a missing member.
+    let orphan = text_record(&[("account", "acc_2"), ("owner", ""), ("plan", "pro")]);
+    assert_eq!(
+        mapping.apply(&orphan).unwrap_err().kind,
+        RecordErrorKind::MissingIdentity
+    );
+    // A group id alone is a mapping-file problem.
+    let err = MappingSpec::from_toml("[identity]\ngroup_id = \"account\"\n").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("needs a `user_id` or `anonymous_id`"),
+        "{err}"
+    );
+}

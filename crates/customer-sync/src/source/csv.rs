@@ -42,6 +42,10 @@ struct RawRow {
     fields: usize,
     /// Over [`MAX_RECORD_BYTES`] or [`MAX_FIELDS`]: its content was dropped.
     oversize: bool,
+    /// Its quote characters are odd in number and it ran to the end of the
+    /// input: a quoted field opened and never closed, and csv_core took the
+    /// rest of the file for its content.
+    unclosed_quote: bool,
 }
 
 impl CsvReader {
@@ -118,23 +122,86 @@ impl CsvReader {
     }
 
     pub(super) fn next_step(&mut self) -> Step {
+        let row = match self.next_row() {
+            Ok(Some(row)) => row,
+            Ok(None) => return Step::End,
+            Err(step) => return step,
+        };
+        let location = Location {
+            source: Arc::clone(&self.name),
+            line: row.line,
+            key: None,
+        };
+        match self.build_fields(row.fields) {
+            Ok(fields) => Step::Record(Record { location, fields }),
+            Err((column, message)) => Step::Bad(
+                RecordError::new(location, RecordErrorKind::Malformed, message)
+                    .with_field(&*self.columns[column]),
+            ),
+        }
+    }
+
+    /// For a first pass over identities: the line and the text of the
+    /// fields at `wanted` ("" where there is none) of the next row that would
+    /// be a record, without building it. Rows the run reports as malformed
+    /// (ragged, oversized, not UTF-8) are skipped; `None` at the end or at a
+    /// fatal error, which the run itself reports.
+    pub(super) fn next_fields(&mut self, wanted: [Option<usize>; 2]) -> Option<(u64, [&str; 2])> {
+        loop {
+            let row = match self.next_row() {
+                Ok(Some(row)) => row,
+                Ok(None) | Err(Step::Fatal(_)) => return None,
+                Err(_) => continue,
+            };
+            if self
+                .row_fields(row.fields)
+                .any(|field| std::str::from_utf8(field).is_err())
+            {
+                continue;
+            }
+            let text = |at: Option<usize>| {
+                at.and_then(|i| self.row_fields(row.fields).nth(i))
+                    .and_then(|field| std::str::from_utf8(field).ok())
+                    .unwrap_or_default()
+            };
+            return Some((row.line, [text(wanted[0]), text(wanted[1])]));
+        }
+    }
+
+    /// The next row shaped like a record (its bytes in `out` and `ends`),
+    /// `None` at the end, or the step that reports why it is not one.
+    fn next_row(&mut self) -> Result<Option<RawRow>, Step> {
         loop {
             let row = match self.read_raw() {
                 Ok(Some(row)) => row,
-                Ok(None) => return Step::End,
-                Err(err) => return Step::Fatal(SourceError::read(&self.name, self.line, err)),
+                Ok(None) => return Ok(None),
+                Err(err) => return Err(Step::Fatal(SourceError::read(&self.name, self.line, err))),
             };
             let location = Location {
                 source: Arc::clone(&self.name),
                 line: row.line,
+                key: None,
             };
             let malformed = |message: String| {
-                Step::Bad(RecordError::new(
+                Err(Step::Bad(RecordError::new(
                     location.clone(),
                     RecordErrorKind::Malformed,
                     message,
-                ))
+                )))
             };
+            if row.unclosed_quote {
+                return Err(Step::Fatal(SourceError::invalid(
+                    &self.name,
+                    row.line,
+                    format!(
+                        "a quoted field opened on line {} is never closed; lines {} to {} (the end of the file) were not read",
+                        row.line,
+                        row.line,
+                        self.line.max(row.line)
+                    ),
+                    Some("close the quote; a quote inside a quoted field is written twice (\"\")"),
+                )));
+            }
             if row.oversize {
                 return malformed(format!(
                     "row is larger than {MAX_RECORD_BYTES} bytes or has more than {MAX_FIELDS} fields (is a quote left open?)"
@@ -155,13 +222,7 @@ impl CsvReader {
                     self.columns.len()
                 ));
             }
-            return match self.build_fields(row.fields) {
-                Ok(fields) => Step::Record(Record { location, fields }),
-                Err((column, message)) => Step::Bad(
-                    RecordError::new(location, RecordErrorKind::Malformed, message)
-                        .with_field(&*self.columns[column]),
-                ),
-            };
+            return Ok(Some(row));
         }
     }
 
@@ -223,12 +284,14 @@ impl CsvReader {
         let (mut out_len, mut ends_len) = (0, 0);
         let mut start_line = None;
         let mut oversize = false;
+        let mut quotes = 0u64;
         loop {
             let input = match self.input.fill_buf() {
                 Ok(input) => input,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(err),
             };
+            let at_end = input.is_empty();
             let (result, consumed, written, ended) =
                 self.core
                     .read_record(input, &mut self.out[out_len..], &mut self.ends[ends_len..]);
@@ -244,6 +307,7 @@ impl CsvReader {
                 }
             }
             self.line += count_newlines(consumed_bytes);
+            quotes += count_quotes(consumed_bytes);
             self.input.consume(consumed);
             out_len += written;
             ends_len += ended;
@@ -274,12 +338,18 @@ impl CsvReader {
                         line: start_line.unwrap_or(self.line),
                         fields: ends_len,
                         oversize,
+                        unclosed_quote: at_end && quotes % 2 == 1,
                     }));
                 }
                 ReadRecordResult::End => return Ok(None),
             }
         }
     }
+}
+
+/// The number of `"` in `bytes`; written as a filter-count so that it vectorizes.
+fn count_quotes(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'"').count() as u64
 }
 
 fn plural(count: usize, noun: &str) -> String {
@@ -466,21 +536,32 @@ mod tests {
     }
 
     #[test]
-    fn oversized_rows_are_skipped_without_stopping() {
-        let data = format!(
-            "id,note\n1,\"{}\n2,b\n",
-            "x".repeat(super::MAX_RECORD_BYTES + 10)
-        );
-        let items = read_all(&data);
-        assert_eq!(
-            items.len(),
-            1,
-            "an unclosed quote runs to the end of the file"
-        );
-        assert!(
-            matches!(&items[0], Err((2, message)) if message.contains("is a quote left open?"))
-        );
+    fn an_unclosed_quote_is_fatal_and_names_the_line_it_opened_on() {
+        for data in [
+            "id,name\n1,A\n2,\"never closed\n3,C\n".to_owned(),
+            format!(
+                "id,note\n1,A\n2,\"{}\n3,b\n",
+                "x".repeat(super::MAX_RECORD_BYTES + 10)
+            ),
+        ] {
+            let mut source = open(&data).unwrap();
+            let first = source.next().unwrap().unwrap();
+            assert_eq!(first.location.line, 2);
+            assert!(
+                source.next().is_none(),
+                "nothing after the open quote is a record"
+            );
+            let fatal = source.take_fatal().expect("an unclosed quote is fatal");
+            assert_eq!(fatal.line(), Some(3));
+            assert!(fatal.to_string().contains("opened on line 3"), "{fatal}");
+            assert!(fatal.to_string().contains("not read"), "{fatal}");
+        }
+        // A closed quote at the very end of a file without a final newline is fine.
+        assert_eq!(read_all("id,name\n1,\"A, B\""), [ok(2, &["1", "A, B"])]);
+    }
 
+    #[test]
+    fn oversized_rows_are_skipped_without_stopping() {
         let data = format!(
             "id,note\n1,\"{}\"\n2,b\n",
             "x".repeat(super::MAX_RECORD_BYTES)

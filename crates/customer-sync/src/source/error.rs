@@ -20,9 +20,16 @@ pub struct SourceError {
 
 #[derive(Debug, thiserror::Error)]
 enum Repr {
-    #[error("cannot open {path}: {source}")]
-    Open { path: Arc<str>, source: io::Error },
-    #[error("cannot read {path} at line {line}: {source}")]
+    // The cause is the `source()`, never repeated in the message.
+    #[error("cannot open {path}")]
+    Open {
+        path: Arc<str>,
+        source: io::Error,
+        hint: Option<String>,
+    },
+    #[error("{path} is a directory, not a file")]
+    Directory { path: Arc<str>, hint: String },
+    #[error("cannot read {path} at line {line}")]
     Read {
         path: Arc<str>,
         line: u64,
@@ -37,6 +44,13 @@ enum Repr {
         message: String,
         hint: Option<&'static str>,
     },
+    #[error("{message}")]
+    Database {
+        name: Arc<str>,
+        message: String,
+        hint: Option<String>,
+        lost: bool,
+    },
 }
 
 impl SourceError {
@@ -46,10 +60,18 @@ impl SourceError {
         }
     }
 
-    pub(super) fn open(path: &Arc<str>, source: io::Error) -> Self {
+    pub(super) fn open(path: &Arc<str>, source: io::Error, hint: Option<String>) -> Self {
         Self::new(Repr::Open {
             path: Arc::clone(path),
             source,
+            hint,
+        })
+    }
+
+    pub(super) fn directory(path: &Arc<str>, hint: String) -> Self {
+        Self::new(Repr::Directory {
+            path: Arc::clone(path),
+            hint,
         })
     }
 
@@ -82,13 +104,36 @@ impl SourceError {
         })
     }
 
+    pub(super) fn database(
+        name: &Arc<str>,
+        message: impl Into<String>,
+        hint: Option<&str>,
+        lost: bool,
+    ) -> Self {
+        Self::new(Repr::Database {
+            name: Arc::clone(name),
+            message: message.into(),
+            hint: hint.map(str::to_owned),
+            lost,
+        })
+    }
+
+    /// Whether the connection to a database source failed part-way: what
+    /// was read is accounted for and the next run finishes the sync (as
+    /// opposed to a source that cannot be used at all).
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(&*self.inner, Repr::Database { lost: true, .. })
+    }
+
     /// The source's name as given (a path, or `stdin`).
     pub fn path(&self) -> &str {
         match &*self.inner {
             Repr::Open { path, .. }
+            | Repr::Directory { path, .. }
             | Repr::Read { path, .. }
             | Repr::UnknownFormat { path, .. }
-            | Repr::Invalid { path, .. } => path,
+            | Repr::Invalid { path, .. }
+            | Repr::Database { name: path, .. } => path,
         }
     }
 
@@ -96,7 +141,10 @@ impl SourceError {
     pub fn line(&self) -> Option<u64> {
         match &*self.inner {
             Repr::Read { line, .. } | Repr::Invalid { line, .. } => Some(*line),
-            Repr::Open { .. } | Repr::UnknownFormat { .. } => None,
+            Repr::Open { .. }
+            | Repr::Directory { .. }
+            | Repr::UnknownFormat { .. }
+            | Repr::Database { .. } => None,
         }
     }
 
@@ -113,7 +161,9 @@ impl SourceError {
                 Some("use a .csv, .ndjson, .jsonl or .json file, or --format")
             }
             Repr::Invalid { hint, .. } => *hint,
-            Repr::Open { .. } | Repr::Read { .. } => None,
+            Repr::Open { hint, .. } | Repr::Database { hint, .. } => hint.as_deref(),
+            Repr::Directory { hint, .. } => Some(hint),
+            Repr::Read { .. } => None,
         }
     }
 }
@@ -135,8 +185,9 @@ mod tests {
     fn open_error_names_the_path_and_keeps_the_cause() {
         let path: Arc<str> = "customers.csv".into();
         let cause = io::Error::from(io::ErrorKind::NotFound);
-        let err = SourceError::open(&path, cause);
-        assert!(err.to_string().starts_with("cannot open customers.csv: "));
+        let err = SourceError::open(&path, cause, None);
+        // The cause is the source, not part of the message.
+        assert_eq!(err.to_string(), "cannot open customers.csv");
         assert_eq!(err.path(), "customers.csv");
         assert_eq!(err.line(), None);
         assert!(err.is_io());

@@ -201,6 +201,7 @@ impl JsonArrayReader {
                     location: Location {
                         source: Arc::clone(&self.name),
                         line,
+                        key: None,
                     },
                     fields,
                 }),
@@ -224,6 +225,7 @@ impl JsonArrayReader {
         let location = Location {
             source: Arc::clone(&self.name),
             line,
+            key: None,
         };
         Step::Bad(RecordError::new(
             location,

@@ -50,12 +50,14 @@ mod error;
 mod json_array;
 mod json_object;
 mod ndjson;
+pub mod postgres;
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::iter::FusedIterator;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use counting::ReadProgress;
@@ -86,6 +88,8 @@ pub enum SourceFormat {
     Ndjson,
     /// One JSON array of objects.
     JsonArray,
+    /// Rows of a PostgreSQL table or query ([`postgres`]).
+    Postgres,
 }
 
 impl SourceFormat {
@@ -121,6 +125,7 @@ impl SourceFormat {
             SourceFormat::Csv => "csv",
             SourceFormat::Ndjson => "ndjson",
             SourceFormat::JsonArray => "json",
+            SourceFormat::Postgres => "postgres",
         }
     }
 }
@@ -169,8 +174,13 @@ pub struct Source {
     reader: FormatReader,
     fatal: Option<SourceError>,
     finished: bool,
-    /// A record read ahead by [`Source::peek`], handed out next.
-    peeked: Option<Option<Result<Record, RecordError>>>,
+    /// Items read ahead by [`Source::peek`] and [`Source::sample`], handed
+    /// out first, in order.
+    ahead: VecDeque<Result<Record, RecordError>>,
+    /// The file it reads, when it can be opened again.
+    path: Option<PathBuf>,
+    /// Keyset mode of a PostgreSQL source: the last row read.
+    cursor: Option<postgres::CursorProgress>,
 }
 
 enum FormatReader {
@@ -178,6 +188,7 @@ enum FormatReader {
     Csv(Box<csv::CsvReader>),
     Ndjson(ndjson::NdjsonReader),
     JsonArray(json_array::JsonArrayReader),
+    Postgres(Box<postgres::PostgresReader>),
 }
 
 /// What a format reader produced next.
@@ -201,6 +212,9 @@ impl Source {
             return Source::from_reader("stdin", SourceFormat::Ndjson, io::stdin());
         }
         let path = Path::new(arg);
+        // A missing file is "no such file" whatever its extension: a typo in
+        // `customers.cvs` is about the name, not the format.
+        check_is_file(path)?;
         match SourceFormat::from_path(path) {
             Some(format) => Source::open_as(path, format),
             None => {
@@ -223,7 +237,8 @@ impl Source {
     /// with `[`.
     pub fn open_as(path: &Path, format: SourceFormat) -> Result<Source, SourceError> {
         let name: Arc<str> = path.to_string_lossy().into();
-        let file = File::open(path).map_err(|err| SourceError::open(&name, err))?;
+        check_is_file(path)?;
+        let file = File::open(path).map_err(|err| SourceError::open(&name, err, None))?;
         // The size is only for an ETA: a file whose size cannot be read is
         // still readable, and a non-regular file (a FIFO) has no useful size.
         let total_bytes = file
@@ -231,7 +246,21 @@ impl Source {
             .ok()
             .filter(|meta| meta.is_file())
             .map(|meta| meta.len());
-        Source::build(name, format, Box::new(file), total_bytes)
+        let mut source = Source::build(name, format, Box::new(file), total_bytes)?;
+        source.path = Some(path.to_path_buf());
+        Ok(source)
+    }
+
+    /// The same file opened again from its start, for a second pass (the
+    /// `last` duplicate policy reads a file once to find repeated
+    /// identities); `None` for stdin and readers, which cannot be read twice.
+    pub fn reopen(&self) -> Option<Result<Source, SourceError>> {
+        // A table read twice would be two snapshots: it is read once.
+        let path = self.path.as_deref()?;
+        Some(Source::open_as(path, self.format).map(|mut source| {
+            source.name = Arc::clone(&self.name);
+            source
+        }))
     }
 
     /// Reads `format` from any reader, for stdin and tests; `name` appears in
@@ -266,6 +295,12 @@ impl Source {
             SourceFormat::JsonArray => {
                 FormatReader::JsonArray(json_array::JsonArrayReader::new(Arc::clone(&name), input)?)
             }
+            SourceFormat::Postgres => {
+                return Err(SourceError::unknown_format(
+                    &name,
+                    "a PostgreSQL source is opened with PostgresSource::connect".to_owned(),
+                ));
+            }
         };
         Ok(Source {
             name,
@@ -275,8 +310,36 @@ impl Source {
             reader,
             fatal: None,
             finished: false,
-            peeked: None,
+            ahead: VecDeque::new(),
+            path: None,
+            cursor: None,
         })
+    }
+
+    fn from_postgres(
+        name: Arc<str>,
+        reader: postgres::PostgresReader,
+        cursor: Option<postgres::CursorProgress>,
+    ) -> Source {
+        Source {
+            name,
+            format: SourceFormat::Postgres,
+            total_bytes: None,
+            progress: ReadProgress::default(),
+            reader: FormatReader::Postgres(Box::new(reader)),
+            fatal: None,
+            finished: false,
+            ahead: VecDeque::new(),
+            path: None,
+            cursor,
+        }
+    }
+
+    /// In keyset mode (`--cursor`), the last row read; `None` otherwise.
+    /// Such a source reads only rows changed since the mark, so rows it
+    /// does not read are not gone.
+    pub fn cursor(&self) -> Option<&postgres::CursorProgress> {
+        self.cursor.as_ref()
     }
 
     /// The name as given: the path passed to [`open`](Source::open), or
@@ -291,10 +354,12 @@ impl Source {
         self.format
     }
 
-    /// The CSV header's column names, trimmed; `None` for JSON formats.
+    /// The CSV header's column names, trimmed, or a PostgreSQL source's
+    /// columns; `None` for JSON formats.
     pub fn columns(&self) -> Option<&[Arc<str>]> {
         match &self.reader {
             FormatReader::Csv(reader) => Some(reader.columns()),
+            FormatReader::Postgres(reader) => Some(reader.columns()),
             FormatReader::Ndjson(_) | FormatReader::JsonArray(_) => None,
         }
     }
@@ -312,11 +377,46 @@ impl Source {
     /// The next item without consuming it: `next` returns it again. Lets a
     /// caller see the first JSON record's keys before the run starts.
     pub fn peek(&mut self) -> Option<&Result<Record, RecordError>> {
-        if self.peeked.is_none() {
-            let next = self.next();
-            self.peeked = Some(next);
+        if self.ahead.is_empty() {
+            let next = self.read_next()?;
+            self.ahead.push_back(next);
         }
-        self.peeked.as_ref().and_then(Option::as_ref)
+        self.ahead.front()
+    }
+
+    /// Reads ahead up to `records` items, stopping early at the end of the
+    /// input or once `bytes` more bytes have been read, without consuming
+    /// them: iteration still yields every one. Returns the well-formed
+    /// records among them, for a mapping to infer column types from.
+    ///
+    /// Memory stays bounded by `bytes` (plus one record).
+    pub fn sample(&mut self, records: usize, bytes: u64) -> Vec<&Record> {
+        let start = self.progress.bytes_read();
+        while self.ahead.len() < records && self.progress.bytes_read().saturating_sub(start) < bytes
+        {
+            match self.read_next() {
+                Some(item) => self.ahead.push_back(item),
+                None => break,
+            }
+        }
+        self.ahead
+            .iter()
+            .filter_map(|item| item.as_ref().ok())
+            .collect()
+    }
+
+    /// For a first pass over a CSV source's identities: the next row's line
+    /// and the text of its fields at `wanted`, without building a record
+    /// (see `CsvReader::next_fields`). `None` for other formats, which are
+    /// read record by record.
+    pub(crate) fn next_csv_fields(
+        &mut self,
+        wanted: [Option<usize>; 2],
+    ) -> Option<Option<(u64, [&str; 2])>> {
+        match &mut self.reader {
+            FormatReader::Csv(reader) if self.ahead.is_empty() => Some(reader.next_fields(wanted)),
+            _ => None,
+        }
     }
 
     /// The fatal error that ended iteration early, if one did. Call it once
@@ -330,9 +430,16 @@ impl Iterator for Source {
     type Item = Result<Record, RecordError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(peeked) = self.peeked.take() {
-            return peeked;
+        match self.ahead.pop_front() {
+            Some(item) => Some(item),
+            None => self.read_next(),
         }
+    }
+}
+
+impl Source {
+    /// The next item from the format reader, past anything read ahead.
+    fn read_next(&mut self) -> Option<Result<Record, RecordError>> {
         if self.finished {
             return None;
         }
@@ -340,6 +447,7 @@ impl Iterator for Source {
             FormatReader::Csv(reader) => reader.next_step(),
             FormatReader::Ndjson(reader) => reader.next_step(),
             FormatReader::JsonArray(reader) => reader.next_step(),
+            FormatReader::Postgres(reader) => reader.next_step(),
         };
         match step {
             Step::Record(record) => Some(Ok(record)),
@@ -368,6 +476,81 @@ impl fmt::Debug for Source {
             .field("total_bytes", &self.total_bytes)
             .field("bytes_read", &self.progress.bytes_read())
             .finish_non_exhaustive()
+    }
+}
+
+/// Fails unless `path` exists and is not a directory; a missing file's
+/// error suggests a similarly named file beside it, if there is one.
+fn check_is_file(path: &Path) -> Result<(), SourceError> {
+    let name: Arc<str> = path.to_string_lossy().into();
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(SourceError::directory(&name, directory_hint(path))),
+        Ok(_) => Ok(()),
+        Err(err) => {
+            let hint = (err.kind() == io::ErrorKind::NotFound)
+                .then(|| similar_file(path))
+                .flatten()
+                .map(|similar| format!("did you mean {similar}?"));
+            Err(SourceError::open(&name, err, hint))
+        }
+    }
+}
+
+/// How many directory entries a hint looks at, so a huge directory costs
+/// nothing noticeable.
+const HINT_ENTRIES: usize = 10_000;
+
+/// The file beside `path` whose name is closest to its name (at most two
+/// edits apart, ignoring case), as a path to type.
+fn similar_file(path: &Path) -> Option<String> {
+    let wanted = path.file_name()?.to_str()?.to_lowercase();
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let entries = std::fs::read_dir(parent.unwrap_or(Path::new("."))).ok()?;
+    let (distance, found) = entries
+        .take(HINT_ENTRIES)
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .map(|candidate| (edit_distance(&wanted, &candidate.to_lowercase()), candidate))
+        .min()?;
+    (distance <= 2).then(|| match parent {
+        Some(parent) => parent.join(found).to_string_lossy().into_owned(),
+        None => found,
+    })
+}
+
+/// Levenshtein distance between two short names, by characters.
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// Names the readable files in a directory passed as a source.
+fn directory_hint(dir: &Path) -> String {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .take(HINT_ENTRIES)
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| SourceFormat::from_path(Path::new(name)).is_some())
+        .collect();
+    files.sort();
+    match files.as_slice() {
+        [] => "pass a .csv, .ndjson, .jsonl or .json file".to_owned(),
+        [only] => format!("pass the file itself: {}", dir.join(only).display()),
+        [first, rest @ ..] => format!(
+            "pass one of its files, e.g. {} ({} more)",
+            dir.join(first).display(),
+            rest.len()
+        ),
     }
 }
 
@@ -446,16 +629,66 @@ mod tests {
     }
 
     #[test]
-    fn open_refuses_unknown_extensions_before_touching_the_file() {
-        let err = Source::open("does-not-exist.txt").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "cannot tell the format of does-not-exist.txt: unknown extension `.txt`"
+    fn open_refuses_unknown_extensions_of_existing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let txt = dir.path().join("customers.txt");
+        std::fs::write(&txt, "id\n1\n").unwrap();
+        let err = Source::open(txt.to_str().unwrap()).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("customers.txt: unknown extension `.txt`"),
+            "{err}"
         );
         assert!(err.hint().is_some_and(|hint| hint.contains("--format")));
 
-        let err = Source::open("Makefile").unwrap_err();
+        let makefile = dir.path().join("Makefile");
+        std::fs::write(&makefile, "all:\n").unwrap();
+        let err = Source::open(makefile.to_str().unwrap()).unwrap_err();
         assert!(err.to_string().ends_with("it has no extension"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_is_no_such_file_whatever_its_extension() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("customers.csv"), "id\n1\n").unwrap();
+        let typo = dir.path().join("customers.cvs");
+        let err = Source::open(typo.to_str().unwrap()).unwrap_err();
+        assert!(err.is_io(), "{err}");
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert!(!err.to_string().contains(&cause), "said once: {err}");
+        let expected = dir.path().join("customers.csv");
+        assert_eq!(
+            err.hint(),
+            Some(format!("did you mean {}?", expected.display()).as_str())
+        );
+        // Nothing close: no hint.
+        let err = Source::open(dir.path().join("orders.json").to_str().unwrap()).unwrap_err();
+        assert_eq!(err.hint(), None);
+    }
+
+    #[test]
+    fn a_directory_is_named_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("exports.csv");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("a.csv"), "id\n1\n").unwrap();
+        let err = Source::open(sub.to_str().unwrap()).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("exports.csv is a directory, not a file"),
+            "{err}"
+        );
+        assert!(err.hint().is_some_and(|h| h.contains("a.csv")), "{err:?}");
+        let err = Source::open_as(&sub, SourceFormat::Csv).unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
+    }
+
+    #[test]
+    fn edit_distance_counts_single_character_edits() {
+        assert_eq!(edit_distance("customers.cvs", "customers.csv"), 2);
+        assert_eq!(edit_distance("a.csv", "a.csv"), 0);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]
@@ -472,6 +705,30 @@ mod tests {
         assert_eq!(fatal.line(), Some(1));
         assert!(source.next().is_none());
         assert!(source.take_fatal().is_none());
+    }
+
+    #[test]
+    fn a_sample_reads_ahead_without_consuming() {
+        let data = "id,n\n1,a\n2\n3,c\n4,d\n";
+        let mut source =
+            Source::from_reader("t.csv", SourceFormat::Csv, Cursor::new(data)).unwrap();
+        let sample: Vec<u64> = source
+            .sample(3, 1 << 20)
+            .iter()
+            .map(|r| r.location.line)
+            .collect();
+        assert_eq!(sample, [2, 4], "the malformed line 3 is not sampled");
+        assert!(source.peek().is_some_and(Result::is_ok));
+        let lines: Vec<Result<u64, u64>> = source
+            .by_ref()
+            .map(|item| item.map(|r| r.location.line).map_err(|e| e.location.line))
+            .collect();
+        assert_eq!(lines, [Ok(2), Err(3), Ok(4), Ok(5)]);
+        assert!(source.take_fatal().is_none());
+
+        let mut short = Source::from_reader("t.csv", SourceFormat::Csv, Cursor::new(data)).unwrap();
+        assert_eq!(short.sample(100, 1 << 20).len(), 3, "the end stops it");
+        assert_eq!(short.count(), 4);
     }
 
     #[test]

@@ -114,6 +114,7 @@ impl NdjsonReader {
             let location = Location {
                 source: Arc::clone(&self.name),
                 line: self.line,
+                key: None,
             };
             return Some(Step::Bad(RecordError::new(
                 location,
@@ -137,6 +138,7 @@ fn parse_line(name: &Arc<str>, number: u64, mut line: &[u8], keys: &mut KeyCache
     let location = Location {
         source: Arc::clone(name),
         line: number,
+        key: None,
     };
     Some(match parse_object(line, keys) {
         Ok(fields) => Step::Record(Record { location, fields }),

@@ -3,14 +3,13 @@
 use std::io::Cursor;
 
 use anyhow::{Context, Result};
-use customer_sync::mapping::Mapping;
 use customer_sync::source::{Source, SourceFormat};
 use customer_sync::{SyncOptions, SyncRun};
 use segment_client::HttpClient;
 use segment_receiver::{Receiver, ReceiverConfig};
 
 use crate::Outcome;
-use crate::commands::{columns_of, open_input};
+use crate::commands::{open_input, resolve_mapping};
 use crate::flags::{DemoArgs, SourceArgs};
 use crate::summary::print_summary;
 
@@ -33,13 +32,14 @@ pub async fn run(args: DemoArgs) -> Result<Outcome> {
             source: path.clone(),
             format: None,
             mapping: None,
+            database: Default::default(),
+            call: crate::flags::CallArg::Identify,
         })?,
         None => {
             let mut source =
                 Source::from_reader(SAMPLE_NAME, SourceFormat::Csv, Cursor::new(SAMPLE))?;
-            let columns = columns_of(&mut source);
-            let names: Vec<&str> = columns.iter().map(|c| &**c).collect();
-            (source, Mapping::new(None, &names)?)
+            let mapping = resolve_mapping(&mut source, None)?;
+            (source, mapping)
         }
     };
     let name = source.name().to_owned();

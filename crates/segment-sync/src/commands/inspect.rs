@@ -22,7 +22,7 @@ pub async fn preview(args: &PreviewArgs) -> Result<Outcome> {
             .map_err(|e| e.to_string());
         let outcome = match outcome {
             Ok(mapped) => client
-                .identify(mapped.into_params())
+                .send(mapped.into_message())
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e),

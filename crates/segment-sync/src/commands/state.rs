@@ -2,8 +2,10 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use anyhow::{Context, Result};
-use customer_sync::state::StateStore;
+use anyhow::Result;
+use customer_sync::state::{LoggedRun, StateStore};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::Outcome;
 use crate::flags::{ResetArgs, StateArgs, StatusArgs};
@@ -39,58 +41,220 @@ fn name_of(args: &StateArgs) -> Result<String> {
     }
 }
 
-/// Prints what the state knows.
+/// Prints what the state knows: counts, the last runs, the records failing
+/// now and those waiting in the outbox; as text, or one JSON object.
 pub fn status(args: &StatusArgs) -> Result<Outcome> {
     let name = name_of(&args.state)?;
-    let mut store = StateStore::open_existing(&args.state.state, &name)
-        .map_err(|e| with_hint(e.to_string(), "check --state and --name"))?;
-    let (records, accepted, pending, failed) = store.counts()?;
+    let mut store = StateStore::open_existing(&args.state.state, &name).map_err(|e| {
+        with_hint(
+            e.to_string(),
+            e.hint().unwrap_or("check --state and --name"),
+        )
+    })?;
+    let (records, accepted, pending, failing) = store.counts()?;
+    let runs: Vec<RunRow> = store.runs(args.runs)?.iter().map(RunRow::from).collect();
+    let failed = store.failed(args.failed)?;
+    let waiting = store.pending_records(args.failed)?;
     let mut out = std::io::stdout().lock();
+    if args.json {
+        let status = serde_json::json!({
+            "sync": name,
+            "state": store.path(),
+            "records": records,
+            "accepted": accepted,
+            "failing": failing,
+            "pending": pending,
+            "runs": runs,
+            "failing_records": failed.iter().map(|r| {
+                let (kind, id) = r.identity();
+                serde_json::json!({
+                    kind: id,
+                    "line": r.line,
+                    "failed_runs": r.failed_runs,
+                    "code": r.code,
+                    "message": r.message,
+                })
+            }).collect::<Vec<_>>(),
+            "pending_records": waiting.iter().map(|p| {
+                let (kind, id) = p.identity();
+                serde_json::json!({
+                    kind: id,
+                    "source": p.source,
+                    "line": p.line,
+                    "message_id": p.message_id,
+                })
+            }).collect::<Vec<_>>(),
+        });
+        writeln!(out, "{status}")?;
+        return Ok(Outcome::Clean);
+    }
     writeln!(out, "sync {name} ({})", store.path().display())?;
-    writeln!(out, "  records known  {records}")?;
-    writeln!(out, "  accepted       {accepted}")?;
     writeln!(
         out,
-        "  pending        {pending}  (in the outbox; the next run sends them again)"
+        "  {records} records known: {accepted} accepted by Segment, {failing} failing, {pending} pending"
     )?;
-    writeln!(out, "  failed         {failed}")?;
-    match store.last_run()? {
-        Some((started_ms, summary)) => {
-            let started = chrono::DateTime::from_timestamp_millis(started_ms)
-                .map_or_else(|| started_ms.to_string(), |t| t.to_rfc3339());
-            writeln!(out, "  last run       {started}")?;
-            if let Some(summary) = summary {
-                writeln!(out, "  last report    {summary}")?;
+    writeln!(out)?;
+    if runs.is_empty() {
+        writeln!(out, "no runs yet")?;
+    } else {
+        writeln!(out, "last runs, newest first:")?;
+        write_run_table(&mut out, &runs)?;
+    }
+    if !failed.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "records failing now (the next run sends them again):")?;
+        for record in &failed {
+            let (kind, id) = record.identity();
+            let line = record
+                .line
+                .map(|l| format!("  line {l}"))
+                .unwrap_or_default();
+            let runs = if record.failed_runs == 1 {
+                "run"
             } else {
-                writeln!(out, "  last report    none: the run did not finish")?;
-            }
+                "runs"
+            };
+            writeln!(
+                out,
+                "  {kind} {id}{line}  failed in {} {runs}: {}",
+                record.failed_runs,
+                if record.message.is_empty() {
+                    &record.code
+                } else {
+                    &record.message
+                }
+            )?;
         }
-        None => writeln!(out, "  last run       none")?,
     }
-    for record in store.failed(args.failed)? {
+    if !waiting.is_empty() {
+        writeln!(out)?;
         writeln!(
             out,
-            "  failed {}  ({} runs): {}: {}",
-            record.key, record.failed_runs, record.code, record.message
+            "pending in the outbox (the next run sends them again under the same messageId):"
         )?;
-    }
-    let index = store.index()?;
-    for pending in store.pending(&index)?.iter().take(args.failed) {
-        let entry = &pending.entry;
-        writeln!(
-            out,
-            "  pending {}  {}:{}  messageId {}",
-            entry.key, entry.source, entry.line, entry.message_id
-        )?;
+        for entry in &waiting {
+            let (kind, id) = entry.identity();
+            writeln!(
+                out,
+                "  {kind} {id}  {}:{}  messageId {}",
+                entry.source, entry.line, entry.message_id
+            )?;
+        }
     }
     Ok(Outcome::Clean)
 }
 
-/// Deletes the state after a confirmation.
+/// One run of `status`, read from the state's run log (a dry run writes no
+/// state, so it is never there). Its field names are the `--json` form's,
+/// documented in the README.
+#[derive(Debug, Serialize)]
+struct RunRow {
+    started_at: String,
+    finished_at: Option<String>,
+    duration_secs: Option<f64>,
+    source: String,
+    read: Option<u64>,
+    sent: Option<u64>,
+    unchanged: Option<u64>,
+    invalid: Option<u64>,
+    failed: Option<u64>,
+    removed: Option<u64>,
+    /// The run's exit code; `None` for a run that did not finish.
+    exit: Option<u64>,
+    error: Option<String>,
+}
+
+impl From<&LoggedRun> for RunRow {
+    fn from(run: &LoggedRun) -> Self {
+        let summary: Option<Value> = run
+            .summary
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok());
+        let field = |name: &str| summary.as_ref().and_then(|s| s[name].as_u64());
+        let time = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+                || ms.to_string(),
+                |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            )
+        };
+        Self {
+            started_at: time(run.started_at_ms),
+            finished_at: run.finished_at_ms.map(time),
+            duration_secs: summary.as_ref().and_then(|s| s["duration_secs"].as_f64()),
+            source: run.source.clone(),
+            read: field("read"),
+            sent: field("delivered"),
+            unchanged: field("skipped"),
+            invalid: field("invalid"),
+            failed: field("failed"),
+            removed: field("removed"),
+            exit: field("exit"),
+            error: summary
+                .as_ref()
+                .and_then(|s| s["error"].as_str().map(str::to_owned)),
+        }
+    }
+}
+
+/// The runs as an aligned table; a run that did not finish says so.
+fn write_run_table(out: &mut impl Write, runs: &[RunRow]) -> std::io::Result<()> {
+    let source_width = runs
+        .iter()
+        .map(|r| r.source.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("source".len());
+    writeln!(
+        out,
+        "  {:<20}  {:>8}  {:<source_width$}  {:>8}  {:>8}  {:>9}  {:>7}  {:>6}  {:>7}  exit",
+        "started",
+        "duration",
+        "source",
+        "read",
+        "sent",
+        "unchanged",
+        "invalid",
+        "failed",
+        "removed"
+    )?;
+    for run in runs {
+        let started = run.started_at.replace('T', " ");
+        let Some(duration) = run.duration_secs else {
+            writeln!(
+                out,
+                "  {started:<20}  {:>8}  {:<source_width$}  did not finish (killed, or stopped before it could record its end)",
+                "-", run.source
+            )?;
+            continue;
+        };
+        let count = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+        let mut exit = run.exit.map_or_else(|| "-".to_owned(), |e| e.to_string());
+        if let Some(error) = &run.error {
+            exit.push_str(&format!("  {error}"));
+        }
+        writeln!(
+            out,
+            "  {started:<20}  {:>8}  {:<source_width$}  {:>8}  {:>8}  {:>9}  {:>7}  {:>6}  {:>7}  {exit}",
+            format!("{duration:.2} s"),
+            run.source,
+            count(run.read),
+            count(run.sent),
+            count(run.unchanged),
+            count(run.invalid),
+            count(run.failed),
+            count(run.removed),
+        )?;
+    }
+    Ok(())
+}
+
+/// Deletes the state after a confirmation: every file it owns, through
+/// the one place in the state code that knows them.
 pub fn reset(args: &ResetArgs) -> Result<Outcome> {
     let name = name_of(&args.state)?;
-    let path = StateStore::path_for(&args.state.state, &name);
-    if !path.exists() {
+    let dir = &args.state.state;
+    let path = StateStore::path_for(dir, &name);
+    if !StateStore::exists(dir, &name) {
         return Err(with_hint(
             format!("there is no state at {}", path.display()),
             "check --state and --name",
@@ -104,8 +268,8 @@ pub fn reset(args: &ResetArgs) -> Result<Outcome> {
             ));
         }
         eprint!(
-            "delete {}? the next run will send every record again [y/N] ",
-            path.display()
+            "delete the state {name} in {}? the next run will send every record again [y/N] ",
+            dir.display()
         );
         std::io::stderr().flush()?;
         let mut answer = String::new();
@@ -115,18 +279,12 @@ pub fn reset(args: &ResetArgs) -> Result<Outcome> {
             return Ok(Outcome::Partial);
         }
     }
-    for suffix in ["", "-wal", "-shm"] {
-        let file = path.with_file_name(format!(
-            "{}{suffix}",
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
-        ));
-        if file.exists() {
-            std::fs::remove_file(&file)
-                .with_context(|| format!("cannot delete {}", file.display()))?;
-        }
+    let removed = StateStore::remove(dir, &name).map_err(|e| match e.hint() {
+        Some(hint) => with_hint(e.to_string(), hint),
+        None => anyhow::Error::new(e).context("cannot reset the state"),
+    })?;
+    for file in removed {
+        eprintln!("deleted {}", file.display());
     }
-    eprintln!("deleted {}", path.display());
     Ok(Outcome::Clean)
 }

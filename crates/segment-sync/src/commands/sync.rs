@@ -9,10 +9,11 @@ use customer_sync::{
 };
 
 use crate::Outcome;
-use crate::commands::{open_input, sync_name};
-use crate::config::client_builder;
+use crate::commands::{display_source, open_input_after, sync_name};
+use crate::config::{check_dry_run_dir, client_builder};
 use crate::flags::{DuplicatesArg, SyncArgs};
 use crate::hint::with_hint;
+use crate::problems::print_first_invalid;
 use crate::progress::Progress;
 use crate::summary::print_summary;
 
@@ -23,7 +24,25 @@ pub async fn run(args: SyncArgs) -> Result<Outcome> {
     // Configuration first: a bad key, host, source or mapping fails before
     // any record is read.
     let client = client_builder(&args.segment, &args.tuning, args.dry_run)?;
-    let (source, mapping) = open_input(&args.input)?;
+    check_dry_run_dir(args.dry_run_dir.as_deref())?;
+    let name = sync_name(
+        &args.state,
+        &args.input.source,
+        args.input.database.table.as_deref(),
+    );
+    if args.input.database.query.is_some() && args.state.name.is_none() && !args.no_state {
+        return Err(with_hint(
+            "a --query sync needs --name: its state is kept under that name",
+            "add --name NAME (for example --name active_customers)",
+        ));
+    }
+    let resume_after = match &args.input.database.cursor {
+        Some(column) if !args.no_state && !args.full_resync => {
+            cursor_mark(&args.state.state, &name, column)?
+        }
+        _ => None,
+    };
+    let (source, mapping) = open_input_after(&args.input, resume_after)?;
     let client = if args.dry_run {
         client.dry_run(args.dry_run_dir.clone())
     } else {
@@ -46,7 +65,7 @@ pub async fn run(args: SyncArgs) -> Result<Outcome> {
         dry_run: args.dry_run,
         state: (!args.no_state).then(|| StateOptions {
             dir: args.state.state.clone(),
-            name: sync_name(&args.state, &args.input.source),
+            name,
             incremental: IncrementalOptions {
                 full_resync: args.full_resync,
                 retry_failed: args.retry_failed,
@@ -54,8 +73,9 @@ pub async fn run(args: SyncArgs) -> Result<Outcome> {
             },
         }),
     };
-    let source_name = args.input.source.clone();
+    let source_name = display_source(&args.input);
     let sync = SyncRun::new(source, mapping, client, options);
+    let counters = sync.progress().counters;
     let progress = (!args.quiet).then(|| Progress::start(sync.progress()));
     let signals = tokio::spawn(stop_on_signal(
         sync.stop_signal(),
@@ -69,6 +89,7 @@ pub async fn run(args: SyncArgs) -> Result<Outcome> {
     match result {
         Ok(report) => {
             if !args.quiet {
+                print_first_invalid(&counters, &report, args.report.as_deref());
                 print_summary(&source_name, &report, args.report.as_deref());
             }
             Ok(if report.is_clean() {
@@ -79,11 +100,46 @@ pub async fn run(args: SyncArgs) -> Result<Outcome> {
         }
         Err(error) => {
             if let Some(report) = error.report() {
+                print_first_invalid(&counters, report, args.report.as_deref());
                 print_summary(&source_name, report, args.report.as_deref());
+            }
+            if is_outage(&error) || connection_lost(&error) {
+                // Not fatal: what was read is accounted for (delivered, or
+                // pending in the outbox) and the next run finishes it.
+                eprintln!("error: {error}");
+                if let Some(hint) = error.hint() {
+                    eprintln!("hint: {hint}");
+                }
+                return Ok(Outcome::Partial);
             }
             Err(fatal(error))
         }
     }
+}
+
+fn is_outage(error: &SyncError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|e| e.downcast_ref::<segment_client::SegmentError>())
+        .is_some_and(segment_client::SegmentError::is_outage)
+}
+
+fn connection_lost(error: &SyncError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|e| e.downcast_ref::<customer_sync::source::SourceError>())
+        .is_some_and(customer_sync::source::SourceError::is_connection_lost)
+}
+
+/// The high-water mark a keyset sync stored, read without the lock (the
+/// run takes it later; a run in between only moves the mark forward).
+fn cursor_mark(dir: &std::path::Path, name: &str, column: &str) -> Result<Option<String>> {
+    if !customer_sync::state::StateStore::exists(dir, name) {
+        return Ok(None);
+    }
+    let store = customer_sync::state::StateStore::open_existing(dir, name)
+        .map_err(|e| with_hint(e.to_string(), "check --state and --name"))?;
+    store
+        .cursor_mark(column)
+        .map_err(|e| with_hint(e.to_string(), "check --state and --name"))
 }
 
 fn fatal(error: SyncError) -> anyhow::Error {

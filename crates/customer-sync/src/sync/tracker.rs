@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use segment_client::{EventOutcome, Identity, SegmentError};
 
-use crate::engine::StopSignal;
+use super::StopSignal;
 use crate::record::{Location, RecordError};
 use crate::report::{Counters, ReportWriter, RunReport, Undelivered};
 use crate::state::{Change, Settled, identity_key, stable_hash};
@@ -95,6 +95,7 @@ impl Tracker {
 
     pub fn invalid(&self, error: &RecordError) {
         Counters::add(&self.counters.invalid);
+        self.counters.note_invalid(error);
         *lock(&self.invalid_by_reason)
             .entry(error.kind.code().to_owned())
             .or_default() += 1;
@@ -120,16 +121,24 @@ impl Tracker {
         };
         match outcome.result {
             Ok(()) => Counters::add(&self.counters.delivered),
-            Err(error) => {
+            Err(error) if is_verdict_on_event(error) => {
                 Counters::add(&self.counters.failed);
                 let code = error.code().unwrap_or("unknown").to_owned();
                 *lock(&self.failed_by_reason).entry(code).or_default() += 1;
                 self.write(|w| w.undelivered(Undelivered::Failed, &at, &identity, Some(error)));
-                if error.is_unauthorized() {
-                    // A refused key will refuse every batch: stop at once.
+            }
+            Err(error) => {
+                // Not Segment's word on this event (the network, an outage,
+                // a closed client, a refused key, a wrong host): it stays in
+                // the outbox and the next run sends it again, under the same
+                // messageId.
+                self.pend(&at, &identity, Some(error));
+                if error.is_unauthorized() || error.is_config() || error.is_outage() {
+                    // Every later batch would meet the same answer: stop reading at once.
                     lock(&self.fatal).get_or_insert_with(|| error.clone());
                     self.stop.stop();
                 }
+                return;
             }
         }
         let (Some(changes), Some(state)) = (&self.changes, state) else {
@@ -161,6 +170,19 @@ impl Tracker {
         !lock(&self.in_flight).is_empty()
     }
 
+    /// Whether every event of the run settled (delivered or failed): then
+    /// nothing in the outbox needs sending again.
+    pub fn all_settled(&self) -> bool {
+        !self.has_in_flight() && Counters::get(&self.counters.pending) == 0
+    }
+
+    /// Counts and reports a record that did not settle; its outbox entry
+    /// stays for the next run.
+    pub fn pend(&self, at: &Location, identity: &Identity, why: Option<&SegmentError>) {
+        Counters::add(&self.counters.pending);
+        self.write(|w| w.undelivered(Undelivered::Pending, at, identity, why));
+    }
+
     /// Whatever is still tracked at the end did not finish: report it as
     /// pending. Its outbox entry stays, so the next run sends it again.
     pub fn settle_pending(&self, close_error: Option<&SegmentError>) {
@@ -168,14 +190,7 @@ impl Tracker {
         let mut left: Vec<_> = left.into_values().collect();
         left.sort_by_key(|record| record.at.line);
         for record in &left {
-            self.write(|w| {
-                w.undelivered(
-                    Undelivered::Pending,
-                    &record.at,
-                    &record.identity,
-                    close_error,
-                )
-            });
+            self.pend(&record.at, &record.identity, close_error);
         }
     }
 
@@ -188,13 +203,65 @@ impl Tracker {
         report.skipped = Counters::get(&c.skipped);
         report.given_up = Counters::get(&c.given_up);
         report.recovered = Counters::get(&c.recovered);
+        report.recovered_not_in_source = Counters::get(&c.recovered_not_in_source);
+        report.superseded = Counters::get(&c.superseded);
         report.delivered = Counters::get(&c.delivered);
         report.failed = Counters::get(&c.failed);
-        report.pending =
-            (report.valid + report.recovered).saturating_sub(report.delivered + report.failed);
+        // Counted record by record, never derived, so the check in
+        // `RunReport::adds_up` means something.
+        report.pending = Counters::get(&c.pending);
         report.events_per_sec = report.delivered as f64 / report.duration_secs.max(1e-9);
         report.invalid_by_reason = lock(&self.invalid_by_reason).clone();
         report.failed_by_reason = lock(&self.failed_by_reason).clone();
         report
+    }
+}
+
+/// Whether `error` is Segment saying that the event itself is bad (a
+/// non-retryable 4xx such as 400 or 413, or a payload refused before
+/// sending): only these count toward giving a record up. Network errors,
+/// timeouts, 5xx, 429, a refused write key, a closed client or an outage say
+/// nothing about the event: it stays pending and is sent again.
+pub(crate) fn is_verdict_on_event(error: &SegmentError) -> bool {
+    if error.is_config() || error.is_outage() {
+        // A wrong host (404 on the first request) or an unreachable Segment
+        // says nothing about the event itself.
+        return false;
+    }
+    if error.is_invalid_payload() {
+        return true;
+    }
+    match error.status() {
+        Some(401 | 403) => false,
+        Some(status) if (400..500).contains(&status) => !error.is_retryable(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use segment_client::{HttpClient, IdentifyParams};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_closed_client_is_no_verdict_on_the_event() {
+        let client = HttpClient::builder("key").build().unwrap();
+        client.close_and_flush().await.unwrap();
+        let error = client
+            .identify(IdentifyParams::new(Identity::user("u1")))
+            .await
+            .unwrap_err();
+        assert!(error.is_closed());
+        assert!(!is_verdict_on_event(&error), "{error:?}");
+    }
+
+    #[test]
+    fn a_refused_payload_is_a_verdict_on_the_event() {
+        let mut params = IdentifyParams::new(Identity::user("u1"));
+        params.message_id = Some("x".repeat(200));
+        let error = segment_client::PreparedEvent::new(params).unwrap_err();
+        assert!(error.is_invalid_payload(), "{error:?}");
+        assert!(is_verdict_on_event(&error));
     }
 }

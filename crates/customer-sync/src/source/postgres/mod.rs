@@ -1,0 +1,947 @@
+//! A PostgreSQL table or query as a source of records.
+//!
+//! [`PostgresSource::connect`] connects, finds the table (or parses the
+//! query) and describes its columns; [`PostgresSource::start`] then opens
+//! one `REPEATABLE READ, READ ONLY` transaction (one consistent snapshot)
+//! and starts a binary `COPY (SELECT ...) TO STDOUT`, so that a connection,
+//! a missing table, a query that does not run or a missing permission is a
+//! [`SourceError`] with a hint before any record is sent. The COPY stream
+//! is read with backpressure, decoded on the connection's own thread into
+//! chunks of [`CHUNK_ROWS`] records, and handed over through a channel of
+//! [`CHANNEL_CHUNKS`] chunks: memory does not grow with the table. (Binary
+//! COPY measured 2.3x less client CPU than a portal fetched 4,096 rows at
+//! a time, and 2.5x less wall time; see the README.)
+//!
+//! Values are typed (see `value.rs` for the table); a record's
+//! [`Location`] names the table and the row's primary key (`id=42`), and its
+//! line is the row's position in this read. With `cursor`, only rows after
+//! the stored high-water mark are read, ordered by `(cursor, primary key)`
+//! so that ties on the cursor value are never skipped.
+
+mod config;
+mod tls;
+mod value;
+
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, IsolationLevel};
+
+pub use config::{SslMode, redact_url};
+
+use super::SourceError;
+use crate::record::{Field, FieldValue, Location, Record, RecordError, RecordErrorKind};
+use config::{ConnectionSettings, ProcessEnvironment};
+
+/// Rows per chunk handed to the engine.
+pub const CHUNK_ROWS: usize = 1_024;
+/// Decoded chunks waiting for the engine, at most.
+pub const CHANNEL_CHUNKS: usize = 4;
+
+/// What to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostgresTarget {
+    /// A table or view, `name` or `schema.name` (SQL rules: unquoted names
+    /// are lower-cased).
+    Table(String),
+    /// Any query.
+    Query(String),
+}
+
+/// Where and what to read.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// `postgres://` or `postgresql://` URL; missing parts come from the
+    /// `PG*` variables and `~/.pgpass`.
+    pub url: String,
+    /// The table or query.
+    pub target: PostgresTarget,
+    /// Keyset mode: read only rows whose `(cursor, primary key)` is after
+    /// `resume_after`, in that order (tables only).
+    pub cursor: Option<String>,
+    /// The mark a previous run stored ([`CursorProgress::mark`]).
+    pub resume_after: Option<String>,
+}
+
+/// A column as the database describes it.
+#[derive(Debug, Clone)]
+pub struct PostgresColumn {
+    /// Its name.
+    pub name: Arc<str>,
+    /// Its type's name (`int4`, `timestamptz`, `_text` for `text[]`).
+    pub type_name: String,
+    /// Whether its values can be read as typed JSON; the others must be
+    /// read as text ([`PostgresSource::start`]'s `as_text`).
+    pub supported: bool,
+}
+
+/// The last row read in keyset mode: what the next run resumes after, once
+/// every row up to it is settled.
+#[derive(Debug, Clone)]
+pub struct CursorProgress {
+    column: String,
+    last: Arc<Mutex<Option<String>>>,
+}
+
+impl CursorProgress {
+    /// The cursor column.
+    pub fn column(&self) -> &str {
+        &self.column
+    }
+
+    /// The `(cursor, primary key)` of the last row read, as a JSON array of
+    /// their text forms; `None` before the first row.
+    pub fn mark(&self) -> Option<String> {
+        self.last.lock().ok().and_then(|m| m.clone())
+    }
+}
+
+/// A connection whose table or query is described but not yet read.
+pub struct PostgresSource {
+    name: Arc<str>,
+    redacted: String,
+    columns: Vec<PostgresColumn>,
+    primary_key: Vec<String>,
+    start: SyncSender<Vec<usize>>,
+    chunks: Receiver<Chunk>,
+    cursor: Option<CursorProgress>,
+}
+
+impl std::fmt::Debug for PostgresSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSource")
+            .field("name", &self.name)
+            .field("server", &self.redacted)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the connection's thread hands over.
+enum Chunk {
+    Described {
+        columns: Vec<PostgresColumn>,
+        primary_key: Vec<String>,
+    },
+    /// The COPY began: the table or query is readable.
+    Started,
+    Rows(Vec<Result<Record, RecordError>>),
+    Fatal(SourceError),
+    End,
+}
+
+impl PostgresSource {
+    /// Connects and describes the table or query.
+    ///
+    /// # Errors
+    /// The URL or a setting is invalid, the server cannot be reached or
+    /// refuses the login, the table does not exist or cannot be read, the
+    /// query does not parse, or `cursor` is not a column of a table with a
+    /// primary key. Every error has a [hint](SourceError::hint).
+    pub fn connect(options: PostgresOptions) -> Result<PostgresSource, SourceError> {
+        let name: Arc<str> = match &options.target {
+            PostgresTarget::Table(table) => table.as_str().into(),
+            PostgresTarget::Query(_) => "query".into(),
+        };
+        let settings =
+            ConnectionSettings::resolve(&options.url, &ProcessEnvironment).map_err(|message| {
+                SourceError::database(
+                    &name,
+                    message,
+                    Some("the URL is postgres://USER[:PASSWORD]@HOST:PORT/DB[?sslmode=...]"),
+                    false,
+                )
+            })?;
+        if options.cursor.is_some() && matches!(options.target, PostgresTarget::Query(_)) {
+            return Err(SourceError::database(
+                &name,
+                "--cursor needs --table: a query has no primary key to order ties by",
+                Some("read the table with --table, or drop --cursor"),
+                false,
+            ));
+        }
+        let redacted = settings.redacted();
+        let (start_tx, start_rx) = sync_channel::<Vec<usize>>(1);
+        let (chunk_tx, chunk_rx) = sync_channel::<Chunk>(CHANNEL_CHUNKS);
+        let cursor = options.cursor.as_ref().map(|column| CursorProgress {
+            column: column.clone(),
+            last: Arc::default(),
+        });
+        let worker = Worker {
+            name: Arc::clone(&name),
+            settings,
+            options,
+            chunks: chunk_tx,
+            cursor: cursor.clone(),
+        };
+        std::thread::Builder::new()
+            .name("postgres-source".to_owned())
+            .spawn(move || worker.run(start_rx))
+            .map_err(|e| {
+                SourceError::database(&name, format!("cannot start a thread: {e}"), None, false)
+            })?;
+        match chunk_rx.recv() {
+            Ok(Chunk::Described {
+                columns,
+                primary_key,
+            }) => Ok(PostgresSource {
+                name,
+                redacted,
+                columns,
+                primary_key,
+                start: start_tx,
+                chunks: chunk_rx,
+                cursor,
+            }),
+            Ok(Chunk::Fatal(error)) => Err(error),
+            _ => Err(SourceError::database(
+                &name,
+                "the connection's thread ended unexpectedly",
+                None,
+                false,
+            )),
+        }
+    }
+
+    /// The table as given, or `query`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The server and database, without the password:
+    /// `postgres://user@host:port/db`.
+    pub fn redacted_url(&self) -> &str {
+        &self.redacted
+    }
+
+    /// The columns, in order.
+    pub fn columns(&self) -> &[PostgresColumn] {
+        &self.columns
+    }
+
+    /// The table's primary key columns, in key order; empty for a query or
+    /// a table without one.
+    pub fn primary_key(&self) -> &[String] {
+        &self.primary_key
+    }
+
+    /// Starts reading: the snapshot is taken and the first chunk fetched.
+    /// Columns named in `as_text` are read as their text form (so that a
+    /// mapping `type` can convert a type this source does not know).
+    ///
+    /// # Errors
+    /// A column of an unsupported type is not in `as_text` (named with its
+    /// type), the query fails when run (a missing permission), or the
+    /// connection is lost.
+    pub fn start(self, as_text: &[&str]) -> Result<super::Source, SourceError> {
+        if let Some(column) = self
+            .columns
+            .iter()
+            .find(|c| !c.supported && !as_text.contains(&&*c.name))
+        {
+            return Err(SourceError::database(
+                &self.name,
+                format!(
+                    "column `{}` has type `{}`, which cannot be read as a typed value",
+                    column.name, column.type_name
+                ),
+                Some(
+                    "give the column a `type` in the mapping file to read it as text, or cast it in --query (col::text)",
+                ),
+                false,
+            ));
+        }
+        let casts: Vec<usize> = self
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| as_text.contains(&&*c.name))
+            .map(|(i, _)| i)
+            .collect();
+        let lost = || {
+            SourceError::database(
+                &self.name,
+                "the connection's thread ended unexpectedly",
+                None,
+                true,
+            )
+        };
+        self.start.send(casts).map_err(|_| lost())?;
+        match self.chunks.recv() {
+            Ok(Chunk::Started) => {}
+            Ok(Chunk::Fatal(error)) => return Err(error),
+            Ok(_) | Err(_) => return Err(lost()),
+        }
+        let names = self.columns.iter().map(|c| Arc::clone(&c.name)).collect();
+        let reader = PostgresReader {
+            name: Arc::clone(&self.name),
+            columns: names,
+            done: false,
+            buffered: Vec::new().into_iter(),
+            chunks: self.chunks,
+        };
+        Ok(super::Source::from_postgres(self.name, reader, self.cursor))
+    }
+}
+
+/// The engine's side: chunks in, one item at a time out.
+pub(super) struct PostgresReader {
+    name: Arc<str>,
+    columns: Vec<Arc<str>>,
+    buffered: std::vec::IntoIter<Result<Record, RecordError>>,
+    chunks: Receiver<Chunk>,
+    done: bool,
+}
+
+impl PostgresReader {
+    pub(super) fn columns(&self) -> &[Arc<str>] {
+        &self.columns
+    }
+
+    pub(super) fn next_step(&mut self) -> super::Step {
+        loop {
+            match self.buffered.next() {
+                Some(Ok(record)) => return super::Step::Record(record),
+                Some(Err(error)) => return super::Step::Bad(error),
+                None if self.done => return super::Step::End,
+                None => {}
+            }
+            match self.chunks.recv() {
+                Ok(Chunk::Rows(rows)) => self.buffered = rows.into_iter(),
+                Ok(Chunk::End) => {
+                    self.done = true;
+                    return super::Step::End;
+                }
+                Ok(Chunk::Fatal(error)) => {
+                    self.done = true;
+                    return super::Step::Fatal(error);
+                }
+                Ok(Chunk::Described { .. } | Chunk::Started) | Err(_) => {
+                    self.done = true;
+                    return super::Step::Fatal(SourceError::database(
+                        &self.name,
+                        "the connection's thread ended before the end of the rows",
+                        Some("run again: the next run reads the rows again and finishes the sync"),
+                        true,
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// The connection's thread: its own small runtime, the connection, and the
+/// read.
+struct Worker {
+    name: Arc<str>,
+    settings: ConnectionSettings,
+    options: PostgresOptions,
+    chunks: SyncSender<Chunk>,
+    cursor: Option<CursorProgress>,
+}
+
+/// The SQL of a read, once the target is resolved.
+struct Plan {
+    /// `FROM` target: a quoted table, or `(query) AS q`.
+    from: String,
+    /// The query to run as is when nothing is cast (a query source).
+    query: Option<String>,
+    columns: Vec<PostgresColumn>,
+    types: Vec<Type>,
+    primary_key: Vec<String>,
+    /// The SQL type of the cursor and of each key column, for the mark.
+    cursor_types: Vec<String>,
+    user: String,
+}
+
+impl Worker {
+    fn run(self, start: Receiver<Vec<usize>>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                let _ = self.chunks.send(Chunk::Fatal(SourceError::database(
+                    &self.name,
+                    format!("cannot start the connection's runtime: {e}"),
+                    None,
+                    false,
+                )));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            if let Err(error) = self.read(start).await {
+                let _ = self.chunks.send(Chunk::Fatal(error));
+            }
+        });
+    }
+
+    async fn read(&self, start: Receiver<Vec<usize>>) -> Result<(), SourceError> {
+        let mut client = self.connect().await?;
+        let plan = self.describe(&client).await?;
+        // The column list goes first; the engine then says which columns
+        // to read as text.
+        if self
+            .chunks
+            .send(Chunk::Described {
+                columns: plan.columns.clone(),
+                primary_key: plan.primary_key.clone(),
+            })
+            .is_err()
+        {
+            return Ok(());
+        }
+        let Ok(casts) = start.recv() else {
+            return Ok(());
+        };
+        let sql = self.select(&plan, &casts);
+        // Decoded in UTC; the mark's text round-trips through the same zone,
+        // and its literals are read with standard quoting.
+        client
+            .batch_execute("SET TIME ZONE 'UTC'; SET standard_conforming_strings = on")
+            .await
+            .map_err(|e| self.run_error(&e, &plan))?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(|e| self.run_error(&e, &plan))?;
+        // Binary COPY measured 2.3x less client CPU and 2.5x less wall time
+        // than a portal fetched 4,096 rows at a time (README).
+        let stream = tx
+            .copy_out(&format!("COPY ({sql}) TO STDOUT (FORMAT binary)"))
+            .await
+            .map_err(|e| self.run_error(&e, &plan))?;
+        if self.chunks.send(Chunk::Started).is_err() {
+            return Ok(());
+        }
+        futures_util::pin_mut!(stream);
+        let key_columns: Vec<usize> = plan
+            .primary_key
+            .iter()
+            .filter_map(|k| plan.columns.iter().position(|c| &*c.name == k))
+            .collect();
+        let names: Vec<Arc<str>> = plan.columns.iter().map(|c| Arc::clone(&c.name)).collect();
+        let types: Vec<Type> = plan
+            .types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match casts.contains(&i) {
+                true => Type::TEXT,
+                false => t.clone(),
+            })
+            .collect();
+        let mut copy = CopyParser::default();
+        let mut ordinal = 0u64;
+        let mut records = Vec::with_capacity(CHUNK_ROWS);
+        let mut mark: Option<Vec<Option<String>>> = None;
+        while let Some(bytes) = futures_util::StreamExt::next(&mut stream).await {
+            let bytes = bytes.map_err(|e| self.lost(&e))?;
+            copy.buffer.extend_from_slice(&bytes);
+            let mut at = copy.skip_header().map_err(|m| self.malformed(m))?;
+            let mut fields: Vec<Option<&[u8]>> = Vec::with_capacity(names.len() + 4);
+            loop {
+                fields.clear();
+                let Some(next) = copy.tuple(at, &mut fields).map_err(|m| self.malformed(m))? else {
+                    break;
+                };
+                at = next;
+                if fields.len() < names.len() {
+                    return Err(self.malformed("a row has fewer columns than described"));
+                }
+                ordinal += 1;
+                records.push(self.record(&fields, ordinal, &names, &types, &key_columns));
+                if self.cursor.is_some() {
+                    mark = Some(
+                        fields[names.len()..]
+                            .iter()
+                            .map(|f| f.map(|b| String::from_utf8_lossy(b).into_owned()))
+                            .collect(),
+                    );
+                }
+                if records.len() >= CHUNK_ROWS {
+                    self.set_mark(mark.as_ref());
+                    let full = std::mem::replace(&mut records, Vec::with_capacity(CHUNK_ROWS));
+                    if self.chunks.send(Chunk::Rows(full)).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            drop(fields);
+            if copy.at_trailer(at) {
+                copy.finished = true;
+            }
+            copy.buffer.drain(..at);
+        }
+        if !copy.finished {
+            return Err(self.malformed("the COPY data ended without its trailer"));
+        }
+        self.set_mark(mark.as_ref());
+        if !records.is_empty() && self.chunks.send(Chunk::Rows(records)).is_err() {
+            return Ok(());
+        }
+        // Every row is in: a read-only transaction has nothing to keep, so
+        // a connection lost now costs nothing.
+        let _ = tx.commit().await;
+        let _ = self.chunks.send(Chunk::End);
+        Ok(())
+    }
+
+    fn set_mark(&self, mark: Option<&Vec<Option<String>>>) {
+        if let (Some(cursor), Some(mark)) = (&self.cursor, mark)
+            && let Ok(mut last) = cursor.last.lock()
+        {
+            *last = serde_json::to_string(mark).ok();
+        }
+    }
+
+    fn malformed(&self, message: &str) -> SourceError {
+        SourceError::database(
+            &self.name,
+            format!("unexpected COPY data from the server: {message}"),
+            Some("run again; if it persists, please report it with the server version"),
+            true,
+        )
+    }
+
+    async fn connect(&self) -> Result<Client, SourceError> {
+        let server = self.settings.server();
+        let failed = |e: tokio_postgres::Error| {
+            let (message, hint) = match e.as_db_error() {
+                Some(db) if db.code().code().starts_with("28") => (
+                    db.message().to_owned(),
+                    "check the user and password (URL, PGPASSWORD or ~/.pgpass) and the server's pg_hba.conf".to_owned(),
+                ),
+                Some(db) if db.code().code() == "3D000" => (
+                    db.message().to_owned(),
+                    "check the database name in the URL (or PGDATABASE)".to_owned(),
+                ),
+                Some(db) => (db.message().to_owned(), format!("is the server on {server} accepting connections?")),
+                None => (
+                    e.to_string(),
+                    format!("is the server running on {server}? check the URL (or PGHOST/PGPORT)"),
+                ),
+            };
+            SourceError::database(
+                &self.name,
+                format!("cannot connect to {}: {message}", self.settings.redacted()),
+                Some(&hint),
+                false,
+            )
+        };
+        let client = tls::connect(&self.settings).await.map_err(|e| match e {
+            tls::ConnectError::Postgres(e) => failed(e),
+            tls::ConnectError::Tls(message) => SourceError::database(
+                &self.name,
+                format!("cannot connect to {}: {message}", self.settings.redacted()),
+                Some("check sslmode (disable, prefer, require, verify-full) and the server's certificate"),
+                false,
+            ),
+        })?;
+        Ok(client)
+    }
+
+    /// Finds the table (or parses the query) and its columns, primary key
+    /// and cursor types.
+    async fn describe(&self, client: &Client) -> Result<Plan, SourceError> {
+        let user: String = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(|e| self.lost(&e))?;
+        match &self.options.target {
+            PostgresTarget::Table(table) => self.describe_table(client, table, user).await,
+            PostgresTarget::Query(query) => {
+                let query = query.trim().trim_end_matches(';').to_owned();
+                let statement = client.prepare(&query).await.map_err(|e| {
+                    let message = e
+                        .as_db_error()
+                        .map_or_else(|| e.to_string(), |db| db.message().to_owned());
+                    SourceError::database(
+                        &self.name,
+                        format!("the query does not run: {message}"),
+                        Some(
+                            "check --query (try it in psql); a parameter ($1) cannot be given here",
+                        ),
+                        false,
+                    )
+                })?;
+                let (columns, types) = columns_of(statement.columns());
+                Ok(Plan {
+                    from: format!("({query}) AS segment_sync_query"),
+                    query: Some(query),
+                    columns,
+                    types,
+                    primary_key: Vec::new(),
+                    cursor_types: Vec::new(),
+                    user,
+                })
+            }
+        }
+    }
+
+    async fn describe_table(
+        &self,
+        client: &Client,
+        table: &str,
+        user: String,
+    ) -> Result<Plan, SourceError> {
+        let found = client
+            .query_opt(
+                "SELECT c.oid, n.nspname::text, c.relname::text, \
+                        has_table_privilege(c.oid, 'SELECT') \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.oid = to_regclass($1)",
+                &[&table],
+            )
+            .await;
+        let found = match found {
+            Ok(found) => found,
+            // A malformed name (`a.b.c.d`) is an error of to_regclass.
+            Err(e) if e.as_db_error().is_some() => None,
+            Err(e) => return Err(self.lost(&e)),
+        };
+        let Some(row) = found else {
+            return Err(SourceError::database(
+                &self.name,
+                format!(
+                    "table {table} does not exist in {}",
+                    self.settings.redacted()
+                ),
+                Some(
+                    "check --table (schema.name; unquoted names are lower-cased) and the database; `\\dt` in psql lists tables",
+                ),
+                false,
+            ));
+        };
+        let oid: u32 = row.get(0);
+        let qualified = format!("{}.{}", quote(row.get(1)), quote(row.get(2)));
+        if !row.get::<_, bool>(3) {
+            return Err(SourceError::database(
+                &self.name,
+                format!("permission denied: {user} cannot read table {table}"),
+                Some(&format!("GRANT SELECT ON {qualified} TO {};", quote(&user))),
+                false,
+            ));
+        }
+        let statement = client
+            .prepare(&format!("SELECT * FROM {qualified}"))
+            .await
+            .map_err(|e| self.run_error_named(&e, &user, &qualified))?;
+        let (columns, types) = columns_of(statement.columns());
+        let primary_key: Vec<String> = client
+            .query(
+                "SELECT a.attname::text FROM pg_index i \
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                 WHERE i.indrelid = $1 AND i.indisprimary \
+                 ORDER BY array_position(i.indkey, a.attnum)",
+                &[&oid],
+            )
+            .await
+            .map_err(|e| self.lost(&e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut cursor_types = Vec::new();
+        if let Some(cursor) = &self.options.cursor {
+            if !columns.iter().any(|c| &*c.name == cursor) {
+                return Err(SourceError::database(
+                    &self.name,
+                    format!("--cursor column `{cursor}` is not in table {table}"),
+                    Some("name a column that grows when a row changes, such as updated_at"),
+                    false,
+                ));
+            }
+            if primary_key.is_empty() {
+                return Err(SourceError::database(
+                    &self.name,
+                    format!(
+                        "--cursor needs a primary key on table {table} to order rows with the same cursor value"
+                    ),
+                    Some("add a primary key, or sync without --cursor"),
+                    false,
+                ));
+            }
+            for column in std::iter::once(cursor).chain(&primary_key) {
+                let ty: String = client
+                    .query_one(
+                        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute \
+                         WHERE attrelid = $1 AND attname = $2",
+                        &[&oid, column],
+                    )
+                    .await
+                    .and_then(|r| r.try_get(0))
+                    .map_err(|e| self.lost(&e))?;
+                cursor_types.push(ty);
+            }
+        }
+        Ok(Plan {
+            from: qualified,
+            query: None,
+            columns,
+            types,
+            primary_key,
+            cursor_types,
+            user,
+        })
+    }
+
+    /// The SELECT, with the mark's text values as literals (COPY takes
+    /// no parameters).
+    fn select(&self, plan: &Plan, casts: &[usize]) -> String {
+        if casts.is_empty()
+            && let Some(query) = &plan.query
+        {
+            return query.clone();
+        }
+        let list: Vec<String> = plan
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match casts.contains(&i) {
+                true => format!("{0}::text AS {0}", quote(&c.name)),
+                false => quote(&c.name),
+            })
+            .collect();
+        let mut sql = format!("SELECT {}", list.join(", "));
+        if let Some(cursor) = &self.options.cursor {
+            let order: Vec<String> = std::iter::once(cursor)
+                .chain(&plan.primary_key)
+                .map(|c| quote(c))
+                .collect();
+            for (i, column) in order.iter().enumerate() {
+                sql.push_str(&format!(", {column}::text AS segment_sync_mark_{i}"));
+            }
+            sql.push_str(&format!(
+                " FROM {} WHERE {} IS NOT NULL",
+                plan.from, order[0]
+            ));
+            let mark: Option<Vec<Option<String>>> = self
+                .options
+                .resume_after
+                .as_deref()
+                .and_then(|m| serde_json::from_str(m).ok())
+                .filter(|m: &Vec<Option<String>>| {
+                    m.len() == order.len() && m.iter().all(Option::is_some)
+                });
+            if let Some(mark) = mark {
+                let literals: Vec<String> = plan
+                    .cursor_types
+                    .iter()
+                    .zip(mark.iter().flatten())
+                    .map(|(ty, value)| format!("{}::{ty}", literal(value)))
+                    .collect();
+                sql.push_str(&format!(
+                    " AND ({}) > ({})",
+                    order.join(", "),
+                    literals.join(", ")
+                ));
+            }
+            sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
+        } else {
+            sql.push_str(&format!(" FROM {}", plan.from));
+        }
+        sql
+    }
+
+    fn record(
+        &self,
+        row: &[Option<&[u8]>],
+        ordinal: u64,
+        names: &[Arc<str>],
+        types: &[Type],
+        key_columns: &[usize],
+    ) -> Result<Record, RecordError> {
+        let mut location = Location::new(Arc::clone(&self.name), ordinal);
+        let value_at = |i: usize| -> Result<Value, String> {
+            match row[i] {
+                Some(raw) => value::decode(&types[i], raw),
+                None => Ok(Value::Null),
+            }
+        };
+        if !key_columns.is_empty() {
+            let parts: Vec<String> = key_columns
+                .iter()
+                .map(|&i| {
+                    let shown = match value_at(i) {
+                        Ok(Value::String(s)) => s,
+                        Ok(other) => other.to_string(),
+                        Err(_) => "?".to_owned(),
+                    };
+                    format!("{}={shown}", names[i])
+                })
+                .collect();
+            location = location.with_key(parts.join(", "));
+        }
+        let mut fields = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            let value = value_at(i).map_err(|message| {
+                RecordError::new(
+                    location.clone(),
+                    RecordErrorKind::InvalidValue,
+                    format!("a `{}` value cannot be read: {message}", types[i].name()),
+                )
+                .with_field(&**name)
+            })?;
+            fields.push(Field {
+                name: Arc::clone(name),
+                value: FieldValue::Json(value),
+            });
+        }
+        Ok(Record { location, fields })
+    }
+
+    /// An error of the first statements: permissions, a query that fails.
+    fn run_error(&self, e: &tokio_postgres::Error, plan: &Plan) -> SourceError {
+        self.run_error_named(e, &plan.user, &plan.from)
+    }
+
+    fn run_error_named(&self, e: &tokio_postgres::Error, user: &str, from: &str) -> SourceError {
+        let Some(db) = e.as_db_error() else {
+            return self.lost(e);
+        };
+        let hint = match db.code().code() {
+            "42501" => match &self.options.target {
+                PostgresTarget::Table(_) => format!("GRANT SELECT ON {from} TO {};", quote(user)),
+                PostgresTarget::Query(_) => format!(
+                    "GRANT SELECT ON the tables the query reads TO {};",
+                    quote(user)
+                ),
+            },
+            _ => "check --table or --query (try the query in psql)".to_owned(),
+        };
+        SourceError::database(
+            &self.name,
+            format!("cannot read {}: {}", self.name, db.message()),
+            Some(&hint),
+            false,
+        )
+    }
+
+    /// The connection failed part-way.
+    fn lost(&self, e: &tokio_postgres::Error) -> SourceError {
+        let message = e
+            .as_db_error()
+            .map_or_else(|| e.to_string(), |db| db.message().to_owned());
+        SourceError::database(
+            &self.name,
+            format!(
+                "the connection to {} failed while reading {}: {message}",
+                self.settings.redacted(),
+                self.name
+            ),
+            Some("run again: what was read is accounted for, and the next run finishes the sync"),
+            true,
+        )
+    }
+}
+
+fn columns_of(columns: &[tokio_postgres::Column]) -> (Vec<PostgresColumn>, Vec<Type>) {
+    columns
+        .iter()
+        .map(|c| {
+            (
+                PostgresColumn {
+                    name: c.name().into(),
+                    type_name: c.type_().name().to_owned(),
+                    supported: value::is_supported(c.type_()),
+                },
+                c.type_().clone(),
+            )
+        })
+        .unzip()
+}
+
+/// A quoted SQL identifier.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A string literal (with `standard_conforming_strings` on).
+fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Binary COPY framing: a 19-byte header, then per row a field count and
+/// length-prefixed fields (-1 for NULL), then a -1 trailer.
+#[derive(Default)]
+struct CopyParser {
+    buffer: Vec<u8>,
+    header_seen: bool,
+    finished: bool,
+}
+
+/// `PGCOPY\n\xff\r\n\0`, then flags and the header extension length.
+const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+impl CopyParser {
+    /// Skips the header once it is all in; returns where rows start.
+    fn skip_header(&mut self) -> Result<usize, &'static str> {
+        if self.header_seen {
+            return Ok(0);
+        }
+        if self.buffer.len() < 19 {
+            return Ok(0);
+        }
+        if &self.buffer[..11] != COPY_SIGNATURE {
+            return Err("no binary COPY signature");
+        }
+        let extension = u32::from_be_bytes([
+            self.buffer[15],
+            self.buffer[16],
+            self.buffer[17],
+            self.buffer[18],
+        ]) as usize;
+        self.header_seen = true;
+        self.buffer.drain(..19 + extension);
+        Ok(0)
+    }
+
+    /// Whether the trailer (a field count of -1) starts at `at`.
+    fn at_trailer(&self, at: usize) -> bool {
+        self.header_seen && self.buffer.get(at..at + 2) == Some(&[0xff, 0xff][..])
+    }
+
+    /// The row starting at `at`, its fields pushed to `fields`; `None` when
+    /// it is not all in the buffer yet (or it was the trailer).
+    fn tuple<'b>(
+        &'b self,
+        at: usize,
+        fields: &mut Vec<Option<&'b [u8]>>,
+    ) -> Result<Option<usize>, &'static str> {
+        if !self.header_seen || self.finished {
+            return Ok(None);
+        }
+        let buf = &self.buffer;
+        let Some(count) = buf.get(at..at + 2) else {
+            return Ok(None);
+        };
+        let count = i16::from_be_bytes([count[0], count[1]]);
+        if count == -1 {
+            return Ok(None);
+        }
+        let mut p = at + 2;
+        for _ in 0..count {
+            let Some(len) = buf.get(p..p + 4) else {
+                return Ok(None);
+            };
+            let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+            p += 4;
+            if len < 0 {
+                fields.push(None);
+                continue;
+            }
+            let Some(value) = buf.get(p..p + len as usize) else {
+                return Ok(None);
+            };
+            fields.push(Some(value));
+            p += len as usize;
+        }
+        Ok(Some(p))
+    }
+}

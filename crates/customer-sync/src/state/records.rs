@@ -1,0 +1,292 @@
+//! The `records` table: what Segment answered for each identity, written
+//! in one transaction per chunk of outcomes, and the `runs` table.
+
+use std::collections::HashMap;
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{StateError, StateIndex, StateStore, now_ms, stable_hash};
+
+/// One change to the state, applied in a transaction with others.
+#[derive(Debug, Clone)]
+pub(crate) enum Change {
+    /// Segment answered 2xx for a record.
+    Accepted(Settled),
+    /// Segment refused a record, or retries ran out.
+    Failed {
+        /// The record.
+        record: Settled,
+        /// The error code.
+        code: String,
+        /// The error message.
+        message: String,
+        /// The HTTP status, if any.
+        status: Option<u16>,
+    },
+}
+
+/// A record Segment answered for.
+#[derive(Debug, Clone)]
+pub(crate) struct Settled {
+    /// Its row, when the state already had the identity; a new row otherwise.
+    pub row: Option<i64>,
+    /// [`identity_key`] of the record.
+    pub key: String,
+    /// The payload hash.
+    pub hash: u64,
+    /// The record's source fingerprint.
+    pub source_hash: u64,
+    /// The `messageId` that settled.
+    pub message_id: String,
+    /// Top-level trait names, as a JSON array.
+    pub traits: String,
+    /// The line it was read from.
+    pub line: u64,
+}
+
+/// The id of a trait-name set, added on first use; most records share a few.
+pub(super) fn intern_trait_set(
+    tx: &rusqlite::Transaction<'_>,
+    cache: &mut HashMap<String, i64>,
+    names: &str,
+) -> rusqlite::Result<i64> {
+    if let Some(id) = cache.get(names) {
+        return Ok(*id);
+    }
+    tx.execute(
+        "INSERT OR IGNORE INTO trait_sets (names) VALUES (?1)",
+        [names],
+    )?;
+    let id = tx.query_row("SELECT id FROM trait_sets WHERE names = ?1", [names], |r| {
+        r.get(0)
+    })?;
+    cache.insert(names.to_owned(), id);
+    Ok(id)
+}
+
+impl StateStore {
+    /// The row of identity `key`, found through the index and checked
+    /// against the stored identity text (a key-hash hit alone may be
+    /// another identity with the same hash).
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub(crate) fn row_of(&self, index: &StateIndex, key: &str) -> Result<Option<i64>, StateError> {
+        let Some((_, known)) = index.get(stable_hash(key.as_bytes())) else {
+            return Ok(None);
+        };
+        Ok((self.identity_of(known.row)?.as_deref() == Some(key)).then_some(known.row))
+    }
+
+    /// The identity key stored in `row`.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub(crate) fn identity_of(&self, row: i64) -> Result<Option<String>, StateError> {
+        self.conn
+            .prepare_cached("SELECT identity FROM records WHERE id = ?1")
+            .and_then(|mut stmt| stmt.query_row([row], |r| r.get(0)).optional())
+            .map_err(self.sql("cannot read records"))
+    }
+
+    pub(super) fn last_message_id(&self, row: i64) -> Result<Option<String>, StateError> {
+        self.conn
+            .prepare_cached("SELECT last_message_id FROM records WHERE id = ?1")
+            .and_then(|mut stmt| stmt.query_row([row], |r| r.get(0)).optional())
+            .map(Option::flatten)
+            .map_err(self.sql("cannot read records"))
+    }
+
+    /// The payload hash Segment last accepted for the record in `row`.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub(crate) fn accepted_hash(&self, row: i64) -> Result<Option<u64>, StateError> {
+        self.conn
+            .prepare_cached("SELECT accepted_hash FROM records WHERE id = ?1")
+            .and_then(|mut stmt| {
+                stmt.query_row([row], |r| r.get::<_, Option<i64>>(0))
+                    .optional()
+            })
+            .map(|hash| hash.flatten().map(|h| h as u64))
+            .map_err(self.sql("cannot read records"))
+    }
+
+    /// The accepted trait names of the record in `row`, for the null policy.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub(crate) fn accepted_traits(&self, row: i64) -> Result<Vec<String>, StateError> {
+        let traits: Option<String> = self
+            .conn
+            .prepare_cached(
+                "SELECT t.names FROM records r JOIN trait_sets t ON t.id = r.accepted_traits WHERE r.id = ?1",
+            )
+            .and_then(|mut stmt| stmt.query_row([row], |r| r.get(0)).optional())
+            .map_err(self.sql("cannot read accepted traits"))?;
+        Ok(traits
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default())
+    }
+
+    /// Applies `changes` in one transaction.
+    ///
+    /// # Errors
+    /// The database cannot be written.
+    pub(crate) fn apply(&mut self, changes: &[Change]) -> Result<(), StateError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let err = |e| StateError::sql(&path, "cannot write", e);
+        let now = now_ms();
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            // Prepared once per transaction: a first run writes a row per record.
+            let mut insert_accepted = tx
+                .prepare(
+                    "INSERT INTO records (identity, key_hash, accepted_hash, accepted_at, accepted_message_id,
+                                          accepted_traits, last_message_id, line, source_hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?7, ?8)",
+                )
+                .map_err(err)?;
+            let mut update_accepted = tx
+                .prepare(
+                    "UPDATE records SET accepted_hash = ?2, accepted_at = ?3, accepted_message_id = ?4,
+                       accepted_traits = ?5, last_message_id = ?4, last_error_code = NULL, last_error = NULL,
+                       last_status = NULL, failed_runs = 0, failed_hash = NULL, line = ?6, source_hash = ?7
+                     WHERE id = ?1",
+                )
+                .map_err(err)?;
+            let mut insert_failed = tx
+                .prepare(
+                    "INSERT INTO records (identity, key_hash, last_message_id, last_error_code, last_error,
+                                          last_status, failed_runs, failed_hash, line)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8)",
+                )
+                .map_err(err)?;
+            let mut update_failed = tx
+                .prepare(
+                    "UPDATE records SET last_message_id = ?2, last_error_code = ?3, last_error = ?4,
+                       last_status = ?5, failed_runs = failed_runs + 1, failed_hash = ?6, line = ?7
+                     WHERE id = ?1",
+                )
+                .map_err(err)?;
+            for change in changes {
+                // New identities are appended; known ones are updated by row id.
+                match change {
+                    Change::Accepted(record) => {
+                        let traits = intern_trait_set(&tx, &mut self.trait_sets, &record.traits)
+                            .map_err(err)?;
+                        let (hash, line) = (record.hash as i64, record.line as i64);
+                        match record.row {
+                            Some(row) => update_accepted.execute(params![
+                                row,
+                                hash,
+                                now,
+                                record.message_id,
+                                traits,
+                                line,
+                                record.source_hash as i64
+                            ]),
+                            None => insert_accepted.execute(params![
+                                record.key,
+                                stable_hash(record.key.as_bytes()) as i64,
+                                hash,
+                                now,
+                                record.message_id,
+                                traits,
+                                line,
+                                record.source_hash as i64
+                            ]),
+                        }
+                        .map_err(err)?;
+                    }
+                    Change::Failed {
+                        record,
+                        code,
+                        message,
+                        status,
+                    } => {
+                        let (hash, line, status) = (
+                            record.hash as i64,
+                            record.line as i64,
+                            status.map(i64::from),
+                        );
+                        match record.row {
+                            Some(row) => update_failed.execute(params![
+                                row,
+                                record.message_id,
+                                code,
+                                message,
+                                status,
+                                hash,
+                                line
+                            ]),
+                            None => insert_failed.execute(params![
+                                record.key,
+                                stable_hash(record.key.as_bytes()) as i64,
+                                record.message_id,
+                                code,
+                                message,
+                                status,
+                                hash,
+                                line
+                            ]),
+                        }
+                        .map_err(err)?;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Records the start of a run; returns its id.
+    ///
+    /// # Errors
+    /// The database cannot be written.
+    pub(crate) fn begin_run(&mut self, source: &str) -> Result<i64, StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (started_at, source) VALUES (?1, ?2)",
+                params![now_ms(), source],
+            )
+            .map_err(self.sql("cannot record the run"))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Records the end of run `id` with its report.
+    ///
+    /// # Errors
+    /// The database cannot be written.
+    pub(crate) fn finish_run(
+        &mut self,
+        id: i64,
+        summary: &impl serde::Serialize,
+    ) -> Result<(), StateError> {
+        let summary = serde_json::to_string(summary).unwrap_or_default();
+        self.conn
+            .execute(
+                "UPDATE runs SET finished_at = ?2, summary = ?3 WHERE id = ?1",
+                params![id, now_ms(), summary],
+            )
+            .map_err(self.sql("cannot record the run"))?;
+        Ok(())
+    }
+
+    /// The identity keys of these rows, for the removed report.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub(crate) fn identities(&self, rows: &[i64]) -> Result<Vec<String>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT identity FROM records WHERE id = ?1")
+            .map_err(self.sql("cannot read records"))?;
+        rows.iter()
+            .map(|row| stmt.query_row([row], |r| r.get(0)))
+            .collect::<Result<_, _>>()
+            .map_err(self.sql("cannot read records"))
+    }
+}

@@ -1,0 +1,423 @@
+use super::index::Known;
+use super::outbox::OutboxEntry;
+use super::*;
+use segment_client::Identity;
+use serde_json::{Map, Value};
+
+fn traits(json: Value) -> Map<String, Value> {
+    json.as_object().unwrap().clone()
+}
+
+#[test]
+fn payload_hash_ignores_key_order_but_not_values() {
+    let id = Identity::user("u1");
+    let a = payload_hash(
+        &id,
+        &traits(serde_json::json!({"a": 1, "b": {"x": 1, "y": [1, 2]}})),
+    );
+    let b: Map<String, Value> = serde_json::from_str(r#"{"b":{"y":[1,2],"x":1},"a":1}"#).unwrap();
+    assert_eq!(a, payload_hash(&id, &b));
+    let c = payload_hash(
+        &id,
+        &traits(serde_json::json!({"a": 2, "b": {"x": 1, "y": [1, 2]}})),
+    );
+    assert_ne!(a, c);
+    assert_ne!(a, payload_hash(&Identity::user("u2"), &b));
+    // Arrays keep their order: it is part of the value.
+    let d = payload_hash(
+        &id,
+        &traits(serde_json::json!({"a": 1, "b": {"x": 1, "y": [2, 1]}})),
+    );
+    assert_ne!(a, d);
+}
+
+/// The hash of the payload in `hashes_are_stable_across_versions`, as first computed.
+const PINNED_PAYLOAD_HASH: u64 = 7_485_935_815_751_391_336;
+
+#[test]
+fn hashes_are_stable_across_versions() {
+    // A changed hash or encoding would re-send every customer: pin both.
+    assert_eq!(stable_hash(b""), 0x2d06_8005_38d3_94c2);
+    let traits = traits(serde_json::json!({"email": "a@b.c", "age": 3, "x": [true, null]}));
+    assert_eq!(
+        payload_hash(&Identity::user("u1"), &traits),
+        PINNED_PAYLOAD_HASH
+    );
+}
+
+#[test]
+fn the_encoding_is_unambiguous() {
+    let id = Identity::user("u");
+    let a = traits(serde_json::json!({"ab": "c"}));
+    let b = traits(serde_json::json!({"a": "bc"}));
+    assert_ne!(payload_hash(&id, &a), payload_hash(&id, &b));
+    let c = traits(serde_json::json!({"a": "1"}));
+    let d = traits(serde_json::json!({"a": 1}));
+    assert_ne!(payload_hash(&id, &c), payload_hash(&id, &d));
+}
+
+fn settled(row: Option<i64>, message_id: &str, hash: u64) -> Settled {
+    Settled {
+        row,
+        key: "u:1".into(),
+        hash,
+        source_hash: hash + 100,
+        message_id: message_id.into(),
+        traits: r#"["email"]"#.into(),
+        line: 2,
+    }
+}
+
+/// Appends one outbox entry for u:1.
+fn send(store: &mut StateStore, message_id: &str, hash: u64) {
+    let mut entries = Vec::new();
+    OutboxEntryRef {
+        key: "u:1",
+        hash,
+        source_hash: 7,
+        message_id,
+        source: "f.csv",
+        line: 2,
+        traits: r#"["email"]"#,
+        event: br#"{"type":"identify","userId":"1"}"#,
+    }
+    .write_line(&mut entries);
+    store.append_outbox(&entries).unwrap();
+}
+
+fn pending(store: &mut StateStore) -> Vec<Pending> {
+    let index = store.index().unwrap();
+    store.pending(&index).unwrap().pending
+}
+
+/// Appends one outbox entry for `key`.
+fn send_for(store: &mut StateStore, key: &str, message_id: &str, hash: u64) {
+    let mut entries = Vec::new();
+    OutboxEntryRef {
+        key,
+        hash,
+        source_hash: 7,
+        message_id,
+        source: "f.csv",
+        line: 2,
+        traits: r#"["email"]"#,
+        event: br#"{"type":"identify","userId":"1"}"#,
+    }
+    .write_line(&mut entries);
+    store.append_outbox(&entries).unwrap();
+}
+
+#[test]
+fn a_superseded_entry_is_never_pending_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = StateStore::open(dir.path(), "t").unwrap();
+    // v1 (m1) was accepted; a later run sent v2 (m2), also accepted.
+    send(&mut store, "m1", 1);
+    store
+        .apply(&[Change::Accepted(settled(None, "m1", 1))])
+        .unwrap();
+    let row = Some(known(&mut store).row);
+    send(&mut store, "m2", 2);
+    store
+        .apply(&[Change::Accepted(settled(row, "m2", 2))])
+        .unwrap();
+    assert!(
+        pending(&mut store).is_empty(),
+        "m1 is older than m2: never resent"
+    );
+    // v3 (m3) is in flight: only it is pending, however many entries came before.
+    send(&mut store, "m3", 3);
+    let index = store.index().unwrap();
+    let scan = store.pending(&index).unwrap();
+    let ids: Vec<_> = scan
+        .pending
+        .iter()
+        .map(|p| p.entry.message_id.as_str())
+        .collect();
+    assert_eq!(ids, ["m3"]);
+    assert_eq!(scan.superseded, 2);
+}
+
+#[test]
+fn a_torn_line_is_skipped_and_counted_and_the_lines_after_it_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = StateStore::open(dir.path(), "t").unwrap();
+    send_for(&mut store, "u:1", "m1", 1);
+    // A kill cut a line inside a multi-byte character (not valid UTF-8).
+    store
+        .append_outbox(b"{\"key\":\"u:2\",\"source\":\"caf\xc3")
+        .unwrap();
+    drop(store);
+    let mut store = StateStore::open(dir.path(), "t").unwrap();
+    send_for(&mut store, "u:3", "m3", 3);
+    let index = store.index().unwrap();
+    let scan = store.pending(&index).unwrap();
+    let ids: Vec<_> = scan
+        .pending
+        .iter()
+        .map(|p| p.entry.message_id.as_str())
+        .collect();
+    assert_eq!(ids, ["m1", "m3"]);
+    assert_eq!(scan.torn, 1);
+}
+
+#[test]
+fn an_index_hit_is_checked_against_the_identity_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = StateStore::open(dir.path(), "t").unwrap();
+    // Another identity whose key hash is the same as u:1's (a collision).
+    store
+            .conn
+            .execute(
+                "INSERT INTO records (identity, key_hash, accepted_hash, last_message_id) VALUES ('u:other', ?1, 5, 'mx')",
+                [stable_hash(b"u:1") as i64],
+            )
+            .unwrap();
+    let index = store.index().unwrap();
+    assert!(index.get(stable_hash(b"u:1")).is_some(), "the hash hits");
+    assert_eq!(store.row_of(&index, "u:1").unwrap(), None);
+    assert!(
+        store.row_of(&index, "u:other").unwrap().is_none(),
+        "its own hash differs"
+    );
+    // An in-flight entry for u:1 is pending, not settled by u:other's row.
+    send_for(&mut store, "u:1", "mx", 9);
+    assert_eq!(pending(&mut store).len(), 1);
+}
+
+#[test]
+fn the_state_is_locked_for_one_run_at_a_time_and_reset_removes_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = StateStore::open(dir.path(), "t").unwrap();
+    send(&mut store, "m1", 1);
+    let err = StateStore::open(dir.path(), "t").unwrap_err();
+    assert!(err.is_locked(), "{err}");
+    assert!(
+        err.hint()
+            .unwrap()
+            .contains(&std::process::id().to_string()),
+        "{err:?}"
+    );
+    assert!(StateStore::remove(dir.path(), "t").unwrap_err().is_locked());
+    drop(store);
+    let removed = StateStore::remove(dir.path(), "t").unwrap();
+    assert!(
+        removed
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "outbox"))
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    assert!(!StateStore::exists(dir.path(), "t"));
+}
+
+#[test]
+fn an_empty_or_foreign_database_is_an_error_with_a_reset_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("e.sqlite"), b"").unwrap();
+    std::fs::write(
+        dir.path().join("g.sqlite"),
+        b"this is not a database file at all",
+    )
+    .unwrap();
+    for name in ["e", "g"] {
+        let err = StateStore::open(dir.path(), name).unwrap_err();
+        assert!(err.hint().unwrap().contains("reset"), "{name}: {err}");
+    }
+    assert_eq!(
+        std::fs::metadata(dir.path().join("e.sqlite"))
+            .unwrap()
+            .len(),
+        0,
+        "left as it was"
+    );
+}
+
+#[test]
+fn the_index_grows_instead_of_filling_up() {
+    let mut index = StateIndex::with_capacity(4);
+    for k in 1..=1_000u64 {
+        index.insert(k.wrapping_mul(0x9E37_79B9_7F4A_7C15), k, k as i64);
+    }
+    assert_eq!(index.len(), 1_000);
+    assert_eq!(
+        index
+            .get(7u64.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .unwrap()
+            .1
+            .row,
+        7
+    );
+}
+
+fn known(store: &mut StateStore) -> Known {
+    store.index().unwrap().get(stable_hash(b"u:1")).unwrap().1
+}
+
+#[test]
+fn an_outbox_entry_is_pending_until_its_record_settles() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = StateStore::open(dir.path(), "t").unwrap();
+    send(&mut store, "m1", 42);
+    // A line cut short by a crash is not an entry, and does not spoil the next one.
+    store.append_outbox(br#"{"key":"u:2","ha"#).unwrap();
+    drop(store);
+    let mut store = StateStore::open(dir.path(), "t").unwrap();
+    let left = pending(&mut store);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].entry.message_id, "m1");
+    assert_eq!(left[0].entry.event, br#"{"type":"identify","userId":"1"}"#);
+    assert_eq!(left[0].entry.traits, r#"["email"]"#);
+    assert_eq!(left[0].row, None, "a record never settled has no row");
+
+    store
+        .apply(&[Change::Accepted(settled(None, "m1", 42))])
+        .unwrap();
+    assert!(
+        pending(&mut store).is_empty(),
+        "settled entries are not pending"
+    );
+    let known = known(&mut store);
+    assert_eq!((known.source_hash, known.failed), (Some(142), None));
+    assert_eq!(store.accepted_hash(known.row).unwrap(), Some(42));
+    assert_eq!(store.accepted_traits(known.row).unwrap(), ["email"]);
+    assert_eq!(
+        store.accepted_message_id("u:1").unwrap().as_deref(),
+        Some("m1")
+    );
+    assert_eq!(store.counts().unwrap(), (1, 1, 0, 0));
+
+    // A new message for the same record is pending again until it settles.
+    send(&mut store, "m2", 43);
+    assert_eq!(pending(&mut store)[0].row, Some(known.row));
+    store.clear_outbox().unwrap();
+    assert!(pending(&mut store).is_empty());
+    assert_eq!(std::fs::metadata(store.outbox_path()).unwrap().len(), 0);
+}
+
+#[test]
+fn a_failure_counts_runs_and_keeps_the_last_accepted_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = StateStore::open(dir.path(), "t").unwrap();
+    store
+        .apply(&[Change::Accepted(settled(None, "m1", 1))])
+        .unwrap();
+    let row = Some(known(&mut store).row);
+    let failure = |m: &str| Change::Failed {
+        record: settled(row, m, 2),
+        code: "http_status".into(),
+        message: "400".into(),
+        status: Some(400),
+    };
+    store.apply(&[failure("m2"), failure("m3")]).unwrap();
+    let k = known(&mut store);
+    assert_eq!((k.source_hash, k.failed), (Some(101), Some((2, 2))));
+    assert_eq!(store.accepted_hash(k.row).unwrap(), Some(1));
+    assert_eq!(store.failed(10).unwrap()[0].code, "http_status");
+    store
+        .apply(&[Change::Accepted(settled(row, "m4", 3))])
+        .unwrap();
+    let k = known(&mut store);
+    assert_eq!(
+        (k.source_hash, k.failed),
+        (Some(103), None),
+        "a success clears failures"
+    );
+    assert_eq!(store.counts().unwrap().0, 1, "updates never add rows");
+}
+
+#[test]
+fn an_identity_sent_twice_before_it_had_a_row_is_merged_into_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = StateStore::open(dir.path(), "t").unwrap();
+    store
+        .apply(&[
+            Change::Accepted(settled(None, "m1", 1)),
+            Change::Accepted(settled(None, "m2", 2)),
+        ])
+        .unwrap();
+    assert_eq!(
+        known(&mut store).source_hash,
+        Some(102),
+        "the later one wins"
+    );
+    assert_eq!(store.counts().unwrap().0, 1, "the older row is gone");
+}
+
+#[test]
+fn outbox_lines_round_trip() {
+    let mut line = Vec::new();
+    let entry = OutboxEntryRef {
+        key: "a:x\"y",
+        hash: u64::MAX,
+        source_hash: 3,
+        message_id: "m",
+        source: "dir/f.csv",
+        line: 7,
+        traits: "[]",
+        event: br#"{"a":[1,2]}"#,
+    };
+    entry.write_line(&mut line);
+    assert_eq!(line.last(), Some(&b'\n'));
+    let parsed = OutboxEntry::parse_bytes(line.trim_ascii_end()).unwrap();
+    assert_eq!(
+        (parsed.key.as_str(), parsed.hash, parsed.line),
+        ("a:x\"y", u64::MAX, 7)
+    );
+    assert_eq!(parsed.event, br#"{"a":[1,2]}"#);
+}
+
+#[test]
+fn reopening_keeps_the_schema_and_refuses_newer_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(StateStore::open(dir.path(), "t").unwrap());
+    let store = StateStore::open(dir.path(), "t").unwrap();
+    store
+        .conn
+        .execute("INSERT INTO schema_version (version) VALUES (99)", [])
+        .unwrap();
+    drop(store);
+    let err = StateStore::open(dir.path(), "t").unwrap_err();
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+#[test]
+fn index_finds_every_key_with_its_row() {
+    let key = |k: u64| k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut index = StateIndex::with_capacity(1_000);
+    for k in 1..=1_000u64 {
+        assert_eq!(index.insert(key(k), k, k as i64 + 10), None);
+    }
+    assert_eq!(
+        index.insert(key(5), 77, 2_000),
+        Some(15),
+        "a repeated key hands back the older row"
+    );
+    assert_eq!(index.len(), 1_000);
+    for k in (1..=1_000u64).filter(|k| *k != 5) {
+        let (slot, known) = index.get(key(k)).unwrap();
+        assert_eq!((known.source_hash, known.row), (Some(k), k as i64 + 10));
+        assert_eq!(index.row_at(slot), Some(k as i64 + 10));
+    }
+    assert_eq!(index.get(key(5)).unwrap().1.row, 2_000);
+    index.ambiguous.insert(key(7));
+    assert!(index.get(key(7)).is_none(), "shared by two identities");
+    assert!(index.get(12_345).is_none());
+    assert!(StateIndex::default().get(1).is_none());
+}
+
+#[test]
+fn a_kill_while_the_database_is_created_leaves_no_empty_database() {
+    let dir = tempfile::tempdir().unwrap();
+    // What a kill during creation leaves: the half-built file beside the name.
+    std::fs::write(dir.path().join("t.sqlite.new"), b"").unwrap();
+    let store = StateStore::open(dir.path(), "t").unwrap();
+    assert!(
+        std::fs::metadata(dir.path().join("t.sqlite"))
+            .unwrap()
+            .len()
+            > 0
+    );
+    assert!(!dir.path().join("t.sqlite.new").exists());
+    drop(store);
+    StateStore::open(dir.path(), "t").unwrap();
+}

@@ -1,0 +1,309 @@
+//! Repeated identities in one input: the streaming check (the line an
+//! identity was first seen on) and, for `--duplicates last` on a file, a
+//! first pass that finds each repeated identity's last row.
+
+use std::collections::HashMap;
+
+use segment_client::Identity;
+
+use super::StopSignal;
+use super::planner::Planner;
+use crate::mapping::Mapping;
+use crate::source::{ReadProgress, Source};
+use crate::state::stable_hash;
+
+/// Records read before the duplicate table is sized from the source's size.
+pub(crate) const SIZING_SAMPLE: u64 = 1_024;
+
+/// Rows whose identity is on several rows, found by reading the source once
+/// before the run (`--duplicates last`): identity hash -> the last row's line.
+#[derive(Debug, Default)]
+pub(crate) struct LastRows {
+    pub lines: HashMap<u64, u64>,
+    /// How many of those last rows the run has reached.
+    pub reached: usize,
+}
+
+impl LastRows {
+    /// Finds every identity on several rows of `source`, and its last row.
+    /// Bounded memory: identities the state knows are checked in the
+    /// planner's per-slot array (4 bytes each, there anyway), new ones take
+    /// 12 bytes each in a table dropped at the end; only the repeated ones
+    /// are kept. Stops early at a stop (the run then reads nothing either).
+    pub fn scan(
+        mut source: Source,
+        mapping: &Mapping,
+        stop: &StopSignal,
+        planner: Option<&mut Planner>,
+    ) -> LastRows {
+        let mut pass = FirstPass {
+            seen: SeenIdentities::default(),
+            lines: HashMap::new(),
+            planner,
+            progress: source.progress(),
+            total_bytes: source.total_bytes(),
+            count: 0,
+            new_in_sample: 0,
+            key: String::new(),
+        };
+        // CSV rows are read field by field, without building records.
+        let wanted = mapping.identity_columns();
+        while let Some(next) = source.next_csv_fields(wanted) {
+            let Some((line, [user_id, anonymous_id])) = next else {
+                return pass.finish();
+            };
+            // As `Mapping::apply` reads a CSV identity: trimmed, empty is absent.
+            if !pass.observe(user_id.trim(), anonymous_id.trim(), line, stop) {
+                return pass.finish();
+            }
+        }
+        for record in source.by_ref().flatten() {
+            // A record without an identity is reported by the run itself.
+            let Ok(identity) = mapping.identity_of(&record) else {
+                continue;
+            };
+            let (user_id, anonymous_id) = (
+                identity.user_id().unwrap_or_default(),
+                identity.anonymous_id().unwrap_or_default(),
+            );
+            if !pass.observe(user_id, anonymous_id, record.location.line, stop) {
+                break;
+            }
+        }
+        // A fatal error is the run's to report, when it reads the same
+        // source; what the scan found before it still holds.
+        let _ = source.take_fatal();
+        pass.finish()
+    }
+}
+
+/// The first pass's bookkeeping.
+struct FirstPass<'a> {
+    seen: SeenIdentities,
+    lines: HashMap<u64, u64>,
+    planner: Option<&'a mut Planner>,
+    progress: ReadProgress,
+    total_bytes: Option<u64>,
+    count: u64,
+    new_in_sample: u64,
+    /// Reused for the identity key.
+    key: String,
+}
+
+impl FirstPass<'_> {
+    /// Notes an identity on `line`; `false` when a stop asks to end the pass.
+    fn observe(&mut self, user_id: &str, anonymous_id: &str, line: u64, stop: &StopSignal) -> bool {
+        if user_id.is_empty() && anonymous_id.is_empty() {
+            return true;
+        }
+        self.count += 1;
+        if self.count.is_multiple_of(SIZING_SAMPLE) && stop.is_stopped() {
+            return false;
+        }
+        if self.count == SIZING_SAMPLE + 1 {
+            // Sized for the new identities only, as in the run itself.
+            let share = match self.planner {
+                Some(_) => self.new_in_sample as f64 / SIZING_SAMPLE as f64,
+                None => 1.0,
+            };
+            size_duplicate_table(&mut self.seen, &self.progress, self.total_bytes, share);
+        }
+        let hash = identity_hash_of(user_id, anonymous_id);
+        let known = match self.planner.as_deref_mut() {
+            Some(planner) => {
+                self.key.clear();
+                let (prefix, id) = match user_id.is_empty() {
+                    false => ("u:", user_id),
+                    true => ("a:", anonymous_id),
+                };
+                self.key.push_str(prefix);
+                self.key.push_str(id);
+                planner.first_seen(&self.key, line)
+            }
+            None => None,
+        };
+        let repeated = match known {
+            Some(first_line) => first_line.is_some(),
+            None => {
+                self.new_in_sample += u64::from(self.count <= SIZING_SAMPLE);
+                self.seen.check_hash(hash, line).is_some()
+            }
+        };
+        if repeated {
+            self.lines.insert(hash, line);
+        }
+        true
+    }
+
+    fn finish(self) -> LastRows {
+        if let Some(planner) = self.planner {
+            planner.forget_seen();
+        }
+        LastRows {
+            lines: self.lines,
+            reached: 0,
+        }
+    }
+}
+
+/// Sizes the duplicate table for the whole source, estimated from the bytes
+/// the first records took, so it does not grow (and briefly double) later.
+pub(crate) fn size_duplicate_table(
+    seen: &mut SeenIdentities,
+    progress: &ReadProgress,
+    total_bytes: Option<u64>,
+    share: f64,
+) {
+    let read = progress.bytes_read();
+    if let Some(total) = total_bytes.filter(|_| read > 0) {
+        let estimate = total as f64 / read as f64 * SIZING_SAMPLE as f64 * share * 1.05;
+        seen.reserve(estimate as usize);
+    }
+}
+
+/// Identities already seen in this input: an open-addressing table of
+/// 64-bit identity hashes with the line each was first seen on, 12 bytes a
+/// slot, sized once from an estimate of the record count so it rarely grows.
+/// (A `hashbrown::HashTable<(u64, u32)>` would take 17 bytes a bucket in
+/// power-of-two tables, about 2.5x this for a million identities; see
+/// `StateIndex` for the measurement.)
+#[derive(Default)]
+pub(crate) struct SeenIdentities {
+    /// 0 marks an empty slot; hashes are forced odd so they are never 0.
+    keys: Vec<u64>,
+    lines: Vec<u32>,
+    len: usize,
+}
+
+impl SeenIdentities {
+    /// Makes room for `records` identities without growing.
+    pub fn reserve(&mut self, records: usize) {
+        let wanted = records + records / 7 + 16;
+        if wanted > self.keys.len() {
+            self.rehash(wanted);
+        }
+    }
+
+    /// Remembers `identity` at `line`; returns the earlier line if it was seen.
+    pub fn check(&mut self, identity: &Identity, line: u64) -> Option<u64> {
+        self.check_hash(identity_hash(identity), line)
+    }
+
+    /// As [`check`](Self::check), for an identity already hashed with [`identity_hash_of`].
+    pub fn check_hash(&mut self, key: u64, line: u64) -> Option<u64> {
+        if (self.len + 1) * 8 > self.keys.len() * 7 {
+            self.rehash((self.keys.len() * 3 / 2).max(1024));
+        }
+        let mut slot = self.slot(key);
+        loop {
+            match self.keys[slot] {
+                0 => {
+                    self.keys[slot] = key;
+                    self.lines[slot] = u32::try_from(line).unwrap_or(u32::MAX);
+                    self.len += 1;
+                    return None;
+                }
+                k if k == key => return Some(u64::from(self.lines[slot])),
+                _ => slot = (slot + 1) % self.keys.len(),
+            }
+        }
+    }
+
+    /// Maps a hash onto the table without a power-of-two size (multiply-shift).
+    fn slot(&self, key: u64) -> usize {
+        ((u128::from(key) * self.keys.len() as u128) >> 64) as usize
+    }
+
+    fn rehash(&mut self, capacity: usize) {
+        let keys = std::mem::replace(&mut self.keys, vec![0; capacity]);
+        let lines = std::mem::replace(&mut self.lines, vec![0; capacity]);
+        for (key, line) in keys.into_iter().zip(lines).filter(|(k, _)| *k != 0) {
+            let mut slot = self.slot(key);
+            while self.keys[slot] != 0 {
+                slot = (slot + 1) % self.keys.len();
+            }
+            self.keys[slot] = key;
+            self.lines[slot] = line;
+        }
+    }
+}
+
+pub(crate) fn identity_hash(identity: &Identity) -> u64 {
+    identity_hash_of(
+        identity.user_id().unwrap_or_default(),
+        identity.anonymous_id().unwrap_or_default(),
+    )
+}
+
+/// The hash of an identity given as its parts ("" for an absent one); odd,
+/// so never 0.
+pub(crate) fn identity_hash_of(user_id: &str, anonymous_id: &str) -> u64 {
+    thread_local! {
+        static BYTES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BYTES.with_borrow_mut(|bytes| {
+        bytes.clear();
+        bytes.extend_from_slice(user_id.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(anonymous_id.as_bytes());
+        stable_hash(bytes) | 1
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+    use crate::source::SourceFormat;
+
+    fn last_rows(name: &str, format: SourceFormat, data: &[u8]) -> HashMap<u64, u64> {
+        let source = Source::from_reader(name, format, Cursor::new(data.to_vec())).unwrap();
+        let mapping = Mapping::new(None, &["id", "email"]).unwrap();
+        LastRows::scan(source, &mapping, &StopSignal::default(), None).lines
+    }
+
+    #[test]
+    fn the_first_pass_finds_each_repeated_identity_and_its_last_row_as_the_run_reads_it() {
+        // Trimmed ids, a ragged row, a row that is not UTF-8 and a blank id
+        // are read as the run reads them: only well-formed rows count.
+        let csv = b"id,email\n u1 ,a\nu2,b\nu1,c\nu3\nu2,d,extra\n\xff,x\n ,y\nu2,e\nu3,f\n";
+        let found = last_rows("t.csv", SourceFormat::Csv, csv);
+        let expected: HashMap<u64, u64> = [
+            (identity_hash_of("u1", ""), 4),
+            (identity_hash_of("u2", ""), 9),
+        ]
+        .into();
+        assert_eq!(found, expected);
+        // The record path (JSON) agrees with the CSV fast path.
+        let ndjson = b"{\"id\":\" u1 \",\"email\":\"a\"}\n{\"id\":\"u2\"}\n{\"id\":\"u1\"}\n{\"email\":\"z\"}\n{\"id\":\"u2\"}\n";
+        let found = last_rows("t.ndjson", SourceFormat::Ndjson, ndjson);
+        let expected: HashMap<u64, u64> = [
+            (identity_hash_of("u1", ""), 3),
+            (identity_hash_of("u2", ""), 5),
+        ]
+        .into();
+        assert_eq!(found, expected);
+        assert_eq!(
+            identity_hash(&Identity::user("u1")),
+            identity_hash_of("u1", "")
+        );
+    }
+
+    #[test]
+    fn seen_identities_finds_repeats_with_their_first_line_across_growth() {
+        let mut seen = SeenIdentities::default();
+        for i in 0..5_000u64 {
+            assert_eq!(seen.check(&Identity::user(format!("u{i}")), i + 2), None);
+        }
+        assert_eq!(seen.check(&Identity::user("u42"), 9_000), Some(44));
+        assert_eq!(
+            seen.check(&Identity::anonymous("u42"), 9_001),
+            None,
+            "another kind of id"
+        );
+        seen.reserve(100_000);
+        assert_eq!(seen.check(&Identity::user("u4999"), 9_002), Some(5_001));
+        assert_eq!(seen.len, 5_001);
+    }
+}

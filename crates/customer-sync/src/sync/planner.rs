@@ -1,0 +1,342 @@
+//! Incremental sync: decides, per mapped record, whether it is new, changed,
+//! unchanged, a retry of an earlier failure, or given up, against the state
+//! loaded at the start of the run.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::mapping::{MappedCustomer, NullPolicy};
+use crate::state::{Pending, StateError, StateIndex, StateStore, payload_hash, stable_hash};
+
+/// How a run treats the stored state.
+#[derive(Debug, Clone)]
+pub struct IncrementalOptions {
+    /// Ignore stored hashes: send everything, with new `messageId`s.
+    pub full_resync: bool,
+    /// Retry failed records even after `max_failed_runs`.
+    pub retry_failed: bool,
+    /// Runs an unchanged failing record is retried in before it is given up.
+    pub max_failed_runs: u32,
+}
+
+impl Default for IncrementalOptions {
+    fn default() -> Self {
+        Self {
+            full_resync: false,
+            retry_failed: false,
+            max_failed_runs: 5,
+        }
+    }
+}
+
+/// The payload hash of a mapped record; a group call's member is part of it,
+/// so a group whose member changed is sent again. Identify hashes are as
+/// they always were, so existing states stay valid.
+fn customer_hash(customer: &MappedCustomer) -> u64 {
+    let hash = payload_hash(&customer.identity, &customer.traits);
+    match &customer.member {
+        None => hash,
+        Some(member) => {
+            let mut bytes = hash.to_le_bytes().to_vec();
+            bytes.extend_from_slice(crate::state::identity_key(member).as_bytes());
+            stable_hash(&bytes).max(1)
+        }
+    }
+}
+
+/// What to do with one record.
+#[derive(Debug, Clone)]
+pub(crate) enum Decision {
+    /// Send it; `hash` is its payload hash, `row` its state row if it has one.
+    Send { hash: u64, row: Option<i64> },
+    /// It is unchanged since Segment accepted it.
+    Skip,
+    /// It failed in `runs` runs in a row and has not changed: not retried.
+    GiveUp { runs: u32 },
+    /// An earlier run left this exact payload in flight: send the stored
+    /// event again, under its first `messageId`.
+    Resend(Box<Pending>),
+}
+
+/// Trait-level accounting for the report.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct TraitChanges {
+    /// Traits sent as `null` because they were accepted before and are now empty or missing.
+    pub unset: u64,
+    /// Traits accepted before, now empty or missing, and left out.
+    pub left_out: u64,
+}
+
+pub(crate) struct Planner {
+    index: StateIndex,
+    /// One bit per index entry: was the identity in this run's source?
+    /// Per index slot, the line the identity was first seen on in this
+    /// run's source (0: not seen); doubles as the duplicate check for
+    /// identities the state knows, at 4 bytes each.
+    first_lines: Vec<u32>,
+    /// What earlier runs left in flight, by identity key; taken as the
+    /// source reaches each identity.
+    recovered: HashMap<String, Pending>,
+    /// Outbox entries dropped because the record changed since.
+    pub superseded: u64,
+    options: IncrementalOptions,
+    null_policy: NullPolicy,
+    pub traits: TraitChanges,
+}
+
+impl Planner {
+    pub fn new(
+        index: StateIndex,
+        recovered: HashMap<String, Pending>,
+        options: IncrementalOptions,
+        null_policy: NullPolicy,
+    ) -> Self {
+        let slots = index.slots();
+        Self {
+            index,
+            first_lines: vec![0; slots],
+            recovered,
+            superseded: 0,
+            options,
+            null_policy,
+            traits: TraitChanges::default(),
+        }
+    }
+
+    /// For an identity the state knows, marks it seen at `line` and returns
+    /// `Some(None)` the first time, `Some(Some(first_line))` when it was
+    /// seen before in this source; `None` for an identity the state does not know.
+    pub fn first_seen(&mut self, key: &str, line: u64) -> Option<Option<u64>> {
+        let (slot, _) = self.index.get(stable_hash(key.as_bytes()))?;
+        let first = &mut self.first_lines[slot];
+        if *first != 0 {
+            return Some(Some(u64::from(*first)));
+        }
+        *first = u32::try_from(line).unwrap_or(u32::MAX).max(1);
+        Some(None)
+    }
+
+    /// Forgets every identity marked by [`first_seen`](Self::first_seen),
+    /// after the first pass over a file.
+    pub fn forget_seen(&mut self) {
+        self.first_lines.fill(0);
+    }
+
+    /// Whether the record with identity `key` and source fingerprint
+    /// `source_hash` is exactly what Segment last accepted, so it can be
+    /// skipped without being mapped.
+    pub fn unchanged(&mut self, key: &str, source_hash: u64) -> bool {
+        let Some((_, known)) = self.index.get(stable_hash(key.as_bytes())) else {
+            return false;
+        };
+        !self.options.full_resync
+            && known.failed.is_none()
+            && known.source_hash == Some(source_hash)
+            && !self.recovered.contains_key(key)
+    }
+
+    /// Decides for a mapped `customer` that [`unchanged`](Self::unchanged)
+    /// did not skip, adjusting its traits by the null policy against what
+    /// Segment accepted last time.
+    ///
+    /// An earlier run's entry still in flight for this identity is resent
+    /// as it is when the payload is the same; otherwise it is superseded
+    /// (never sent again) and the record is sent whatever the state says,
+    /// since Segment may hold the superseded payload.
+    pub fn decide(
+        &mut self,
+        store: &StateStore,
+        key: &str,
+        customer: &mut MappedCustomer,
+    ) -> Result<Decision, StateError> {
+        let mut hash = customer_hash(customer);
+        let in_flight = self.recovered.remove(key);
+        // Segment may hold a superseded payload: the record must be sent.
+        let must_send = in_flight.is_some();
+        if let Some(pending) = in_flight {
+            if pending.entry.hash == hash {
+                return Ok(Decision::Resend(Box::new(pending)));
+            }
+            self.superseded += 1;
+        }
+        let known = match self.index.get(stable_hash(key.as_bytes())) {
+            // A key-hash hit is checked against the identity text: another
+            // identity with the same hash must never take this row.
+            Some((_, known)) if store.identity_of(known.row)?.as_deref() == Some(key) => {
+                Some(known)
+            }
+            _ => None,
+        };
+        let row = known.map(|k| k.row);
+        if self.options.full_resync {
+            return Ok(Decision::Send { hash, row });
+        }
+        let Some(known) = known else {
+            return Ok(Decision::Send { hash, row });
+        };
+        let accepted = store.accepted_hash(known.row)?;
+        if accepted.is_some_and(|accepted| accepted != hash) {
+            // Changed: compare trait by trait with what Segment has.
+            hash = self.apply_null_policy(store, known.row, customer)?;
+        }
+        if must_send {
+            return Ok(Decision::Send { hash, row });
+        }
+        if let Some((failed_hash, runs)) = known.failed
+            && failed_hash == hash
+        {
+            if runs >= self.options.max_failed_runs && !self.options.retry_failed {
+                return Ok(Decision::GiveUp { runs });
+            }
+            return Ok(Decision::Send { hash, row });
+        }
+        if accepted == Some(hash) {
+            return Ok(Decision::Skip);
+        }
+        Ok(Decision::Send { hash, row })
+    }
+
+    /// Traits Segment accepted last time that are now absent are unset
+    /// (`null`) or left out, as the mapping's null policy says. Returns the
+    /// adjusted payload's hash.
+    fn apply_null_policy(
+        &mut self,
+        store: &StateStore,
+        row: i64,
+        customer: &mut MappedCustomer,
+    ) -> Result<u64, StateError> {
+        for name in store.accepted_traits(row)? {
+            if customer.traits.contains_key(&name) {
+                continue;
+            }
+            match self.null_policy {
+                NullPolicy::Null => {
+                    customer.traits.insert(name, Value::Null);
+                    self.traits.unset += 1;
+                }
+                NullPolicy::Omit => self.traits.left_out += 1,
+            }
+        }
+        Ok(customer_hash(customer))
+    }
+
+    /// The entries earlier runs left in flight whose identity this source
+    /// did not have, oldest first; for the end of a complete read.
+    pub fn take_unmatched(&mut self) -> Vec<Pending> {
+        let mut left: Vec<Pending> = std::mem::take(&mut self.recovered).into_values().collect();
+        left.sort_by_key(|p| p.order);
+        left
+    }
+
+    /// How many entries earlier runs left in flight are still unmatched
+    /// (none after a complete read, which resends them).
+    pub fn unmatched_count(&self) -> usize {
+        self.recovered.len()
+    }
+
+    /// Rows of identities in the state that this run's source did not have.
+    pub fn unseen(&self) -> Vec<i64> {
+        (0..self.index.slots())
+            .filter(|p| self.first_lines[*p] == 0)
+            .filter_map(|p| self.index.row_at(p))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use segment_client::Identity;
+    use serde_json::json;
+
+    use super::*;
+    use crate::state::{Change, OutboxEntry, Settled};
+
+    fn customer(plan: &str) -> MappedCustomer {
+        MappedCustomer {
+            identity: Identity::user("u1"),
+            traits: json!({ "plan": plan }).as_object().unwrap().clone(),
+            member: None,
+        }
+    }
+
+    fn in_flight(hash: u64, row: Option<i64>) -> HashMap<String, Pending> {
+        let entry = OutboxEntry {
+            key: "u:u1".into(),
+            hash,
+            source_hash: 8,
+            message_id: "m2".into(),
+            source: "f.csv".into(),
+            line: 2,
+            traits: r#"["plan"]"#.into(),
+            event: b"{}".to_vec(),
+        };
+        HashMap::from([(
+            "u:u1".to_owned(),
+            Pending {
+                entry,
+                row,
+                order: 0,
+            },
+        )])
+    }
+
+    #[test]
+    fn an_entry_left_in_flight_is_resent_if_unchanged_else_superseded_and_the_record_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(dir.path(), "t").unwrap();
+        let v1 = customer("v1");
+        let (v1_hash, v2_hash) = (
+            payload_hash(&v1.identity, &v1.traits),
+            payload_hash(&v1.identity, &customer("v2").traits),
+        );
+        // Segment accepted v1; a later run had v2 in flight when it was killed.
+        store
+            .apply(&[Change::Accepted(Settled {
+                row: None,
+                key: "u:u1".into(),
+                hash: v1_hash,
+                source_hash: 7,
+                message_id: "m1".into(),
+                traits: r#"["plan"]"#.into(),
+                line: 2,
+            })])
+            .unwrap();
+        let row = Some(1);
+        let planner = |index, recovered| {
+            Planner::new(
+                index,
+                recovered,
+                IncrementalOptions::default(),
+                NullPolicy::Omit,
+            )
+        };
+
+        // Nothing in flight: v1 is what Segment has, so it is skipped.
+        let mut p = planner(store.index().unwrap(), HashMap::new());
+        assert!(matches!(
+            p.decide(&store, "u:u1", &mut customer("v1")).unwrap(),
+            Decision::Skip
+        ));
+
+        // v2 in flight and the source back at v1: Segment may hold v2, so v1
+        // is sent again, and v2 is never resent.
+        let mut p = planner(store.index().unwrap(), in_flight(v2_hash, row));
+        let decision = p.decide(&store, "u:u1", &mut customer("v1")).unwrap();
+        assert!(
+            matches!(decision, Decision::Send { hash, row: Some(1) } if hash == v1_hash),
+            "{decision:?}"
+        );
+        assert_eq!(p.superseded, 1);
+        assert!(p.take_unmatched().is_empty());
+
+        // v2 in flight and the source still at v2: the stored event goes again.
+        let mut p = planner(store.index().unwrap(), in_flight(v2_hash, row));
+        let decision = p.decide(&store, "u:u1", &mut customer("v2")).unwrap();
+        assert!(
+            matches!(&decision, Decision::Resend(p) if p.entry.message_id == "m2"),
+            "{decision:?}"
+        );
+        assert_eq!(p.superseded, 0);
+    }
+}

@@ -1,0 +1,520 @@
+//! The reader: source -> mapping -> duplicate check -> state plan -> the
+//! client's queue, on a blocking thread, in chunks whose outbox entries are
+//! written in one write before they are queued.
+
+use std::sync::Mutex;
+
+use segment_client::{HttpClient, Identity, PreparedEvent};
+
+use super::SyncError;
+use super::duplicates::{
+    LastRows, SIZING_SAMPLE, SeenIdentities, identity_hash, size_duplicate_table,
+};
+use super::planner::{Decision, Planner};
+use super::recovery;
+use super::tracker::{InFlightRecord, StateRef, Tracker, lock};
+use crate::mapping::{DuplicatePolicy, MappedCustomer, Mapping};
+use crate::record::{Location, RecordError, RecordErrorKind};
+use crate::report::Counters;
+use crate::source::Source;
+use crate::state::{OutboxEntryRef, Pending, StateStore, identity_key};
+
+/// Records per chunk with a state: one outbox write and transaction each.
+const CHUNK: usize = 2_048;
+/// Records per chunk without a state: one wake-up of the client's worker each.
+const CHUNK_STATELESS: usize = 64;
+
+/// What the state plan says of a record to send.
+#[derive(Debug, Default, Clone, Copy)]
+struct Planned {
+    hash: u64,
+    row: Option<i64>,
+    source_hash: u64,
+}
+
+/// Where an event on its way to the client comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A record read now: its outbox entry is written before it is queued.
+    Read,
+    /// A record read now whose payload an earlier run left in flight: the
+    /// stored event is queued again, its entry is in the outbox already.
+    Resent,
+    /// An entry left in flight for an identity this source does not have.
+    ResentNotInSource,
+}
+
+/// One event on its way to the client: validated and serialised.
+struct Outgoing {
+    event: PreparedEvent,
+    /// What the record is keyed on in the state, the outbox and the report:
+    /// the event's identity, or a group call's group.
+    identity: Identity,
+    at: Location,
+    /// What its state row needs, when there is a state.
+    state: Option<StateRef>,
+    origin: Origin,
+}
+
+/// Reads, maps, plans and queues every record, on a blocking thread.
+pub(crate) struct Reader<'a> {
+    pub client: &'a HttpClient,
+    pub tracker: &'a Tracker,
+    pub mapping: &'a Mapping,
+    pub store: Option<&'a Mutex<StateStore>>,
+    pub planner: Option<Planner>,
+    pub duplicates: DuplicatePolicy,
+    /// The pre-read's verdict on repeated identities, for `last` on a file.
+    pub last_rows: Option<LastRows>,
+    chunk: Vec<Outgoing>,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader of a run's parts; see the fields.
+    pub fn new(
+        client: &'a HttpClient,
+        tracker: &'a Tracker,
+        mapping: &'a Mapping,
+        store: Option<&'a Mutex<StateStore>>,
+        planner: Option<Planner>,
+        duplicates: DuplicatePolicy,
+        last_rows: Option<LastRows>,
+    ) -> Self {
+        Self {
+            client,
+            tracker,
+            mapping,
+            store,
+            planner,
+            duplicates,
+            last_rows,
+            chunk: Vec::new(),
+        }
+    }
+
+    /// Reads the source to its end (or a stop), then sends what earlier
+    /// runs left in flight for identities it did not have.
+    pub fn read_all(&mut self, mut source: Source) -> Result<(), SyncError> {
+        let read = self.read_records(&mut source);
+        let fatal = source.take_fatal();
+        let complete = read.is_ok() && fatal.is_none() && !self.tracker.stop.is_stopped();
+        let mut changed = None;
+        if complete {
+            changed = self.last_rows.as_ref().and_then(|rows| {
+                (rows.reached != rows.lines.len()).then(|| {
+                    SyncError::new(
+                        format!(
+                            "{} changed while it was read (a repeated identity's last row moved)",
+                            source.name()
+                        ),
+                        Some("run again once the file is no longer being written"),
+                    )
+                })
+            });
+            if let Some(planner) = self.planner.as_mut() {
+                for pending in planner.take_unmatched() {
+                    self.push_resent(pending);
+                }
+            }
+        }
+        let flushed = self.flush_chunk();
+        read?;
+        flushed?;
+        if let Some(error) = fatal {
+            return Err(error.into());
+        }
+        if let Some(error) = changed {
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    fn read_records(&mut self, source: &mut Source) -> Result<(), SyncError> {
+        let tracker = self.tracker;
+        let mut seen = SeenIdentities::default();
+        let mut new_in_sample = 0u64;
+        let (progress, total_bytes) = (source.progress(), source.total_bytes());
+        for item in source.by_ref() {
+            if tracker.stop.is_stopped() {
+                break;
+            }
+            Counters::add(&tracker.counters.read);
+            if Counters::get(&tracker.counters.read) == SIZING_SAMPLE + 1
+                && self.last_rows.is_none()
+            {
+                // Sized for the new identities only: known ones use the state index.
+                let share = if self.planner.is_some() {
+                    new_in_sample as f64 / SIZING_SAMPLE as f64
+                } else {
+                    1.0
+                };
+                size_duplicate_table(&mut seen, &progress, total_bytes, share);
+            }
+            let record = match item {
+                Ok(record) => record,
+                Err(error) => {
+                    tracker.invalid(&error);
+                    continue;
+                }
+            };
+            let at = record.location.clone();
+            // With a state, an unchanged record is skipped before it is mapped.
+            let fingerprint = match self.planner.is_some() {
+                true => match self.mapping.fingerprint(&record) {
+                    Ok((identity, source_hash)) => {
+                        let key = identity_key(&identity);
+                        // Identities the state knows are checked in its index;
+                        // only new ones take room in the duplicate table.
+                        let known = self
+                            .planner
+                            .as_mut()
+                            .and_then(|p| p.first_seen(&key, at.line));
+                        let send = match known {
+                            Some(first_line) => self.check_duplicate(first_line, &at, &identity),
+                            None => {
+                                new_in_sample += u64::from(
+                                    Counters::get(&tracker.counters.read) <= SIZING_SAMPLE,
+                                );
+                                let first_line = match self.last_rows {
+                                    Some(_) => None,
+                                    None => seen.check(&identity, at.line),
+                                };
+                                self.check_duplicate(first_line, &at, &identity)
+                            }
+                        };
+                        if !send {
+                            continue;
+                        }
+                        if self
+                            .planner
+                            .as_mut()
+                            .is_some_and(|p| p.unchanged(&key, source_hash))
+                        {
+                            Counters::add(&tracker.counters.skipped);
+                            continue;
+                        }
+                        Some((key, source_hash))
+                    }
+                    Err(error) => {
+                        tracker.invalid(&error);
+                        continue;
+                    }
+                },
+                false => None,
+            };
+            // Without a state, repeats are settled before mapping when the
+            // first pass found them (a superseded row is never mapped, and the
+            // last row counts as reached even if it then fails to map).
+            if fingerprint.is_none() && self.last_rows.is_some() {
+                match self.mapping.identity_of(&record) {
+                    Ok(identity) => {
+                        if !self.check_duplicate(None, &at, &identity) {
+                            continue;
+                        }
+                    }
+                    Err(error) => {
+                        tracker.invalid(&error);
+                        continue;
+                    }
+                }
+            }
+            let mut mapped = match self.mapping.apply(&record) {
+                Ok(mapped) => mapped,
+                Err(error) => {
+                    tracker.invalid(&error);
+                    continue;
+                }
+            };
+            if fingerprint.is_none() && self.last_rows.is_none() {
+                let first_line = seen.check(&mapped.identity, at.line);
+                if !self.check_duplicate(first_line, &at, &mapped.identity) {
+                    continue;
+                }
+            }
+            match self.plan(&at, fingerprint.as_ref(), &mut mapped)? {
+                Some(Ok(send)) => self.push(at, mapped, send),
+                Some(Err(pending)) => {
+                    let source_hash = fingerprint.as_ref().map_or(0, |f| f.1);
+                    self.push_resent_read(*pending, at, mapped, source_hash);
+                }
+                None => continue,
+            }
+            if self.chunk.len() >= self.chunk_size() && !self.flush_chunk()? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the duplicate policy; `false` means the record is not sent
+    /// (and is counted and reported). `first_line` is where the identity
+    /// was first seen in this read, if it was, for the streaming check.
+    fn check_duplicate(
+        &mut self,
+        first_line: Option<u64>,
+        at: &Location,
+        identity: &Identity,
+    ) -> bool {
+        let tracker = self.tracker;
+        if let Some(last_rows) = &mut self.last_rows {
+            let Some(&last_line) = last_rows.lines.get(&identity_hash(identity)) else {
+                return true;
+            };
+            if last_line == at.line {
+                last_rows.reached += 1;
+                return true;
+            }
+            // Superseded by a later row of the same identity: not sent.
+            Counters::add(&tracker.counters.duplicates);
+            Counters::add(&tracker.counters.skipped);
+            tracker.write(|w| w.duplicate(at, identity, last_line));
+            return false;
+        }
+        let Some(first_line) = first_line else {
+            return true;
+        };
+        Counters::add(&tracker.counters.duplicates);
+        let refuse = |why: &str| {
+            RecordError::new(
+                at.clone(),
+                RecordErrorKind::DuplicateIdentity,
+                format!("the same identity is on line {first_line}; {why}"),
+            )
+        };
+        match self.duplicates {
+            DuplicatePolicy::Last => {
+                // Only a source that cannot be read twice (stdin) gets here:
+                // the first row is already on its way, and sending this one
+                // too could land in either order.
+                tracker.invalid(&refuse(
+                    "this input cannot be read twice to find the last row, so the first one was sent and this one was not (read from a file to send the last row)",
+                ));
+                false
+            }
+            DuplicatePolicy::First => {
+                tracker.invalid(&refuse("the first one wins, so this one was not sent"));
+                false
+            }
+            DuplicatePolicy::Error => {
+                tracker.invalid(&refuse("duplicates are errors in this mapping"));
+                false
+            }
+        }
+    }
+
+    /// Decides against the state: `Some(Ok(planned))` means send it,
+    /// `Some(Err(pending))` means resend what an earlier run left in flight,
+    /// `None` means nothing is sent (counted here).
+    fn plan(
+        &mut self,
+        at: &Location,
+        fingerprint: Option<&(String, u64)>,
+        mapped: &mut MappedCustomer,
+    ) -> Result<Option<Result<Planned, Box<Pending>>>, SyncError> {
+        let (Some(planner), Some(store), Some((key, source_hash))) =
+            (self.planner.as_mut(), self.store, fingerprint)
+        else {
+            return Ok(Some(Ok(Planned::default())));
+        };
+        let counters = &self.tracker.counters;
+        let decision = planner.decide(&lock(store), key, mapped)?;
+        counters
+            .superseded
+            .store(planner.superseded, std::sync::atomic::Ordering::Relaxed);
+        match decision {
+            Decision::Send { hash, row } => {
+                return Ok(Some(Ok(Planned {
+                    hash,
+                    row,
+                    source_hash: *source_hash,
+                })));
+            }
+            Decision::Resend(pending) => return Ok(Some(Err(pending))),
+            Decision::Skip => Counters::add(&counters.skipped),
+            Decision::GiveUp { runs } => {
+                Counters::add(&counters.given_up);
+                self.tracker
+                    .write(|w| w.given_up(at, &mapped.identity, runs));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Validates and serialises the record (an invalid one is reported and
+    /// never reaches the outbox) and adds it to the chunk.
+    fn push(&mut self, at: Location, mapped: MappedCustomer, planned: Planned) {
+        let state = self.tracker.changes.is_some().then(|| StateRef {
+            row: planned.row,
+            hash: planned.hash,
+            source_hash: planned.source_hash,
+            traits: crate::state::trait_names(&mapped.traits),
+        });
+        let identity = mapped.identity.clone();
+        match PreparedEvent::new(mapped.into_message()) {
+            Ok(event) => self.chunk.push(Outgoing {
+                event,
+                identity,
+                at,
+                state,
+                origin: Origin::Read,
+            }),
+            Err(error) => {
+                let kind = if error.code() == Some(segment_client::codes::PAYLOAD_TOO_LARGE) {
+                    RecordErrorKind::PayloadTooLarge
+                } else {
+                    RecordErrorKind::InvalidPayload
+                };
+                self.tracker
+                    .invalid(&RecordError::new(at, kind, error.message()));
+            }
+        }
+    }
+
+    /// A record read now with the payload an earlier run left in flight:
+    /// its stored event goes again, under its first `messageId`. A stored
+    /// event that no longer parses is replaced by the record just read.
+    fn push_resent_read(
+        &mut self,
+        pending: Pending,
+        at: Location,
+        mapped: MappedCustomer,
+        source_hash: u64,
+    ) {
+        match recovery::resend(pending, Some(at.clone()), Some(source_hash)) {
+            Ok(resend) => self.push_resend(resend, Origin::Resent),
+            Err(pending) => {
+                let planned = Planned {
+                    hash: pending.entry.hash,
+                    row: pending.row,
+                    source_hash,
+                };
+                self.push(at, mapped, planned);
+            }
+        }
+    }
+
+    /// An entry left in flight for an identity the source does not have.
+    fn push_resent(&mut self, pending: Pending) {
+        match recovery::resend(pending, None, None) {
+            Ok(resend) => self.push_resend(resend, Origin::ResentNotInSource),
+            // Its record is not in the source to be sent afresh: the entry
+            // is as good as torn, and is dropped with the outbox.
+            Err(_) => Counters::add(&self.tracker.counters.superseded),
+        }
+    }
+
+    fn push_resend(&mut self, resend: recovery::Resend, origin: Origin) {
+        self.chunk.push(Outgoing {
+            event: resend.event,
+            identity: resend.identity,
+            at: resend.at,
+            state: Some(resend.state),
+            origin,
+        });
+    }
+
+    /// Without a state there is nothing to write first, so chunks stay small.
+    fn chunk_size(&self) -> usize {
+        if self.tracker.changes.is_some() {
+            CHUNK
+        } else {
+            CHUNK_STATELESS
+        }
+    }
+
+    /// Writes the chunk's new entries to the outbox (and commits the
+    /// outcomes that arrived meanwhile), then queues it. Returns `false`
+    /// when the client was closed under it (a stop or a fatal error).
+    fn flush_chunk(&mut self) -> Result<bool, SyncError> {
+        let tracker = self.tracker;
+        let chunk = std::mem::take(&mut self.chunk);
+        if let Some(store) = self.store.filter(|_| tracker.changes.is_some())
+            && let Err(error) = write_outbox(&mut lock(store), &chunk, tracker)
+        {
+            // Not durable, so not sent: reported as pending (the next run
+            // reads them again).
+            for out in &chunk {
+                count_queued(tracker, out.origin);
+                tracker.pend(&out.at, &out.identity, None);
+            }
+            return Err(error);
+        }
+        let mut events = Vec::with_capacity(chunk.len());
+        for out in chunk {
+            let record = InFlightRecord {
+                at: out.at,
+                identity: out.identity,
+                state: out.state,
+            };
+            tracker.track(out.event.message_id(), record);
+            events.push((out.event, out.origin));
+        }
+        // Queued in a tight loop, so the worker wakes about once per chunk.
+        let mut events = events.into_iter();
+        while let Some((event, origin)) = events.next() {
+            let message_id = event.message_id().to_owned();
+            count_queued(tracker, origin);
+            if self.client.queue_prepared_blocking(event).is_err() {
+                // Closed under us (a stop or a fatal error): not sent; their
+                // outbox entries stay for the next run.
+                let not_queued = std::iter::once((message_id, origin))
+                    .chain(events.map(|(event, origin)| (event.message_id().to_owned(), origin)));
+                for (i, (message_id, origin)) in not_queued.enumerate() {
+                    if i > 0 {
+                        count_queued(tracker, origin);
+                    }
+                    if let Some(record) = tracker.untrack(&message_id) {
+                        tracker.pend(&record.at, &record.identity, None);
+                    }
+                }
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Counts an event handed to the client (or given up on at the door).
+fn count_queued(tracker: &Tracker, origin: Origin) {
+    let counters = &tracker.counters;
+    match origin {
+        Origin::Read => Counters::add(&counters.valid),
+        Origin::Resent => {
+            Counters::add(&counters.valid);
+            Counters::add(&counters.recovered);
+        }
+        Origin::ResentNotInSource => {
+            Counters::add(&counters.recovered);
+            Counters::add(&counters.recovered_not_in_source);
+        }
+    }
+}
+
+/// Appends a chunk's new entries to the outbox log, then commits the
+/// outcomes that arrived meanwhile in one transaction.
+fn write_outbox(
+    store: &mut StateStore,
+    chunk: &[Outgoing],
+    tracker: &Tracker,
+) -> Result<(), SyncError> {
+    let mut entries = Vec::with_capacity(chunk.len() * 700);
+    for out in chunk.iter().filter(|out| out.origin == Origin::Read) {
+        let Some(state) = &out.state else {
+            continue;
+        };
+        OutboxEntryRef {
+            key: &identity_key(&out.identity),
+            hash: state.hash,
+            source_hash: state.source_hash,
+            message_id: out.event.message_id(),
+            source: &out.at.source,
+            line: out.at.line,
+            traits: &state.traits,
+            event: out.event.json(),
+        }
+        .write_line(&mut entries);
+    }
+    store.append_outbox(&entries)?;
+    store.apply(&tracker.take_changes())?;
+    Ok(())
+}

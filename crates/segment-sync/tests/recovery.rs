@@ -1,0 +1,516 @@
+//! End-to-end: every unclean path of a run (kill -9, a source cut short, a
+//! second run on the same state, a broken state file, retryable failures)
+//! and the next run finishing the job exactly. The real binary against the
+//! real receiver.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use common::*;
+use segment_receiver::{FaultPlan, Receiver};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// Runs `sync FILE --name NAME --report R` plus `extra`; returns the output and the report.
+async fn sync(
+    dir: &TempDir,
+    receiver: &Receiver,
+    file: &Path,
+    name: &str,
+    extra: &[&str],
+) -> (Output, Vec<Value>) {
+    let report = dir.path().join(format!("{name}.report.jsonl"));
+    let _ = std::fs::remove_file(&report);
+    let mut args = vec![
+        "sync",
+        path_str(file),
+        "--name",
+        name,
+        "--report",
+        path_str(&report),
+    ];
+    args.extend_from_slice(extra);
+    let output = run(dir, Some(receiver), &args).await;
+    let lines = if report.exists() {
+        report_lines(&report)
+    } else {
+        Vec::new()
+    };
+    (output, lines)
+}
+
+fn count(summary: &Value, key: &str) -> u64 {
+    summary[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} in {summary}"))
+}
+
+/// The report's two equations, and the per-record lines agreeing with the counts.
+fn assert_adds_up(lines: &[Value]) {
+    let s = summary(lines);
+    let c = |key: &str| count(s, key);
+    assert_eq!(
+        c("read"),
+        c("valid") + c("invalid") + c("skipped") + c("given_up"),
+        "read = valid + invalid + skipped + given_up: {s}"
+    );
+    assert_eq!(
+        c("valid") + c("recovered_not_in_source"),
+        c("delivered") + c("failed") + c("pending"),
+        "valid (+ outbox entries resent for records not in the source) = delivered + failed + pending: {s}"
+    );
+    let lines_of = |kind: &str| lines.iter().filter(|l| l["type"] == kind).count() as u64;
+    assert_eq!(lines_of("pending"), c("pending"), "pending lines: {s}");
+    assert_eq!(lines_of("failed"), c("failed"), "failed lines: {s}");
+    assert_eq!(lines_of("invalid"), c("invalid"), "invalid lines: {s}");
+    assert!(
+        !s["source"].as_str().unwrap_or_default().is_empty(),
+        "the summary names its source: {s}"
+    );
+}
+
+/// Every userId the receiver accepted, with the messageIds it came under.
+fn message_ids_by_user(receiver: &Receiver) -> BTreeMap<String, BTreeSet<String>> {
+    let mut by_user: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for event in receiver.store().events() {
+        by_user
+            .entry(event["userId"].as_str().unwrap().to_owned())
+            .or_default()
+            .insert(event["messageId"].as_str().unwrap().to_owned());
+    }
+    by_user
+}
+
+fn customers(ids: impl IntoIterator<Item = usize>, plan: &str) -> String {
+    let mut csv = String::from("user_id,email,plan\n");
+    for i in ids {
+        csv.push_str(&format!("u{i},u{i}@example.com,{plan}\n"));
+    }
+    csv
+}
+
+/// Starts a sync of `file` as `name`, waits until `ready` holds, then kill -9s it.
+async fn kill_when(
+    dir: &TempDir,
+    receiver: &Receiver,
+    file: &Path,
+    name: &str,
+    ready: impl Fn(&Receiver) -> bool,
+) {
+    let mut child = command(
+        dir,
+        Some(receiver),
+        &[
+            "sync",
+            path_str(file),
+            "--name",
+            name,
+            "--batch-size",
+            "50",
+            "--concurrency",
+            "2",
+            "--quiet",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !ready(receiver) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run never reached the kill point"
+        );
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the run ended before the kill point: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.start_kill().unwrap();
+    let status = child.wait().await.unwrap();
+    assert!(!status.success(), "killed by a signal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_after_kill_resends_each_pending_entry_once_and_counts_it() {
+    const ROWS: usize = 3_000;
+    let dir = TempDir::new().unwrap();
+    let file = write(&dir, "c.csv", &customers(0..ROWS, "pro"));
+    let receiver = receiver(FaultPlan::none().with_latency(Duration::from_millis(100))).await;
+    kill_when(&dir, &receiver, &file, "crash", |r| {
+        r.store().stats().accepted >= 300
+    })
+    .await;
+    let accepted_at_kill = receiver.store().stats().accepted;
+
+    receiver.set_faults(FaultPlan::none());
+    let (output, lines) = sync(&dir, &receiver, &file, "crash", &[]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_adds_up(&lines);
+    let summary = summary(&lines);
+    assert!(
+        count(summary, "recovered") > 0,
+        "the entries in flight at the kill were resent and counted: {summary}"
+    );
+    assert!(
+        stderr(&output).contains(&format!(
+            "resent from the outbox {}",
+            count(summary, "recovered")
+        )),
+        "{}",
+        stderr(&output)
+    );
+
+    let by_user = message_ids_by_user(&receiver);
+    assert_eq!(by_user.len(), ROWS);
+    let split: Vec<_> = by_user.iter().filter(|(_, ids)| ids.len() > 1).collect();
+    assert!(
+        split.is_empty(),
+        "customers under several messageIds: {:?}",
+        &split[..split.len().min(3)]
+    );
+    // Only events in flight at the kill may arrive twice (same messageId).
+    let stats = receiver.store().stats();
+    assert_eq!(stats.unique_message_ids, ROWS as u64);
+    assert!(
+        stats.duplicates <= accepted_at_kill,
+        "{stats:?}, {accepted_at_kill} accepted at the kill"
+    );
+    assert!(stats.duplicates <= count(summary, "recovered"), "{stats:?}");
+}
+
+/// A JSON array of customers, cut short before its closing `]` when `cut`.
+fn json_customers(
+    ids: impl IntoIterator<Item = usize>,
+    plan_of: impl Fn(usize) -> String,
+    cut: bool,
+) -> String {
+    let items: Vec<String> = ids
+        .into_iter()
+        .map(|i| {
+            format!(
+                r#"{{"user_id":"cus_{i}","email":"c{i}@example.com","plan":"{}"}}"#,
+                plan_of(i)
+            )
+        })
+        .collect();
+    let mut text = format!("[{}", items.join(",\n"));
+    if cut {
+        text.push_str(",\n");
+    } else {
+        text.push_str("]\n");
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superseded_outbox_entry_is_never_sent_again() {
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    let v = |version: &'static str| {
+        move |i: usize| {
+            if i == 10 {
+                version.to_owned()
+            } else {
+                "v1".to_owned()
+            }
+        }
+    };
+    // Two unclean runs (the array is cut short: exit 2), then a clean one.
+    let file = write(&dir, "c.json", &json_customers(0..20, v("v1"), true));
+    let (output, lines) = sync(&dir, &receiver, &file, "j", &[]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_adds_up(&lines);
+    let file = write(&dir, "c.json", &json_customers(0..20, v("v2"), true));
+    let (output, lines) = sync(&dir, &receiver, &file, "j", &[]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_adds_up(&lines);
+    let file = write(&dir, "c.json", &json_customers(0..20, v("v2"), false));
+    let (output, lines) = sync(&dir, &receiver, &file, "j", &[]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_adds_up(&lines);
+
+    let plans: Vec<String> = receiver
+        .store()
+        .events_for_user("cus_10")
+        .iter()
+        .map(|e| e["traits"]["plan"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(plans, ["v1", "v2"], "v1 is never sent after v2");
+    assert_eq!(receiver.store().events_for_user("cus_3").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_removes_every_file_of_the_state_outbox_included() {
+    // Requests hang, so the kill leaves every entry pending in the outbox.
+    let receiver = receiver(FaultPlan::hang(1_000)).await;
+    let dir = TempDir::new().unwrap();
+    let file = write(&dir, "c.csv", &customers(0..100, "pro"));
+    kill_when(&dir, &receiver, &file, "r", |r| {
+        r.store().stats().requests >= 1
+    })
+    .await;
+    receiver.set_faults(FaultPlan::none());
+
+    // A run that stops early (an unclosed quote on line 3) says how many of
+    // those it did not reach, as many as `status` lists as pending.
+    let broken = write(
+        &dir,
+        "broken.csv",
+        "user_id,email,plan\nu0,u0@example.com,pro\nu1,\"x\n",
+    );
+    let (output, lines) = sync(&dir, &receiver, &broken, "r", &[]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_adds_up(&lines);
+    let waiting = count(summary(&lines), "outbox_waiting");
+    assert!(waiting > 0, "{}", stderr(&output));
+    let status = run(&dir, None, &["status", "--name", "r"]).await;
+    let text = String::from_utf8(status.stdout).unwrap();
+    assert!(
+        text.contains(&format!(", {waiting} pending")),
+        "{waiting} waiting, status: {text}"
+    );
+
+    let output = run(&dir, None, &["reset", "--name", "r", "--yes"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let left: Vec<_> = std::fs::read_dir(dir.path().join(".segment-sync"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "reset left {left:?}");
+
+    let file = write(
+        &dir,
+        "one.csv",
+        "user_id,email,plan\nnew1,n@example.com,pro\n",
+    );
+    let (output, lines) = sync(&dir, &receiver, &file, "r", &[]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_adds_up(&lines);
+    // The killed run's hung requests may still be answered now, so the
+    // run's own report says what it sent: the new record, nothing stale.
+    let s = summary(&lines);
+    assert_eq!(
+        (
+            count(s, "valid"),
+            count(s, "recovered"),
+            count(s, "delivered")
+        ),
+        (1, 0, 1),
+        "nothing stale was sent with the new record: {s}"
+    );
+    assert_eq!(receiver.store().events_for_user("new1").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_are_resolved_before_planning_so_reruns_send_nothing() {
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    let csv = "user_id,email,plan\ncus_1001,a@x.io,pro\ncus_1002,first@x.io,free\ncus_1003,c@x.io,pro\ncus_1002,last@x.io,pro\n";
+    let file = write(&dir, "c.csv", csv);
+    for run in 0..3 {
+        let (output, lines) = sync(&dir, &receiver, &file, "d", &[]).await;
+        assert!(output.status.success(), "run {run}: {}", stderr(&output));
+        assert_adds_up(&lines);
+        let expected = if run == 0 { 3 } else { 0 };
+        assert_eq!(count(summary(&lines), "delivered"), expected, "run {run}");
+        assert_eq!(count(summary(&lines), "duplicates"), 1, "run {run}");
+    }
+    let events = receiver.store().events_for_user("cus_1002");
+    assert_eq!(events.len(), 1, "only the last row is sent: {events:?}");
+    assert_eq!(events[0]["traits"]["email"], "last@x.io");
+
+    // The last row wins even when it is the one that is invalid (with or
+    // without a state): nothing is sent for that identity, and it is reported.
+    let bad_last = write(
+        &dir,
+        "b.csv",
+        "user_id,email,created_at\nu1,a@x.io,2024-01-01\nu2,b@x.io,2024-01-02\nu1,c@x.io,not a date\n",
+    );
+    for extra in [&[][..], &["--no-state"][..]] {
+        let (output, lines) = sync(&dir, &receiver, &bad_last, "b", extra).await;
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{extra:?}: {}",
+            stderr(&output)
+        );
+        assert_adds_up(&lines);
+        let s = summary(&lines);
+        assert_eq!((count(s, "invalid"), count(s, "duplicates")), (1, 1), "{s}");
+    }
+    assert!(receiver.store().events_for_user("u1").is_empty());
+
+    // `first`: only the first row is sent; the later one is reported.
+    let (output, lines) = sync(&dir, &receiver, &file, "f", &["--duplicates", "first"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_adds_up(&lines);
+    let events = receiver.store().events_for_user("cus_1002");
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1]["traits"]["email"], "first@x.io");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_on_the_same_state_fails_at_once_naming_the_first() {
+    let receiver = receiver(FaultPlan::none().with_latency(Duration::from_millis(300))).await;
+    let dir = TempDir::new().unwrap();
+    let file = write(&dir, "c.csv", &customers(0..2_000, "pro"));
+    let first = command(
+        &dir,
+        Some(&receiver),
+        &[
+            "sync",
+            path_str(&file),
+            "--name",
+            "l",
+            "--batch-size",
+            "200",
+            "--concurrency",
+            "1",
+            "--quiet",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let pid = first.id().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while receiver.store().stats().requests == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first run never sent"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let output = run(
+        &dir,
+        Some(&receiver),
+        &["sync", path_str(&file), "--name", "l", "--quiet"],
+    )
+    .await;
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("hint:") && text.contains(&pid.to_string()),
+        "{text}"
+    );
+    // reset refuses too, while the run holds the lock.
+    let output = run(&dir, None, &["reset", "--name", "l", "--yes"]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+
+    let output = first.wait_with_output().await.unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let by_user = message_ids_by_user(&receiver);
+    assert_eq!(by_user.len(), 2_000);
+    assert_eq!(
+        receiver.store().stats().accepted,
+        2_000,
+        "each customer once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_failures_stay_pending_and_never_count_toward_giving_up() {
+    let receiver = receiver(FaultPlan::user_id("u3", 503, None)).await;
+    let dir = TempDir::new().unwrap();
+    let file = write(&dir, "c.csv", &customers(0..5, "pro"));
+    let args = [
+        "--batch-size",
+        "1",
+        "--max-attempts",
+        "1",
+        "--max-failed-runs",
+        "1",
+    ];
+    for run_number in 0..3 {
+        let (output, lines) = sync(&dir, &receiver, &file, "p", &args).await;
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+        assert_adds_up(&lines);
+        let s = summary(&lines);
+        assert_eq!(
+            count(s, "failed"),
+            0,
+            "run {run_number}: a 503 is not a verdict on the event: {s}"
+        );
+        assert_eq!(count(s, "pending"), 1, "run {run_number}: {s}");
+        assert_eq!(count(s, "given_up"), 0, "run {run_number}: {s}");
+    }
+    let output = run(&dir, None, &["status", "--name", "p"]).await;
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains(" 0 failing,"), "{text}");
+    assert!(text.contains(", 1 pending"), "{text}");
+
+    // A 400 is Segment saying the event itself is bad: that one counts.
+    receiver.set_faults(FaultPlan::user_id("u3", 400, None));
+    let (_, lines) = sync(&dir, &receiver, &file, "p", &args).await;
+    assert_adds_up(&lines);
+    assert_eq!(count(summary(&lines), "failed"), 1);
+    let (_, lines) = sync(&dir, &receiver, &file, "p", &args).await;
+    assert_adds_up(&lines);
+    assert_eq!(count(summary(&lines), "given_up"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unclosed_csv_quote_fails_the_run_names_its_line_and_removes_nothing() {
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    let file = write(
+        &dir,
+        "c.csv",
+        "customer_id,email,first_name\nu1,a@x.io,A\nu2,b@x.io,B\nu3,c@x.io,C\n",
+    );
+    let (output, _) = sync(&dir, &receiver, &file, "q", &[]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let file = write(
+        &dir,
+        "c.csv",
+        "customer_id,email,first_name\nu1,a@x.io,A2\nu2,b@x.io,\"never closed\nu3,c@x.io,C\n",
+    );
+    let (output, lines) = sync(&dir, &receiver, &file, "q", &[]).await;
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("line 3"),
+        "names where the quote opened: {text}"
+    );
+    assert!(text.contains("not read"), "says what was not read: {text}");
+    assert_adds_up(&lines);
+    let s = summary(&lines);
+    assert_eq!(count(s, "read"), 1, "{s}");
+    assert_eq!(count(s, "removed"), 0, "unread rows are not removed: {s}");
+    assert!(!lines.iter().any(|l| l["type"] == "removed"));
+    assert_eq!(
+        receiver.store().events_for_user("u2").len(),
+        1,
+        "u2 was not sent again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_or_unreadable_state_file_is_an_error_with_a_hint() {
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    let file = write(&dir, "c.csv", &customers(0..3, "pro"));
+    std::fs::create_dir_all(dir.path().join(".segment-sync")).unwrap();
+    for (name, content) in [
+        ("empty", &b""[..]),
+        ("garbage", &b"not a database at all, really"[..]),
+    ] {
+        std::fs::write(
+            dir.path().join(format!(".segment-sync/{name}.sqlite")),
+            content,
+        )
+        .unwrap();
+        let (output, _) = sync(&dir, &receiver, &file, name, &[]).await;
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{name}: {text}");
+        assert!(
+            text.contains("hint:") && text.contains("reset"),
+            "{name}: {text}"
+        );
+    }
+    assert_eq!(receiver.store().stats().accepted, 0, "nothing was sent");
+}
