@@ -7,7 +7,7 @@ use std::path::Path;
 
 use csv_core::{ReadRecordResult, Reader};
 
-use super::{Address, Company, Sink, Traits, Value};
+use super::{Address, Company, Sink, Traits};
 use crate::support::customers::COLUMNS;
 
 pub fn read(path: &Path, sink: &mut Sink) {
@@ -61,7 +61,9 @@ pub fn read(path: &Path, sink: &mut Sink) {
             email: value(1),
             first_name: value(2),
             last_name: value(3),
-            lifetime_value: Value::Text(value(11)),
+            lifetime_value: value(11)
+                .parse()
+                .expect("the generated lifetime_value is a number"),
             phone: value(4),
             plan: value(10),
         };
