@@ -68,6 +68,9 @@ pub enum Fault {
         /// order. `None` draws a fresh seed.
         #[serde(default)]
         seed: Option<u64>,
+        /// A `Retry-After` header value (seconds or an HTTP date) to send with them.
+        #[serde(default)]
+        retry_after: Option<String>,
     },
     /// Requests whose batch holds an event with this `userId` get `status`.
     UserId {
@@ -118,6 +121,7 @@ impl FaultPlan {
             fraction,
             status,
             seed,
+            retry_after: None,
         })
     }
 
@@ -164,6 +168,10 @@ impl FaultPlan {
             }
             match rule {
                 Fault::FirstN {
+                    retry_after: Some(value),
+                    ..
+                }
+                | Fault::Fraction {
                     retry_after: Some(value),
                     ..
                 } if HeaderValue::from_str(value).is_err() => Some(format!(
@@ -258,8 +266,14 @@ impl Faults {
                     retry_after,
                 } => (state.fired < *n, fail(*status, retry_after.as_deref())),
                 Fault::Fraction {
-                    fraction, status, ..
-                } => (state.rng.f64() < *fraction, fail(*status, None)),
+                    fraction,
+                    status,
+                    retry_after,
+                    ..
+                } => (
+                    state.rng.f64() < *fraction,
+                    fail(*status, retry_after.as_deref()),
+                ),
                 Fault::UserId {
                     user_id,
                     status,
@@ -329,6 +343,24 @@ mod tests {
             } => {
                 assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
                 assert_eq!(retry_after, Some(HeaderValue::from_static("7")));
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_fraction_rule_can_carry_retry_after() {
+        let plan: FaultPlan = serde_json::from_str(
+            r#"{"rules":[{"kind":"fraction","fraction":1.0,"status":429,"retry_after":"2"}]}"#,
+        )
+        .unwrap();
+        match Faults::new(plan).decide(|_| false) {
+            Action::Fail {
+                status,
+                retry_after,
+            } => {
+                assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+                assert_eq!(retry_after, Some(HeaderValue::from_static("2")));
             }
             other => panic!("expected a failure, got {other:?}"),
         }

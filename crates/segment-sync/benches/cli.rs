@@ -24,20 +24,22 @@
 //! the machine (DESIGN.md, "Performance: how it is judged"); only delivery is
 //! checked, and a run that loses records makes the bench exit non-zero.
 
+mod support;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chrono::DateTime;
-use segment_receiver::{FaultPlan, Receiver, ReceiverConfig, Record, Stats};
+use segment_receiver::{FaultPlan, Stats};
+use support::customers::{COLUMNS, Format, Input};
+use support::process::{Measured, grouped, measure, megabytes, tail};
+use support::receiver::{Control, ReceiverProcess, SERVE_RECEIVER, serve_receiver};
 
 const DEFAULT_ROWS: u64 = 1_000_000;
 const FAULT_ROWS: u64 = 100_000;
 const BIN: &str = env!("CARGO_BIN_EXE_segment-sync");
-/// Makes the re-executed bench binary serve the receiver instead.
-const SERVE_RECEIVER: &str = "--serve-receiver";
 const WRITE_KEY: &str = "bench-write-key";
 const TARGET_CPU_SECONDS: f64 = 10.0;
 const TARGET_PEAK_MB: f64 = 64.0;
@@ -199,8 +201,8 @@ fn postgres_cases(
         return;
     }
     let started = Instant::now();
-    let columns: Vec<String> = HEADER
-        .split(',')
+    let columns: Vec<String> = COLUMNS
+        .iter()
         .enumerate()
         .map(|(i, c)| match i {
             0 => format!("{c} text PRIMARY KEY"),
@@ -217,7 +219,7 @@ fn postgres_cases(
         &db,
         &format!(
             "\\copy customers ({}) FROM '{}' CSV HEADER",
-            HEADER,
+            COLUMNS.join(","),
             csv.path.display()
         ),
     ) && psql(&db, "CREATE INDEX ON customers (updated_at, customer_id)")
@@ -226,6 +228,8 @@ fn postgres_cases(
         path: PathBuf::from(format!(
             "postgres://postgres@127.0.0.1:5432/{db}?sslmode=disable"
         )),
+        // The CSV's rows, loaded into a table.
+        format: Format::Csv,
         rows: csv.rows,
         bytes: 0,
         took: started.elapsed(),
@@ -310,28 +314,8 @@ fn fault_plan() -> FaultPlan {
 
 // ---- the input ----
 
-/// A generated CSV and what it holds.
-struct Input {
-    path: PathBuf,
-    rows: u64,
-    bytes: u64,
-    took: Duration,
-}
-
 fn generate(dir: &Path, rows: u64) -> Input {
-    let started = Instant::now();
-    let path = dir.join(format!("customers-{rows}.csv"));
-    let file = File::create(&path).expect("could not create the CSV");
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    write_csv(&mut out, rows).expect("could not write the CSV");
-    out.flush().expect("could not write the CSV");
-    let bytes = std::fs::metadata(&path).expect("the CSV exists").len();
-    Input {
-        path,
-        rows,
-        bytes,
-        took: started.elapsed(),
-    }
+    support::customers::generate(dir, Format::Csv, rows)
 }
 
 /// The same customers with every hundredth one's plan changed.
@@ -356,6 +340,7 @@ fn generate_changed(dir: &Path, rows: u64) -> Input {
     Input {
         bytes: std::fs::metadata(&path).expect("the CSV exists").len(),
         path,
+        format: Format::Csv,
         rows,
         took: started.elapsed(),
     }
@@ -365,246 +350,20 @@ fn changed_rows(rows: u64) -> u64 {
     rows / CHANGE_EVERY
 }
 
-const HEADER: &str = "customer_id,email,first_name,last_name,phone,created_at,city,country,\
-                      postal_code,company_name,plan,lifetime_value";
-const FIRST_NAMES: [(&str, &str); 12] = [
-    ("Ada", "ada"),
-    ("Grace", "grace"),
-    ("Alan", "alan"),
-    ("Edsger", "edsger"),
-    ("Barbara", "barbara"),
-    ("Donald", "donald"),
-    ("Frances", "frances"),
-    ("Ken", "ken"),
-    ("Margaret", "margaret"),
-    ("Dennis", "dennis"),
-    ("Radia", "radia"),
-    ("John", "john"),
-];
-const LAST_NAMES: [(&str, &str); 11] = [
-    ("Lovelace", "lovelace"),
-    ("Hopper", "hopper"),
-    ("Turing", "turing"),
-    ("Dijkstra", "dijkstra"),
-    ("Liskov", "liskov"),
-    ("Knuth", "knuth"),
-    ("Allen", "allen"),
-    ("Thompson", "thompson"),
-    ("Hamilton", "hamilton"),
-    ("Ritchie", "ritchie"),
-    ("Perlman", "perlman"),
-];
-const CITIES: [(&str, &str); 8] = [
-    ("San Francisco", "US"),
-    ("New York", "US"),
-    ("London", "GB"),
-    ("Berlin", "DE"),
-    ("Paris", "FR"),
-    ("Amsterdam", "NL"),
-    ("Toronto", "CA"),
-    ("Sydney", "AU"),
-];
-const COMPANY_WORDS: [&str; 8] = [
-    "Acme",
-    "Globex",
-    "Initech",
-    "Northwind",
-    "Umbrella",
-    "Hooli",
-    "Vandelay",
-    "Stark",
-];
-/// One kind holds a comma, so about one company name in six is quoted.
-const COMPANY_KINDS: [&str; 6] = [
-    "Analytics",
-    "Logistics",
-    "Software",
-    "Retail Group",
-    "Health",
-    "Partners, LLC",
-];
-const PLANS: [&str; 4] = ["free", "starter", "pro", "enterprise"];
-/// 2019-01-01T00:00:00Z.
-const FIRST_SIGNUP: i64 = 1_546_300_800;
-const SIGNUP_SPAN_SECONDS: u64 = 6 * 365 * 86_400;
-
-fn write_csv(out: &mut impl Write, rows: u64) -> std::io::Result<()> {
-    writeln!(out, "{HEADER}")?;
-    (1..=rows).try_for_each(|i| write_customer(out, i))
-}
-
-/// Customer `i`: deterministic, about 150 bytes.
-fn write_customer(out: &mut impl Write, i: u64) -> std::io::Result<()> {
-    let h = mix(i);
-    let (first, first_lower) = pick(&FIRST_NAMES, h);
-    let (last, last_lower) = pick(&LAST_NAMES, h >> 8);
-    let (city, country) = pick(&CITIES, h >> 16);
-    let created =
-        DateTime::from_timestamp(FIRST_SIGNUP + ((h >> 20) % SIGNUP_SPAN_SECONDS) as i64, 0)
-            .expect("the signup time is in range");
-    write!(
-        out,
-        "cus_{i:07},{first_lower}.{last_lower}.{i}@example.com,{first},{last},\
-         +1-{:03}-555-{:04},{},{city},{country},{:05},",
-        200 + (h >> 24) % 800,
-        (h >> 34) % 10_000,
-        created.format("%Y-%m-%dT%H:%M:%SZ"),
-        (h >> 30) % 100_000,
-    )?;
-    write_company(out, h >> 40)?;
-    writeln!(
-        out,
-        ",{},{}.{:02}",
-        pick(&PLANS, h >> 48),
-        (h >> 50) % 5_000,
-        (h >> 13) % 100
-    )
-}
-
-fn write_company(out: &mut impl Write, h: u64) -> std::io::Result<()> {
-    let word = pick(&COMPANY_WORDS, h);
-    let kind = pick(&COMPANY_KINDS, h >> 3);
-    if kind.contains(',') {
-        write!(out, "\"{word} {kind}\"")
-    } else {
-        write!(out, "{word} {kind}")
-    }
-}
-
-fn pick<T: Copy>(items: &[T], h: u64) -> T {
-    items[(h % items.len() as u64) as usize]
-}
-
-/// SplitMix64: a well-spread hash of the row number.
-fn mix(i: u64) -> u64 {
-    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-// ---- the receiver, in a child process ----
-
-/// The receiver child; killed when dropped so no run leaves it behind.
-struct ReceiverProcess {
-    child: Child,
-    url: String,
-}
-
-impl ReceiverProcess {
-    fn spawn() -> Self {
-        let exe = std::env::current_exe().expect("the bench binary could not find its own path");
-        let mut child = Command::new(exe)
-            .arg(SERVE_RECEIVER)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("could not start the receiver process");
-        let stdout = child.stdout.take().expect("the child's stdout is piped");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("could not read the receiver's URL");
-        let url = line.trim().to_owned();
-        let receiver = Self { child, url };
-        assert!(
-            receiver.url.starts_with("http://"),
-            "the receiver process printed {line:?} instead of its URL"
-        );
-        receiver
-    }
-}
-
-impl Drop for ReceiverProcess {
-    fn drop(&mut self) {
-        // It may already be gone; either way there is nothing left to do.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The child's side: serve until the parent closes stdin, exits or kills us.
-fn serve_receiver() {
-    let runtime = tokio::runtime::Runtime::new().expect("could not start the receiver's runtime");
-    let config = ReceiverConfig::new().record(Record::CountsOnly);
-    let receiver = runtime
-        .block_on(Receiver::start(config))
-        .expect("could not start the receiver");
-    let mut stdout = std::io::stdout();
-    writeln!(stdout, "{}", receiver.url())
-        .and_then(|()| stdout.flush())
-        .expect("could not tell the parent the receiver's URL");
-    // The server runs on the runtime's worker threads while this one waits.
-    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-    runtime.block_on(receiver.shutdown());
-}
-
-/// The receiver's control endpoints, called from the bench process.
-struct Control<'a> {
-    runtime: &'a tokio::runtime::Runtime,
-    http: reqwest::Client,
-    url: &'a str,
-}
-
-impl<'a> Control<'a> {
-    fn new(runtime: &'a tokio::runtime::Runtime, url: &'a str) -> Self {
-        Self {
-            runtime,
-            http: reqwest::Client::new(),
-            url,
-        }
-    }
-
-    fn reset(&self) {
-        self.post("reset", String::new());
-    }
-
-    fn set_faults(&self, plan: &FaultPlan) {
-        let body = serde_json::to_string(plan).expect("a fault plan serialises");
-        self.post("faults", body);
-    }
-
-    fn post(&self, endpoint: &str, body: String) {
-        let request = self
-            .http
-            .post(format!("{}/_receiver/{endpoint}", self.url))
-            .header("content-type", "application/json")
-            .body(body)
-            .send();
-        self.runtime
-            .block_on(request)
-            .and_then(reqwest::Response::error_for_status)
-            .unwrap_or_else(|e| panic!("POST /_receiver/{endpoint} failed: {e}"));
-    }
-
-    fn stats(&self) -> Stats {
-        let request = self
-            .http
-            .get(format!("{}/_receiver/stats", self.url))
-            .send();
-        let body = self.runtime.block_on(async {
-            request
-                .await
-                .and_then(reqwest::Response::error_for_status)?
-                .text()
-                .await
-        });
-        let body = body.expect("could not fetch the receiver's stats");
-        serde_json::from_str(&body).expect("the receiver's stats are not the expected JSON")
-    }
-}
-
 // ---- one run of the binary ----
 
-/// What one `segment-sync sync` process cost and how it ended.
+/// What one `segment-sync sync` process cost, and where its stderr is.
 struct SyncRun {
-    wall: Duration,
-    cpu_seconds: f64,
-    peak_rss_kb: u64,
-    /// `exit N`, or `signal N` if it was killed.
-    ended: String,
-    success: bool,
+    run: Measured,
     stderr: PathBuf,
+}
+
+impl std::ops::Deref for SyncRun {
+    type Target = Measured;
+
+    fn deref(&self) -> &Measured {
+        &self.run
+    }
 }
 
 /// Runs a sync with `state` as its state directory, or a fresh one (a first
@@ -619,80 +378,25 @@ fn run_sync(
     let stderr = dir.join("segment-sync.stderr");
     let log = File::create(&stderr).expect("could not create the stderr log");
     let fresh = tempfile::tempdir_in(dir).expect("could not create a state dir");
-    let started = Instant::now();
-    let child = Command::new(BIN)
-        .arg("sync")
-        .arg(&input.path)
-        .arg("--quiet")
-        .arg("--name")
-        .arg("bench")
-        .arg("--state")
-        .arg(state.unwrap_or(fresh.path()))
-        .args(tuning)
-        .current_dir(dir)
-        .env("SEGMENT_WRITE_KEY", WRITE_KEY)
-        .env("SEGMENT_HOST", url)
-        .env_remove("SEGMENT_REGION")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("could not start segment-sync");
-    let waited = wait_with_usage(child);
-    let wall = started.elapsed();
-    SyncRun {
-        wall,
-        cpu_seconds: seconds(waited.usage.ru_utime) + seconds(waited.usage.ru_stime),
-        // Linux reports ru_maxrss in kilobytes.
-        peak_rss_kb: u64::try_from(waited.usage.ru_maxrss).unwrap_or(0),
-        ended: describe_status(waited.status),
-        success: libc::WIFEXITED(waited.status) && libc::WEXITSTATUS(waited.status) == 0,
-        stderr,
-    }
-}
-
-struct Waited {
-    status: libc::c_int,
-    usage: libc::rusage,
-}
-
-/// Reaps `child` with `wait4`, which gives that one process's exact CPU times
-/// and peak RSS (`getrusage(RUSAGE_CHILDREN)` would mix in every child reaped
-/// so far). Takes the `Child`, which must not be waited for again.
-#[allow(unsafe_code)]
-fn wait_with_usage(child: Child) -> Waited {
-    let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
-    let mut status: libc::c_int = 0;
-    // SAFETY: `rusage` is plain integers, for which all-zero bytes are valid.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: both pointers are to live, writable locals of the right
-        // types; `pid` is our own unreaped child, which `Child` never waits
-        // for on drop.
-        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if reaped == pid {
-            return Waited { status, usage };
-        }
-        let error = std::io::Error::last_os_error();
-        assert!(
-            error.kind() == std::io::ErrorKind::Interrupted,
-            "wait4 on segment-sync failed: {error}"
-        );
-    }
-}
-
-fn seconds(time: libc::timeval) -> f64 {
-    time.tv_sec as f64 + time.tv_usec as f64 / 1e6
-}
-
-fn describe_status(status: libc::c_int) -> String {
-    if libc::WIFEXITED(status) {
-        format!("exit {}", libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        format!("signal {}", libc::WTERMSIG(status))
-    } else {
-        format!("wait status {status:#x}")
-    }
+    let run = measure(
+        Command::new(BIN)
+            .arg("sync")
+            .arg(&input.path)
+            .arg("--quiet")
+            .arg("--name")
+            .arg("bench")
+            .arg("--state")
+            .arg(state.unwrap_or(fresh.path()))
+            .args(tuning)
+            .current_dir(dir)
+            .env("SEGMENT_WRITE_KEY", WRITE_KEY)
+            .env("SEGMENT_HOST", url)
+            .env_remove("SEGMENT_REGION")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log),
+    );
+    SyncRun { run, stderr }
 }
 
 // ---- output ----
@@ -799,31 +503,6 @@ fn report_failures(failures: &[String]) {
         eprintln!("{failure}");
     }
     std::process::exit(1);
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-fn megabytes(bytes: u64) -> String {
-    format!("{:.0} MB", bytes as f64 / 1e6)
-}
-
-/// `1234567` as `1,234,567`.
-fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let head = match digits.len() % 3 {
-        0 => 3,
-        short => short,
-    };
-    let (head, rest) = digits.split_at(head);
-    let mut out = head.to_owned();
-    for group in rest.as_bytes().chunks(3) {
-        out.push(',');
-        out.push_str(std::str::from_utf8(group).expect("digits are ASCII"));
-    }
-    out
 }
 
 // ---- arguments ----

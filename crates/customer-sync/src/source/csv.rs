@@ -228,6 +228,31 @@ impl CsvReader {
 
     /// The current row's fields as text, or the column and the reason one is not.
     fn build_fields(&self, count: usize) -> Result<Vec<Field>, (usize, String)> {
+        // One UTF-8 check of the whole row is cheaper than one per field.
+        let row_end = count.checked_sub(1).map_or(0, |last| self.ends[last]);
+        if let Ok(row) = std::str::from_utf8(&self.out[..row_end]) {
+            let mut fields = Vec::with_capacity(count);
+            let mut start = 0;
+            for (&end, name) in self.ends[..count].iter().zip(&self.columns) {
+                // `None` only if a field boundary splits a character, which
+                // per-field checking below reports.
+                let Some(text) = row.get(start..end) else {
+                    return self.build_fields_checked(count);
+                };
+                fields.push(Field {
+                    name: Arc::clone(name),
+                    value: FieldValue::Text(text.to_owned()),
+                });
+                start = end;
+            }
+            return Ok(fields);
+        }
+        self.build_fields_checked(count)
+    }
+
+    /// [`build_fields`](Self::build_fields), checking each field on its own
+    /// to name the one that is not UTF-8.
+    fn build_fields_checked(&self, count: usize) -> Result<Vec<Field>, (usize, String)> {
         let mut fields = Vec::with_capacity(count);
         for (column, (bytes, name)) in self.row_fields(count).zip(&self.columns).enumerate() {
             let text = std::str::from_utf8(bytes).map_err(|err| {
@@ -432,6 +457,22 @@ mod tests {
                     "t.csv:2: field `name`: invalid UTF-8 after 0 valid bytes".into()
                 )),
                 ok(3, &["2", "b"])
+            ]
+        );
+    }
+
+    #[test]
+    fn a_character_split_between_two_fields_is_invalid_in_both() {
+        // `\xc3\xa9` is `é`: valid across the row's bytes, invalid in each field.
+        let items = read_all(b"id,name,city\n1,a\xc3,\xa9b\n2,\xc3\xa9,c\n");
+        assert_eq!(
+            items,
+            [
+                Err((
+                    2,
+                    "t.csv:2: field `name`: invalid UTF-8 after 1 valid bytes".into()
+                )),
+                ok(3, &["2", "\u{e9}", "c"])
             ]
         );
     }

@@ -267,7 +267,10 @@ impl JsonArrayReader {
             }
             let mut copy_from = 0;
             let mut end = None;
-            for (i, &byte) in chunk.iter().enumerate() {
+            let mut next = 0;
+            while let Some(&byte) = chunk.get(next) {
+                let i = next;
+                next += 1;
                 if byte == b'\n' {
                     // Counted inside strings too: a raw newline there is
                     // invalid JSON, but it is still a line of the file.
@@ -281,6 +284,13 @@ impl JsonArrayReader {
                         scan.escaped = true;
                     } else if byte == b'"' {
                         scan.in_string = false;
+                    } else {
+                        // Most bytes are inside strings: jump over the plain
+                        // ones to the next byte that matters there.
+                        next += chunk[next..]
+                            .iter()
+                            .position(|&b| matches!(b, b'"' | b'\\' | b'\n'))
+                            .unwrap_or(chunk.len() - next);
                     }
                     continue;
                 }

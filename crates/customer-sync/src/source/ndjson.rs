@@ -32,61 +32,125 @@ impl NdjsonReader {
 
     pub(super) fn next_step(&mut self) -> Step {
         loop {
-            self.line_buf.clear();
-            // Room for the limit plus `\r\n` and no more, so a huge line is
-            // never held; `read_until` retries on `Interrupted` itself.
-            let limit = MAX_RECORD_BYTES as u64 + 2;
-            let read = (&mut self.input)
-                .take(limit)
-                .read_until(b'\n', &mut self.line_buf);
-            match read {
-                Ok(0) => return Step::End,
-                Ok(_) => self.line += 1,
-                Err(err) => return Step::Fatal(SourceError::read(&self.name, self.line + 1, err)),
+            let step = match self.next_in_buffer() {
+                Ok(Some(step)) => step,
+                Ok(None) => self.next_copied(),
+                Err(err) => Some(Step::Fatal(SourceError::read(
+                    &self.name,
+                    self.line + 1,
+                    err,
+                ))),
+            };
+            match step {
+                Some(step) => return step,
+                None => continue,
             }
+        }
+    }
+
+    /// The common case without a copy: the next line lies whole in the read
+    /// buffer, so it is parsed there. `Ok(None)` when it does not (it spans
+    /// the buffer's end, or the buffer is empty); then [`next_copied`]
+    /// reads it. The inner `None` is a blank line, skipped.
+    ///
+    /// [`next_copied`]: Self::next_copied
+    fn next_in_buffer(&mut self) -> std::io::Result<Option<Option<Step>>> {
+        let buffer = loop {
+            match self.input.fill_buf() {
+                Ok(buffer) => break buffer,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        };
+        let Some(end) = buffer.iter().position(|&b| b == b'\n') else {
+            return Ok(None);
+        };
+        let line = &buffer[..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > MAX_RECORD_BYTES {
+            // Not reachable with a 64 KiB buffer; the copying path reports it.
+            return Ok(None);
+        }
+        self.line += 1;
+        let step = parse_line(&self.name, self.line, line, &mut self.keys);
+        self.input.consume(end + 1);
+        Ok(Some(step))
+    }
+
+    /// Reads the next line into `line_buf`, bounded, and parses it there;
+    /// the inner `None` is a blank line, skipped.
+    fn next_copied(&mut self) -> Option<Step> {
+        self.line_buf.clear();
+        // Room for the limit plus `\r\n` and no more, so a huge line is
+        // never held; `read_until` retries on `Interrupted` itself.
+        let limit = MAX_RECORD_BYTES as u64 + 2;
+        let read = (&mut self.input)
+            .take(limit)
+            .read_until(b'\n', &mut self.line_buf);
+        match read {
+            Ok(0) => return Some(Step::End),
+            Ok(_) => self.line += 1,
+            Err(err) => {
+                return Some(Step::Fatal(SourceError::read(
+                    &self.name,
+                    self.line + 1,
+                    err,
+                )));
+            }
+        }
+        let mut line = self.line_buf.as_slice();
+        let complete = line.ends_with(b"\n");
+        if complete {
+            line = line.strip_suffix(b"\n").unwrap_or(line);
+            line = line.strip_suffix(b"\r").unwrap_or(line);
+        }
+        if line.len() > MAX_RECORD_BYTES {
+            // Skip the rest of the line unbuffered, so that the next line
+            // is read from its start.
+            if !complete && let Err(err) = self.input.skip_until(b'\n') {
+                return Some(Step::Fatal(SourceError::read(&self.name, self.line, err)));
+            }
+            let message = format!("line is longer than {MAX_RECORD_BYTES} bytes");
             let location = Location {
                 source: Arc::clone(&self.name),
                 line: self.line,
                 key: None,
             };
-            let mut line = self.line_buf.as_slice();
-            let complete = line.ends_with(b"\n");
-            if complete {
-                line = line.strip_suffix(b"\n").unwrap_or(line);
-                line = line.strip_suffix(b"\r").unwrap_or(line);
-            }
-            if line.len() > MAX_RECORD_BYTES {
-                // Skip the rest of the line unbuffered, so that the next line
-                // is read from its start.
-                if !complete && let Err(err) = self.input.skip_until(b'\n') {
-                    return Step::Fatal(SourceError::read(&self.name, self.line, err));
-                }
-                let message = format!("line is longer than {MAX_RECORD_BYTES} bytes");
-                return Step::Bad(RecordError::new(
-                    location,
-                    RecordErrorKind::Malformed,
-                    message,
-                ));
-            }
-            if self.line == 1 {
-                line = line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line);
-            }
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            return match parse_object(line, &mut self.keys) {
-                Ok(fields) => Step::Record(Record { location, fields }),
-                Err(err) => {
-                    let message = describe_error(&err, |_, column| format!("column {column}"));
-                    Step::Bad(RecordError::new(
-                        location,
-                        RecordErrorKind::Malformed,
-                        message,
-                    ))
-                }
-            };
+            return Some(Step::Bad(RecordError::new(
+                location,
+                RecordErrorKind::Malformed,
+                message,
+            )));
         }
+        parse_line(&self.name, self.line, line, &mut self.keys)
     }
+}
+
+/// Parses line number `number` (its bytes without the line ending); `None`
+/// for a blank line.
+fn parse_line(name: &Arc<str>, number: u64, mut line: &[u8], keys: &mut KeyCache) -> Option<Step> {
+    if number == 1 {
+        line = line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line);
+    }
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    let location = Location {
+        source: Arc::clone(name),
+        line: number,
+        key: None,
+    };
+    Some(match parse_object(line, keys) {
+        Ok(fields) => Step::Record(Record { location, fields }),
+        Err(err) => {
+            let message = describe_error(&err, |_, column| format!("column {column}"));
+            Step::Bad(RecordError::new(
+                location,
+                RecordErrorKind::Malformed,
+                message,
+            ))
+        }
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,396 @@
+//! Every input format next to its floor, in one invocation.
+//!
+//! Writes the same generated customers (default 1,000,000; `-- --rows N`) as
+//! NDJSON, a JSON array and CSV, and for each format runs, as child
+//! processes measured exactly with `wait4`:
+//!
+//! - the format's **floor** ([`floor`]): a single-threaded program that
+//!   parses the file into borrowed structs, builds the same identify events,
+//!   batches them under Segment's limits and gzips them, run before and after
+//!   the CLI cases (the ratio is to their mean, which evens out drift);
+//! - the release `segment-sync sync FILE --quiet` binary with `--no-state
+//!   --dry-run`, with a fresh state and `--dry-run`, with `--no-state` to the
+//!   receiver, and with a fresh state to the receiver (a first run).
+//!
+//! Each CLI figure is printed as a ratio of its CPU seconds to the floor's;
+//! the target is 1.3x for every case, and peak RSS under 64 MB. Figures are
+//! printed, never asserted (DESIGN.md); a run that does not deliver every
+//! record, a floor that does not batch every event, or a floor whose event
+//! differs from the one the CLI sends (checked first, on a 3-row file, but
+//! for `messageId` and `timestamp`) makes the bench exit non-zero.
+//!
+//! `-- --formats csv,ndjson` runs only some formats; `-- --cases
+//! dry,dry-state,send,send-state` only some CLI cases.
+
+mod floor;
+mod support;
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use support::customers::{Format, Input, generate};
+use support::process::{Measured, grouped, measure, megabytes, tail};
+use support::receiver::{Control, ReceiverProcess, SERVE_RECEIVER, serve_receiver};
+
+const DEFAULT_ROWS: u64 = 1_000_000;
+const BIN: &str = env!("CARGO_BIN_EXE_segment-sync");
+/// Makes the re-executed bench binary run one floor instead: `--floor FORMAT PATH`.
+const RUN_FLOOR: &str = "--floor";
+const WRITE_KEY: &str = "bench-write-key";
+const TARGET_RATIO: f64 = 1.3;
+const TARGET_PEAK_MB: f64 = 64.0;
+
+/// One way of running the CLI over a file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Case {
+    DryRun,
+    DryRunState,
+    Send,
+    SendState,
+}
+
+impl Case {
+    const ALL: [Case; 4] = [Case::DryRun, Case::DryRunState, Case::Send, Case::SendState];
+
+    fn name(self) -> &'static str {
+        match self {
+            Case::DryRun => "dry",
+            Case::DryRunState => "dry-state",
+            Case::Send => "send",
+            Case::SendState => "send-state",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Case::DryRun => "--no-state --dry-run",
+            Case::DryRunState => "state, --dry-run",
+            Case::Send => "--no-state -> receiver",
+            Case::SendState => "state -> receiver (first run)",
+        }
+    }
+
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Case::DryRun => &["--no-state", "--dry-run"],
+            Case::DryRunState => &["--dry-run"],
+            Case::Send => &["--no-state"],
+            Case::SendState => &[],
+        }
+    }
+
+    fn sends(self) -> bool {
+        matches!(self, Case::Send | Case::SendState)
+    }
+}
+
+struct Options {
+    rows: u64,
+    formats: Vec<Format>,
+    cases: Vec<Case>,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|arg| arg == SERVE_RECEIVER) {
+        serve_receiver();
+        return;
+    }
+    if let Some(at) = args.iter().position(|arg| arg == RUN_FLOOR) {
+        run_floor_child(&args[at + 1..]);
+        return;
+    }
+    let options = parse_args(&args);
+    let dir = tempfile::tempdir().expect("could not create a temp dir");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("could not start a tokio runtime");
+    let receiver = ReceiverProcess::spawn();
+    let control = Control::new(&runtime, &receiver.url);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    println!("machine  {cores} cores, shared with the receiver process");
+    println!("binary   {BIN}");
+    println!(
+        "ratio    client CPU / floor CPU (target <= {TARGET_RATIO}x); peak RSS target < {TARGET_PEAK_MB} MB"
+    );
+
+    let mut failures = Vec::new();
+    for &format in &options.formats {
+        if let Err(problem) = check_floor_matches_cli(format, dir.path()) {
+            failures.push(format!(
+                "{}: the floor does not build the CLI's event: {problem}",
+                format.extension()
+            ));
+        }
+        let input = generate(dir.path(), format, options.rows);
+        println!();
+        println!(
+            "{}  {} rows, {} (written in {:.1} s)",
+            format.extension(),
+            grouped(input.rows),
+            megabytes(input.bytes),
+            input.took.as_secs_f64()
+        );
+        println!(
+            "  {:<32} {:>8} {:>8} {:>7} {:>9}  result",
+            "case", "wall", "cpu", "ratio", "peak RSS"
+        );
+        let before = run_floor(&input, &mut failures);
+        let runs: Vec<(Case, Measured, String)> = options
+            .cases
+            .iter()
+            .map(|&case| {
+                let (run, result) = run_case(&input, case, dir.path(), &control, &mut failures);
+                (case, run, result)
+            })
+            .collect();
+        let after = run_floor(&input, &mut failures);
+        let floor_cpu = (before.cpu_seconds + after.cpu_seconds) / 2.0;
+        for (label, floor) in [("floor (before)", &before), ("floor (after)", &after)] {
+            print_row(label, floor, floor.cpu_seconds / floor_cpu, "");
+        }
+        for (case, run, result) in &runs {
+            let ratio = run.cpu_seconds / floor_cpu;
+            let verdict = if ratio <= TARGET_RATIO && run.peak_mb() < TARGET_PEAK_MB {
+                "ok"
+            } else {
+                "MISSED"
+            };
+            print_row(case.describe(), run, ratio, &format!("{result}  {verdict}"));
+        }
+        // The input can be large; only one format's file exists at a time.
+        let _ = std::fs::remove_file(&input.path);
+    }
+    drop(receiver);
+    if !failures.is_empty() {
+        for failure in &failures {
+            eprintln!("{failure}");
+        }
+        std::process::exit(1);
+    }
+}
+
+fn print_row(label: &str, run: &Measured, ratio: f64, result: &str) {
+    println!(
+        "  {label:<32} {:>6.2} s {:>6.2} s {:>6.2}x {:>6.1} MB  {result}",
+        run.wall.as_secs_f64(),
+        run.cpu_seconds,
+        ratio,
+        run.peak_mb()
+    );
+}
+
+/// Runs the floor for `input` in a child process.
+fn run_floor(input: &Input, failures: &mut Vec<String>) -> Measured {
+    let exe = std::env::current_exe().expect("the bench binary could not find its own path");
+    let out = tempfile::NamedTempFile::new().expect("could not create a temp file");
+    let run = measure(
+        Command::new(exe)
+            .arg(RUN_FLOOR)
+            .arg(input.format.extension())
+            .arg(&input.path)
+            .stdin(Stdio::null())
+            .stdout(out.reopen().expect("could not reopen a temp file")),
+    );
+    let printed = std::fs::read_to_string(out.path()).unwrap_or_default();
+    let events: u64 = printed
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if !run.success || events != input.rows {
+        failures.push(format!(
+            "{} floor: {events} of {} events batched, {}",
+            input.format.extension(),
+            input.rows,
+            run.ended
+        ));
+    }
+    run
+}
+
+/// The child's side of [`run_floor`]: prints `EVENTS REQUESTS JSON_BYTES GZIP_BYTES`.
+fn run_floor_child(args: &[String]) {
+    let [format, path, ..] = args else {
+        usage("--floor needs a format and a path");
+    };
+    let format = Format::from_extension(format).unwrap_or_else(|| usage("unknown floor format"));
+    let out = floor::run(format, Path::new(path));
+    println!(
+        "{} {} {} {}\n{}",
+        out.events, out.requests, out.json_bytes, out.gzip_bytes, out.first_event
+    );
+}
+
+/// Checks that the floor builds the CLI's event: the first event of a small
+/// file, as the floor builds it and as the CLI sends it (a dry run's first
+/// body), equal but for `messageId` and `timestamp`.
+fn check_floor_matches_cli(format: Format, dir: &Path) -> Result<(), String> {
+    let dir = tempfile::tempdir_in(dir).map_err(|e| e.to_string())?;
+    let input = generate(dir.path(), format, 3);
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let floor = Command::new(exe)
+        .arg(RUN_FLOOR)
+        .arg(format.extension())
+        .arg(&input.path)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let printed = String::from_utf8_lossy(&floor.stdout);
+    let floor_event = printed.lines().nth(1).unwrap_or_default();
+    let bodies = dir.path().join("bodies");
+    let cli = Command::new(BIN)
+        .arg("sync")
+        .arg(&input.path)
+        .args([
+            "--quiet",
+            "--no-state",
+            "--dry-run",
+            "--no-gzip",
+            "--dry-run-dir",
+        ])
+        .arg(&bodies)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !cli.status.success() {
+        return Err(format!(
+            "the dry run failed: {}",
+            String::from_utf8_lossy(&cli.stderr)
+        ));
+    }
+    let body = std::fs::read(bodies.join("request-000001.json")).map_err(|e| e.to_string())?;
+    let body: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    let cli_event = body["batch"][0].clone();
+    let floor_event: serde_json::Value =
+        serde_json::from_str(floor_event).map_err(|e| format!("floor event: {e}"))?;
+    let [floor_event, cli_event] = [floor_event, cli_event].map(|mut event| {
+        if let Some(event) = event.as_object_mut() {
+            event.remove("messageId");
+            event.remove("timestamp");
+        }
+        event
+    });
+    if floor_event == cli_event {
+        Ok(())
+    } else {
+        Err(format!(
+            "the floor builds {floor_event}\nthe CLI sends {cli_event}"
+        ))
+    }
+}
+
+/// Runs the CLI over `input` as `case`; returns its cost and what it delivered.
+fn run_case(
+    input: &Input,
+    case: Case,
+    dir: &Path,
+    control: &Control<'_>,
+    failures: &mut Vec<String>,
+) -> (Measured, String) {
+    let stderr = dir.join("segment-sync.stderr");
+    let log = File::create(&stderr).expect("could not create the stderr log");
+    let state = tempfile::tempdir_in(dir).expect("could not create a state dir");
+    control.reset();
+    let run = measure(
+        Command::new(BIN)
+            .arg("sync")
+            .arg(&input.path)
+            .arg("--quiet")
+            .arg("--name")
+            .arg("bench")
+            .arg("--state")
+            .arg(state.path())
+            .args(case.flags())
+            .current_dir(dir)
+            .env("SEGMENT_WRITE_KEY", WRITE_KEY)
+            .env("SEGMENT_HOST", control.url())
+            .env_remove("SEGMENT_REGION")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log),
+    );
+    let (result, complete) = if case.sends() {
+        let stats = control.stats();
+        (
+            format!(
+                "{}/{} delivered, {} duplicates",
+                grouped(stats.unique_message_ids),
+                grouped(input.rows),
+                stats.duplicates
+            ),
+            stats.accepted == input.rows
+                && stats.unique_message_ids == input.rows
+                && stats.rejected == 0,
+        )
+    } else {
+        (run.ended.clone(), true)
+    };
+    if !run.success || !complete {
+        let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+        failures.push(format!(
+            "{} {}: {result}, {}; stderr:\n{}",
+            input.format.extension(),
+            case.describe(),
+            run.ended,
+            tail(&log, 20)
+        ));
+    }
+    (run, result)
+}
+
+fn parse_args(args: &[String]) -> Options {
+    let mut options = Options {
+        rows: DEFAULT_ROWS,
+        formats: Format::ALL.to_vec(),
+        cases: Case::ALL.to_vec(),
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            // cargo passes `--bench` to `harness = false` targets.
+            "--bench" => {}
+            "--rows" => {
+                options.rows = args
+                    .next()
+                    .and_then(|n| n.replace('_', "").parse().ok())
+                    .filter(|&n| n > 0)
+                    .unwrap_or_else(|| usage("--rows needs a positive whole number"));
+            }
+            "--formats" => {
+                let list = args
+                    .next()
+                    .unwrap_or_else(|| usage("--formats needs a list"));
+                options.formats = list
+                    .split(',')
+                    .map(|name| {
+                        Format::from_extension(name)
+                            .unwrap_or_else(|| usage(&format!("unknown format {name:?}")))
+                    })
+                    .collect();
+            }
+            "--cases" => {
+                let list = args.next().unwrap_or_else(|| usage("--cases needs a list"));
+                options.cases = list
+                    .split(',')
+                    .map(|name| {
+                        Case::ALL
+                            .into_iter()
+                            .find(|case| case.name() == name)
+                            .unwrap_or_else(|| usage(&format!("unknown case {name:?}")))
+                    })
+                    .collect();
+            }
+            other => usage(&format!("unknown argument {other:?}")),
+        }
+    }
+    options
+}
+
+fn usage(problem: &str) -> ! {
+    eprintln!(
+        "{problem}\nusage: cargo bench -p segment-sync --bench formats [-- --rows N] \
+         [--formats ndjson,json,csv] [--cases dry,dry-state,send,send-state]"
+    );
+    std::process::exit(2)
+}
