@@ -318,7 +318,10 @@ fn generate(dir: &Path, rows: u64) -> Input {
     support::customers::generate(dir, Format::Csv, rows)
 }
 
-/// The same customers with every hundredth one's plan changed.
+/// The same customers with every hundredth one's email changed. The change
+/// keeps the column a string: a value that changed a column's inferred type
+/// (say `-changed` after a decimal) would change every record's payload,
+/// and rightly send them all.
 fn generate_changed(dir: &Path, rows: u64) -> Input {
     let started = Instant::now();
     let path = dir.join(format!("customers-{rows}-changed.csv"));
@@ -330,7 +333,7 @@ fn generate_changed(dir: &Path, rows: u64) -> Input {
     for (i, line) in BufReader::new(source).lines().enumerate() {
         let line = line.expect("could not read the CSV");
         if i > 0 && (i as u64).is_multiple_of(CHANGE_EVERY) {
-            writeln!(out, "{line}-changed")
+            writeln!(out, "{}", line.replacen(',', ",changed.", 1))
         } else {
             writeln!(out, "{line}")
         }
