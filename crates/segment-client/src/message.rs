@@ -77,6 +77,39 @@ impl Identity {
     }
 }
 
+/// Adds the shared `with_*` setters (context, integrations, timestamp,
+/// messageId) to a parameter type.
+macro_rules! shared_setters {
+    ($ty:ident) => {
+        impl $ty {
+            /// Sets the event's `context` object; the client adds `context.library`.
+            pub fn with_context(mut self, context: Map<String, Value>) -> Self {
+                self.context = Some(context);
+                self
+            }
+
+            /// Sets the `integrations` routing object.
+            pub fn with_integrations(mut self, integrations: Map<String, Value>) -> Self {
+                self.integrations = Some(integrations);
+                self
+            }
+
+            /// Sets when the event happened; defaults to the time it is queued.
+            pub fn with_timestamp(mut self, timestamp: DateTime<Utc>) -> Self {
+                self.timestamp = Some(timestamp);
+                self
+            }
+
+            /// Sets the `messageId` (under 100 characters); defaults to a fresh UUID.
+            pub fn with_message_id(mut self, message_id: impl Into<String>) -> Self {
+                self.message_id = Some(message_id.into());
+                self
+            }
+        }
+    };
+}
+pub(crate) use shared_setters;
+
 /// Everything an identify call carries.
 ///
 /// Build one with [`IdentifyParams::new`] and the `with_*` methods, or convert
@@ -128,31 +161,8 @@ impl IdentifyParams {
         self.traits = traits;
         self
     }
-
-    /// Sets the event's `context` object.
-    pub fn with_context(mut self, context: Map<String, Value>) -> Self {
-        self.context = Some(context);
-        self
-    }
-
-    /// Sets the `integrations` object.
-    pub fn with_integrations(mut self, integrations: Map<String, Value>) -> Self {
-        self.integrations = Some(integrations);
-        self
-    }
-
-    /// Sets when the event happened.
-    pub fn with_timestamp(mut self, timestamp: DateTime<Utc>) -> Self {
-        self.timestamp = Some(timestamp);
-        self
-    }
-
-    /// Sets the `messageId`.
-    pub fn with_message_id(mut self, message_id: impl Into<String>) -> Self {
-        self.message_id = Some(message_id.into());
-        self
-    }
 }
+shared_setters!(IdentifyParams);
 
 impl From<SegmentIdentifyPayload> for IdentifyParams {
     fn from(payload: SegmentIdentifyPayload) -> Self {

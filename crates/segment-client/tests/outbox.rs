@@ -3,25 +3,39 @@
 #![cfg(feature = "outbox")]
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Duration;
 
 use segment_client::{HttpClient, IdentifyParams, Identity};
 use segment_receiver::{FaultPlan, Receiver, ReceiverConfig};
+
+/// A receiver that holds every request open: nothing is delivered.
+async fn hanging_receiver() -> Receiver {
+    Receiver::start(ReceiverConfig::new().faults(FaultPlan::hang(u32::MAX)))
+        .await
+        .unwrap()
+}
+
+/// A client on the durable outbox at `outbox`, optionally with a request timeout.
+fn outbox_client(receiver: &Receiver, outbox: &Path, timeout: Option<Duration>) -> HttpClient {
+    let builder = HttpClient::builder("key")
+        .host(receiver.url())
+        .outbox(outbox);
+    match timeout {
+        Some(timeout) => builder.request_timeout(timeout),
+        None => builder,
+    }
+    .build()
+    .unwrap()
+}
 
 #[tokio::test(start_paused = true)]
 async fn undelivered_events_are_sent_after_a_restart_with_their_message_ids() {
     let dir = tempfile::tempdir().unwrap();
     let outbox = dir.path().join("outbox.sqlite");
     // Nothing answers: the first client cannot deliver anything.
-    let receiver = Receiver::start(ReceiverConfig::new().faults(FaultPlan::hang(u32::MAX)))
-        .await
-        .unwrap();
-    let client = HttpClient::builder("key")
-        .host(receiver.url())
-        .outbox(&outbox)
-        .request_timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let receiver = hanging_receiver().await;
+    let client = outbox_client(&receiver, &outbox, Some(Duration::from_secs(60)));
     for i in 0..5 {
         client
             .identify(IdentifyParams::new(Identity::user(format!("u{i}"))))
@@ -41,11 +55,7 @@ async fn undelivered_events_are_sent_after_a_restart_with_their_message_ids() {
     receiver.set_faults(FaultPlan::none());
 
     // A new client on the same outbox sends them first, unchanged.
-    let client = HttpClient::builder("key")
-        .host(receiver.url())
-        .outbox(&outbox)
-        .build()
-        .unwrap();
+    let client = outbox_client(&receiver, &outbox, None);
     client
         .identify(IdentifyParams::new(Identity::user("new")))
         .await
@@ -62,11 +72,7 @@ async fn undelivered_events_are_sent_after_a_restart_with_their_message_ids() {
     assert_eq!(delivered, first_ids);
 
     // Delivered events leave the outbox: a third client has nothing to send.
-    let client = HttpClient::builder("key")
-        .host(receiver.url())
-        .outbox(&outbox)
-        .build()
-        .unwrap();
+    let client = outbox_client(&receiver, &outbox, None);
     let report = client.close_and_flush().await.unwrap();
     assert_eq!(report.delivered, 0);
 }
@@ -76,15 +82,8 @@ async fn every_type_survives_a_restart_in_the_outbox() {
     use segment_client::{AliasParams, GroupParams, Message, TrackParams, ViewParams};
     let dir = tempfile::tempdir().unwrap();
     let outbox = dir.path().join("outbox.sqlite");
-    let receiver = Receiver::start(ReceiverConfig::new().faults(FaultPlan::hang(u32::MAX)))
-        .await
-        .unwrap();
-    let client = HttpClient::builder("key")
-        .host(receiver.url())
-        .outbox(&outbox)
-        .request_timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let receiver = hanging_receiver().await;
+    let client = outbox_client(&receiver, &outbox, Some(Duration::from_secs(60)));
     let user = Identity::user("u1");
     let messages: Vec<Message> = vec![
         TrackParams::new(user.clone(), "E").into(),
@@ -103,11 +102,7 @@ async fn every_type_survives_a_restart_in_the_outbox() {
     assert_eq!(report.pending.len(), 5, "{report:?}");
     receiver.set_faults(FaultPlan::none());
 
-    let client = HttpClient::builder("key")
-        .host(receiver.url())
-        .outbox(&outbox)
-        .build()
-        .unwrap();
+    let client = outbox_client(&receiver, &outbox, None);
     let report = client.close_and_flush().await.unwrap();
     assert_eq!(report.delivered, 5, "{report:?}");
     let stats = receiver.store().stats();
