@@ -23,7 +23,7 @@ use crate::record::{Location, RecordError};
 ///
 /// The counts always add up (see [`adds_up`](RunReport::adds_up)):
 /// `read = valid + invalid + skipped + given_up` and
-/// `valid + recovered_not_in_source = delivered + failed + pending`.
+/// `valid + recovered_not_in_source + removed_sent = delivered + failed + pending`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct RunReport {
@@ -68,8 +68,22 @@ pub struct RunReport {
     /// stopped before the end of the source): still in the outbox, for the
     /// next run. Not part of the counts above.
     pub outbox_waiting: u64,
-    /// Identities in the state that this source no longer has (nothing is sent for them).
+    /// Identities in the state that this source no longer has. Nothing is
+    /// sent for them unless the mapping's `[events]` names a `removed` event
+    /// (see `removed_sent`); once Segment accepted that, they are not counted
+    /// again.
     pub removed: u64,
+    /// `removed` events queued for identities gone from the source
+    /// (`[events] removed`): each settles as delivered, failed or pending,
+    /// like a record.
+    pub removed_sent: u64,
+    /// `track` events of `[events]` that Segment accepted, by kind: sent
+    /// beside (or instead of) a record's identify, or for a removal.
+    pub tracked_added: u64,
+    /// See [`tracked_added`](Self::tracked_added).
+    pub tracked_changed: u64,
+    /// See [`tracked_added`](Self::tracked_added).
+    pub tracked_removed: u64,
     /// Records Segment accepted (2xx).
     pub delivered: u64,
     /// Records Segment refused or that ran out of retries.
@@ -107,7 +121,7 @@ impl RunReport {
     /// success for it.
     pub fn adds_up(&self) -> bool {
         self.read == self.valid + self.invalid + self.skipped + self.given_up
-            && self.valid + self.recovered_not_in_source
+            && self.valid + self.recovered_not_in_source + self.removed_sent
                 == self.delivered + self.failed + self.pending
             && self.recovered_not_in_source <= self.recovered
     }
@@ -140,6 +154,12 @@ pub struct Counters {
     pub delivered: AtomicU64,
     /// Records failed.
     pub failed: AtomicU64,
+    /// Identities gone from the source.
+    pub removed: AtomicU64,
+    /// `removed` events queued.
+    pub removed_sent: AtomicU64,
+    /// Accepted `track` events of `[events]`: added, changed, removed.
+    pub tracked: [AtomicU64; 3],
     /// The first [`FIRST_INVALID`] invalid records, for a display to show
     /// inline as compilers show their first errors.
     first_invalid: Mutex<Vec<RecordError>>,
@@ -351,11 +371,12 @@ impl ReportWriter {
         })
     }
 
-    /// Records an identity the state has but the source no longer does.
+    /// Records an identity the state has but the source no longer does;
+    /// `event_sent` says whether its `removed` event was queued.
     ///
     /// # Errors
     /// If the report file cannot be written.
-    pub fn removed(&mut self, key: &str) -> io::Result<()> {
+    pub fn removed(&mut self, key: &str, event_sent: bool) -> io::Result<()> {
         #[derive(Serialize)]
         struct Removed<'a> {
             r#type: &'static str,
@@ -372,7 +393,10 @@ impl ReportWriter {
             group_id: self.key_ids(key.strip_prefix("u:")).0,
             user_id: self.key_ids(key.strip_prefix("u:")).1,
             anonymous_id: key.strip_prefix("a:"),
-            message: "in the state but not in this source; nothing was sent for it",
+            message: match event_sent {
+                true => "in the state but not in this source; its removed event was sent",
+                false => "in the state but not in this source; nothing was sent for it",
+            },
         })
     }
 

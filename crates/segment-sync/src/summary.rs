@@ -20,12 +20,36 @@ pub fn print_summary(source: &str, report: &RunReport, report_file: Option<&Path
             ));
         }
         if report.removed > 0 {
-            parts.push(format!(
-                "removed from the source {} (nothing is sent for them)",
-                report.removed
-            ));
+            parts.push(match report.removed_sent {
+                0 => format!(
+                    "removed from the source {} (nothing is sent for them)",
+                    report.removed
+                ),
+                sent => format!(
+                    "removed from the source {} (a removed event queued for {sent})",
+                    report.removed
+                ),
+            });
         }
         eprintln!("  {}", parts.join(", "));
+    }
+    let tracked = [
+        (report.tracked_added, "added"),
+        (report.tracked_changed, "changed"),
+        (report.tracked_removed, "removed"),
+    ];
+    if tracked.iter().any(|(count, _)| *count > 0) {
+        let kinds: Vec<String> = tracked
+            .iter()
+            .filter(|(count, _)| *count > 0)
+            .map(|(count, kind)| format!("{kind} {count}"))
+            .collect();
+        let verb = if report.dry_run {
+            "would send"
+        } else {
+            "accepted"
+        };
+        eprintln!("  track events ([events]) {verb}: {}", kinds.join(", "));
     }
     if report.recovered_not_in_source > 0 {
         eprintln!(
@@ -112,7 +136,7 @@ fn headline(source: &str, report: &RunReport) -> String {
             read.push(format!("{what} {count}"));
         }
     }
-    let queued = report.valid + report.recovered_not_in_source;
+    let queued = report.valid + report.recovered_not_in_source + report.removed_sent;
     let outcome = if queued == 0 && report.skipped == report.read && !report.interrupted {
         "nothing to send, Segment has every record already".to_owned()
     } else if queued == 0 {

@@ -85,6 +85,14 @@
 //! [constants]
 //! source = "crm-export"
 //! billing.currency = "EUR"
+//!
+//! # Optional: `track` events when a customer is added, changed or removed
+//! # (see `ChangeEvents`). Needs a state; not for group calls.
+//! [events]
+//! added = "Customer Created"    # properties: every trait with a value
+//! changed = "Customer Updated"  # properties: the traits that changed (null: gone)
+//! removed = "Customer Deleted"  # opt-in; properties: the traits Segment had
+//! # identify = false            # send only the track events
 //! ```
 //!
 //! Column settings:
@@ -141,6 +149,7 @@
 mod apply;
 mod convert;
 mod error;
+pub(crate) mod events;
 mod infer;
 mod render;
 mod sample;
@@ -152,6 +161,7 @@ use serde_json::{Map, Value};
 
 pub use apply::MappedCustomer;
 pub use error::{MappingError, MappingProblem};
+pub use events::{ChangeEvents, ChangeKind};
 pub use sample::{SAMPLE_BYTES, SAMPLE_RECORDS};
 pub use spec::{DuplicatePolicy, MappingSpec, NullPolicy, UnmappedPolicy, ValueType};
 
@@ -228,6 +238,8 @@ pub struct Mapping {
     /// seed of every record's [`fingerprint`](Mapping::fingerprint): a changed
     /// mapping changes every fingerprint.
     fingerprint: u64,
+    /// The `[events]` section, if any.
+    events: Option<ChangeEvents>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -459,8 +471,9 @@ impl Mapping {
             taken_prefixes,
             sampled: 0,
             fingerprint: 0,
+            events: spec.events.clone(),
         };
-        mapping.fingerprint = xxhash_rust::xxh3::xxh3_64(mapping.to_toml().as_bytes());
+        mapping.fingerprint = xxhash_rust::xxh3::xxh3_64(mapping.payload_toml().as_bytes());
         Ok(mapping)
     }
 
@@ -536,7 +549,7 @@ impl Mapping {
             }
         }
         mapping.sampled = sampled;
-        mapping.fingerprint = xxhash_rust::xxh3::xxh3_64(mapping.to_toml().as_bytes());
+        mapping.fingerprint = xxhash_rust::xxh3::xxh3_64(mapping.payload_toml().as_bytes());
         Ok(mapping)
     }
 
@@ -557,6 +570,12 @@ impl Mapping {
     /// `user_id`/`anonymous_id` columns name.
     pub fn is_group(&self) -> bool {
         self.group_id.is_some()
+    }
+
+    /// The `[events]` section: which `track` events a sync sends when a
+    /// customer is added, changed or removed (see [`ChangeEvents`]).
+    pub fn events(&self) -> Option<&ChangeEvents> {
+        self.events.as_ref()
     }
 
     /// The duplicate-identity policy (`[options] duplicates`), for the sync engine.

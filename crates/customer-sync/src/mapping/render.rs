@@ -96,6 +96,9 @@ impl Mapping {
                 let _ = writeln!(out, "  {} = {value}", display(path));
             }
         }
+        if let Some(events) = &self.events {
+            let _ = writeln!(out, "{}", events.describe());
+        }
         out
     }
 
@@ -131,6 +134,17 @@ impl Mapping {
     /// # Ok::<(), customer_sync::mapping::MappingError>(())
     /// ```
     pub fn to_toml(&self) -> String {
+        let mut out = self.payload_toml();
+        if let Some(events) = &self.events {
+            events.write_toml(&mut out);
+        }
+        out
+    }
+
+    /// The mapping-file form of everything that shapes the payload: the
+    /// seed of every record's fingerprint, so it leaves out `[events]`
+    /// (turning events on must not make every record look changed).
+    pub(super) fn payload_toml(&self) -> String {
         let mut out = String::new();
         out.push_str("# Segment identify mapping (edit, then pass with --mapping).\n\n");
         out.push_str("[identity]\n");
@@ -260,7 +274,7 @@ pub(super) fn toml_key(name: &str) -> String {
 }
 
 /// A TOML basic string.
-fn string(text: &str) -> String {
+pub(super) fn string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for c in text.chars() {

@@ -10,6 +10,7 @@ use toml::de::DeValue;
 
 use super::convert::valid_format;
 use super::error::{MappingError, Pos, position};
+use super::events::ChangeEvents;
 use super::infer::{TraitPath, display, dotted};
 
 /// What to do when the same identity appears more than once in one input.
@@ -142,6 +143,7 @@ pub struct MappingSpec {
     pub(super) duplicates: DuplicatePolicy,
     pub(super) columns: Vec<ColumnSpec>,
     pub(super) constants: Vec<(TraitPath, Value)>,
+    pub(super) events: Option<ChangeEvents>,
 }
 
 /// The `[identity]` table: at least one of `user_id` and `anonymous_id` is
@@ -282,9 +284,10 @@ impl MappingSpec {
 }
 
 /// The keys each table of a mapping file allows.
-const TOP_KEYS: &[&str] = &["identity", "options", "columns", "constants"];
+const TOP_KEYS: &[&str] = &["identity", "options", "columns", "constants", "events"];
 const IDENTITY_KEYS: &[&str] = &["user_id", "anonymous_id", "group_id"];
 const OPTION_KEYS: &[&str] = &["unmapped", "null", "duplicates"];
+const EVENT_KEYS: &[&str] = &["added", "changed", "removed", "identify"];
 const COLUMN_KEYS: &[&str] = &["trait", "type", "format", "null", "drop"];
 
 type Span = std::ops::Range<usize>;
@@ -399,6 +402,7 @@ impl Walk<'_> {
                     }
                 }
                 "columns" => spec.columns = self.columns(item),
+                "events" => spec.events = self.events(item),
                 _ => {
                     let table: toml::Table = self.value(item).unwrap_or_default();
                     if let Err(e) = flatten_constants(&mut Vec::new(), &table, &mut spec.constants)
@@ -410,8 +414,70 @@ impl Walk<'_> {
         }
         // Keep the file's order: errors and `describe` then read like the file.
         spec.columns.sort_by_key(|c| c.pos);
+        if spec.events.is_some()
+            && let Some(group_id) = spec.identity.as_ref().and_then(|i| i.group_id.as_ref())
+        {
+            self.problems.push(
+                MappingError::new(
+                    "`[events]` applies to customers (identify), not to group calls".to_owned(),
+                )
+                .at(group_id.pos)
+                .with_hint(
+                    "remove `[events]`, or sync the customers in a mapping without `group_id`",
+                ),
+            );
+        }
         self.conflicts(&spec);
         spec
+    }
+
+    fn events(&mut self, item: Item<'_>) -> Option<ChangeEvents> {
+        let span = item.span();
+        let problems_before = self.problems.len();
+        let mut events = ChangeEvents::default();
+        for (key, _, item) in self.fields(item, "events", Some(EVENT_KEYS)) {
+            let value_span = item.span();
+            if key == "identify" {
+                events.identify = self.value(item).unwrap_or(true);
+                continue;
+            }
+            let Some(name) = self.value::<String>(item) else {
+                continue;
+            };
+            if name.trim().is_empty() {
+                self.problem(
+                    format!("`events.{key}` is empty: name the track event"),
+                    Some(value_span),
+                );
+                continue;
+            }
+            match key.as_str() {
+                "added" => events.added = Some(name),
+                "changed" => events.changed = Some(name),
+                _ => events.removed = Some(name),
+            }
+        }
+        if self.problems.len() > problems_before {
+            return None;
+        }
+        let named = events.added.is_some() || events.changed.is_some() || events.removed.is_some();
+        if !named {
+            self.problem_with_hint(
+                "`[events]` names no event: set `added`, `changed` or `removed`".into(),
+                Some(span),
+                "for example: added = \"Customer Created\"",
+            );
+            return None;
+        }
+        if !events.identify && events.added.is_none() && events.changed.is_none() {
+            self.problem_with_hint(
+                "`[events]` has `identify = false` and neither `added` nor `changed`: new and changed customers would send nothing".into(),
+                Some(span),
+                "set `added` and `changed`, or remove `identify = false`",
+            );
+            return None;
+        }
+        Some(events)
     }
 
     fn identity(&mut self, item: Item<'_>) -> Option<IdentitySpec> {

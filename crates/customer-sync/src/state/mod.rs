@@ -15,7 +15,7 @@
 //! it ends. An existing database that is empty or is not a database is an
 //! error with a hint to `reset`, never taken for a new state.
 //!
-//! # Schema (version 1)
+//! # Schema (version 2)
 //!
 //! ```sql
 //! CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -34,7 +34,10 @@
 //!   last_status         INTEGER,
 //!   failed_runs         INTEGER NOT NULL DEFAULT 0,
 //!   failed_hash         INTEGER,           -- the payload that failed, to tell a retry from a change
-//!   line                INTEGER            -- where it was last read
+//!   line                INTEGER,           -- where it was last read
+//!   accepted_values     TEXT,              -- the accepted top-level traits as a JSON object,
+//!                                          -- kept only for `[events]` (changed and removed properties)
+//!   removed_at          INTEGER            -- unix milliseconds Segment accepted its `removed` event
 //! );
 //! CREATE TABLE trait_sets (id INTEGER PRIMARY KEY, names TEXT NOT NULL UNIQUE);  -- JSON arrays
 //! CREATE TABLE runs (
@@ -100,7 +103,7 @@ use lock::{StateFiles, StateLock};
 #[cfg(test)]
 pub(crate) use outbox::OutboxEntry;
 pub(crate) use outbox::{OutboxEntryRef, OutboxScan, Pending};
-pub(crate) use records::{Change, Settled};
+pub(crate) use records::{Change, Gone, REMOVAL_HASH, Settled};
 pub use schema::SCHEMA_VERSION;
 pub use status::{FailedRecord, LoggedRun, PendingRecord};
 

@@ -34,6 +34,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use super::{StateError, StateIndex, StateStore};
+use crate::mapping::ChangeKind;
 
 /// One record in an outbox chunk: the event exactly as it is sent, and
 /// what its record's row needs once Segment answers.
@@ -55,6 +56,21 @@ pub(crate) struct OutboxEntry {
     pub traits: String,
     /// The serialised event.
     pub event: Vec<u8>,
+    /// The record's `track` event sent beside it (`[events]`), serialised.
+    pub track: Option<Vec<u8>>,
+    /// The accepted traits to keep for `[events]`, as a JSON object.
+    pub values: Option<String>,
+    /// The kind of `[events]` track the record carries (as `track`, or as
+    /// `event` itself when it has no identify); `Removed` for the `removed`
+    /// event of an identity gone from the source.
+    pub kind: Option<ChangeKind>,
+}
+
+impl OutboxEntry {
+    /// Whether the entry is the `removed` event of an identity gone from the source.
+    pub(crate) fn is_removal(&self) -> bool {
+        self.kind == Some(ChangeKind::Removed)
+    }
 }
 
 /// An [`OutboxEntry`] borrowed from the record being sent, for writing.
@@ -76,6 +92,12 @@ pub(crate) struct OutboxEntryRef<'a> {
     pub traits: &'a str,
     /// The serialised event.
     pub event: &'a [u8],
+    /// The record's `track` event sent beside it, serialised.
+    pub track: Option<&'a [u8]>,
+    /// The accepted traits to keep for `[events]`, as a JSON object.
+    pub values: Option<&'a str>,
+    /// The kind of `[events]` track the record carries.
+    pub kind: Option<ChangeKind>,
 }
 
 impl OutboxEntryRef<'_> {
@@ -106,6 +128,19 @@ impl OutboxEntryRef<'_> {
         out.pop();
         out.extend_from_slice(b",\"traits\":");
         out.extend_from_slice(self.traits.as_bytes());
+        if let Some(values) = self.values {
+            out.extend_from_slice(b",\"values\":");
+            out.extend_from_slice(values.as_bytes());
+        }
+        if let Some(kind) = self.kind {
+            out.extend_from_slice(b",\"kind\":\"");
+            out.extend_from_slice(kind.as_str().as_bytes());
+            out.push(b'"');
+        }
+        if let Some(track) = self.track {
+            out.extend_from_slice(b",\"track\":");
+            out.extend_from_slice(track);
+        }
         out.extend_from_slice(b",\"event\":");
         out.extend_from_slice(self.event);
         out.extend_from_slice(b"}\n");
@@ -129,6 +164,12 @@ impl OutboxEntry {
             traits: &'a serde_json::value::RawValue,
             #[serde(borrow)]
             event: &'a serde_json::value::RawValue,
+            #[serde(borrow, default)]
+            track: Option<&'a serde_json::value::RawValue>,
+            #[serde(borrow, default)]
+            values: Option<&'a serde_json::value::RawValue>,
+            #[serde(default)]
+            kind: Option<&'a str>,
         }
         let parsed: Line<'_> = serde_json::from_slice(line).ok()?;
         Some(OutboxEntry {
@@ -140,6 +181,12 @@ impl OutboxEntry {
             line: parsed.line,
             traits: parsed.traits.get().to_owned(),
             event: parsed.event.get().as_bytes().to_vec(),
+            track: parsed.track.map(|t| t.get().as_bytes().to_vec()),
+            values: parsed.values.map(|v| v.get().to_owned()),
+            kind: match parsed.kind {
+                None => None,
+                Some(kind) => Some(ChangeKind::parse(kind)?),
+            },
         })
     }
 }

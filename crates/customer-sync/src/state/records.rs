@@ -42,6 +42,30 @@ pub(crate) struct Settled {
     pub traits: String,
     /// The line it was read from.
     pub line: u64,
+    /// The accepted top-level traits as a JSON object, kept for `[events]`.
+    pub values: Option<String>,
+    /// Whether this settles the `removed` event of an identity gone from
+    /// the source, rather than its record.
+    pub removal: bool,
+}
+
+/// The payload hash a failed `removed` event is recorded under, so the next
+/// run tells it from a failed record.
+pub(crate) const REMOVAL_HASH: u64 = 0x5245_4d4f_5645_4421;
+
+/// An identity gone from the source, as the state has it.
+#[derive(Debug, Clone)]
+pub(crate) struct Gone {
+    /// Its row.
+    pub row: i64,
+    /// [`identity_key`](super::identity_key).
+    pub key: String,
+    /// The line it was last read from.
+    pub line: u64,
+    /// Whether Segment has a payload for it (else it never arrived).
+    pub accepted: bool,
+    /// The accepted traits as a JSON object, if kept.
+    pub values: Option<String>,
 }
 
 /// The id of a trait-name set, added on first use; most records share a few.
@@ -129,6 +153,56 @@ impl StateStore {
             .unwrap_or_default())
     }
 
+    /// The accepted traits of the record in `row`, if they were kept
+    /// (only syncs with `[events]` keep them).
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub(crate) fn accepted_values(
+        &self,
+        row: i64,
+    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, StateError> {
+        let values: Option<String> = self
+            .conn
+            .prepare_cached("SELECT accepted_values FROM records WHERE id = ?1")
+            .and_then(|mut stmt| stmt.query_row([row], |r| r.get(0)).optional())
+            .map(Option::flatten)
+            .map_err(self.sql("cannot read accepted values"))?;
+        Ok(values.and_then(|v| serde_json::from_str(&v).ok()))
+    }
+
+    /// Of these rows, the identities not already removed (their `removed`
+    /// event accepted), with what their `removed` event needs.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub(crate) fn gone(&self, rows: &[i64]) -> Result<Vec<Gone>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT identity, COALESCE(line, 0), accepted_hash IS NOT NULL, accepted_values
+                 FROM records WHERE id = ?1 AND removed_at IS NULL",
+            )
+            .map_err(self.sql("cannot read records"))?;
+        let mut gone = Vec::new();
+        for &row in rows {
+            let found = stmt
+                .query_row([row], |r| {
+                    Ok(Gone {
+                        row,
+                        key: r.get(0)?,
+                        line: r.get::<_, i64>(1)? as u64,
+                        accepted: r.get(2)?,
+                        values: r.get(3)?,
+                    })
+                })
+                .optional()
+                .map_err(self.sql("cannot read records"))?;
+            gone.extend(found);
+        }
+        Ok(gone)
+    }
+
     /// Applies `changes` in one transaction.
     ///
     /// # Errors
@@ -146,18 +220,26 @@ impl StateStore {
             let mut insert_accepted = tx
                 .prepare(
                     "INSERT INTO records (identity, key_hash, accepted_hash, accepted_at, accepted_message_id,
-                                          accepted_traits, last_message_id, line, source_hash)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?7, ?8)",
+                                          accepted_traits, last_message_id, line, source_hash, accepted_values)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?7, ?8, ?9)",
                 )
                 .map_err(err)?;
             let mut update_accepted = tx
                 .prepare(
                     "UPDATE records SET accepted_hash = ?2, accepted_at = ?3, accepted_message_id = ?4,
                        accepted_traits = ?5, last_message_id = ?4, last_error_code = NULL, last_error = NULL,
-                       last_status = NULL, failed_runs = 0, failed_hash = NULL, line = ?6, source_hash = ?7
+                       last_status = NULL, failed_runs = 0, failed_hash = NULL, line = ?6, source_hash = ?7,
+                       accepted_values = ?8, removed_at = NULL
                      WHERE id = ?1",
                 )
                 .map_err(err)?;
+            // Segment has no payload for a removed identity any more: if it
+            // comes back, it is added again.
+            let update_removed = "UPDATE records SET accepted_hash = NULL, accepted_traits = NULL,
+                   accepted_values = NULL, source_hash = NULL, removed_at = ?2, last_message_id = ?3,
+                   last_error_code = NULL, last_error = NULL, last_status = NULL, failed_runs = 0,
+                   failed_hash = NULL
+                 WHERE id = ?1";
             let mut insert_failed = tx
                 .prepare(
                     "INSERT INTO records (identity, key_hash, last_message_id, last_error_code, last_error,
@@ -175,6 +257,15 @@ impl StateStore {
             for change in changes {
                 // New identities are appended; known ones are updated by row id.
                 match change {
+                    Change::Accepted(record) if record.removal => {
+                        if let Some(row) = record.row {
+                            tx.prepare_cached(update_removed)
+                                .and_then(|mut stmt| {
+                                    stmt.execute(params![row, now, record.message_id])
+                                })
+                                .map_err(err)?;
+                        }
+                    }
                     Change::Accepted(record) => {
                         let traits = intern_trait_set(&tx, &mut self.trait_sets, &record.traits)
                             .map_err(err)?;
@@ -187,7 +278,8 @@ impl StateStore {
                                 record.message_id,
                                 traits,
                                 line,
-                                record.source_hash as i64
+                                record.source_hash as i64,
+                                record.values
                             ]),
                             None => insert_accepted.execute(params![
                                 record.key,
@@ -197,7 +289,8 @@ impl StateStore {
                                 record.message_id,
                                 traits,
                                 line,
-                                record.source_hash as i64
+                                record.source_hash as i64,
+                                record.values
                             ]),
                         }
                         .map_err(err)?;
@@ -273,20 +366,5 @@ impl StateStore {
             )
             .map_err(self.sql("cannot record the run"))?;
         Ok(())
-    }
-
-    /// The identity keys of these rows, for the removed report.
-    ///
-    /// # Errors
-    /// The database cannot be read.
-    pub(crate) fn identities(&self, rows: &[i64]) -> Result<Vec<String>, StateError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT identity FROM records WHERE id = ?1")
-            .map_err(self.sql("cannot read records"))?;
-        rows.iter()
-            .map(|row| stmt.query_row([row], |r| r.get(0)))
-            .collect::<Result<_, _>>()
-            .map_err(self.sql("cannot read records"))
     }
 }

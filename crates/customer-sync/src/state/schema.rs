@@ -3,10 +3,11 @@
 use super::{StateError, StateStore};
 
 /// The schema version this code writes; older databases are migrated on open.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migrations, indexed by the version they produce minus one.
-const MIGRATIONS: &[&str] = &["
+pub(super) const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE records (
       id INTEGER PRIMARY KEY,
       identity TEXT NOT NULL,
@@ -32,7 +33,12 @@ const MIGRATIONS: &[&str] = &["
       source TEXT NOT NULL,
       summary TEXT
     );
-"];
+",
+    "
+    ALTER TABLE records ADD COLUMN accepted_values TEXT;
+    ALTER TABLE records ADD COLUMN removed_at INTEGER;
+",
+];
 
 impl StateStore {
     pub(super) fn configure(&self) -> Result<(), StateError> {

@@ -118,7 +118,7 @@ impl StateStore {
         let (records, accepted, failed) = self
             .conn
             .query_row(
-                "SELECT COUNT(*), COUNT(accepted_hash), COUNT(*) FILTER (WHERE failed_runs > 0) FROM records",
+                "SELECT COUNT(*) FILTER (WHERE removed_at IS NULL), COUNT(accepted_hash), COUNT(*) FILTER (WHERE failed_runs > 0) FROM records",
                 [],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)),
             )

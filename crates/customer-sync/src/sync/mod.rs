@@ -18,6 +18,7 @@
 
 mod duplicates;
 mod error;
+mod events;
 mod planner;
 mod reader;
 mod recovery;

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::mapping::{MappedCustomer, NullPolicy};
+use super::events::{self, TrackPlan};
+use crate::mapping::{ChangeEvents, MappedCustomer, NullPolicy};
 use crate::state::{Pending, StateError, StateIndex, StateStore, payload_hash, stable_hash};
 
 /// How a run treats the stored state.
@@ -48,8 +49,13 @@ fn customer_hash(customer: &MappedCustomer) -> u64 {
 /// What to do with one record.
 #[derive(Debug, Clone)]
 pub(crate) enum Decision {
-    /// Send it; `hash` is its payload hash, `row` its state row if it has one.
-    Send { hash: u64, row: Option<i64> },
+    /// Send it; `hash` is its payload hash, `row` its state row if it has
+    /// one, `track` the `[events]` track that goes with it.
+    Send {
+        hash: u64,
+        row: Option<i64>,
+        track: Option<Box<TrackPlan>>,
+    },
     /// It is unchanged since Segment accepted it.
     Skip,
     /// It failed in `runs` runs in a row and has not changed: not retried.
@@ -82,6 +88,8 @@ pub(crate) struct Planner {
     pub superseded: u64,
     options: IncrementalOptions,
     null_policy: NullPolicy,
+    /// The mapping's `[events]`, if any.
+    events: Option<ChangeEvents>,
     pub traits: TraitChanges,
 }
 
@@ -91,6 +99,7 @@ impl Planner {
         recovered: HashMap<String, Pending>,
         options: IncrementalOptions,
         null_policy: NullPolicy,
+        events: Option<ChangeEvents>,
     ) -> Self {
         let slots = index.slots();
         Self {
@@ -100,6 +109,7 @@ impl Planner {
             superseded: 0,
             options,
             null_policy,
+            events,
             traits: TraitChanges::default(),
         }
     }
@@ -154,10 +164,13 @@ impl Planner {
         let in_flight = self.recovered.remove(key);
         // Segment may hold a superseded payload: the record must be sent.
         let must_send = in_flight.is_some();
+        // A superseded `removed` event may have arrived: the record is new again.
+        let mut removal_in_flight = false;
         if let Some(pending) = in_flight {
-            if pending.entry.hash == hash {
+            if pending.entry.hash == hash && !pending.entry.is_removal() {
                 return Ok(Decision::Resend(Box::new(pending)));
             }
+            removal_in_flight = pending.entry.is_removal();
             self.superseded += 1;
         }
         let known = match self.index.get(stable_hash(key.as_bytes())) {
@@ -169,19 +182,25 @@ impl Planner {
             _ => None,
         };
         let row = known.map(|k| k.row);
+        let accepted = match row {
+            Some(row) if !removal_in_flight => store.accepted_hash(row)?,
+            _ => None,
+        };
+        let send = |planner: &Self, hash, customer: &MappedCustomer| {
+            planner.send(store, hash, row, accepted, customer, must_send)
+        };
         if self.options.full_resync {
-            return Ok(Decision::Send { hash, row });
+            return send(self, hash, customer);
         }
         let Some(known) = known else {
-            return Ok(Decision::Send { hash, row });
+            return send(self, hash, customer);
         };
-        let accepted = store.accepted_hash(known.row)?;
         if accepted.is_some_and(|accepted| accepted != hash) {
             // Changed: compare trait by trait with what Segment has.
             hash = self.apply_null_policy(store, known.row, customer)?;
         }
         if must_send {
-            return Ok(Decision::Send { hash, row });
+            return send(self, hash, customer);
         }
         if let Some((failed_hash, runs)) = known.failed
             && failed_hash == hash
@@ -189,12 +208,44 @@ impl Planner {
             if runs >= self.options.max_failed_runs && !self.options.retry_failed {
                 return Ok(Decision::GiveUp { runs });
             }
-            return Ok(Decision::Send { hash, row });
+            return send(self, hash, customer);
         }
         if accepted == Some(hash) {
             return Ok(Decision::Skip);
         }
-        Ok(Decision::Send { hash, row })
+        send(self, hash, customer)
+    }
+
+    /// A [`Decision::Send`], with the `[events]` track that goes with it:
+    /// by what Segment has (`accepted`), or may have (`unsure`).
+    fn send(
+        &self,
+        store: &StateStore,
+        hash: u64,
+        row: Option<i64>,
+        accepted: Option<u64>,
+        customer: &MappedCustomer,
+        unsure: bool,
+    ) -> Result<Decision, StateError> {
+        let track = match &self.events {
+            None => None,
+            Some(events) => {
+                let known = match (row, accepted) {
+                    (Some(row), Some(accepted)) => events::Known::Payload {
+                        hash: accepted,
+                        // Read only when it can matter: a `changed` event
+                        // of a record that did change.
+                        values: match events.changed.is_some() && (accepted != hash || unsure) {
+                            true => store.accepted_values(row)?,
+                            false => None,
+                        },
+                    },
+                    _ => events::Known::Nothing,
+                };
+                events::track_for(events, known, hash, &customer.traits, unsure).map(Box::new)
+            }
+        };
+        Ok(Decision::Send { hash, row, track })
     }
 
     /// Traits Segment accepted last time that are now absent are unset
@@ -270,6 +321,9 @@ mod tests {
             line: 2,
             traits: r#"["plan"]"#.into(),
             event: b"{}".to_vec(),
+            track: None,
+            values: None,
+            kind: None,
         };
         HashMap::from([(
             "u:u1".to_owned(),
@@ -300,6 +354,8 @@ mod tests {
                 message_id: "m1".into(),
                 traits: r#"["plan"]"#.into(),
                 line: 2,
+                values: None,
+                removal: false,
             })])
             .unwrap();
         let row = Some(1);
@@ -309,6 +365,7 @@ mod tests {
                 recovered,
                 IncrementalOptions::default(),
                 NullPolicy::Omit,
+                None,
             )
         };
 
@@ -324,7 +381,7 @@ mod tests {
         let mut p = planner(store.index().unwrap(), in_flight(v2_hash, row));
         let decision = p.decide(&store, "u:u1", &mut customer("v1")).unwrap();
         assert!(
-            matches!(decision, Decision::Send { hash, row: Some(1) } if hash == v1_hash),
+            matches!(decision, Decision::Send { hash, row: Some(1), track: None } if hash == v1_hash),
             "{decision:?}"
         );
         assert_eq!(p.superseded, 1);

@@ -4,20 +4,23 @@
 
 use std::sync::Mutex;
 
-use segment_client::{HttpClient, Identity, PreparedEvent};
+use segment_client::{HttpClient, Identity, PreparedEvent, TrackParams};
 
 use super::SyncError;
 use super::duplicates::{
     LastRows, SIZING_SAMPLE, SeenIdentities, identity_hash, size_duplicate_table,
 };
+use super::events::{self, TrackPlan};
 use super::planner::{Decision, Planner};
 use super::recovery;
-use super::tracker::{InFlightRecord, StateRef, Tracker, lock};
-use crate::mapping::{DuplicatePolicy, MappedCustomer, Mapping};
+use super::tracker::{Companion, InFlightRecord, StateRef, Tracker, lock};
+use crate::mapping::{ChangeKind, DuplicatePolicy, MappedCustomer, Mapping};
 use crate::record::{Location, RecordError, RecordErrorKind};
 use crate::report::Counters;
 use crate::source::Source;
-use crate::state::{OutboxEntryRef, Pending, StateStore, identity_key};
+use crate::state::{
+    OutboxEntryRef, Pending, REMOVAL_HASH, StateStore, identity_from_key, identity_key,
+};
 
 /// Records per chunk with a state: one outbox write and transaction each.
 const CHUNK: usize = 2_048;
@@ -25,11 +28,13 @@ const CHUNK: usize = 2_048;
 const CHUNK_STATELESS: usize = 64;
 
 /// What the state plan says of a record to send.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Planned {
     hash: u64,
     row: Option<i64>,
     source_hash: u64,
+    /// The `[events]` track that goes with it.
+    track: Option<Box<TrackPlan>>,
 }
 
 /// Where an event on its way to the client comes from.
@@ -42,11 +47,18 @@ enum Origin {
     Resent,
     /// An entry left in flight for an identity this source does not have.
     ResentNotInSource,
+    /// The `removed` event of an identity gone from the source.
+    Removal,
 }
 
-/// One event on its way to the client: validated and serialised.
+/// One record on its way to the client: its events validated and serialised.
 struct Outgoing {
+    /// Its first event: the identify (or group), or its only track.
     event: PreparedEvent,
+    /// The kind of `[events]` track it carries, beside the first event or as it.
+    kind: Option<ChangeKind>,
+    /// A track sent beside the first event.
+    companion: Option<PreparedEvent>,
     /// What the record is keyed on in the state, the outbox and the report:
     /// the event's identity, or a group call's group.
     identity: Identity,
@@ -66,6 +78,9 @@ pub(crate) struct Reader<'a> {
     pub duplicates: DuplicatePolicy,
     /// The pre-read's verdict on repeated identities, for `last` on a file.
     pub last_rows: Option<LastRows>,
+    /// Whether the source has every record (a keyset read has only the
+    /// rows past its mark): only then is an identity it lacks gone.
+    pub reads_everything: bool,
     chunk: Vec<Outgoing>,
 }
 
@@ -88,6 +103,7 @@ impl<'a> Reader<'a> {
             planner,
             duplicates,
             last_rows,
+            reads_everything: true,
             chunk: Vec::new(),
         }
     }
@@ -111,9 +127,18 @@ impl<'a> Reader<'a> {
                     )
                 })
             });
+            let mut resent = std::collections::HashSet::new();
             if let Some(planner) = self.planner.as_mut() {
                 for pending in planner.take_unmatched() {
+                    resent.insert(pending.entry.key.clone());
                     self.push_resent(pending);
+                }
+            }
+            if changed.is_none() && self.reads_everything {
+                let gone = self.push_removals(source.name(), &resent);
+                if let Err(error) = gone {
+                    let _ = self.flush_chunk();
+                    return Err(error);
                 }
             }
         }
@@ -322,11 +347,12 @@ impl<'a> Reader<'a> {
             .superseded
             .store(planner.superseded, std::sync::atomic::Ordering::Relaxed);
         match decision {
-            Decision::Send { hash, row } => {
+            Decision::Send { hash, row, track } => {
                 return Ok(Some(Ok(Planned {
                     hash,
                     row,
                     source_hash: *source_hash,
+                    track,
                 })));
             }
             Decision::Resend(pending) => return Ok(Some(Err(pending))),
@@ -340,19 +366,41 @@ impl<'a> Reader<'a> {
         Ok(None)
     }
 
-    /// Validates and serialises the record (an invalid one is reported and
-    /// never reaches the outbox) and adds it to the chunk.
+    /// Validates and serialises the record's events (an invalid one is
+    /// reported and never reaches the outbox) and adds it to the chunk.
     fn push(&mut self, at: Location, mapped: MappedCustomer, planned: Planned) {
+        let events = self.mapping.events();
         let state = self.tracker.changes.is_some().then(|| StateRef {
             row: planned.row,
             hash: planned.hash,
             source_hash: planned.source_hash,
             traits: crate::state::trait_names(&mapped.traits),
+            values: events.map(|_| events::values_json(&mapped.traits)),
+            removal: false,
         });
         let identity = mapped.identity.clone();
-        match PreparedEvent::new(mapped.into_message()) {
-            Ok(event) => self.chunk.push(Outgoing {
+        let track = planned.track.map(|track| {
+            let params =
+                TrackParams::new(identity.clone(), track.name).with_properties(track.properties);
+            (track.kind, PreparedEvent::new(params))
+        });
+        let identify = events.is_none_or(|events| events.identify);
+        let prepared = match (identify, track) {
+            (true, None) => PreparedEvent::new(mapped.into_message()).map(|e| (e, None, None)),
+            (true, Some((kind, track))) => PreparedEvent::new(mapped.into_message())
+                .and_then(|event| Ok((event, Some(kind), Some(track?)))),
+            (false, Some((kind, track))) => track.map(|track| (track, Some(kind), None)),
+            // Only tracks are sent, and this change has none.
+            (false, None) => {
+                Counters::add(&self.tracker.counters.skipped);
+                return;
+            }
+        };
+        match prepared {
+            Ok((event, kind, companion)) => self.chunk.push(Outgoing {
                 event,
+                kind,
+                companion,
                 identity,
                 at,
                 state,
@@ -370,6 +418,76 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// After a complete read: every identity the state has and the source
+    /// does not is reported `removed`, and with `[events] removed` its
+    /// `removed` event is queued (unless an earlier run's is being resent,
+    /// `resent`). Rows are read a chunk at a time, so memory stays bounded.
+    fn push_removals(
+        &mut self,
+        source: &str,
+        resent: &std::collections::HashSet<String>,
+    ) -> Result<(), SyncError> {
+        let (Some(planner), Some(store)) = (self.planner.as_ref(), self.store) else {
+            return Ok(());
+        };
+        let name = self.mapping.events().and_then(|e| e.removed.clone());
+        let unseen = planner.unseen();
+        for rows in unseen.chunks(CHUNK) {
+            let gone = lock(store).gone(rows)?;
+            for gone in gone {
+                Counters::add(&self.tracker.counters.removed);
+                let event = match &name {
+                    Some(name) if gone.accepted && !resent.contains(&gone.key) => {
+                        Some(self.removal(name, &gone, source))
+                    }
+                    _ => None,
+                };
+                self.tracker
+                    .write(|w| w.removed(&gone.key, event.is_some()));
+                if let Some(out) = event {
+                    self.chunk.push(out);
+                }
+            }
+            if self.chunk.len() >= self.chunk_size() && !self.flush_chunk()? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The `removed` event of an identity gone from the source: a track
+    /// carrying the traits Segment last accepted.
+    fn removal(&self, name: &str, gone: &crate::state::Gone, source: &str) -> Outgoing {
+        let identity = identity_from_key(&gone.key);
+        let properties = gone
+            .values
+            .as_deref()
+            .and_then(|v| serde_json::from_str(v).ok())
+            .unwrap_or_default();
+        let params = TrackParams::new(identity.clone(), name).with_properties(properties);
+        let event = PreparedEvent::new(params)
+            // Kept traits were a valid payload once; if they no longer fit
+            // an event, the removal goes without them.
+            .or_else(|_| PreparedEvent::new(TrackParams::new(identity.clone(), name)))
+            .expect("a track with a valid identity and no properties is valid");
+        Outgoing {
+            event,
+            kind: Some(ChangeKind::Removed),
+            companion: None,
+            state: self.tracker.changes.is_some().then(|| StateRef {
+                row: Some(gone.row),
+                hash: REMOVAL_HASH,
+                source_hash: 0,
+                traits: "[]".to_owned(),
+                values: None,
+                removal: true,
+            }),
+            identity,
+            at: Location::new(source, gone.line),
+            origin: Origin::Removal,
+        }
+    }
+
     /// A record read now with the payload an earlier run left in flight:
     /// its stored event goes again, under its first `messageId`. A stored
     /// event that no longer parses is replaced by the record just read.
@@ -383,10 +501,13 @@ impl<'a> Reader<'a> {
         match recovery::resend(pending, Some(at.clone()), Some(source_hash)) {
             Ok(resend) => self.push_resend(resend, Origin::Resent),
             Err(pending) => {
+                // Its track, if any, is lost with the stored event: the
+                // record goes again as its identify alone.
                 let planned = Planned {
                     hash: pending.entry.hash,
                     row: pending.row,
                     source_hash,
+                    track: None,
                 };
                 self.push(at, mapped, planned);
             }
@@ -406,6 +527,8 @@ impl<'a> Reader<'a> {
     fn push_resend(&mut self, resend: recovery::Resend, origin: Origin) {
         self.chunk.push(Outgoing {
             event: resend.event,
+            kind: resend.kind,
+            companion: resend.companion,
             identity: resend.identity,
             at: resend.at,
             state: Some(resend.state),
@@ -439,26 +562,31 @@ impl<'a> Reader<'a> {
             }
             return Err(error);
         }
-        let mut events = Vec::with_capacity(chunk.len());
+        let mut records = Vec::with_capacity(chunk.len());
         for out in chunk {
-            let record = InFlightRecord {
-                at: out.at,
-                identity: out.identity,
-                state: out.state,
-            };
+            let companion = out.companion.as_ref().map(|track| Companion {
+                track_id: track.message_id().to_owned(),
+                first_id: out.event.message_id().to_owned(),
+            });
+            let record = InFlightRecord::new(out.at, out.identity, out.state, out.kind, companion);
             tracker.track(out.event.message_id(), record);
-            events.push((out.event, out.origin));
+            records.push((out.event, out.companion, out.origin));
         }
         // Queued in a tight loop, so the worker wakes about once per chunk.
-        let mut events = events.into_iter();
-        while let Some((event, origin)) = events.next() {
-            let message_id = event.message_id().to_owned();
+        let mut records = records.into_iter();
+        while let Some((event, companion, origin)) = records.next() {
+            let first_id = event.message_id().to_owned();
             count_queued(tracker, origin);
-            if self.client.queue_prepared_blocking(event).is_err() {
+            let queued = self.client.queue_prepared_blocking(event).and_then(|()| {
+                companion.map_or(Ok(()), |track| self.client.queue_prepared_blocking(track))
+            });
+            if queued.is_err() {
                 // Closed under us (a stop or a fatal error): not sent; their
-                // outbox entries stay for the next run.
-                let not_queued = std::iter::once((message_id, origin))
-                    .chain(events.map(|(event, origin)| (event.message_id().to_owned(), origin)));
+                // outbox entries stay for the next run. A record whose first
+                // event went is left to its answer, and pends at the end.
+                let not_queued = std::iter::once((first_id, origin)).chain(
+                    records.map(|(event, _, origin)| (event.message_id().to_owned(), origin)),
+                );
                 for (i, (message_id, origin)) in not_queued.enumerate() {
                     if i > 0 {
                         count_queued(tracker, origin);
@@ -487,6 +615,7 @@ fn count_queued(tracker: &Tracker, origin: Origin) {
             Counters::add(&counters.recovered);
             Counters::add(&counters.recovered_not_in_source);
         }
+        Origin::Removal => Counters::add(&counters.removed_sent),
     }
 }
 
@@ -498,7 +627,10 @@ fn write_outbox(
     tracker: &Tracker,
 ) -> Result<(), SyncError> {
     let mut entries = Vec::with_capacity(chunk.len() * 700);
-    for out in chunk.iter().filter(|out| out.origin == Origin::Read) {
+    for out in chunk
+        .iter()
+        .filter(|out| matches!(out.origin, Origin::Read | Origin::Removal))
+    {
         let Some(state) = &out.state else {
             continue;
         };
@@ -511,6 +643,9 @@ fn write_outbox(
             line: out.at.line,
             traits: &state.traits,
             event: out.event.json(),
+            track: out.companion.as_ref().map(PreparedEvent::json),
+            values: state.values.as_deref(),
+            kind: out.kind,
         }
         .write_line(&mut entries);
     }

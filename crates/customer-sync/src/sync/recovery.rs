@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use segment_client::{Identity, PreparedEvent};
 
 use super::tracker::{StateRef, Tracker};
+use crate::mapping::ChangeKind;
 use crate::record::Location;
 use crate::state::{OutboxScan, Pending, identity_from_key, identity_key};
 
@@ -46,6 +47,10 @@ pub(crate) fn report_scan(tracker: &Tracker, scan: &OutboxScan) {
 /// what its row needs when Segment answers.
 pub(super) struct Resend {
     pub event: PreparedEvent,
+    /// The kind of `[events]` track the record carries.
+    pub kind: Option<ChangeKind>,
+    /// Its track, when one went beside its identify.
+    pub companion: Option<PreparedEvent>,
     /// What the record is keyed on: the event's identity, or for a group
     /// call the group (its key's id as a `userId`).
     pub identity: Identity,
@@ -66,6 +71,11 @@ pub(super) fn resend(
         Ok(event) => event,
         Err(_) => return Err(Box::new(pending)),
     };
+    let companion = match pending.entry.track.clone().map(PreparedEvent::from_json) {
+        None => None,
+        Some(Ok(track)) => Some(track),
+        Some(Err(_)) => return Err(Box::new(pending)),
+    };
     let entry = pending.entry;
     let identity = if identity_key(event.identity()) == entry.key {
         event.identity().clone()
@@ -74,6 +84,8 @@ pub(super) fn resend(
     };
     Ok(Resend {
         event,
+        kind: entry.kind,
+        companion,
         identity,
         at: at.unwrap_or_else(|| Location::new(entry.source.as_str(), entry.line)),
         state: StateRef {
@@ -81,6 +93,8 @@ pub(super) fn resend(
             hash: entry.hash,
             source_hash: source_hash.unwrap_or(entry.source_hash),
             traits: entry.traits,
+            values: entry.values,
+            removal: entry.kind == Some(ChangeKind::Removed),
         },
     })
 }

@@ -43,6 +43,14 @@ impl SyncRun {
     /// a state problem stops the run before anything is sent), the tracker,
     /// the client and the planner.
     fn prepare(self) -> Result<Prepared, SyncError> {
+        if self.mapping.events().is_some() && self.options.state.is_none() {
+            // Added, changed and removed are relative to what Segment has:
+            // without a state every record would be "added" on every run.
+            return Err(SyncError::new(
+                "the mapping's [events] need a state: added, changed and removed are told from what earlier runs sent",
+                Some("drop --no-state, or remove [events] from the mapping"),
+            ));
+        }
         let source_name = self.source.name().to_owned();
         let cursor = self.source.cursor().cloned();
         let report_writer = match &self.options.report {
@@ -91,6 +99,7 @@ impl SyncRun {
                     recovery::in_flight_by_key(state.pending),
                     state.options,
                     self.mapping.null_policy(),
+                    self.mapping.events().cloned(),
                 );
                 planner.superseded = scan.superseded;
                 (Some(planner), Some(state.store), state.run_id)
@@ -145,7 +154,6 @@ struct Read {
 
 /// What the state phase ended with.
 struct Finished {
-    removed: u64,
     error: Option<crate::state::StateError>,
 }
 
@@ -163,6 +171,9 @@ impl Prepared {
             let (source, mapping) = self.source.take().expect("read once");
             let (mut planner, duplicates, stop) =
                 (self.planner.take(), self.duplicates, self.stop.clone());
+            // A keyset read has only the rows past its mark: rows not read
+            // are unchanged, not gone.
+            let reads_everything = self.cursor.is_none();
             tokio::task::spawn_blocking(move || {
                 // `last` needs to know, at each row, whether a later row has
                 // the same identity: a file is read once before the run to
@@ -184,6 +195,7 @@ impl Prepared {
                     duplicates,
                     last_rows,
                 );
+                reader.reads_everything = reads_everything;
                 let result = reader.read_all(source);
                 Ok((result, reader.planner))
             })
@@ -216,13 +228,11 @@ impl Prepared {
     }
 
     /// Phase 3: commit the last outcomes; empty the outbox when everything
-    /// settled and the source was read to its end; report who is gone, only
-    /// then (a source not read to the end tells nothing about absence).
+    /// settled and the source was read to its end. (The reader reported who
+    /// is gone, only after a complete read: a source not read to the end
+    /// tells nothing about absence.)
     fn finish_state(&self, read: &Read) -> Finished {
-        let mut finished = Finished {
-            removed: 0,
-            error: None,
-        };
+        let mut finished = Finished { error: None };
         let Some(store) = &self.store else {
             return finished;
         };
@@ -249,21 +259,6 @@ impl Prepared {
             && let Err(e) = store.set_cursor_mark(cursor.column(), &mark)
         {
             finished.error = Some(e);
-        }
-        let reads_everything = self.cursor.is_none();
-        if let Some(planner) = self
-            .planner
-            .as_ref()
-            .filter(|_| complete && reads_everything)
-        {
-            match store.identities(&planner.unseen()) {
-                Ok(keys) => {
-                    finished.removed = keys.len() as u64;
-                    self.tracker
-                        .write(|w| keys.iter().try_for_each(|key| w.removed(key)));
-                }
-                Err(e) => finished.error = Some(e),
-            }
         }
         finished
     }
@@ -296,7 +291,11 @@ impl Prepared {
                 .planner
                 .as_ref()
                 .map_or(0, |p| p.unmatched_count() as u64),
-            removed: finished.removed,
+            removed: 0,
+            removed_sent: 0,
+            tracked_added: 0,
+            tracked_changed: 0,
+            tracked_removed: 0,
             delivered: 0,
             failed: 0,
             pending: 0,

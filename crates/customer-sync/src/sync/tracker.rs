@@ -10,17 +10,25 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use segment_client::{EventOutcome, Identity, SegmentError};
 
 use super::StopSignal;
+use crate::mapping::ChangeKind;
 use crate::record::{Location, RecordError};
 use crate::report::{Counters, ReportWriter, RunReport, Undelivered};
-use crate::state::{Change, Settled, identity_key, stable_hash};
+use crate::state::{Change, REMOVAL_HASH, Settled, identity_key, stable_hash};
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Records in flight, keyed by a 64-bit hash of their `messageId` (already
-/// well mixed, so it is used as is).
-pub(crate) type InFlight = HashMap<u64, InFlightRecord, BuildHasherDefault<PassThrough>>;
+type ByMessageId<T> = HashMap<u64, T, BuildHasherDefault<PassThrough>>;
+
+/// Records in flight, keyed by a 64-bit hash of their (first) event's
+/// `messageId` (already well mixed, so it is used as is).
+#[derive(Default)]
+pub(crate) struct InFlight {
+    records: ByMessageId<InFlightRecord>,
+    /// A record's second event (its `[events]` track), to its first event.
+    companions: ByMessageId<u64>,
+}
 
 /// A record queued and not yet settled.
 pub(crate) struct InFlightRecord {
@@ -28,9 +36,79 @@ pub(crate) struct InFlightRecord {
     pub identity: Identity,
     /// What its state row needs when it settles, when there is a state.
     pub state: Option<StateRef>,
+    /// The kind of the `[events]` track it carries, if any (beside its
+    /// identify, or as its only event).
+    kind: Option<ChangeKind>,
+    /// Its second event, when a track goes beside its identify.
+    companion: Option<Companion>,
+    /// Its events not answered yet.
+    waiting: u8,
+    /// The answers to its events so far: the first error that is not
+    /// Segment's verdict on an event, else the first verdict.
+    error: Option<SegmentError>,
+    /// Whether its track event was accepted.
+    track_accepted: bool,
+}
+
+/// A track sent beside a record's identify.
+pub(crate) struct Companion {
+    /// The track's `messageId`.
+    pub track_id: String,
+    /// The identify's `messageId`: the one the state and the outbox know.
+    pub first_id: String,
+}
+
+impl InFlightRecord {
+    /// A record whose events are its first one and, with `companion`, a
+    /// track beside it; `kind` is the kind of the track it carries.
+    pub fn new(
+        at: Location,
+        identity: Identity,
+        state: Option<StateRef>,
+        kind: Option<ChangeKind>,
+        companion: Option<Companion>,
+    ) -> Self {
+        Self {
+            at,
+            identity,
+            state,
+            kind,
+            waiting: 1 + u8::from(companion.is_some()),
+            companion,
+            error: None,
+            track_accepted: false,
+        }
+    }
+
+    /// Takes one event's answer. A record settles as delivered only if all
+    /// its events were; as pending if any is pending (the outbox resends
+    /// every event under its first `messageId`, and Segment drops the
+    /// copies it has); else as failed.
+    fn answer(&mut self, message_id: &str, result: Result<(), &SegmentError>) {
+        self.waiting = self.waiting.saturating_sub(1);
+        match result {
+            Ok(()) => {
+                let is_track = match &self.companion {
+                    Some(companion) => companion.track_id == message_id,
+                    None => self.kind.is_some(),
+                };
+                self.track_accepted |= is_track;
+            }
+            Err(error) => {
+                let replaces = match &self.error {
+                    None => true,
+                    Some(first) => is_verdict_on_event(first) && !is_verdict_on_event(error),
+                };
+                if replaces {
+                    self.error = Some(error.clone());
+                }
+            }
+        }
+    }
 }
 
 /// What a record's state row needs when it settles.
+#[derive(Debug, Clone)]
 pub(crate) struct StateRef {
     /// Its row, if the state already had the identity.
     pub row: Option<i64>,
@@ -39,6 +117,11 @@ pub(crate) struct StateRef {
     pub source_hash: u64,
     /// Top-level trait names, as a JSON array.
     pub traits: String,
+    /// The traits to keep for `[events]`, as a JSON object.
+    pub values: Option<String>,
+    /// Whether the record is the `removed` event of an identity gone from
+    /// the source.
+    pub removal: bool,
 }
 
 /// A hasher for keys that are hashes already.
@@ -77,14 +160,51 @@ pub(crate) struct Tracker {
 }
 
 impl Tracker {
-    /// Tracks a record from just before it is queued until its outcome.
+    /// Tracks a record from just before it is queued until the outcome of
+    /// its event (`message_id`) and of its track, if it has one.
     pub fn track(&self, message_id: &str, record: InFlightRecord) {
-        lock(&self.in_flight).insert(stable_hash(message_id.as_bytes()), record);
+        let key = stable_hash(message_id.as_bytes());
+        let mut in_flight = lock(&self.in_flight);
+        if let Some(companion) = &record.companion {
+            in_flight
+                .companions
+                .insert(stable_hash(companion.track_id.as_bytes()), key);
+        }
+        in_flight.records.insert(key, record);
     }
 
-    /// Stops tracking a record; returns it, if it was tracked.
+    /// Stops tracking the record whose first event is `message_id`; returns
+    /// it, if it was tracked.
     pub fn untrack(&self, message_id: &str) -> Option<InFlightRecord> {
-        lock(&self.in_flight).remove(&stable_hash(message_id.as_bytes()))
+        let mut in_flight = lock(&self.in_flight);
+        let record = in_flight
+            .records
+            .remove(&stable_hash(message_id.as_bytes()))?;
+        if let Some(companion) = &record.companion {
+            in_flight
+                .companions
+                .remove(&stable_hash(companion.track_id.as_bytes()));
+        }
+        Some(record)
+    }
+
+    /// Takes the answer to one event; returns its record once every event
+    /// of it is answered, with the record's first `messageId`.
+    fn answer(
+        &self,
+        message_id: &str,
+        result: Result<(), &SegmentError>,
+    ) -> Option<InFlightRecord> {
+        let mut in_flight = lock(&self.in_flight);
+        let hash = stable_hash(message_id.as_bytes());
+        let key = in_flight.companions.get(&hash).copied().unwrap_or(hash);
+        let record = in_flight.records.get_mut(&key)?;
+        record.answer(message_id, result);
+        if record.waiting > 0 {
+            return None;
+        }
+        in_flight.companions.remove(&hash);
+        in_flight.records.remove(&key)
     }
 
     pub fn write(&self, write: impl FnOnce(&mut ReportWriter) -> io::Result<()>) {
@@ -109,17 +229,28 @@ impl Tracker {
             .unwrap_or_default()
     }
 
-    /// Called by the client for every event, as soon as its fate is known.
+    /// Called by the client for every event, as soon as its fate is known;
+    /// a record settles once all its events are answered.
     pub fn settle(&self, outcome: &EventOutcome<'_>) {
-        let Some(InFlightRecord {
+        let Some(record) = self.answer(outcome.message_id, outcome.result) else {
+            return;
+        };
+        if let (true, Some(kind)) = (record.track_accepted, record.kind) {
+            Counters::add(&self.counters.tracked[kind as usize]);
+        }
+        let InFlightRecord {
             at,
             identity,
             state,
-        }) = self.untrack(outcome.message_id)
-        else {
-            return;
+            companion,
+            error,
+            ..
+        } = record;
+        let result = match &error {
+            None => Ok(()),
+            Some(error) => Err(error),
         };
-        match outcome.result {
+        match result {
             Ok(()) => Counters::add(&self.counters.delivered),
             Err(error) if is_verdict_on_event(error) => {
                 Counters::add(&self.counters.failed);
@@ -147,13 +278,23 @@ impl Tracker {
         let record = Settled {
             row: state.row,
             key: identity_key(&identity),
-            hash: state.hash,
+            hash: if state.removal && result.is_err() {
+                REMOVAL_HASH
+            } else {
+                state.hash
+            },
             source_hash: state.source_hash,
-            message_id: outcome.message_id.to_owned(),
+            // The record's first event's id: the one its outbox entry has.
+            message_id: match companion {
+                Some(companion) => companion.first_id,
+                None => outcome.message_id.to_owned(),
+            },
             traits: state.traits,
             line: at.line,
+            values: state.values,
+            removal: state.removal,
         };
-        let change = match outcome.result {
+        let change = match result {
             Ok(()) => Change::Accepted(record),
             Err(error) => Change::Failed {
                 record,
@@ -167,7 +308,7 @@ impl Tracker {
 
     /// Whether any record is still in flight.
     pub fn has_in_flight(&self) -> bool {
-        !lock(&self.in_flight).is_empty()
+        !lock(&self.in_flight).records.is_empty()
     }
 
     /// Whether every event of the run settled (delivered or failed): then
@@ -187,7 +328,7 @@ impl Tracker {
     /// pending. Its outbox entry stays, so the next run sends it again.
     pub fn settle_pending(&self, close_error: Option<&SegmentError>) {
         let left = std::mem::take(&mut *lock(&self.in_flight));
-        let mut left: Vec<_> = left.into_values().collect();
+        let mut left: Vec<_> = left.records.into_values().collect();
         left.sort_by_key(|record| record.at.line);
         for record in &left {
             self.pend(&record.at, &record.identity, close_error);
@@ -210,6 +351,14 @@ impl Tracker {
         // Counted record by record, never derived, so the check in
         // `RunReport::adds_up` means something.
         report.pending = Counters::get(&c.pending);
+        report.removed = Counters::get(&c.removed);
+        report.removed_sent = Counters::get(&c.removed_sent);
+        let [added, changed, removed] = c.tracked.each_ref().map(Counters::get);
+        (
+            report.tracked_added,
+            report.tracked_changed,
+            report.tracked_removed,
+        ) = (added, changed, removed);
         report.events_per_sec = report.delivered as f64 / report.duration_secs.max(1e-9);
         report.invalid_by_reason = lock(&self.invalid_by_reason).clone();
         report.failed_by_reason = lock(&self.failed_by_reason).clone();
@@ -243,6 +392,7 @@ mod tests {
     use segment_client::{HttpClient, IdentifyParams};
 
     use super::*;
+    use crate::report::ReportWriter;
 
     #[tokio::test]
     async fn a_closed_client_is_no_verdict_on_the_event() {
@@ -254,6 +404,128 @@ mod tests {
             .unwrap_err();
         assert!(error.is_closed());
         assert!(!is_verdict_on_event(&error), "{error:?}");
+    }
+
+    fn tracker() -> Tracker {
+        Tracker {
+            counters: Arc::default(),
+            in_flight: Mutex::default(),
+            report: Mutex::new(ReportWriter::none()),
+            report_error: Mutex::default(),
+            fatal: Mutex::default(),
+            failed_by_reason: Mutex::default(),
+            invalid_by_reason: Mutex::default(),
+            changes: Some(Mutex::default()),
+            stop: StopSignal::default(),
+        }
+    }
+
+    /// A record `u1` whose identify `m1` has the added track `t1` beside it.
+    fn pair(tracker: &Tracker) {
+        let state = StateRef {
+            row: None,
+            hash: 5,
+            source_hash: 6,
+            traits: "[]".into(),
+            values: Some("{}".into()),
+            removal: false,
+        };
+        let companion = Companion {
+            track_id: "t1".into(),
+            first_id: "m1".into(),
+        };
+        let record = InFlightRecord::new(
+            Location::new("f.csv", 2),
+            Identity::user("u1"),
+            Some(state),
+            Some(ChangeKind::Added),
+            Some(companion),
+        );
+        tracker.track("m1", record);
+    }
+
+    fn answer(tracker: &Tracker, message_id: &str, result: Result<(), &SegmentError>) {
+        tracker.settle(&EventOutcome {
+            message_id,
+            identity: &Identity::user("u1"),
+            result,
+        });
+    }
+
+    fn verdict() -> SegmentError {
+        let mut params = IdentifyParams::new(Identity::user("u1"));
+        params.message_id = Some("x".repeat(200));
+        segment_client::PreparedEvent::new(params).unwrap_err()
+    }
+
+    async fn no_verdict() -> SegmentError {
+        let client = HttpClient::builder("key").build().unwrap();
+        client.close_and_flush().await.unwrap();
+        client
+            .identify(IdentifyParams::new(Identity::user("u1")))
+            .await
+            .unwrap_err()
+    }
+
+    #[test]
+    fn a_record_with_a_track_settles_once_both_are_accepted_under_its_first_id() {
+        let tracker = tracker();
+        pair(&tracker);
+        answer(&tracker, "t1", Ok(()));
+        assert!(tracker.has_in_flight(), "the identify is not answered yet");
+        assert!(tracker.take_changes().is_empty());
+        answer(&tracker, "m1", Ok(()));
+        assert!(!tracker.has_in_flight());
+        let changes = tracker.take_changes();
+        let [Change::Accepted(settled)] = changes.as_slice() else {
+            panic!("{changes:?}");
+        };
+        assert_eq!(settled.message_id, "m1", "the outbox entry's id");
+        assert_eq!(settled.values.as_deref(), Some("{}"));
+        let c = &tracker.counters;
+        assert_eq!(Counters::get(&c.delivered), 1);
+        assert_eq!(Counters::get(&c.tracked[ChangeKind::Added as usize]), 1);
+    }
+
+    #[tokio::test]
+    async fn a_record_with_a_track_stays_pending_if_either_event_is() {
+        let (verdict, no_verdict) = (verdict(), no_verdict().await);
+        // The identify refused, the track not answered by Segment: pending,
+        // so the outbox resends both under their ids.
+        let tracker = tracker();
+        pair(&tracker);
+        answer(&tracker, "m1", Err(&verdict));
+        answer(&tracker, "t1", Err(&no_verdict));
+        assert!(
+            tracker.take_changes().is_empty(),
+            "nothing settles in the state"
+        );
+        assert_eq!(Counters::get(&tracker.counters.pending), 1);
+        assert_eq!(Counters::get(&tracker.counters.failed), 0);
+
+        // Both answered, one refused: failed, and the track not counted.
+        let tracker = self::tracker();
+        pair(&tracker);
+        answer(&tracker, "t1", Err(&verdict));
+        answer(&tracker, "m1", Ok(()));
+        let changes = tracker.take_changes();
+        assert!(
+            matches!(changes.as_slice(), [Change::Failed { record, .. }] if record.message_id == "m1"),
+            "{changes:?}"
+        );
+        assert_eq!(Counters::get(&tracker.counters.failed), 1);
+        assert_eq!(Counters::get(&tracker.counters.tracked[0]), 0);
+    }
+
+    #[test]
+    fn untracking_a_record_forgets_its_track_too() {
+        let tracker = tracker();
+        pair(&tracker);
+        assert!(tracker.untrack("m1").is_some());
+        answer(&tracker, "t1", Ok(()));
+        assert!(!tracker.has_in_flight());
+        assert!(tracker.take_changes().is_empty());
+        assert!(lock(&tracker.in_flight).companions.is_empty());
     }
 
     #[test]

@@ -20,17 +20,29 @@ pub async fn preview(args: &PreviewArgs) -> Result<Outcome> {
         let outcome = item
             .and_then(|record| mapping.apply(&record))
             .map_err(|e| e.to_string());
+        // With `[events]`, what a first sync sends: the identify (unless
+        // `identify = false`) and the `added` track.
+        let events = mapping.events();
         let outcome = match outcome {
-            Ok(mapped) => client
-                .send(mapped.into_message())
-                .await
-                .map_err(|e| e.to_string()),
+            Ok(mapped) => {
+                let track = events.and_then(|events| events.added_track(&mapped));
+                let mut sent = Ok(0);
+                if events.is_none_or(|events| events.identify) {
+                    sent = client.send(mapped.into_message()).await.map(|()| 1);
+                }
+                if let (Ok(count), Some(track)) = (&sent, track) {
+                    sent = client.send(track.into()).await.map(|()| count + 1);
+                }
+                sent.map_err(|e| e.to_string())
+            }
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(()) => {
-                let event = client.events().pop().unwrap_or_default();
-                writeln!(stdout, "{}", serde_json::to_string_pretty(&event)?)?;
+            Ok(count) => {
+                let sent = client.events();
+                for event in &sent[sent.len() - count..] {
+                    writeln!(stdout, "{}", serde_json::to_string_pretty(event)?)?;
+                }
             }
             Err(message) => {
                 problems += 1;

@@ -137,23 +137,28 @@ pub async fn kill_when(
     name: &str,
     ready: impl Fn(&Receiver) -> bool,
 ) {
-    let mut child = command(
-        dir,
-        Some(receiver),
-        &[
-            "sync",
-            path_str(file),
-            "--name",
-            name,
-            "--batch-size",
-            "50",
-            "--concurrency",
-            "2",
-            "--quiet",
-        ],
-    )
-    .spawn()
-    .unwrap();
+    let args = [
+        "sync",
+        path_str(file),
+        "--name",
+        name,
+        "--batch-size",
+        "50",
+        "--concurrency",
+        "2",
+        "--quiet",
+    ];
+    kill_sync_when(dir, receiver, &args, ready).await;
+}
+
+/// Starts the binary with `args`, waits until `ready` holds, then kill -9s it.
+pub async fn kill_sync_when(
+    dir: &TempDir,
+    receiver: &Receiver,
+    args: &[&str],
+    ready: impl Fn(&Receiver) -> bool,
+) {
+    let mut child = command(dir, Some(receiver), args).spawn().unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !ready(receiver) {
         assert!(

@@ -1,0 +1,217 @@
+//! `[events]`: which `track` a record sends beside (or instead of) its
+//! identify, and with what properties.
+//!
+//! The kind follows from what Segment has, by the state: nothing accepted
+//! (a new identity, one removed before, or one that never arrived) is
+//! `added`; an accepted payload other than this one is `changed`. The
+//! accepted traits are kept in the state (`accepted_values`) only for syncs
+//! with `[events]`, so a `changed` event can carry exactly the traits that
+//! changed and a `removed` event the traits Segment had.
+
+use serde_json::{Map, Value};
+
+use crate::mapping::events::present;
+use crate::mapping::{ChangeEvents, ChangeKind};
+
+/// The track a record sends, decided with its identify.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TrackPlan {
+    pub kind: ChangeKind,
+    pub name: String,
+    pub properties: Map<String, Value>,
+}
+
+/// What the state says Segment has for a record about to be sent.
+#[derive(Debug)]
+pub(crate) enum Known {
+    /// No payload: the record is new to Segment.
+    Nothing,
+    /// The payload with this hash, whose traits were kept as `values`
+    /// (`None`: not kept, as in a state written before `[events]`).
+    Payload {
+        hash: u64,
+        values: Option<Map<String, Value>>,
+    },
+}
+
+/// The track for a record with payload `hash` and `traits` (after the
+/// null policy), given what Segment has; `unsure` says Segment may hold
+/// another payload than the state says (an earlier run's event was in
+/// flight). `None` when the record sends no track.
+pub(crate) fn track_for(
+    events: &ChangeEvents,
+    known: Known,
+    hash: u64,
+    traits: &Map<String, Value>,
+    unsure: bool,
+) -> Option<TrackPlan> {
+    let (kind, properties) = match known {
+        Known::Nothing => (ChangeKind::Added, present(traits)),
+        Known::Payload { hash: accepted, .. } if accepted == hash && !unsure => return None,
+        Known::Payload { values, .. } => {
+            let changed = values.map(|before| changed(&before, traits));
+            match changed {
+                // Segment may hold something else, or the state kept no
+                // traits to compare with: every trait is news.
+                Some(changed) if !changed.is_empty() => (ChangeKind::Changed, changed),
+                _ => (ChangeKind::Changed, present(traits)),
+            }
+        }
+    };
+    Some(TrackPlan {
+        kind,
+        name: events.name(kind)?.to_owned(),
+        properties,
+    })
+}
+
+/// The traits that differ from `before`, with their new values; a trait
+/// `before` had and `after` has no value for is `null`.
+pub(crate) fn changed(
+    before: &Map<String, Value>,
+    after: &Map<String, Value>,
+) -> Map<String, Value> {
+    let mut changed = Map::new();
+    for (name, value) in after {
+        let differs = match (before.get(name), value.is_null()) {
+            (None, true) => false,
+            (Some(old), _) => old != value,
+            (None, false) => true,
+        };
+        if differs {
+            changed.insert(name.clone(), value.clone());
+        }
+    }
+    for name in before.keys() {
+        if !after.contains_key(name) {
+            changed.insert(name.clone(), Value::Null);
+        }
+    }
+    changed
+}
+
+/// The traits to keep for a record Segment accepts, as a JSON object.
+pub(crate) fn values_json(traits: &Map<String, Value>) -> String {
+    let mut out = Vec::with_capacity(32 * traits.len() + 2);
+    out.push(b'{');
+    let mut first = true;
+    for (name, value) in traits.iter().filter(|(_, value)| !value.is_null()) {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, name);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut out, value);
+    }
+    out.push(b'}');
+    String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn map(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    fn events() -> ChangeEvents {
+        let spec = crate::mapping::MappingSpec::from_toml(
+            "[events]\nadded = \"Created\"\nchanged = \"Updated\"\nremoved = \"Deleted\"\n",
+        )
+        .unwrap();
+        crate::Mapping::new(Some(&spec), &["id"])
+            .unwrap()
+            .events()
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn a_new_customer_is_added_with_every_trait_it_has() {
+        let traits = map(json!({"email": "a@x", "plan": null, "age": 3}));
+        let track = track_for(&events(), Known::Nothing, 7, &traits, false).unwrap();
+        assert_eq!(track.kind, ChangeKind::Added);
+        assert_eq!(track.name, "Created");
+        assert_eq!(
+            Value::Object(track.properties),
+            json!({"email": "a@x", "age": 3})
+        );
+    }
+
+    #[test]
+    fn a_changed_customer_carries_only_what_changed() {
+        let before = map(json!({"email": "a@x", "plan": "free", "age": 3, "gone": 1}));
+        let after =
+            map(json!({"email": "a@x", "plan": "pro", "age": 3, "city": "Oslo", "unset": null}));
+        let known = Known::Payload {
+            hash: 1,
+            values: Some(before),
+        };
+        let track = track_for(&events(), known, 2, &after, false).unwrap();
+        assert_eq!(track.kind, ChangeKind::Changed);
+        assert_eq!(
+            Value::Object(track.properties),
+            json!({"plan": "pro", "city": "Oslo", "gone": null}),
+            "unchanged traits are left out; a trait with no value any more is null"
+        );
+    }
+
+    #[test]
+    fn a_trait_unset_by_the_null_policy_is_a_change_to_null() {
+        let before = map(json!({"plan": "free"}));
+        let after = map(json!({"plan": null}));
+        assert_eq!(
+            Value::Object(changed(&before, &after)),
+            json!({"plan": null})
+        );
+    }
+
+    #[test]
+    fn nothing_is_tracked_for_what_segment_has_unless_it_may_hold_another_payload() {
+        let traits = map(json!({"plan": "pro"}));
+        let known = || Known::Payload {
+            hash: 5,
+            values: Some(traits.clone()),
+        };
+        assert_eq!(track_for(&events(), known(), 5, &traits, false), None);
+        let unsure = track_for(&events(), known(), 5, &traits, true).unwrap();
+        assert_eq!(
+            (unsure.kind, Value::Object(unsure.properties)),
+            (ChangeKind::Changed, json!({"plan": "pro"}))
+        );
+    }
+
+    #[test]
+    fn without_kept_traits_a_change_carries_every_trait() {
+        let traits = map(json!({"plan": "pro", "x": null}));
+        let known = Known::Payload {
+            hash: 1,
+            values: None,
+        };
+        let track = track_for(&events(), known, 2, &traits, false).unwrap();
+        assert_eq!(Value::Object(track.properties), json!({"plan": "pro"}));
+    }
+
+    #[test]
+    fn a_kind_the_section_does_not_name_sends_no_track() {
+        let spec =
+            crate::mapping::MappingSpec::from_toml("[events]\nremoved = \"Deleted\"\n").unwrap();
+        let mapping = crate::Mapping::new(Some(&spec), &["id"]).unwrap();
+        let traits = map(json!({"plan": "pro"}));
+        let events = mapping.events().unwrap();
+        assert_eq!(track_for(events, Known::Nothing, 1, &traits, false), None);
+    }
+
+    #[test]
+    fn kept_values_leave_out_unset_traits_and_round_trip() {
+        let traits = map(json!({"a": "x\"y", "b": null, "c": {"d": [1, 2.5]}}));
+        let kept: Value = serde_json::from_str(&values_json(&traits)).unwrap();
+        assert_eq!(kept, json!({"a": "x\"y", "c": {"d": [1, 2.5]}}));
+        assert_eq!(values_json(&Map::new()), "{}");
+    }
+}
