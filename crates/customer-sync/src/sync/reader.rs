@@ -442,8 +442,9 @@ impl<'a> Reader<'a> {
                     }
                     _ => None,
                 };
-                self.tracker
-                    .write(|w| w.removed(&gone.key, event.is_some()));
+                // Its removed event goes now, or went again from the outbox.
+                let sent = event.is_some() || (name.is_some() && resent.contains(&gone.key));
+                self.tracker.write(|w| w.removed(&gone.key, sent));
                 if let Some(out) = event {
                     self.chunk.push(out);
                 }
