@@ -9,6 +9,11 @@
 //! 4. the state matches the receiver customer by customer, and every run
 //!    that wrote a report has counts that add up.
 //!
+//! With the mapping's `[events]` (`..._with_events`), also: every current
+//! customer's accepted tracks start with its `added` event and, applied as
+//! patches in order, give its final traits; every gone customer Segment
+//! heard of ends with exactly one `removed` event.
+//!
 //! CI runs a short form (`TORTURE_CYCLES`, default 30). The soak:
 //! `TORTURE_CYCLES=300 TORTURE_SEED=7 cargo test -p segment-sync --release --test torture -- --nocapture`.
 
@@ -124,7 +129,7 @@ fn check_adds_up(lines: &[Value], what: &str) {
         "{what}: {s}"
     );
     assert_eq!(
-        c("valid") + c("recovered_not_in_source"),
+        c("valid") + c("recovered_not_in_source") + c("removed_sent"),
         c("delivered") + c("failed") + c("pending"),
         "{what}: {s}"
     );
@@ -148,8 +153,19 @@ const SYNC_ARGS: &[&str] = &[
     "--quiet",
 ];
 
+const EVENTS: &str = "[events]\nadded = \"Customer Created\"\nchanged = \"Customer Updated\"\nremoved = \"Customer Deleted\"\n";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_and_interrupted_at_random_a_final_run_leaves_segment_exact() {
+    torture(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_and_interrupted_at_random_a_final_run_leaves_segment_exact_with_events() {
+    torture(true).await;
+}
+
+async fn torture(events: bool) {
     let cycles: usize = std::env::var("TORTURE_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -164,6 +180,12 @@ async fn killed_and_interrupted_at_random_a_final_run_leaves_segment_exact() {
     let dir = TempDir::new().unwrap();
     let file = dir.path().join("customers.csv");
     let report = dir.path().join("report.jsonl");
+    let mapping = dir.path().join("mapping.toml");
+    std::fs::write(&mapping, EVENTS).unwrap();
+    let mut sync_args: Vec<&str> = SYNC_ARGS.to_vec();
+    if events {
+        sync_args.extend_from_slice(&["--mapping", path_str(&mapping)]);
+    }
     let mut model = Model::new(300);
 
     for cycle in 0..cycles {
@@ -172,7 +194,7 @@ async fn killed_and_interrupted_at_random_a_final_run_leaves_segment_exact() {
         receiver.set_faults(faults(&mut rng));
         let _ = std::fs::remove_file(&report);
         let mut args = vec!["sync", path_str(&file), "--report", path_str(&report)];
-        args.extend_from_slice(SYNC_ARGS);
+        args.extend_from_slice(&sync_args);
         let mut child = command(&dir, Some(&receiver), &args).spawn().unwrap();
         tokio::time::sleep(Duration::from_millis(rng.u64(5..400))).await;
         let interrupt = rng.u8(0..5) == 0;
@@ -209,12 +231,95 @@ async fn killed_and_interrupted_at_random_a_final_run_leaves_segment_exact() {
     receiver.set_faults(FaultPlan::none());
     let _ = std::fs::remove_file(&report);
     let mut args = vec!["sync", path_str(&file), "--report", path_str(&report)];
-    args.extend_from_slice(SYNC_ARGS);
+    args.extend_from_slice(&sync_args);
     let output = run(&dir, Some(&receiver), &args).await;
     assert!(output.status.success(), "final run: {}", stderr(&output));
     check_adds_up(&report_lines(&report), "the final run");
 
     check_against_receiver(&receiver, &model, dir.path());
+    if events {
+        check_events(&receiver, &model);
+    }
+}
+
+/// What Segment keeps: each messageId's first arrival, in arrival order.
+fn first_arrivals(receiver: &Receiver) -> Vec<Value> {
+    let mut seen = std::collections::HashSet::new();
+    receiver
+        .store()
+        .events()
+        .into_iter()
+        .filter(|e| seen.insert(e["messageId"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+fn check_events(receiver: &Receiver, model: &Model) {
+    let mut tracks: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut heard_of = std::collections::HashSet::new();
+    for event in first_arrivals(receiver) {
+        let user = event["userId"].as_str().unwrap().to_owned();
+        heard_of.insert(user.clone());
+        if event["type"] == "track" {
+            tracks.entry(user).or_default().push(event);
+        }
+    }
+    let names = |list: &[Value]| -> Vec<String> {
+        list.iter()
+            .map(|e| e["event"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for id in 0..model.next_id {
+        let user = format!("c{id}");
+        let list = tracks.get(&user).map(Vec::as_slice).unwrap_or_default();
+        match model.customers.get(&id) {
+            Some((email, version)) => {
+                assert_eq!(
+                    list.first().map(|e| &e["event"]),
+                    Some(&Value::from("Customer Created")),
+                    "{user}: {:?}",
+                    names(list)
+                );
+                assert!(
+                    list.iter().all(|e| e["event"] != "Customer Deleted"),
+                    "{user} is not gone: {:?}",
+                    names(list)
+                );
+                // The tracks, applied in order, tell Segment the final traits.
+                let mut traits = serde_json::Map::new();
+                for event in list {
+                    for (name, value) in event["properties"].as_object().unwrap() {
+                        match value {
+                            Value::Null => traits.remove(name),
+                            value => traits.insert(name.clone(), value.clone()),
+                        };
+                    }
+                }
+                assert_eq!(
+                    Value::Object(traits),
+                    serde_json::json!({
+                        "email": email,
+                        "plan": format!("v{version}"),
+                        "firstName": format!("Zoë {id}"),
+                    }),
+                    "{user}: {list:?}"
+                );
+            }
+            None if heard_of.contains(&user) => {
+                let deleted = list
+                    .iter()
+                    .filter(|e| e["event"] == "Customer Deleted")
+                    .count();
+                assert_eq!(deleted, 1, "{user} is gone: {:?}", names(list));
+                assert_eq!(
+                    list.last().map(|e| &e["event"]),
+                    Some(&Value::from("Customer Deleted")),
+                    "{user}: {:?}",
+                    names(list)
+                );
+            }
+            None => {}
+        }
+    }
 }
 
 /// Appends the start of a copy of the log's last line, cut at a random byte
@@ -237,14 +342,12 @@ fn tear_the_outbox(path: &std::path::Path, rng: &mut fastrand::Rng) {
 }
 
 fn check_against_receiver(receiver: &Receiver, model: &Model, dir: &std::path::Path) {
-    // What Segment keeps: each messageId's first arrival, in arrival order.
-    let mut seen = std::collections::HashSet::new();
     let mut by_user: HashMap<String, Vec<(String, String, u64)>> = HashMap::new();
-    for event in receiver.store().events() {
-        let message_id = event["messageId"].as_str().unwrap().to_owned();
-        if !seen.insert(message_id.clone()) {
+    for event in first_arrivals(receiver) {
+        if event["type"] != "identify" {
             continue;
         }
+        let message_id = event["messageId"].as_str().unwrap().to_owned();
         let user = event["userId"].as_str().unwrap().to_owned();
         let email = event["traits"]["email"].as_str().unwrap().to_owned();
         let version: u64 = event["traits"]["plan"].as_str().unwrap()[1..]

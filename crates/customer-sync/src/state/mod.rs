@@ -103,7 +103,7 @@ use lock::{StateFiles, StateLock};
 #[cfg(test)]
 pub(crate) use outbox::OutboxEntry;
 pub(crate) use outbox::{OutboxEntryRef, OutboxScan, Pending};
-pub(crate) use records::{Change, Gone, REMOVAL_HASH, Settled};
+pub(crate) use records::{Change, REMOVAL_HASH, Settled};
 pub use schema::SCHEMA_VERSION;
 pub use status::{FailedRecord, LoggedRun, PendingRecord};
 

@@ -48,15 +48,14 @@ pub(crate) fn track_for(
     let (kind, properties) = match known {
         Known::Nothing => (ChangeKind::Added, present(traits)),
         Known::Payload { hash: accepted, .. } if accepted == hash && !unsure => return None,
-        Known::Payload { values, .. } => {
-            let changed = values.map(|before| changed(&before, traits));
-            match changed {
-                // Segment may hold something else, or the state kept no
-                // traits to compare with: every trait is news.
-                Some(changed) if !changed.is_empty() => (ChangeKind::Changed, changed),
-                _ => (ChangeKind::Changed, present(traits)),
-            }
-        }
+        // Segment may hold another payload than the one compared with (an
+        // earlier change was in flight): every trait is news.
+        Known::Payload { .. } if unsure => (ChangeKind::Changed, present(traits)),
+        Known::Payload { values, .. } => match values {
+            Some(before) => (ChangeKind::Changed, changed(&before, traits)),
+            // The state kept no traits to compare with.
+            None => (ChangeKind::Changed, present(traits)),
+        },
     };
     Some(TrackPlan {
         kind,
@@ -183,6 +182,24 @@ mod tests {
         assert_eq!(
             (unsure.kind, Value::Object(unsure.properties)),
             (ChangeKind::Changed, json!({"plan": "pro"}))
+        );
+    }
+
+    #[test]
+    fn when_segment_may_hold_a_newer_payload_a_change_carries_every_trait() {
+        // Accepted v1; v2 (plan b) was in flight when the run was killed, so
+        // Segment may have it; now v3 changes the email and sets plan back.
+        let v1 = map(json!({"plan": "a", "email": "x"}));
+        let v3 = map(json!({"plan": "a", "email": "y"}));
+        let known = Known::Payload {
+            hash: 1,
+            values: Some(v1),
+        };
+        let track = track_for(&events(), known, 3, &v3, true).unwrap();
+        assert_eq!(
+            Value::Object(track.properties),
+            json!({"plan": "a", "email": "y"}),
+            "a diff against v1 would leave Segment with plan b"
         );
     }
 

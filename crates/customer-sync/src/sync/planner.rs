@@ -234,8 +234,8 @@ impl Planner {
                     (Some(row), Some(accepted)) => events::Known::Payload {
                         hash: accepted,
                         // Read only when it can matter: a `changed` event
-                        // of a record that did change.
-                        values: match events.changed.is_some() && (accepted != hash || unsure) {
+                        // of a record that changed from what Segment has.
+                        values: match events.changed.is_some() && accepted != hash && !unsure {
                             true => store.accepted_values(row)?,
                             false => None,
                         },

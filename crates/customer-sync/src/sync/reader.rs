@@ -127,14 +127,30 @@ impl<'a> Reader<'a> {
                     )
                 })
             });
+            let gone_for_sure = changed.is_none() && self.reads_everything;
+            let removed_event = self
+                .mapping
+                .events()
+                .and_then(|e| e.removed.clone())
+                .filter(|_| gone_for_sure);
             let mut resent = std::collections::HashSet::new();
-            if let Some(planner) = self.planner.as_mut() {
-                for pending in planner.take_unmatched() {
-                    resent.insert(pending.entry.key.clone());
-                    self.push_resent(pending);
+            let unmatched = match self.planner.as_mut() {
+                Some(planner) => planner.take_unmatched(),
+                None => Vec::new(),
+            };
+            for pending in unmatched {
+                resent.insert(pending.entry.key.clone());
+                match &removed_event {
+                    // The customer is gone: whatever of it Segment may hold,
+                    // its removed event supersedes, so that a clean run ends
+                    // with every gone customer removed.
+                    Some(name) if !pending.entry.is_removal() => {
+                        self.push_superseded_by_removal(name, pending, source.name());
+                    }
+                    _ => self.push_resent(pending),
                 }
             }
-            if changed.is_none() && self.reads_everything {
+            if gone_for_sure {
                 let gone = self.push_removals(source.name(), &resent);
                 if let Err(error) = gone {
                     let _ = self.flush_chunk();
@@ -438,7 +454,14 @@ impl<'a> Reader<'a> {
                 Counters::add(&self.tracker.counters.removed);
                 let event = match &name {
                     Some(name) if gone.accepted && !resent.contains(&gone.key) => {
-                        Some(self.removal(name, &gone, source))
+                        Some(self.removal(
+                            name,
+                            Some(gone.row),
+                            &gone.key,
+                            gone.line,
+                            gone.values.as_deref(),
+                            source,
+                        ))
                     }
                     _ => None,
                 };
@@ -456,13 +479,43 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// The `removed` event of an identity gone from the source: a track
-    /// carrying the traits Segment last accepted.
-    fn removal(&self, name: &str, gone: &crate::state::Gone, source: &str) -> Outgoing {
-        let identity = identity_from_key(&gone.key);
-        let properties = gone
-            .values
-            .as_deref()
+    /// An earlier run's entry for a customer now gone: not resent, but
+    /// superseded by the customer's removed event, carrying the traits the
+    /// entry would have set.
+    fn push_superseded_by_removal(&mut self, name: &str, pending: Pending, source: &str) {
+        if let Some(planner) = self.planner.as_mut() {
+            planner.superseded += 1;
+            self.tracker
+                .counters
+                .superseded
+                .store(planner.superseded, std::sync::atomic::Ordering::Relaxed);
+        }
+        let entry = &pending.entry;
+        let out = self.removal(
+            name,
+            pending.row,
+            &entry.key,
+            entry.line,
+            entry.values.as_deref(),
+            source,
+        );
+        self.chunk.push(out);
+    }
+
+    /// The `removed` event of customer `key` (in state row `row`, if it has
+    /// one), gone from the source: a track carrying `values`, the traits
+    /// Segment last accepted.
+    fn removal(
+        &self,
+        name: &str,
+        row: Option<i64>,
+        key: &str,
+        line: u64,
+        values: Option<&str>,
+        source: &str,
+    ) -> Outgoing {
+        let identity = identity_from_key(key);
+        let properties = values
             .and_then(|v| serde_json::from_str(v).ok())
             .unwrap_or_default();
         let params = TrackParams::new(identity.clone(), name).with_properties(properties);
@@ -476,7 +529,7 @@ impl<'a> Reader<'a> {
             kind: Some(ChangeKind::Removed),
             companion: None,
             state: self.tracker.changes.is_some().then(|| StateRef {
-                row: Some(gone.row),
+                row,
                 hash: REMOVAL_HASH,
                 source_hash: 0,
                 traits: "[]".to_owned(),
@@ -484,7 +537,7 @@ impl<'a> Reader<'a> {
                 removal: true,
             }),
             identity,
-            at: Location::new(source, gone.line),
+            at: Location::new(source, line),
             origin: Origin::Removal,
         }
     }
