@@ -491,6 +491,12 @@ impl<'a> Reader<'a> {
                 .store(planner.superseded, std::sync::atomic::Ordering::Relaxed);
         }
         let entry = &pending.entry;
+        if pending.row.is_none() {
+            // Never settled, so not among the state's rows that
+            // `push_removals` reports: reported here.
+            Counters::add(&self.tracker.counters.removed);
+            self.tracker.write(|w| w.removed(&entry.key, true));
+        }
         let out = self.removal(
             name,
             pending.row,
