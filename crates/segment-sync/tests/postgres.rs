@@ -248,6 +248,101 @@ async fn a_second_run_sends_changed_and_added_rows_and_reports_removed_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_with_events_tracks_changed_added_and_deleted_rows_but_a_cursor_sees_no_deletes() {
+    let db = TestDb::new(CUSTOMERS).await;
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    let mapping = write(
+        &dir,
+        "events.toml",
+        "[events]\nadded = \"Customer Created\"\nchanged = \"Customer Updated\"\nremoved = \"Customer Deleted\"\n",
+    );
+    let table = [db.url(), "--table".into(), "customers".into()];
+    let cursor = customers_by_cursor(&db, &[]);
+    let with_mapping = |args: &[String], name: &str| -> Vec<String> {
+        let mut all = args.to_vec();
+        all.extend(["--mapping", path_str(&mapping), "--name", name].map(String::from));
+        all
+    };
+    let tracks = |receiver: &Receiver| -> Vec<(String, String, Value)> {
+        let mut tracks: Vec<_> = receiver
+            .store()
+            .events()
+            .into_iter()
+            .filter(|e| e["type"] == "track")
+            .map(|e| {
+                (
+                    e["event"].as_str().unwrap().to_owned(),
+                    e["userId"].as_str().unwrap().to_owned(),
+                    e["properties"].clone(),
+                )
+            })
+            .collect();
+        tracks.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        tracks
+    };
+    for (args, name) in [(&table[..], "by_table"), (&cursor[..], "by_cursor")] {
+        let args = with_mapping(args, name);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (output, summary) = sync(&dir, &receiver, &args).await;
+        assert!(output.status.success(), "{name}: {}", stderr(&output));
+        assert_eq!(summary["tracked_added"], 3, "{name}: {summary}");
+    }
+
+    db.exec(
+        "UPDATE customers SET plan = 'enterprise', updated_at = '2024-02-01Z' WHERE customer_no = 1;
+         INSERT INTO customers VALUES (4, 'd@example.com', NULL, '2024-02-01Z');
+         DELETE FROM customers WHERE customer_no = 3;",
+    )
+    .await;
+    receiver.store().clear();
+    let args = with_mapping(&table, "by_table");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (output, summary) = sync(&dir, &receiver, &args).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(summary["removed_sent"], 1, "{summary}");
+    assert_eq!(
+        tracks(&receiver),
+        [
+            (
+                "Customer Created".into(),
+                "4".into(),
+                json!({"email": "d@example.com", "updated_at": "2024-02-01T00:00:00Z"})
+            ),
+            (
+                "Customer Deleted".into(),
+                "3".into(),
+                json!({"email": "c@example.com", "updated_at": "2024-01-01T00:00:00Z"})
+            ),
+            (
+                "Customer Updated".into(),
+                "1".into(),
+                json!({"plan": "enterprise", "updated_at": "2024-02-01T00:00:00Z"})
+            ),
+        ]
+    );
+
+    // A keyset read has only the rows past its mark: a delete is invisible,
+    // so no removed event is sent.
+    receiver.store().clear();
+    let args = with_mapping(&cursor, "by_cursor");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (output, summary) = sync(&dir, &receiver, &args).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(summary["removed_sent"], 0, "{summary}");
+    assert_eq!(
+        tracks(&receiver)
+            .into_iter()
+            .map(|(event, user, _)| (event, user))
+            .collect::<Vec<_>>(),
+        [
+            ("Customer Created".to_owned(), "4".to_owned()),
+            ("Customer Updated".to_owned(), "1".to_owned()),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cursor_mode_reads_only_rows_past_the_mark_and_never_skips_ties() {
     let db = TestDb::new(CUSTOMERS).await;
     let receiver = receiver(FaultPlan::none()).await;
