@@ -336,9 +336,7 @@ async fn an_events_dry_run_shows_the_tracks_and_sends_and_keeps_nothing() {
     assert_eq!(receiver.store().stats().requests, 0);
     assert_eq!(count(&summary, "tracked_added"), 2, "{summary}");
     let mut calls = Vec::new();
-    for body in std::fs::read_dir(&out_dir).unwrap() {
-        let body: Value =
-            serde_json::from_slice(&std::fs::read(body.unwrap().path()).unwrap()).unwrap();
+    for body in dry_run_bodies(&out_dir) {
         for e in body["batch"].as_array().unwrap() {
             calls.push((
                 e["type"].as_str().unwrap().to_owned(),

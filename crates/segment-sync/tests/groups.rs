@@ -294,13 +294,9 @@ async fn a_group_dry_run_writes_group_calls_and_sends_nothing() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(receiver.store().stats().requests, 0);
     assert!(summary["dry_run"].as_bool().unwrap(), "{summary}");
-    let bodies: Vec<_> = std::fs::read_dir(&out_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let bodies = dry_run_bodies(&out_dir);
     assert_eq!(bodies.len(), 1, "{bodies:?}");
-    let body: Value = serde_json::from_slice(&std::fs::read(&bodies[0]).unwrap()).unwrap();
-    let calls: Vec<(&str, &str)> = body["batch"]
+    let calls: Vec<(&str, &str)> = bodies[0]["batch"]
         .as_array()
         .unwrap()
         .iter()

@@ -72,6 +72,19 @@ pub fn summary(lines: &[Value]) -> &Value {
     last
 }
 
+/// The request bodies a `--dry-run --dry-run-dir DIR --no-gzip` run wrote, in file-name order.
+pub fn dry_run_bodies(dir: &Path) -> Vec<Value> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|path| serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap())
+        .collect()
+}
+
 pub fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
 }
