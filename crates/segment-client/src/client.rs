@@ -59,6 +59,36 @@ impl PreparedEvent {
         .map(Self)
     }
 
+    /// An identify event for `identity` whose traits are already JSON: what
+    /// [`new`](Self::new) makes of an [`IdentifyParams`] whose custom traits
+    /// are the same object (byte for byte, but for `messageId` and
+    /// `timestamp`), without a `serde_json` pass over the traits. For
+    /// producers that write each record's traits directly with an
+    /// [`ObjectWriter`](crate::ObjectWriter).
+    ///
+    /// # Errors
+    /// `invalid_payload` for an empty `userId` or `anonymousId`;
+    /// `payload_too_large` for an event over 32,000 bytes.
+    ///
+    /// # Example
+    /// ```
+    /// use segment_client::{Identity, ObjectWriter, PreparedEvent};
+    ///
+    /// let mut traits = ObjectWriter::new();
+    /// traits.string("email", "ada@example.com");
+    /// let event = PreparedEvent::identify_raw(Identity::user("cus_1"), &traits.finish())?;
+    /// let json: serde_json::Value = serde_json::from_slice(event.json())?;
+    /// assert_eq!(json["traits"]["email"], "ada@example.com");
+    /// assert_eq!(json["userId"], "cus_1");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn identify_raw(
+        identity: Identity,
+        traits: &crate::RawObject,
+    ) -> Result<Self, SegmentError> {
+        crate::message::prepare_identify_raw(identity, traits).map(Self)
+    }
+
     /// Rebuilds an event from the JSON of an earlier [`json`](Self::json).
     ///
     /// # Errors

@@ -141,6 +141,7 @@
 mod apply;
 mod convert;
 mod error;
+mod fast;
 mod infer;
 mod render;
 mod sample;
@@ -152,6 +153,7 @@ use serde_json::{Map, Value};
 
 pub use apply::MappedCustomer;
 pub use error::{MappingError, MappingProblem};
+pub use fast::MappedJson;
 pub use sample::{SAMPLE_BYTES, SAMPLE_RECORDS};
 pub use spec::{DuplicatePolicy, MappingSpec, NullPolicy, UnmappedPolicy, ValueType};
 
@@ -224,6 +226,8 @@ pub struct Mapping {
     taken_prefixes: HashSet<TraitPath>,
     /// How many records the column types were inferred from (0: none).
     sampled: usize,
+    /// The fast path's plan: the trait paths in key order (see `fast`).
+    steps: Option<Vec<fast::Step>>,
     /// A hash of the whole resolved mapping (its mapping-file form), the
     /// seed of every record's [`fingerprint`](Mapping::fingerprint): a changed
     /// mapping changes every fingerprint.
@@ -458,8 +462,10 @@ impl Mapping {
             taken,
             taken_prefixes,
             sampled: 0,
+            steps: None,
             fingerprint: 0,
         };
+        mapping.steps = fast::plan(&mapping.columns, &mapping.constants);
         mapping.fingerprint = xxhash_rust::xxh3::xxh3_64(mapping.to_toml().as_bytes());
         Ok(mapping)
     }

@@ -4,10 +4,8 @@
 
 use std::collections::HashMap;
 
-use serde_json::Value;
-
-use crate::mapping::{MappedCustomer, NullPolicy};
-use crate::state::{Pending, StateError, StateIndex, StateStore, payload_hash, stable_hash};
+use crate::mapping::{MappedJson, NullPolicy};
+use crate::state::{Pending, StateError, StateIndex, StateStore, payload_hash_raw, stable_hash};
 
 /// How a run treats the stored state.
 #[derive(Debug, Clone)]
@@ -33,8 +31,8 @@ impl Default for IncrementalOptions {
 /// The payload hash of a mapped record; a group call's member is part of it,
 /// so a group whose member changed is sent again. Identify hashes are as
 /// they always were, so existing states stay valid.
-fn customer_hash(customer: &MappedCustomer) -> u64 {
-    let hash = payload_hash(&customer.identity, &customer.traits);
+fn customer_hash(customer: &MappedJson) -> u64 {
+    let hash = payload_hash_raw(&customer.identity, &customer.traits);
     match &customer.member {
         None => hash,
         Some(member) => {
@@ -148,7 +146,7 @@ impl Planner {
         &mut self,
         store: &StateStore,
         key: &str,
-        customer: &mut MappedCustomer,
+        customer: &mut MappedJson,
     ) -> Result<Decision, StateError> {
         let mut hash = customer_hash(customer);
         let in_flight = self.recovered.remove(key);
@@ -204,7 +202,7 @@ impl Planner {
         &mut self,
         store: &StateStore,
         row: i64,
-        customer: &mut MappedCustomer,
+        customer: &mut MappedJson,
     ) -> Result<u64, StateError> {
         for name in store.accepted_traits(row)? {
             if customer.traits.contains_key(&name) {
@@ -212,7 +210,7 @@ impl Planner {
             }
             match self.null_policy {
                 NullPolicy::Null => {
-                    customer.traits.insert(name, Value::Null);
+                    customer.traits.insert_null(&name);
                     self.traits.unset += 1;
                 }
                 NullPolicy::Omit => self.traits.left_out += 1,
@@ -246,16 +244,16 @@ impl Planner {
 
 #[cfg(test)]
 mod tests {
-    use segment_client::Identity;
+    use segment_client::{Identity, RawObject};
     use serde_json::json;
 
     use super::*;
     use crate::state::{Change, OutboxEntry, Settled};
 
-    fn customer(plan: &str) -> MappedCustomer {
-        MappedCustomer {
+    fn customer(plan: &str) -> MappedJson {
+        MappedJson {
             identity: Identity::user("u1"),
-            traits: json!({ "plan": plan }).as_object().unwrap().clone(),
+            traits: RawObject::from_map(json!({ "plan": plan }).as_object().unwrap()),
             member: None,
         }
     }
@@ -287,8 +285,8 @@ mod tests {
         let mut store = StateStore::open(dir.path(), "t").unwrap();
         let v1 = customer("v1");
         let (v1_hash, v2_hash) = (
-            payload_hash(&v1.identity, &v1.traits),
-            payload_hash(&v1.identity, &customer("v2").traits),
+            payload_hash_raw(&v1.identity, &v1.traits),
+            payload_hash_raw(&v1.identity, &customer("v2").traits),
         );
         // Segment accepted v1; a later run had v2 in flight when it was killed.
         store

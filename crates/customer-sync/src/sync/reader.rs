@@ -13,7 +13,7 @@ use super::duplicates::{
 use super::planner::{Decision, Planner};
 use super::recovery;
 use super::tracker::{InFlightRecord, StateRef, Tracker, lock};
-use crate::mapping::{DuplicatePolicy, MappedCustomer, Mapping};
+use crate::mapping::{DuplicatePolicy, MappedJson, Mapping};
 use crate::record::{Location, RecordError, RecordErrorKind};
 use crate::report::Counters;
 use crate::source::Source;
@@ -218,7 +218,7 @@ impl<'a> Reader<'a> {
                     }
                 }
             }
-            let mut mapped = match self.mapping.apply(&record) {
+            let mut mapped = match self.mapping.apply_json(&record) {
                 Ok(mapped) => mapped,
                 Err(error) => {
                     tracker.invalid(&error);
@@ -309,7 +309,7 @@ impl<'a> Reader<'a> {
         &mut self,
         at: &Location,
         fingerprint: Option<&(String, u64)>,
-        mapped: &mut MappedCustomer,
+        mapped: &mut MappedJson,
     ) -> Result<Option<Result<Planned, Box<Pending>>>, SyncError> {
         let (Some(planner), Some(store), Some((key, source_hash))) =
             (self.planner.as_mut(), self.store, fingerprint)
@@ -342,18 +342,17 @@ impl<'a> Reader<'a> {
 
     /// Validates and serialises the record (an invalid one is reported and
     /// never reaches the outbox) and adds it to the chunk.
-    fn push(&mut self, at: Location, mapped: MappedCustomer, planned: Planned) {
+    fn push(&mut self, at: Location, mapped: MappedJson, planned: Planned) {
         let state = self.tracker.changes.is_some().then(|| StateRef {
             row: planned.row,
             hash: planned.hash,
             source_hash: planned.source_hash,
-            traits: crate::state::trait_names(&mapped.traits),
+            traits: crate::state::trait_names_raw(&mapped.traits),
         });
-        let identity = mapped.identity.clone();
-        match PreparedEvent::new(mapped.into_message()) {
+        match mapped.to_event() {
             Ok(event) => self.chunk.push(Outgoing {
                 event,
-                identity,
+                identity: mapped.identity,
                 at,
                 state,
                 origin: Origin::Read,
@@ -377,7 +376,7 @@ impl<'a> Reader<'a> {
         &mut self,
         pending: Pending,
         at: Location,
-        mapped: MappedCustomer,
+        mapped: MappedJson,
         source_hash: u64,
     ) {
         match recovery::resend(pending, Some(at.clone()), Some(source_hash)) {
