@@ -22,7 +22,7 @@ use crate::state::{OutboxEntryRef, Pending, StateStore, identity_key};
 /// Records per chunk with a state: one outbox write and transaction each.
 const CHUNK: usize = 2_048;
 /// Records per chunk without a state: one wake-up of the client's worker each.
-const CHUNK_STATELESS: usize = 64;
+const CHUNK_STATELESS: usize = 256;
 
 /// What the state plan says of a record to send.
 #[derive(Debug, Default, Clone, Copy)]
@@ -446,28 +446,19 @@ impl<'a> Reader<'a> {
                 state: out.state,
             };
             tracker.track(out.event.message_id(), record);
-            events.push((out.event, out.origin));
+            count_queued(tracker, out.origin);
+            events.push(out.event);
         }
-        // Queued in a tight loop, so the worker wakes about once per chunk.
-        let mut events = events.into_iter();
-        while let Some((event, origin)) = events.next() {
-            let message_id = event.message_id().to_owned();
-            count_queued(tracker, origin);
-            if self.client.queue_prepared_blocking(event).is_err() {
-                // Closed under us (a stop or a fatal error): not sent; their
-                // outbox entries stay for the next run.
-                let not_queued = std::iter::once((message_id, origin))
-                    .chain(events.map(|(event, origin)| (event.message_id().to_owned(), origin)));
-                for (i, (message_id, origin)) in not_queued.enumerate() {
-                    if i > 0 {
-                        count_queued(tracker, origin);
-                    }
-                    if let Some(record) = tracker.untrack(&message_id) {
-                        tracker.pend(&record.at, &record.identity, None);
-                    }
+        // One hand-off per chunk: the worker wakes once for all of it.
+        if let Err((_, not_queued)) = self.client.queue_prepared_many_blocking(events) {
+            // Closed under us (a stop or a fatal error): not sent; their
+            // outbox entries stay for the next run.
+            for event in not_queued {
+                if let Some(record) = tracker.untrack(event.message_id()) {
+                    tracker.pend(&record.at, &record.identity, None);
                 }
-                return Ok(false);
             }
+            return Ok(false);
         }
         Ok(true)
     }
