@@ -25,7 +25,7 @@ use crate::report::{DeliveryReport, EventOutcome};
 use crate::retry::RetryPolicy;
 use crate::throttle::{Pacer, Pause};
 use crate::transport::{DryRun, HttpTransport, Transport, batch_endpoint};
-use crate::worker::{CloseRequest, Gates, OutcomeHook, Sender, Settings, Task, Worker};
+use crate::worker::{CloseRequest, Gates, OutcomeHook, Room, Sender, Settings, Task, Worker};
 
 /// An event validated and serialised once, ready to queue with
 /// [`HttpClient::queue_prepared_blocking`]. Its JSON is exactly what will be
@@ -57,6 +57,36 @@ impl PreparedEvent {
             other => prepare_message(other),
         }
         .map(Self)
+    }
+
+    /// An identify event for `identity` whose traits are already JSON: what
+    /// [`new`](Self::new) makes of an [`IdentifyParams`] whose custom traits
+    /// are the same object (byte for byte, but for `messageId` and
+    /// `timestamp`), without a `serde_json` pass over the traits. For
+    /// producers that write each record's traits directly with an
+    /// [`ObjectWriter`](crate::ObjectWriter).
+    ///
+    /// # Errors
+    /// `invalid_payload` for an empty `userId` or `anonymousId`;
+    /// `payload_too_large` for an event over 32,000 bytes.
+    ///
+    /// # Example
+    /// ```
+    /// use segment_client::{Identity, ObjectWriter, PreparedEvent};
+    ///
+    /// let mut traits = ObjectWriter::new();
+    /// traits.string("email", "ada@example.com");
+    /// let event = PreparedEvent::identify_raw(Identity::user("cus_1"), &traits.finish())?;
+    /// let json: serde_json::Value = serde_json::from_slice(event.json())?;
+    /// assert_eq!(json["traits"]["email"], "ada@example.com");
+    /// assert_eq!(json["userId"], "cus_1");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn identify_raw(
+        identity: Identity,
+        traits: &crate::RawObject,
+    ) -> Result<Self, SegmentError> {
+        crate::message::prepare_identify_raw(identity, traits).map(Self)
     }
 
     /// Rebuilds an event from the JSON of an earlier [`json`](Self::json).
@@ -327,6 +357,8 @@ pub struct HttpClient {
 
 struct Handle {
     tx: mpsc::Sender<Task>,
+    /// Room for events queued in bulk, shared with the worker.
+    room: Arc<Room>,
     control: mpsc::UnboundedSender<CloseRequest>,
     sender: Arc<Sender>,
     closed: AtomicBool,
@@ -584,6 +616,72 @@ impl HttpClient {
             .tx
             .blocking_send(Task::Event(event.0, None))
             .map_err(|_| closed())
+    }
+
+    /// Queues events validated earlier, in order, from a thread outside any
+    /// async runtime, blocking while the queue is full: like
+    /// [`queue_prepared_blocking`](Self::queue_prepared_blocking) for each,
+    /// but the worker is woken once per call rather than once per event, so
+    /// a bulk producer hands over a chunk for about the cost of one event.
+    /// The queue holds at most the builder's `queue_capacity` events queued
+    /// this way (besides as many queued one by one); a call with more is
+    /// queued in parts.
+    ///
+    /// # Errors
+    /// `client_closed` after [`close_and_flush`](Self::close_and_flush),
+    /// with the events not queued: `Err((error, events))`, from the first
+    /// part that could not be queued (earlier parts are queued).
+    ///
+    /// # Panics
+    /// If called from within an async runtime, like
+    /// [`queue_prepared_blocking`](Self::queue_prepared_blocking).
+    ///
+    /// # Example
+    /// ```
+    /// use segment_client::{HttpClient, IdentifyParams, Identity, PreparedEvent};
+    ///
+    /// let client = HttpClient::builder("KEY").dry_run(None).build()?;
+    /// let events: Vec<PreparedEvent> = (0..3)
+    ///     .map(|i| PreparedEvent::new(IdentifyParams::new(Identity::user(format!("u{i}")))))
+    ///     .collect::<Result<_, _>>()?;
+    /// client.queue_prepared_many_blocking(events).map_err(|(error, _)| error)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[allow(clippy::result_large_err)]
+    pub fn queue_prepared_many_blocking(
+        &self,
+        events: Vec<PreparedEvent>,
+    ) -> Result<(), (SegmentError, Vec<PreparedEvent>)> {
+        let part = self.inner.room.capacity().max(1);
+        let mut events = events.into_iter().map(|event| event.0).peekable();
+        while events.peek().is_some() {
+            let chunk: Vec<Event> = events.by_ref().take(part).collect();
+            let not_queued = |chunk: Vec<Event>, rest: std::iter::Peekable<_>| {
+                chunk
+                    .into_iter()
+                    .chain(rest)
+                    .map(PreparedEvent)
+                    .collect::<Vec<_>>()
+            };
+            if let Err(error) = self.check_open() {
+                return Err((error, not_queued(chunk, events)));
+            }
+            if !self.inner.room.take(chunk.len()) {
+                return Err((closed(), not_queued(chunk, events)));
+            }
+            let count = chunk.len();
+            if let Err(mpsc::error::SendError(task)) =
+                self.inner.tx.blocking_send(Task::Events(chunk))
+            {
+                self.inner.room.give(count);
+                let chunk = match task {
+                    Task::Events(chunk) => chunk,
+                    _ => Vec::new(),
+                };
+                return Err((closed(), not_queued(chunk, events)));
+            }
+        }
+        Ok(())
     }
 
     /// Validates and queues an event without waiting.
@@ -1186,8 +1284,15 @@ impl HttpClientBuilder {
             outbox: outbox.clone(),
         };
         let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let room = Arc::new(Room::new(self.queue_capacity));
         let (control, control_rx) = mpsc::unbounded_channel();
-        let worker = Worker::new(rx, control_rx, Arc::clone(&sender), settings);
+        let worker = Worker::new(
+            rx,
+            Arc::clone(&room),
+            control_rx,
+            Arc::clone(&sender),
+            settings,
+        );
         #[cfg(feature = "outbox")]
         let worker = match &outbox {
             Some(outbox) => worker.with_recovered(outbox.load()?),
@@ -1197,6 +1302,7 @@ impl HttpClientBuilder {
         Ok(HttpClient {
             inner: Arc::new(Handle {
                 tx,
+                room,
                 control,
                 sender,
                 closed: AtomicBool::new(false),

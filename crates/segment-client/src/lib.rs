@@ -43,6 +43,7 @@ mod message;
 #[cfg(feature = "outbox")]
 mod outbox;
 mod payload;
+mod raw;
 mod report;
 mod retry;
 #[cfg(test)]
@@ -74,6 +75,7 @@ pub use message::{
     IdentifyParams, Identity, LIBRARY_NAME, MAX_EVENT_BYTES, MAX_MESSAGE_ID_CHARS, new_message_id,
 };
 pub use payload::{Address, Company, RESERVED_TRAITS, SegmentIdentifyPayload, UserTraits};
+pub use raw::{ObjectWriter, RawObject};
 pub use report::{DeliveryReport, EventOutcome, EventRef, FailedEvent};
 pub use retry::{MAX_RETRY_AFTER, is_retryable_status};
 pub use transport::check_reachable;

@@ -266,9 +266,95 @@ struct ViewBody<'a> {
 /// assert_eq!(id.len(), 36);
 /// ```
 pub fn new_message_id() -> String {
+    // Encoded into a stack buffer: `to_string` goes through the formatting
+    // machinery, a visible cost at a million events.
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
         .into_uuid()
-        .to_string()
+        .hyphenated()
+        .encode_lower(&mut text)
+        .to_owned()
+}
+
+/// `timestamp` as Segment's events carry it, `2024-01-02T03:04:05.000Z`
+/// (RFC 3339, milliseconds, UTC): what `to_rfc3339_opts(Millis, true)`
+/// writes, without the formatting machinery for the common case.
+pub(crate) fn write_timestamp(out: &mut Vec<u8>, at: DateTime<Utc>) {
+    use chrono::{Datelike, Timelike};
+    let year = at.year();
+    let nanos = at.timestamp_subsec_nanos();
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        // Outside four-digit years, or a leap second: chrono knows the rules.
+        out.extend_from_slice(at.to_rfc3339_opts(SecondsFormat::Millis, true).as_bytes());
+        return;
+    }
+    fn digits(out: &mut Vec<u8>, n: u32, width: u32) {
+        for place in (0..width).rev() {
+            out.push(b'0' + (n / 10u32.pow(place) % 10) as u8);
+        }
+    }
+    digits(out, year as u32, 4);
+    for (separator, n) in [
+        (b'-', at.month()),
+        (b'-', at.day()),
+        (b'T', at.hour()),
+        (b':', at.minute()),
+        (b':', at.second()),
+    ] {
+        out.push(separator);
+        digits(out, n, 2);
+    }
+    out.push(b'.');
+    digits(out, nanos / 1_000_000, 3);
+    out.push(b'Z');
+}
+
+/// Validates an identify call whose traits are already JSON and writes the
+/// event around them: byte for byte what [`prepare`] writes for the same
+/// identity and traits (a `serde_json::Map` serialises to the same text as
+/// the [`RawObject`](crate::RawObject) made from it), without a
+/// `serde_json` pass over the traits.
+///
+/// # Errors
+/// `invalid_payload` for an empty identity; `payload_too_large` for an
+/// event over [`MAX_EVENT_BYTES`].
+pub(crate) fn prepare_identify_raw(
+    identity: Identity,
+    traits: &crate::raw::RawObject,
+) -> Result<Event, SegmentError> {
+    check_id("userId", identity.user_id())?;
+    check_id("anonymousId", identity.anonymous_id())?;
+    let message_id = new_message_id();
+    let mut json = Vec::with_capacity(traits.json().len() + 192);
+    json.extend_from_slice(br#"{"type":"identify","messageId":""#);
+    // A UUID needs no escaping.
+    json.extend_from_slice(message_id.as_bytes());
+    json.extend_from_slice(br#"","timestamp":""#);
+    write_timestamp(&mut json, Utc::now());
+    json.push(b'"');
+    if let Some(user_id) = identity.user_id() {
+        json.extend_from_slice(br#","userId":"#);
+        write_string(&mut json, user_id);
+    }
+    if let Some(anonymous_id) = identity.anonymous_id() {
+        json.extend_from_slice(br#","anonymousId":"#);
+        write_string(&mut json, anonymous_id);
+    }
+    json.extend_from_slice(br#","traits":"#);
+    json.extend_from_slice(traits.json().as_bytes());
+    json.push(b'}');
+    check_size(json.len())?;
+    Ok(Event {
+        message_id,
+        identity,
+        json,
+    })
+}
+
+/// A JSON string, escaped as `serde_json` escapes it.
+fn write_string(out: &mut Vec<u8>, text: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, text);
 }
 
 fn invalid(message: String) -> SegmentError {
@@ -392,9 +478,11 @@ fn finish<B: Serialize>(
     if let Some(context) = context.as_mut() {
         context.entry("library").or_insert_with(library);
     }
-    let timestamp = timestamp
-        .unwrap_or_else(Utc::now)
-        .to_rfc3339_opts(SecondsFormat::Millis, true);
+    let timestamp = {
+        let mut text = Vec::with_capacity(24);
+        write_timestamp(&mut text, timestamp.unwrap_or_else(Utc::now));
+        String::from_utf8(text).unwrap_or_default()
+    };
     let wire = Wire {
         r#type: kind,
         message_id: &message_id,
@@ -519,6 +607,92 @@ mod tests {
             std::str::from_utf8(&event.json).unwrap(),
             r#"{"type":"identify","messageId":"m1","timestamp":"2024-01-02T03:04:05.000Z","userId":"u1","traits":{"email":"a@b.c"}}"#
         );
+    }
+
+    #[test]
+    fn timestamps_are_written_as_chrono_writes_them() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut times: Vec<DateTime<Utc>> = (0..2_000)
+            .map(|_| {
+                let seconds = rng.i64(-62_135_596_800..253_402_300_799);
+                DateTime::from_timestamp(seconds, rng.u32(..1_000_000_000)).unwrap()
+            })
+            .collect();
+        times.extend([
+            Utc.with_ymd_and_hms(2024, 1, 2, 3, 4, 5).unwrap(),
+            DateTime::from_timestamp(0, 999_999_999).unwrap(),
+            DateTime::from_timestamp(253_402_300_800, 1_000_000).unwrap(),
+            DateTime::from_timestamp(-62_135_596_801, 0).unwrap(),
+            // A leap second.
+            DateTime::from_timestamp(1_483_228_799, 1_500_000_000).unwrap(),
+            Utc::now(),
+        ]);
+        for at in times {
+            let mut out = Vec::new();
+            write_timestamp(&mut out, at);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                at.to_rfc3339_opts(SecondsFormat::Millis, true)
+            );
+        }
+    }
+
+    #[test]
+    fn raw_traits_make_the_same_event_as_a_map() {
+        let traits = serde_json::json!({
+            "address": {"city": "London", "postalCode": "N1"},
+            "email": "a\"b@c.d\n",
+            "ltv": 137.5,
+            "n": [1, null, true],
+            "z": null,
+        });
+        let map = traits.as_object().unwrap().clone();
+        let raw = crate::raw::RawObject::from_map(&map);
+        for identity in [
+            Identity::user("u1"),
+            Identity::anonymous("a\"1"),
+            Identity::Both {
+                user_id: "u é".into(),
+                anonymous_id: "a1".into(),
+            },
+        ] {
+            let fast = prepare_identify_raw(identity.clone(), &raw).unwrap();
+            let slow = prepare(
+                IdentifyParams::new(identity.clone())
+                    .with_message_id(fast.message_id.clone())
+                    .with_traits(UserTraits {
+                        custom: map.clone(),
+                        ..UserTraits::default()
+                    }),
+            )
+            .unwrap();
+            // The same bytes but for the timestamp, taken at another moment.
+            let strip = |json: &[u8]| {
+                let mut value: Value = serde_json::from_slice(json).unwrap();
+                let stamp = value["timestamp"].as_str().unwrap().to_owned();
+                value["timestamp"] = Value::Null;
+                (serde_json::to_string(&value).unwrap(), stamp.len())
+            };
+            assert_eq!(strip(&fast.json), strip(&slow.json));
+            let (fast_text, slow_text) = (
+                String::from_utf8(fast.json.clone()).unwrap(),
+                String::from_utf8(slow.json.clone()).unwrap(),
+            );
+            let at = fast_text.find(r#""timestamp":""#).unwrap() + 13;
+            let cut = |text: &str| format!("{}{}", &text[..at], &text[at + 24..]);
+            assert_eq!(cut(&fast_text), cut(&slow_text));
+            assert_eq!(fast.identity, identity);
+        }
+        assert_eq!(
+            prepare_identify_raw(Identity::user(" "), &raw)
+                .unwrap_err()
+                .message(),
+            "userId is empty"
+        );
+        let mut writer = crate::raw::ObjectWriter::new();
+        writer.string("blob", &"x".repeat(MAX_EVENT_BYTES));
+        let err = prepare_identify_raw(Identity::user("u"), &writer.finish()).unwrap_err();
+        assert_eq!(err.code(), Some("payload_too_large"));
     }
 
     #[test]

@@ -47,12 +47,82 @@ pub(crate) type OutcomeHook = Arc<dyn Fn(&EventOutcome<'_>) + Send + Sync>;
 /// What the client handle sends to the worker, in order.
 pub(crate) enum Task {
     Event(Event, Option<Receipt>),
+    /// Events queued together by a bulk producer, holding [`Room`] for each.
+    Events(Vec<Event>),
     /// An event whose caller waits for its outcome: sent promptly.
     Confirm(Event, Receipt),
     Flush {
         deadline: Instant,
         reply: oneshot::Sender<DeliveryReport>,
     },
+}
+
+/// Room for events queued in bulk ([`Task::Events`]): the channel bounds
+/// its entries, this bounds the events inside them, to the same queue
+/// capacity. A bulk producer takes room for its events before it queues
+/// them (waiting while there is none) and the worker gives it back as it
+/// takes them off the queue; one entry per chunk means one wake-up of the
+/// worker per chunk instead of one per event.
+pub(crate) struct Room {
+    state: Mutex<RoomState>,
+    freed: std::sync::Condvar,
+    capacity: usize,
+}
+
+struct RoomState {
+    free: usize,
+    closed: bool,
+}
+
+impl Room {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(RoomState {
+                free: capacity,
+                closed: false,
+            }),
+            freed: std::sync::Condvar::new(),
+            capacity,
+        }
+    }
+
+    /// The most events one entry may hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Takes room for `events` (at most [`capacity`](Self::capacity)),
+    /// blocking while there is not enough; `false` once the worker is gone.
+    pub fn take(&self, events: usize) -> bool {
+        let mut state = lock(&self.state);
+        loop {
+            if state.closed {
+                return false;
+            }
+            if state.free >= events {
+                state.free -= events;
+                return true;
+            }
+            state = self
+                .freed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Gives back room for `events`.
+    pub fn give(&self, events: usize) {
+        let mut state = lock(&self.state);
+        state.free = (state.free + events).min(self.capacity);
+        drop(state);
+        self.freed.notify_all();
+    }
+
+    /// No more room will be given: wakes every producer waiting for it.
+    pub fn close(&self) {
+        lock(&self.state).closed = true;
+        self.freed.notify_all();
+    }
 }
 
 /// A close, sent beside the queue so that a full queue cannot keep it out.
@@ -288,6 +358,7 @@ struct Waiter {
 
 pub(crate) struct Worker {
     rx: mpsc::Receiver<Task>,
+    room: Arc<Room>,
     control: mpsc::UnboundedReceiver<CloseRequest>,
     control_open: bool,
     sender: Arc<Sender>,
@@ -316,12 +387,14 @@ pub(crate) struct Worker {
 impl Worker {
     pub fn new(
         rx: mpsc::Receiver<Task>,
+        room: Arc<Room>,
         control: mpsc::UnboundedReceiver<CloseRequest>,
         sender: Arc<Sender>,
         settings: Settings,
     ) -> Self {
         Self {
             rx,
+            room,
             control,
             control_open: true,
             sender,
@@ -421,9 +494,10 @@ impl Worker {
         let Some(outbox) = self.settings.outbox.clone() else {
             return;
         };
-        let events = tasks.iter().filter_map(|task| match task {
-            Task::Event(event, _) | Task::Confirm(event, _) => Some(event),
-            Task::Flush { .. } => None,
+        let events = tasks.iter().flat_map(|task| match task {
+            Task::Event(event, _) | Task::Confirm(event, _) => std::slice::from_ref(event),
+            Task::Events(events) => events.as_slice(),
+            Task::Flush { .. } => &[],
         });
         let Err(error) = outbox.put(events) else {
             return;
@@ -436,6 +510,12 @@ impl Worker {
             match task {
                 Task::Event(event, receipt) => self.fail_event(&event, receipt, &error),
                 Task::Confirm(event, receipt) => self.fail_event(&event, Some(receipt), &error),
+                Task::Events(events) => {
+                    self.room.give(events.len());
+                    for event in events {
+                        self.fail_event(&event, None, &error);
+                    }
+                }
                 other => tasks.push(other),
             }
         }
@@ -466,6 +546,12 @@ impl Worker {
     fn accept(&mut self, task: Task) {
         match task {
             Task::Event(event, receipt) => self.accept_event(event, receipt),
+            Task::Events(events) => {
+                self.room.give(events.len());
+                for event in events {
+                    self.accept_event(event, None);
+                }
+            }
             Task::Confirm(event, receipt) => {
                 self.accept_event(event, Some(receipt));
                 self.urgent = true;
@@ -515,6 +601,7 @@ impl Worker {
             self.closing = true;
             // What is in the queue was sent before the close: take it all.
             self.rx.close();
+            self.room.close();
             let mut rest = Vec::new();
             while let Ok(task) = self.rx.try_recv() {
                 rest.push(task);
@@ -739,6 +826,7 @@ impl Worker {
         while let Ok(task) = self.rx.try_recv() {
             match task {
                 Task::Event(event, receipt) => held.push((event, receipt)),
+                Task::Events(events) => held.extend(events.into_iter().map(|e| (e, None))),
                 Task::Confirm(event, receipt) => held.push((event, Some(receipt))),
                 Task::Flush { .. } => {}
             }
@@ -749,6 +837,9 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
+        // Nothing takes events off the queue any more: a producer waiting
+        // for room must not wait forever.
+        self.room.close();
         if self.finished {
             return;
         }
@@ -807,7 +898,8 @@ fn rescue(
     // has taken the events, with the shutdown timeout as its deadline.
     let (_, rx) = mpsc::channel(1);
     let (_, control) = mpsc::unbounded_channel();
-    let mut worker = Worker::new(rx, control, sender, settings.clone());
+    let room = Arc::new(Room::new(1));
+    let mut worker = Worker::new(rx, room, control, sender, settings.clone());
     let count = held.len();
     for (event, receipt) in held {
         worker.accept_event(event, receipt);

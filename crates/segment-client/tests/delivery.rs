@@ -504,3 +504,46 @@ fn identify_blocking_feeds_the_client_from_a_plain_thread() {
     assert_eq!(report.delivered, 300);
     assert_eq!(receiver.store().stats().accepted, 300);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_queued_in_bulk_are_all_delivered_in_order_through_a_tiny_queue() {
+    let receiver = receiver(FaultPlan::none()).await;
+    let client = client(&receiver)
+        .queue_capacity(3)
+        .max_in_flight(1)
+        .batch_size(4)
+        .build()
+        .unwrap();
+    let events: Vec<segment_client::PreparedEvent> = (0..50)
+        .map(|i| segment_client::PreparedEvent::new(customer(i)).unwrap())
+        .collect();
+    let ids: Vec<String> = events.iter().map(|e| e.message_id().to_owned()).collect();
+    let bulk = client.clone();
+    // More events than the queue holds: queued in parts, waiting for room.
+    tokio::task::spawn_blocking(move || bulk.queue_prepared_many_blocking(events))
+        .await
+        .unwrap()
+        .map_err(|(error, _)| error)
+        .unwrap();
+    let report = client.close_and_flush().await.unwrap();
+    assert_eq!(report.delivered, 50);
+    let received: Vec<String> = receiver
+        .store()
+        .events()
+        .iter()
+        .map(|e| e["messageId"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(received, ids, "every event, once, in queue order");
+
+    // Once closed, nothing is queued and every event comes back.
+    let late = vec![segment_client::PreparedEvent::new(customer(99)).unwrap()];
+    let late_id = late[0].message_id().to_owned();
+    let (error, back) =
+        tokio::task::spawn_blocking(move || client.queue_prepared_many_blocking(late))
+            .await
+            .unwrap()
+            .unwrap_err();
+    assert!(error.is_closed(), "{error:?}");
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].message_id(), late_id);
+}

@@ -82,6 +82,13 @@ impl Mapping {
     /// line break), or when a record key outside the header
     /// would write a trait another column already writes.
     pub fn apply(&self, record: &Record) -> Result<MappedCustomer, RecordError> {
+        let applied = self.apply_map(record);
+        #[cfg(test)]
+        super::fast::check_agrees(self, record, &applied);
+        applied
+    }
+
+    fn apply_map(&self, record: &Record) -> Result<MappedCustomer, RecordError> {
         let mut traits = self.base.clone();
         let mut user_id = Slot::Absent;
         let mut anonymous_id = Slot::Absent;
@@ -179,7 +186,7 @@ impl Mapping {
 
     /// What the record is keyed on, and the member of a group mapping: the
     /// customer's identity, or the group id (as a `userId`) and the member's.
-    fn subject(
+    pub(super) fn subject(
         &self,
         record: &Record,
         user_id: Slot,
@@ -296,7 +303,7 @@ impl Mapping {
 }
 
 /// An identity column's value in one record.
-enum Slot {
+pub(super) enum Slot {
     Absent,
     Empty,
     Value(String),
@@ -329,7 +336,7 @@ fn field_hash(field: &Field) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
-fn identity_value(record: &Record, field: &Field) -> Result<Slot, RecordError> {
+pub(super) fn identity_value(record: &Record, field: &Field) -> Result<Slot, RecordError> {
     let id = match &field.value {
         FieldValue::Text(text) => text.trim(),
         FieldValue::Json(Value::String(text)) => text.trim(),

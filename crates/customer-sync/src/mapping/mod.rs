@@ -150,6 +150,7 @@ mod apply;
 mod convert;
 mod error;
 pub(crate) mod events;
+mod fast;
 mod infer;
 mod render;
 mod sample;
@@ -162,6 +163,7 @@ use serde_json::{Map, Value};
 pub use apply::MappedCustomer;
 pub use error::{MappingError, MappingProblem};
 pub use events::{ChangeEvents, ChangeKind};
+pub use fast::MappedJson;
 pub use sample::{SAMPLE_BYTES, SAMPLE_RECORDS};
 pub use spec::{DuplicatePolicy, MappingSpec, NullPolicy, UnmappedPolicy, ValueType};
 
@@ -234,6 +236,8 @@ pub struct Mapping {
     taken_prefixes: HashSet<TraitPath>,
     /// How many records the column types were inferred from (0: none).
     sampled: usize,
+    /// The fast path's plan: the trait paths in key order (see `fast`).
+    steps: Option<Vec<fast::Step>>,
     /// A hash of the whole resolved mapping (its mapping-file form), the
     /// seed of every record's [`fingerprint`](Mapping::fingerprint): a changed
     /// mapping changes every fingerprint.
@@ -470,9 +474,11 @@ impl Mapping {
             taken,
             taken_prefixes,
             sampled: 0,
+            steps: None,
             fingerprint: 0,
             events: spec.events.clone(),
         };
+        mapping.steps = fast::plan(&mapping.columns, &mapping.constants);
         mapping.fingerprint = xxhash_rust::xxh3::xxh3_64(mapping.payload_toml().as_bytes());
         Ok(mapping)
     }

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use segment_client::Identity;
+use segment_client::{Identity, RawObject};
 use serde_json::{Map, Value};
 
 /// The key a record is stored under: its userId, or its anonymousId.
@@ -97,7 +97,9 @@ fn write_value(out: &mut Vec<u8>, value: &Value) {
     }
 }
 
-/// The payload's top-level trait names as a JSON array, for the null policy.
+/// The payload's top-level trait names as a JSON array, for the null
+/// policy: the reference [`trait_names_raw`] is tested against.
+#[cfg(test)]
 pub(crate) fn trait_names(traits: &Map<String, Value>) -> String {
     let mut out = Vec::with_capacity(16 * traits.len() + 2);
     out.push(b'[');
@@ -110,4 +112,211 @@ pub(crate) fn trait_names(traits: &Map<String, Value>) -> String {
     }
     out.push(b']');
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`payload_hash`] of traits held as JSON text: the same canonical bytes,
+/// written by one pass over the text instead of a walk over a
+/// `serde_json::Map` (so equal for the same payload, and existing states
+/// stay valid). A [`RawObject`]'s text is what `serde_json` writes, so its
+/// numbers are already in the canonical form; an object whose keys are not
+/// sorted (never so for a mapping's traits) goes through a map instead.
+pub(crate) fn payload_hash_raw(identity: &Identity, traits: &RawObject) -> u64 {
+    thread_local! {
+        static CANONICAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let fast = CANONICAL.with_borrow_mut(|out| {
+        out.clear();
+        write_str(out, identity.user_id().unwrap_or_default());
+        write_str(out, identity.anonymous_id().unwrap_or_default());
+        let mut text = Canonical {
+            json: traits.json().as_bytes(),
+            at: 0,
+        };
+        text.value(out)?;
+        // 0 stands for "none" in the index.
+        Some(stable_hash(out).max(1))
+    });
+    fast.unwrap_or_else(|| payload_hash(identity, &traits.to_map()))
+}
+
+/// The payload's top-level trait names as a JSON array, as [`trait_names`]
+/// writes them.
+pub(crate) fn trait_names_raw(traits: &RawObject) -> String {
+    let mut out = String::with_capacity(16 * traits.len() + 2);
+    out.push('[');
+    for (i, name) in traits.names_json().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // Escaped by serde_json, as `trait_names` escapes them.
+        out.push_str(name);
+    }
+    out.push(']');
+    out
+}
+
+/// A reader of compact JSON text, as `serde_json` writes it, that writes the
+/// canonical encoding of `write_value`; `None` where the text is not in that
+/// form (unsorted keys), for the caller to fall back on a map.
+struct Canonical<'a> {
+    json: &'a [u8],
+    at: usize,
+}
+
+impl Canonical<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.json.get(self.at).copied()
+    }
+
+    fn eat(&mut self, byte: u8) -> Option<()> {
+        (self.peek()? == byte).then(|| self.at += 1)
+    }
+
+    fn value(&mut self, out: &mut Vec<u8>) -> Option<()> {
+        match self.peek()? {
+            b'{' => self.object(out),
+            b'[' => self.array(out),
+            b'"' => {
+                out.push(b's');
+                self.string(out)
+            }
+            b't' => self.literal(b"true", b't', out),
+            b'f' => self.literal(b"false", b'f', out),
+            b'n' => self.literal(b"null", b'z', out),
+            _ => self.number(out),
+        }
+    }
+
+    fn literal(&mut self, text: &[u8], code: u8, out: &mut Vec<u8>) -> Option<()> {
+        self.json.get(self.at..)?.starts_with(text).then_some(())?;
+        self.at += text.len();
+        out.push(code);
+        Some(())
+    }
+
+    fn number(&mut self, out: &mut Vec<u8>) -> Option<()> {
+        let start = self.at;
+        while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.peek() {
+            self.at += 1;
+        }
+        (self.at > start).then_some(())?;
+        out.push(b'n');
+        out.extend_from_slice(&self.json[start..self.at]);
+        out.push(b';');
+        Some(())
+    }
+
+    /// A string, as `write_str`: its length, then its decoded bytes.
+    fn string(&mut self, out: &mut Vec<u8>) -> Option<()> {
+        self.eat(b'"')?;
+        let length_at = out.len();
+        out.extend_from_slice(&[0; 8]);
+        let text_at = out.len();
+        loop {
+            let rest = self.json.get(self.at..)?;
+            let run = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+            out.extend_from_slice(&rest[..run]);
+            self.at += run;
+            if self.peek()? == b'"' {
+                self.at += 1;
+                break;
+            }
+            self.escape(out)?;
+        }
+        let length = (out.len() - text_at) as u64;
+        out[length_at..text_at].copy_from_slice(&length.to_le_bytes());
+        Some(())
+    }
+
+    fn escape(&mut self, out: &mut Vec<u8>) -> Option<()> {
+        self.eat(b'\\')?;
+        let code = self.peek()?;
+        self.at += 1;
+        let byte = match code {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let mut unit = self.hex4()?;
+                if (0xd800..0xdc00).contains(&unit) {
+                    // A surrogate pair: the low half follows as `\uXXXX`.
+                    self.eat(b'\\')?;
+                    self.eat(b'u')?;
+                    let low = self.hex4()?;
+                    (0xdc00..0xe000).contains(&low).then_some(())?;
+                    unit = 0x10000 + ((unit - 0xd800) << 10) + (low - 0xdc00);
+                }
+                let c = char::from_u32(unit)?;
+                out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                return Some(());
+            }
+            _ => return None,
+        };
+        out.push(byte);
+        Some(())
+    }
+
+    fn hex4(&mut self) -> Option<u32> {
+        let digits = self.json.get(self.at..self.at + 4)?;
+        self.at += 4;
+        u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    }
+
+    /// An object, as `write_map`: `{`, its size, then each key and value,
+    /// keys in order (the size is filled in at the end).
+    fn object(&mut self, out: &mut Vec<u8>) -> Option<()> {
+        self.eat(b'{')?;
+        out.push(b'{');
+        let count_at = out.len();
+        out.extend_from_slice(&[0; 8]);
+        let mut count = 0u64;
+        let mut previous: Option<(usize, usize)> = None;
+        if self.eat(b'}').is_none() {
+            loop {
+                let key_at = out.len();
+                self.string(out)?;
+                // The key's decoded bytes, after its 8-byte length.
+                let key = (key_at + 8, out.len());
+                if let Some(previous) = previous {
+                    // Keys must come sorted, as `write_map` writes them.
+                    (out[previous.0..previous.1] < out[key.0..key.1]).then_some(())?;
+                }
+                previous = Some(key);
+                self.eat(b':')?;
+                self.value(out)?;
+                count += 1;
+                if self.eat(b',').is_none() {
+                    self.eat(b'}')?;
+                    break;
+                }
+            }
+        }
+        out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
+        Some(())
+    }
+
+    fn array(&mut self, out: &mut Vec<u8>) -> Option<()> {
+        self.eat(b'[')?;
+        out.push(b'[');
+        let count_at = out.len();
+        out.extend_from_slice(&[0; 8]);
+        let mut count = 0u64;
+        if self.eat(b']').is_none() {
+            loop {
+                self.value(out)?;
+                count += 1;
+                if self.eat(b',').is_none() {
+                    self.eat(b']')?;
+                    break;
+                }
+            }
+        }
+        out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
+        Some(())
+    }
 }

@@ -31,6 +31,148 @@ fn payload_hash_ignores_key_order_but_not_values() {
     assert_ne!(a, d);
 }
 
+/// Payloads of every shape: nesting, unicode and escapes, numbers of every
+/// kind, nulls, arrays, and keys whose escaped and decoded orders differ.
+fn varied_payloads() -> Vec<Value> {
+    use serde_json::json;
+    let mut payloads = vec![
+        json!({}),
+        json!({"email": "a@b.c", "age": 3, "x": [true, null]}),
+        json!({"address": {"city": "Zürich", "postalCode": "8001"}, "company": {"employee_count": 12, "name": "Ünïcode \u{1F600} 中文"}}),
+        json!({"n": [0, -1, 1.5, -0.0, 1e300, 5e-324, 0.1, 137.5, 9007199254740993u64, u64::MAX, i64::MIN, 2.0]}),
+        json!({"nulls": null, "deep": {"a": {"b": {"c": [null, {"d": null}, [], {}]}}}}),
+        json!({"q\"uote": "back\\slash", "ctl\u{1}": "line\nbreak\ttab\r\u{7f}\u{0}", "\u{1f}": "\u{8}\u{c}"}),
+        json!({"a": "", "A": " ", "b": false, "B": true, "é": "é", "z": {"Z": 1}}),
+        json!({"lifetime_value": 3996.01, "createdAt": "2018-07-15T11:19:20Z", "plan": "pro"}),
+    ];
+    // Keys whose JSON escapes sort differently from their text.
+    let mut map = Map::new();
+    for key in [
+        "\u{1}",
+        "\"",
+        "\\",
+        "a\nb",
+        "a",
+        "~",
+        "\u{7f}",
+        "\u{80}",
+        "\u{10FFFF}",
+    ] {
+        map.insert(key.to_owned(), json!({ key: key }));
+    }
+    payloads.push(Value::Object(map));
+    // Random ones, deterministic.
+    let mut rng = Rng(11);
+    while payloads.len() < 300 {
+        let value = random_value(&mut rng, 3);
+        if value.is_object() {
+            payloads.push(value);
+        }
+    }
+    payloads
+}
+
+/// A small deterministic generator (xorshift), for random payloads.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn random_value(rng: &mut Rng, depth: u32) -> Value {
+    let text = |rng: &mut Rng| -> String {
+        let alphabet = ['a', 'B', '"', '\\', '\n', '\u{1}', 'é', '😀', ' ', '0'];
+        (0..rng.below(6))
+            .map(|_| alphabet[rng.below(alphabet.len())])
+            .collect()
+    };
+    match (depth, rng.below(8)) {
+        (_, 0) => Value::Null,
+        (_, 1) => Value::Bool(rng.next() % 2 == 0),
+        (_, 2) => Value::from(rng.next() as i64),
+        (_, 3) => Value::from(rng.next()),
+        (_, 4) => {
+            // Mostly plain decimals, sometimes any bit pattern (NaN and
+            // infinities are not JSON numbers: they become nulls).
+            let f = match rng.below(2) {
+                0 => (rng.next() % 1_000_000) as f64 / 100.0,
+                _ => f64::from_bits(rng.next()),
+            };
+            serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+        }
+        (0, _) | (_, 5) => Value::String(text(rng)),
+        (_, 6) => Value::Array(
+            (0..rng.below(4))
+                .map(|_| random_value(rng, depth - 1))
+                .collect(),
+        ),
+        _ => Value::Object(
+            (0..rng.below(5))
+                .map(|_| (text(rng), random_value(rng, depth - 1)))
+                .collect(),
+        ),
+    }
+}
+
+#[test]
+fn the_hash_of_json_text_equals_the_hash_of_the_map() {
+    let identities = [
+        Identity::user("u1"),
+        Identity::anonymous("a\"1"),
+        Identity::Both {
+            user_id: "ü".into(),
+            anonymous_id: "a".into(),
+        },
+    ];
+    let payloads = varied_payloads();
+    assert!(payloads.len() > 100);
+    for payload in &payloads {
+        let map = payload.as_object().unwrap();
+        let raw = segment_client::RawObject::from_map(map);
+        for id in &identities {
+            assert_eq!(
+                payload_hash_raw(id, &raw),
+                payload_hash(id, map),
+                "{payload}"
+            );
+        }
+        assert_eq!(trait_names_raw(&raw), trait_names(map), "{payload}");
+    }
+    // The pinned hash, from text.
+    let pinned = traits(serde_json::json!({"email": "a@b.c", "age": 3, "x": [true, null]}));
+    assert_eq!(
+        payload_hash_raw(
+            &Identity::user("u1"),
+            &segment_client::RawObject::from_map(&pinned)
+        ),
+        PINNED_PAYLOAD_HASH
+    );
+}
+
+#[test]
+fn the_hash_of_json_text_with_unsorted_keys_falls_back_to_the_map() {
+    // Not what a mapping writes, but the hash must not depend on it.
+    let mut writer = segment_client::ObjectWriter::new();
+    writer.string("b", "1");
+    writer.open("a");
+    writer.value("y", &2);
+    writer.value("x", &1);
+    writer.close();
+    let raw = writer.finish();
+    let map = traits(serde_json::json!({"a": {"x": 1, "y": 2}, "b": "1"}));
+    let id = Identity::user("u");
+    assert_eq!(payload_hash_raw(&id, &raw), payload_hash(&id, &map));
+}
+
 /// The hash of the payload in `hashes_are_stable_across_versions`, as first computed.
 const PINNED_PAYLOAD_HASH: u64 = 7_485_935_815_751_391_336;
 

@@ -8,6 +8,7 @@
 //! with `[events]`, so a `changed` event can carry exactly the traits that
 //! changed and a `removed` event the traits Segment had.
 
+use segment_client::RawObject;
 use serde_json::{Map, Value};
 
 use crate::mapping::events::present;
@@ -89,23 +90,18 @@ pub(crate) fn changed(
     changed
 }
 
-/// The traits to keep for a record Segment accepts, as a JSON object.
-pub(crate) fn values_json(traits: &Map<String, Value>) -> String {
-    let mut out = Vec::with_capacity(32 * traits.len() + 2);
-    out.push(b'{');
-    let mut first = true;
-    for (name, value) in traits.iter().filter(|(_, value)| !value.is_null()) {
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        // Writing into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, name);
-        out.push(b':');
-        let _ = serde_json::to_writer(&mut out, value);
+/// The traits to keep for a record Segment accepts, as a JSON object: its
+/// traits but those sent as `null` (which unset a trait).
+pub(crate) fn values_json(traits: &RawObject) -> String {
+    if traits.fields().all(|(_, value)| value != "null") {
+        return traits.json().to_owned();
     }
-    out.push(b'}');
-    String::from_utf8(out).unwrap_or_default()
+    let kept: Map<String, Value> = traits
+        .to_map()
+        .into_iter()
+        .filter(|(_, value)| !value.is_null())
+        .collect();
+    serde_json::to_string(&kept).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -227,8 +223,14 @@ mod tests {
     #[test]
     fn kept_values_leave_out_unset_traits_and_round_trip() {
         let traits = map(json!({"a": "x\"y", "b": null, "c": {"d": [1, 2.5]}}));
-        let kept: Value = serde_json::from_str(&values_json(&traits)).unwrap();
+        let kept: Value =
+            serde_json::from_str(&values_json(&RawObject::from_map(&traits))).unwrap();
         assert_eq!(kept, json!({"a": "x\"y", "c": {"d": [1, 2.5]}}));
-        assert_eq!(values_json(&Map::new()), "{}");
+        let all_set = map(json!({"a": 1, "b": "two"}));
+        assert_eq!(
+            values_json(&RawObject::from_map(&all_set)),
+            r#"{"a":1,"b":"two"}"#
+        );
+        assert_eq!(values_json(&RawObject::default()), "{}");
     }
 }

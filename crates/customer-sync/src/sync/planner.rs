@@ -4,11 +4,9 @@
 
 use std::collections::HashMap;
 
-use serde_json::Value;
-
 use super::events::{self, TrackPlan};
-use crate::mapping::{ChangeEvents, MappedCustomer, NullPolicy};
-use crate::state::{Pending, StateError, StateIndex, StateStore, payload_hash, stable_hash};
+use crate::mapping::{ChangeEvents, MappedJson, NullPolicy};
+use crate::state::{Pending, StateError, StateIndex, StateStore, payload_hash_raw, stable_hash};
 
 /// How a run treats the stored state.
 #[derive(Debug, Clone)]
@@ -34,8 +32,8 @@ impl Default for IncrementalOptions {
 /// The payload hash of a mapped record; a group call's member is part of it,
 /// so a group whose member changed is sent again. Identify hashes are as
 /// they always were, so existing states stay valid.
-fn customer_hash(customer: &MappedCustomer) -> u64 {
-    let hash = payload_hash(&customer.identity, &customer.traits);
+fn customer_hash(customer: &MappedJson) -> u64 {
+    let hash = payload_hash_raw(&customer.identity, &customer.traits);
     match &customer.member {
         None => hash,
         Some(member) => {
@@ -158,7 +156,7 @@ impl Planner {
         &mut self,
         store: &StateStore,
         key: &str,
-        customer: &mut MappedCustomer,
+        customer: &mut MappedJson,
     ) -> Result<Decision, StateError> {
         let mut hash = customer_hash(customer);
         let in_flight = self.recovered.remove(key);
@@ -186,7 +184,7 @@ impl Planner {
             Some(row) if !removal_in_flight => store.accepted_hash(row)?,
             _ => None,
         };
-        let send = |planner: &Self, hash, customer: &MappedCustomer| {
+        let send = |planner: &Self, hash, customer: &MappedJson| {
             planner.send(store, hash, row, accepted, customer, must_send)
         };
         if self.options.full_resync {
@@ -224,7 +222,7 @@ impl Planner {
         hash: u64,
         row: Option<i64>,
         accepted: Option<u64>,
-        customer: &MappedCustomer,
+        customer: &MappedJson,
         unsure: bool,
     ) -> Result<Decision, StateError> {
         let track = match &self.events {
@@ -242,7 +240,8 @@ impl Planner {
                     },
                     _ => events::Known::Nothing,
                 };
-                events::track_for(events, known, hash, &customer.traits, unsure).map(Box::new)
+                events::track_for(events, known, hash, &customer.traits.to_map(), unsure)
+                    .map(Box::new)
             }
         };
         Ok(Decision::Send { hash, row, track })
@@ -255,7 +254,7 @@ impl Planner {
         &mut self,
         store: &StateStore,
         row: i64,
-        customer: &mut MappedCustomer,
+        customer: &mut MappedJson,
     ) -> Result<u64, StateError> {
         for name in store.accepted_traits(row)? {
             if customer.traits.contains_key(&name) {
@@ -263,7 +262,7 @@ impl Planner {
             }
             match self.null_policy {
                 NullPolicy::Null => {
-                    customer.traits.insert(name, Value::Null);
+                    customer.traits.insert_null(&name);
                     self.traits.unset += 1;
                 }
                 NullPolicy::Omit => self.traits.left_out += 1,
@@ -297,16 +296,16 @@ impl Planner {
 
 #[cfg(test)]
 mod tests {
-    use segment_client::Identity;
+    use segment_client::{Identity, RawObject};
     use serde_json::json;
 
     use super::*;
     use crate::state::{Change, OutboxEntry, Settled};
 
-    fn customer(plan: &str) -> MappedCustomer {
-        MappedCustomer {
+    fn customer(plan: &str) -> MappedJson {
+        MappedJson {
             identity: Identity::user("u1"),
-            traits: json!({ "plan": plan }).as_object().unwrap().clone(),
+            traits: RawObject::from_map(json!({ "plan": plan }).as_object().unwrap()),
             member: None,
         }
     }
@@ -341,8 +340,8 @@ mod tests {
         let mut store = StateStore::open(dir.path(), "t").unwrap();
         let v1 = customer("v1");
         let (v1_hash, v2_hash) = (
-            payload_hash(&v1.identity, &v1.traits),
-            payload_hash(&v1.identity, &customer("v2").traits),
+            payload_hash_raw(&v1.identity, &v1.traits),
+            payload_hash_raw(&v1.identity, &customer("v2").traits),
         );
         // Segment accepted v1; a later run had v2 in flight when it was killed.
         store

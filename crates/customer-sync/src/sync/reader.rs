@@ -14,7 +14,7 @@ use super::events::{self, TrackPlan};
 use super::planner::{Decision, Planner};
 use super::recovery;
 use super::tracker::{Companion, InFlightRecord, StateRef, Tracker, lock};
-use crate::mapping::{ChangeKind, DuplicatePolicy, MappedCustomer, Mapping};
+use crate::mapping::{ChangeKind, DuplicatePolicy, MappedJson, Mapping};
 use crate::record::{Location, RecordError, RecordErrorKind};
 use crate::report::Counters;
 use crate::source::Source;
@@ -25,7 +25,7 @@ use crate::state::{
 /// Records per chunk with a state: one outbox write and transaction each.
 const CHUNK: usize = 2_048;
 /// Records per chunk without a state: one wake-up of the client's worker each.
-const CHUNK_STATELESS: usize = 64;
+const CHUNK_STATELESS: usize = 256;
 
 /// What the state plan says of a record to send.
 #[derive(Debug, Default, Clone)]
@@ -259,7 +259,7 @@ impl<'a> Reader<'a> {
                     }
                 }
             }
-            let mut mapped = match self.mapping.apply(&record) {
+            let mut mapped = match self.mapping.apply_json(&record) {
                 Ok(mapped) => mapped,
                 Err(error) => {
                     tracker.invalid(&error);
@@ -350,7 +350,7 @@ impl<'a> Reader<'a> {
         &mut self,
         at: &Location,
         fingerprint: Option<&(String, u64)>,
-        mapped: &mut MappedCustomer,
+        mapped: &mut MappedJson,
     ) -> Result<Option<Result<Planned, Box<Pending>>>, SyncError> {
         let (Some(planner), Some(store), Some((key, source_hash))) =
             (self.planner.as_mut(), self.store, fingerprint)
@@ -384,26 +384,26 @@ impl<'a> Reader<'a> {
 
     /// Validates and serialises the record's events (an invalid one is
     /// reported and never reaches the outbox) and adds it to the chunk.
-    fn push(&mut self, at: Location, mapped: MappedCustomer, planned: Planned) {
+    fn push(&mut self, at: Location, mapped: MappedJson, planned: Planned) {
         let events = self.mapping.events();
         let state = self.tracker.changes.is_some().then(|| StateRef {
             row: planned.row,
             hash: planned.hash,
             source_hash: planned.source_hash,
-            traits: crate::state::trait_names(&mapped.traits),
+            traits: crate::state::trait_names_raw(&mapped.traits),
             values: events.map(|_| events::values_json(&mapped.traits)),
             removal: false,
         });
-        let identity = mapped.identity.clone();
         let track = planned.track.map(|track| {
-            let params =
-                TrackParams::new(identity.clone(), track.name).with_properties(track.properties);
+            let params = TrackParams::new(mapped.identity.clone(), track.name)
+                .with_properties(track.properties);
             (track.kind, PreparedEvent::new(params))
         });
         let identify = events.is_none_or(|events| events.identify);
         let prepared = match (identify, track) {
-            (true, None) => PreparedEvent::new(mapped.into_message()).map(|e| (e, None, None)),
-            (true, Some((kind, track))) => PreparedEvent::new(mapped.into_message())
+            (true, None) => mapped.to_event().map(|e| (e, None, None)),
+            (true, Some((kind, track))) => mapped
+                .to_event()
                 .and_then(|event| Ok((event, Some(kind), Some(track?)))),
             (false, Some((kind, track))) => track.map(|track| (track, Some(kind), None)),
             // Only tracks are sent, and this change has none.
@@ -417,7 +417,7 @@ impl<'a> Reader<'a> {
                 event,
                 kind,
                 companion,
-                identity,
+                identity: mapped.identity,
                 at,
                 state,
                 origin: Origin::Read,
@@ -555,7 +555,7 @@ impl<'a> Reader<'a> {
         &mut self,
         pending: Pending,
         at: Location,
-        mapped: MappedCustomer,
+        mapped: MappedJson,
         source_hash: u64,
     ) {
         match recovery::resend(pending, Some(at.clone()), Some(source_hash)) {
@@ -622,7 +622,7 @@ impl<'a> Reader<'a> {
             }
             return Err(error);
         }
-        let mut records = Vec::with_capacity(chunk.len());
+        let mut queued = Vec::with_capacity(chunk.len());
         for out in chunk {
             let companion = out.companion.as_ref().map(|track| Companion {
                 track_id: track.message_id().to_owned(),
@@ -630,33 +630,22 @@ impl<'a> Reader<'a> {
             });
             let record = InFlightRecord::new(out.at, out.identity, out.state, out.kind, companion);
             tracker.track(out.event.message_id(), record);
-            records.push((out.event, out.companion, out.origin));
+            count_queued(tracker, out.origin);
+            queued.push(out.event);
+            queued.extend(out.companion);
         }
-        // Queued in a tight loop, so the worker wakes about once per chunk.
-        let mut records = records.into_iter();
-        while let Some((event, companion, origin)) = records.next() {
-            let first_id = event.message_id().to_owned();
-            count_queued(tracker, origin);
-            let queued = self.client.queue_prepared_blocking(event).and_then(|()| {
-                companion.map_or(Ok(()), |track| self.client.queue_prepared_blocking(track))
-            });
-            if queued.is_err() {
-                // Closed under us (a stop or a fatal error): not sent; their
-                // outbox entries stay for the next run. A record whose first
-                // event went is left to its answer, and pends at the end.
-                let not_queued = std::iter::once((first_id, origin)).chain(
-                    records.map(|(event, _, origin)| (event.message_id().to_owned(), origin)),
-                );
-                for (i, (message_id, origin)) in not_queued.enumerate() {
-                    if i > 0 {
-                        count_queued(tracker, origin);
-                    }
-                    if let Some(record) = tracker.untrack(&message_id) {
-                        tracker.pend(&record.at, &record.identity, None);
-                    }
+        // One hand-off per chunk: the worker wakes once for all of it.
+        if let Err((_, not_queued)) = self.client.queue_prepared_many_blocking(queued) {
+            // Closed under us (a stop or a fatal error): not sent; their
+            // outbox entries stay for the next run. (A track not queued
+            // beside a queued identify leaves its record waiting: it pends
+            // at the end.)
+            for event in not_queued {
+                if let Some(record) = tracker.untrack(event.message_id()) {
+                    tracker.pend(&record.at, &record.identity, None);
                 }
-                return Ok(false);
             }
+            return Ok(false);
         }
         Ok(true)
     }

@@ -1,0 +1,488 @@
+//! JSON objects written as text directly, for producers that build many
+//! events: no `serde_json::Value` tree per event and no allocation per
+//! field, one buffer per object.
+//!
+//! An [`ObjectWriter`] only writes whole fields (a key and a serialised
+//! value, or a nested object it closes itself), so the [`RawObject`] it
+//! finishes is always one valid JSON object. That is what lets
+//! [`PreparedEvent::identify_raw`](crate::PreparedEvent::identify_raw) put
+//! its bytes into an event without parsing them again.
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// One JSON object as compact text, with the byte ranges of its top-level
+/// fields. Valid JSON by construction: it is made by an [`ObjectWriter`],
+/// from a `serde_json` map ([`from_map`](Self::from_map)), or from another
+/// `RawObject` ([`subset`](Self::subset)).
+///
+/// # Example
+/// ```
+/// use segment_client::ObjectWriter;
+///
+/// let mut writer = ObjectWriter::new();
+/// writer.string("email", "ada@example.com");
+/// writer.open("address");
+/// writer.string("city", "London");
+/// writer.close();
+/// let traits = writer.finish();
+/// assert_eq!(traits.json(), r#"{"email":"ada@example.com","address":{"city":"London"}}"#);
+/// let fields: Vec<(String, &str)> =
+///     traits.fields().map(|(name, value)| (name.into_owned(), value)).collect();
+/// assert_eq!(fields[1], ("address".to_owned(), r#"{"city":"London"}"#));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawObject {
+    json: String,
+    /// Per top-level field: where its key starts (at its opening quote),
+    /// where the key ends (after its closing quote; the value starts one
+    /// byte later, after the `:`), and where the value ends.
+    fields: Vec<[u32; 3]>,
+}
+
+impl Default for RawObject {
+    fn default() -> Self {
+        Self {
+            json: "{}".to_owned(),
+            fields: Vec::new(),
+        }
+    }
+}
+
+impl RawObject {
+    /// The object as compact JSON text.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// How many top-level fields it has.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Whether it has no fields (`{}`).
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// The top-level fields in order, as (name, the value's JSON text). A
+    /// name is borrowed unless its JSON form has an escape.
+    pub fn fields(&self) -> impl ExactSizeIterator<Item = (Cow<'_, str>, &str)> + '_ {
+        (0..self.fields.len()).map(|i| (self.name(i), self.value_json(i)))
+    }
+
+    /// The top-level field names as their JSON strings, quotes and escapes
+    /// included (`"firstName"`), in order: for callers that write names
+    /// into JSON again without decoding them.
+    pub fn names_json(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.fields
+            .iter()
+            .map(|&[key, key_end, _]| &self.json[key as usize..key_end as usize])
+    }
+
+    /// The JSON text of the value of the top-level field `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        (0..self.fields.len())
+            .find(|&i| self.name(i) == name)
+            .map(|i| self.value_json(i))
+    }
+
+    /// Whether it has a top-level field `name`.
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// A new object of the top-level fields whose name `keep` accepts, in
+    /// order, their values copied as they are.
+    pub fn subset(&self, mut keep: impl FnMut(&str) -> bool) -> RawObject {
+        let mut out = ObjectWriter::new();
+        for i in 0..self.fields.len() {
+            if keep(&self.name(i)) {
+                let [key, key_end, end] = self.fields[i];
+                out.raw_field(
+                    &self.json[key as usize..key_end as usize],
+                    &self.json[key_end as usize + 1..end as usize],
+                );
+            }
+        }
+        out.finish()
+    }
+
+    /// Adds a top-level `name: null` before the first field whose name
+    /// sorts after `name` (so an object with sorted keys stays sorted, as a
+    /// `serde_json::Map` would hold it); `false`, and no change, if `name`
+    /// is there already.
+    pub fn insert_null(&mut self, name: &str) -> bool {
+        if self.contains_key(name) {
+            return false;
+        }
+        let at = (0..self.fields.len())
+            .find(|&i| *self.name(i) > *name)
+            .unwrap_or(self.fields.len());
+        let mut field = Vec::with_capacity(name.len() + 8);
+        write_json(&mut field, name);
+        let key_len = field.len();
+        field.extend_from_slice(b":null");
+        let field = String::from_utf8(field).unwrap_or_default();
+        let mut json = String::with_capacity(self.json.len() + field.len() + 1);
+        let mut fields = Vec::with_capacity(self.fields.len() + 1);
+        let mut push = |json: &mut String, text: &str, key_len: usize| {
+            if json.len() > 1 {
+                json.push(',');
+            }
+            let start = json.len();
+            json.push_str(text);
+            fields.push([start, start + key_len, json.len()].map(offset));
+        };
+        json.push('{');
+        for i in 0..=self.fields.len() {
+            if i == at {
+                push(&mut json, &field, key_len);
+            }
+            if let Some(&[key, key_end, end]) = self.fields.get(i) {
+                let text = &self.json[key as usize..end as usize];
+                push(&mut json, text, (key_end - key) as usize);
+            }
+        }
+        json.push('}');
+        *self = RawObject { json, fields };
+        true
+    }
+
+    /// The object of a `serde_json` map, serialised as `serde_json` does.
+    pub fn from_map(map: &Map<String, Value>) -> RawObject {
+        let mut out = ObjectWriter::new();
+        for (key, value) in map {
+            out.value(key, value);
+        }
+        out.finish()
+    }
+
+    /// The object as a `serde_json` map.
+    pub fn to_map(&self) -> Map<String, Value> {
+        // Valid JSON by construction, so this cannot fail.
+        serde_json::from_str(&self.json).unwrap_or_default()
+    }
+
+    fn name(&self, i: usize) -> Cow<'_, str> {
+        let [key, key_end, _] = self.fields[i];
+        let quoted = &self.json[key as usize..key_end as usize];
+        let inner = &quoted[1..quoted.len() - 1];
+        if inner.contains('\\') {
+            // A JSON string this writer wrote: it decodes.
+            Cow::Owned(serde_json::from_str(quoted).unwrap_or_default())
+        } else {
+            Cow::Borrowed(inner)
+        }
+    }
+
+    fn value_json(&self, i: usize) -> &str {
+        let [_, key_end, end] = self.fields[i];
+        &self.json[key_end as usize + 1..end as usize]
+    }
+}
+
+/// Writes a [`RawObject`] field by field, nested objects included.
+///
+/// Every method writes a whole field, so the result is valid JSON whatever
+/// the order of calls; keys are written in the order given (a caller that
+/// wants `serde_json::Map`'s sorted order writes them sorted).
+///
+/// # Example
+/// ```
+/// use segment_client::ObjectWriter;
+///
+/// let mut writer = ObjectWriter::new();
+/// writer.open("company"); // left out: nothing is written in it
+/// writer.close();
+/// writer.value("ltv", &137.5);
+/// writer.null("phone");
+/// assert_eq!(writer.finish().json(), r#"{"ltv":137.5,"phone":null}"#);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ObjectWriter {
+    json: Vec<u8>,
+    fields: Vec<[u32; 3]>,
+    /// Fields written so far in the top-level object.
+    count: u32,
+    /// Nested objects still open, innermost last.
+    open: Vec<Open>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    /// Where the field starts (before its comma), to take it back if empty.
+    start: usize,
+    key: usize,
+    key_end: usize,
+    count: u32,
+}
+
+impl Default for ObjectWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ObjectWriter {
+    /// An empty object.
+    pub fn new() -> Self {
+        Self::with_capacity(256)
+    }
+
+    /// An empty object with room for `bytes` bytes of JSON.
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut json = Vec::with_capacity(bytes.max(2));
+        json.push(b'{');
+        Self {
+            json,
+            fields: Vec::new(),
+            count: 0,
+            open: Vec::new(),
+        }
+    }
+
+    /// Writes `"key":"value"`.
+    pub fn string(&mut self, key: &str, value: &str) {
+        let field = self.key(key);
+        write_json(&mut self.json, value);
+        self.end(field);
+    }
+
+    /// Writes `"key":null`.
+    pub fn null(&mut self, key: &str) {
+        let field = self.key(key);
+        self.json.extend_from_slice(b"null");
+        self.end(field);
+    }
+
+    /// Writes `"key":` and `value` as `serde_json` serialises it (a
+    /// `serde_json::Value`, a number, a string...). A value that fails to
+    /// serialise (a map with non-string keys) is left out, with its key.
+    pub fn value<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) {
+        let field = self.key(key);
+        if serde_json::to_writer(&mut self.json, value).is_ok() {
+            self.end(field);
+        } else {
+            self.take_back(field.start);
+        }
+    }
+
+    /// Opens a nested object under `key`; the fields written until the
+    /// matching [`close`](Self::close) go into it.
+    pub fn open(&mut self, key: &str) {
+        let field = self.key(key);
+        self.json.push(b'{');
+        self.open.push(Open {
+            start: field.start,
+            key: field.key,
+            key_end: field.key_end,
+            count: 0,
+        });
+    }
+
+    /// Closes the innermost nested object. One left empty is taken back
+    /// with its key (a trait with nothing in it is not sent). Without an
+    /// open object, does nothing.
+    pub fn close(&mut self) {
+        let Some(open) = self.open.pop() else {
+            return;
+        };
+        if open.count == 0 {
+            self.take_back(open.start);
+        } else {
+            self.json.push(b'}');
+            self.end(Field {
+                start: open.start,
+                key: open.key,
+                key_end: open.key_end,
+            });
+        }
+    }
+
+    /// Closes what is still open and returns the object.
+    pub fn finish(mut self) -> RawObject {
+        while !self.open.is_empty() {
+            self.close();
+        }
+        self.json.push(b'}');
+        RawObject {
+            // Only whole UTF-8 strings and serde_json's output were written.
+            json: String::from_utf8(self.json).unwrap_or_else(|_| "{}".to_owned()),
+            fields: self.fields,
+        }
+    }
+
+    /// A field of another [`RawObject`], copied: `key` is its JSON string
+    /// and `value` its JSON text, both valid by that object's construction.
+    fn raw_field(&mut self, key: &str, value: &str) {
+        let start = self.separate();
+        let key_at = self.json.len();
+        self.json.extend_from_slice(key.as_bytes());
+        let key_end = self.json.len();
+        self.json.push(b':');
+        self.json.extend_from_slice(value.as_bytes());
+        self.end(Field {
+            start,
+            key: key_at,
+            key_end,
+        });
+    }
+
+    /// Writes the comma a field needs, and counts it.
+    fn separate(&mut self) -> usize {
+        let start = self.json.len();
+        let count = match self.open.last_mut() {
+            Some(open) => &mut open.count,
+            None => &mut self.count,
+        };
+        if *count > 0 {
+            self.json.push(b',');
+        }
+        *count += 1;
+        start
+    }
+
+    fn key(&mut self, key: &str) -> Field {
+        let start = self.separate();
+        let key_at = self.json.len();
+        write_json(&mut self.json, key);
+        let key_end = self.json.len();
+        self.json.push(b':');
+        Field {
+            start,
+            key: key_at,
+            key_end,
+        }
+    }
+
+    fn end(&mut self, field: Field) {
+        if self.open.is_empty() {
+            self.fields
+                .push([field.key, field.key_end, self.json.len()].map(offset));
+        }
+    }
+
+    /// Takes back the field that starts at `start`, which was counted.
+    fn take_back(&mut self, start: usize) {
+        self.json.truncate(start);
+        let count = match self.open.last_mut() {
+            Some(open) => &mut open.count,
+            None => &mut self.count,
+        };
+        *count -= 1;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Field {
+    start: usize,
+    key: usize,
+    key_end: usize,
+}
+
+/// A JSON string, escaped as `serde_json` escapes it.
+fn write_json(out: &mut Vec<u8>, text: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, text);
+}
+
+/// A byte offset as stored: objects are far below 4 GiB (events are capped
+/// at 32,000 bytes).
+fn offset(at: usize) -> u32 {
+    u32::try_from(at).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn writes_what_serde_json_writes_for_the_same_map() {
+        let value = json!({
+            "a\"b": "x\ny\u{1}\u{7f}é😀",
+            "n": [1, -2, 3.5, 1e300, 18446744073709551615u64, null, true],
+            "nested": {"k": {"z": false}},
+            "empty": {},
+        });
+        let map = value.as_object().unwrap();
+        let raw = RawObject::from_map(map);
+        assert_eq!(raw.json(), serde_json::to_string(map).unwrap());
+        assert_eq!(raw.to_map(), *map);
+        let names: Vec<String> = raw.fields().map(|(name, _)| name.into_owned()).collect();
+        assert_eq!(names, map.keys().cloned().collect::<Vec<_>>());
+        for (name, value) in raw.fields() {
+            let parsed: Value = serde_json::from_str(value).unwrap();
+            assert_eq!(parsed, map[&*name]);
+        }
+        assert_eq!(raw.names_json().next(), Some(r#""a\"b""#));
+    }
+
+    #[test]
+    fn empty_nested_objects_are_taken_back_with_their_key() {
+        let mut writer = ObjectWriter::new();
+        writer.string("a", "1");
+        writer.open("b");
+        writer.open("c");
+        writer.close();
+        writer.close();
+        writer.open("d");
+        writer.open("e");
+        writer.null("f");
+        writer.close();
+        writer.close();
+        writer.open("g");
+        writer.string("h", "2");
+        let raw = writer.finish();
+        assert_eq!(
+            raw.json(),
+            r#"{"a":"1","d":{"e":{"f":null}},"g":{"h":"2"}}"#
+        );
+        assert_eq!(raw.len(), 3);
+        assert_eq!(raw.get("d"), Some(r#"{"e":{"f":null}}"#));
+        assert_eq!(raw.get("b"), None);
+
+        let mut writer = ObjectWriter::new();
+        writer.open("only");
+        assert_eq!(writer.finish().json(), "{}");
+    }
+
+    #[test]
+    fn subsets_and_nulls_keep_valid_sorted_json() {
+        let map = json!({"b": 1, "d": {"x": "y"}, "f": "z"});
+        let mut raw = RawObject::from_map(map.as_object().unwrap());
+        let sub = raw.subset(|name| name != "d");
+        assert_eq!(sub.json(), r#"{"b":1,"f":"z"}"#);
+        assert_eq!(raw.subset(|_| false), RawObject::default());
+
+        assert!(raw.insert_null("a"));
+        assert!(raw.insert_null("e"));
+        assert!(raw.insert_null("g"));
+        assert!(!raw.insert_null("b"));
+        let mut expected = map.as_object().unwrap().clone();
+        for name in ["a", "e", "g"] {
+            expected.insert(name.into(), Value::Null);
+        }
+        assert_eq!(raw.json(), serde_json::to_string(&expected).unwrap());
+        assert_eq!(raw.get("g"), Some("null"));
+        let mut empty = RawObject::default();
+        assert!(empty.insert_null("x\"y"));
+        assert_eq!(empty.json(), r#"{"x\"y":null}"#);
+        assert_eq!(empty.fields().next().unwrap().0, "x\"y");
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_serialised_is_left_out() {
+        let mut bad = std::collections::HashMap::new();
+        bad.insert(vec![1u8], 1);
+        let mut writer = ObjectWriter::new();
+        writer.string("a", "1");
+        writer.value("bad", &bad);
+        writer.string("c", "3");
+        assert_eq!(writer.finish().json(), r#"{"a":"1","c":"3"}"#);
+    }
+}
