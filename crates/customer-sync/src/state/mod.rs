@@ -66,7 +66,7 @@
 //! without being mapped; only the others are mapped and compared by payload
 //! hash, so a mapping change re-sends exactly the records it changes.
 //!
-//! Records are found through the in-memory [`StateIndex`] (identity hash to
+//! Records are found through the in-memory `StateIndex` (identity hash to
 //! row id), so the table needs no index on the identity: a first run only
 //! appends, and later runs update the few rows that changed, by row id.
 //! Random-order inserts into an identity B-tree had made a first run over an

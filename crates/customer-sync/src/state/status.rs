@@ -7,7 +7,7 @@ use super::{StateError, StateStore};
 /// A failed record, for `segment-sync status`.
 #[derive(Debug, Clone)]
 pub struct FailedRecord {
-    /// [`identity_key`] of the record.
+    /// The identity key of the record (`u:<userId>` or `a:<anonymousId>`).
     pub key: String,
     /// The last error code.
     pub code: String,
