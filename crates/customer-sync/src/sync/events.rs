@@ -53,7 +53,14 @@ pub(crate) fn track_for(
         // earlier change was in flight): every trait is news.
         Known::Payload { .. } if unsure => (ChangeKind::Changed, present(traits)),
         Known::Payload { values, .. } => match values {
-            Some(before) => (ChangeKind::Changed, changed(&before, traits)),
+            Some(before) => {
+                let changed = changed(&before, traits);
+                if changed.is_empty() {
+                    // Only a trait Segment never had is now sent as null.
+                    return None;
+                }
+                (ChangeKind::Changed, changed)
+            }
             // The state kept no traits to compare with.
             None => (ChangeKind::Changed, present(traits)),
         },
@@ -154,6 +161,17 @@ mod tests {
             json!({"plan": "pro", "city": "Oslo", "gone": null}),
             "unchanged traits are left out; a trait with no value any more is null"
         );
+    }
+
+    #[test]
+    fn a_payload_change_that_changes_no_value_sends_no_track() {
+        let before = map(json!({"plan": "free"}));
+        let after = map(json!({"plan": "free", "phone": null}));
+        let known = Known::Payload {
+            hash: 1,
+            values: Some(before),
+        };
+        assert_eq!(track_for(&events(), known, 2, &after, false), None);
     }
 
     #[test]
