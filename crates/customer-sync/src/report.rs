@@ -102,6 +102,11 @@ pub struct RunReport {
     pub invalid_by_reason: BTreeMap<String, u64>,
     /// Failed records by reason code.
     pub failed_by_reason: BTreeMap<String, u64>,
+    /// Why `[events]` removed events were not sent this run, if they were
+    /// held back: the read had invalid records (a customer in a bad row
+    /// would look gone), had no records at all, or would remove most of the
+    /// customers Segment has. The identities are still reported `removed`.
+    pub removals_held_back: Option<String>,
 }
 
 impl RunReport {
@@ -111,6 +116,7 @@ impl RunReport {
             && self.failed == 0
             && self.pending == 0
             && self.given_up == 0
+            && self.removals_held_back.is_none()
             && !self.interrupted
     }
 
@@ -394,7 +400,7 @@ impl ReportWriter {
             user_id: self.key_ids(key.strip_prefix("u:")).1,
             anonymous_id: key.strip_prefix("a:"),
             message: match event_sent {
-                true => "in the state but not in this source; its removed event was sent",
+                true => "in the state but not in this source; its removed event was queued",
                 false => "in the state but not in this source; nothing was sent for it",
             },
         })

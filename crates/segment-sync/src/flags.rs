@@ -201,6 +201,11 @@ pub struct SyncArgs {
     /// Runs an unchanged failing record is retried in before it is given up.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub max_failed_runs: u32,
+    /// Send the mapping's [events] removed events even when they would
+    /// remove most of the customers Segment has (held back otherwise, as the
+    /// sign of a bad export).
+    #[arg(long)]
+    pub allow_mass_removal: bool,
     /// No progress and no summary on stderr (errors are still printed).
     #[arg(long, short)]
     pub quiet: bool,

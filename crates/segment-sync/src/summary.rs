@@ -99,6 +99,17 @@ pub fn print_summary(source: &str, report: &RunReport, report_file: Option<&Path
             report.pending
         );
     }
+    if let Some(why) = &report.removals_held_back {
+        eprintln!("  removed events ([events]) held back: {why}; nothing was removed in Segment");
+        let hint = if report.invalid > 0 {
+            "fix the invalid records and run again: the removed events go once the read is clean"
+        } else if report.read == 0 {
+            "check the source: an empty export would remove every customer"
+        } else {
+            "if they really are gone, run again with --allow-mass-removal"
+        };
+        eprintln!("hint: {hint}");
+    }
     if report.given_up > 0 {
         eprintln!("  --retry-failed sends given-up records again");
     }

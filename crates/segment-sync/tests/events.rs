@@ -391,8 +391,8 @@ async fn events_need_a_state_and_a_customer_mapping_and_preview_shows_them() {
         ("[events]\nadded = \"\"\n", "`events.added` is empty"),
         ("[events]\nidentify = false\n", "names no event"),
         (
-            "[events]\nremoved = \"Gone\"\nidentify = false\n",
-            "neither `added` nor `changed`",
+            "[events]\nchanged = \"Changed\"\nidentify = false\n",
+            "but no `added`",
         ),
         (
             "[events]\nadded = \"A\"\ncreated = \"B\"\n",
@@ -481,4 +481,147 @@ async fn events_need_a_state_and_a_customer_mapping_and_preview_shows_them() {
         text.contains("track events: added -> \"Customer Created\""),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_events_are_held_back_after_a_bad_row_an_empty_export_or_a_mass_removal() {
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    let file = write(&dir, "customers.csv", &customers(0..20, |_| "free"));
+    let (output, _, _) = sync(&dir, &receiver, &file, EVENTS, &[]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let deleted = |receiver: &Receiver| -> Vec<String> {
+        let mut users: Vec<String> = receiver
+            .store()
+            .events()
+            .iter()
+            .filter(|e| e["event"] == "Customer Deleted")
+            .map(|e| e["userId"].as_str().unwrap().to_owned())
+            .collect();
+        users.sort();
+        users
+    };
+
+    // u3's row is malformed (it would look gone) and u19 is gone: nothing
+    // is removed until the read is clean.
+    let mut csv = customers((0..19).filter(|i| *i != 3), |_| "free");
+    csv.push_str("u3,u3@example.com,free,one field too many\n");
+    let file = write(&dir, "customers.csv", &csv);
+    let (output, summary, _) = sync(&dir, &receiver, &file, EVENTS, &[]).await;
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(deleted(&receiver).is_empty(), "{:?}", deleted(&receiver));
+    assert_eq!(count(&summary, "removed_sent"), 0, "{summary}");
+    assert!(
+        summary["removals_held_back"]
+            .as_str()
+            .is_some_and(|why| why.contains("invalid")),
+        "{summary}"
+    );
+    assert!(
+        text.contains("held back") && text.contains("hint: fix the invalid records"),
+        "{text}"
+    );
+
+    // Clean again: only u19 goes.
+    let file = write(&dir, "customers.csv", &customers(0..19, |_| "free"));
+    let (output, summary, _) = sync(&dir, &receiver, &file, EVENTS, &[]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(deleted(&receiver), ["u19"], "{summary}");
+
+    // An empty export removes nobody.
+    let empty = write(&dir, "customers.csv", "user_id,email,plan\n");
+    let (output, summary, _) = sync(&dir, &receiver, &empty, EVENTS, &[]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(deleted(&receiver), ["u19"], "{summary}");
+    assert!(stderr(&output).contains("the source had no records"));
+
+    // Most customers gone at once: held back, unless allowed.
+    let file = write(&dir, "customers.csv", &customers(0..5, |_| "free"));
+    let (output, summary, _) = sync(&dir, &receiver, &file, EVENTS, &[]).await;
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert_eq!(deleted(&receiver), ["u19"], "{summary}");
+    assert!(
+        text.contains("would remove 14 of the 19 customers")
+            && text.contains("--allow-mass-removal"),
+        "{text}"
+    );
+    let (output, summary, _) =
+        sync(&dir, &receiver, &file, EVENTS, &["--allow-mass-removal"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(count(&summary, "removed_sent"), 14, "{summary}");
+    assert_eq!(deleted(&receiver).len(), 15);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_added_event_left_in_flight_goes_once_even_if_the_customer_changed_before_the_rerun() {
+    const ROWS: usize = 1_000;
+    let dir = TempDir::new().unwrap();
+    let file = write(&dir, "customers.csv", &customers(0..ROWS, |_| "free"));
+    let mapping = write(&dir, "mapping.toml", EVENTS);
+    let receiver = receiver(FaultPlan::none().with_latency(Duration::from_millis(100))).await;
+    let args = [
+        "sync",
+        path_str(&file),
+        "--mapping",
+        path_str(&mapping),
+        "--name",
+        "customers",
+        "--batch-size",
+        "50",
+        "--concurrency",
+        "2",
+        "--quiet",
+    ];
+    kill_sync_when(&dir, &receiver, &args, |r| {
+        r.store().stats().accepted >= 200
+    })
+    .await;
+
+    // Every customer upgrades before the rerun.
+    receiver.set_faults(FaultPlan::none());
+    let file = write(&dir, "customers.csv", &customers(0..ROWS, |_| "pro"));
+    let (output, summary, _) = sync(&dir, &receiver, &file, EVENTS, &[]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(count(&summary, "superseded") > 0, "{summary}");
+
+    let mut created: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut last_plan: BTreeMap<String, Value> = BTreeMap::new();
+    // The tracks Segment keeps (first arrival of each messageId), applied
+    // in order, tell every customer's final traits.
+    let mut told: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for e in receiver.store().events() {
+        let user = e["userId"].as_str().unwrap().to_owned();
+        if e["type"] == "track" && seen.insert(e["messageId"].as_str().unwrap().to_owned()) {
+            let traits = told.entry(user.clone()).or_default();
+            for (name, value) in e["properties"].as_object().unwrap() {
+                traits.insert(name.clone(), value.clone());
+            }
+        }
+        if e["event"] == "Customer Created" {
+            created
+                .entry(user)
+                .or_default()
+                .insert(e["messageId"].as_str().unwrap().to_owned());
+        } else if e["type"] == "identify" {
+            last_plan.insert(user, e["traits"]["plan"].clone());
+        }
+    }
+    assert_eq!(created.len(), ROWS, "every customer was added");
+    let twice: Vec<_> = created.iter().filter(|(_, ids)| ids.len() > 1).collect();
+    assert!(twice.is_empty(), "added under two messageIds: {twice:?}");
+    assert!(
+        last_plan.values().all(|plan| plan == "pro"),
+        "{last_plan:?}"
+    );
+    assert_eq!(told.len(), ROWS);
+    for (user, traits) in &told {
+        assert_eq!(
+            Value::Object(traits.clone()),
+            json!({"email": format!("{user}@example.com"), "plan": "pro"}),
+            "{user}"
+        );
+    }
 }

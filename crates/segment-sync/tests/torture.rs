@@ -10,7 +10,7 @@
 //!    that wrote a report has counts that add up.
 //!
 //! With the mapping's `[events]` (`..._with_events`), also: every current
-//! customer's accepted tracks start with its `added` event and, applied as
+//! customer's accepted tracks start with its one `added` event and, applied as
 //! patches in order, give its final traits; every gone customer Segment
 //! heard of ends with exactly one `removed` event.
 //!
@@ -289,6 +289,11 @@ fn check_events(receiver: &Receiver, model: &Model) {
                     "{user} is not gone: {:?}",
                     names(list)
                 );
+                let added = list
+                    .iter()
+                    .filter(|e| e["event"] == "Customer Created")
+                    .count();
+                assert_eq!(added, 1, "{user} added once: {:?}", names(list));
                 // The tracks, applied in order, tell Segment the final traits.
                 let mut traits = serde_json::Map::new();
                 for event in list {

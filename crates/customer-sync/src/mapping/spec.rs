@@ -469,11 +469,11 @@ impl Walk<'_> {
             );
             return None;
         }
-        if !events.identify && events.added.is_none() && events.changed.is_none() {
+        if !events.identify && events.added.is_none() {
             self.problem_with_hint(
-                "`[events]` has `identify = false` and neither `added` nor `changed`: new and changed customers would send nothing".into(),
+                "`[events]` has `identify = false` but no `added`: a new customer would send nothing, so Segment would never know it and its changes could not be told".into(),
                 Some(span),
-                "set `added` and `changed`, or remove `identify = false`",
+                "set `added`, or remove `identify = false`",
             );
             return None;
         }

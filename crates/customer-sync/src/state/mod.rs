@@ -104,9 +104,7 @@ pub(crate) use hash::{
 pub(crate) use hash::{payload_hash, trait_names};
 pub(crate) use index::StateIndex;
 use lock::{StateFiles, StateLock};
-#[cfg(test)]
-pub(crate) use outbox::OutboxEntry;
-pub(crate) use outbox::{OutboxEntryRef, OutboxScan, Pending};
+pub(crate) use outbox::{OutboxEntry, OutboxEntryRef, OutboxScan, Pending};
 pub(crate) use records::{Change, REMOVAL_HASH, Settled};
 pub use schema::SCHEMA_VERSION;
 pub use status::{FailedRecord, LoggedRun, PendingRecord};

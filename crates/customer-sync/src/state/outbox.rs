@@ -56,13 +56,13 @@ pub(crate) struct OutboxEntry {
     pub traits: String,
     /// The serialised event.
     pub event: Vec<u8>,
-    /// The record's `track` event sent beside it (`[events]`), serialised.
-    pub track: Option<Vec<u8>>,
+    /// The record's `[events]` tracks sent after it, serialised, with their kinds.
+    pub tracks: Vec<(Vec<u8>, ChangeKind)>,
     /// The accepted traits to keep for `[events]`, as a JSON object.
     pub values: Option<String>,
-    /// The kind of `[events]` track the record carries (as `track`, or as
-    /// `event` itself when it has no identify); `Removed` for the `removed`
-    /// event of an identity gone from the source.
+    /// The kind of `event` when it is an `[events]` track (a record sent
+    /// without its identify); `Removed` for the `removed` event of an
+    /// identity gone from the source.
     pub kind: Option<ChangeKind>,
 }
 
@@ -92,11 +92,11 @@ pub(crate) struct OutboxEntryRef<'a> {
     pub traits: &'a str,
     /// The serialised event.
     pub event: &'a [u8],
-    /// The record's `track` event sent beside it, serialised.
-    pub track: Option<&'a [u8]>,
+    /// The record's `[events]` tracks sent after it, serialised, with their kinds.
+    pub tracks: &'a [(&'a [u8], ChangeKind)],
     /// The accepted traits to keep for `[events]`, as a JSON object.
     pub values: Option<&'a str>,
-    /// The kind of `[events]` track the record carries.
+    /// The kind of `event` when it is an `[events]` track.
     pub kind: Option<ChangeKind>,
 }
 
@@ -137,9 +137,19 @@ impl OutboxEntryRef<'_> {
             out.extend_from_slice(kind.as_str().as_bytes());
             out.push(b'"');
         }
-        if let Some(track) = self.track {
-            out.extend_from_slice(b",\"track\":");
-            out.extend_from_slice(track);
+        if !self.tracks.is_empty() {
+            out.extend_from_slice(b",\"tracks\":[");
+            for (i, (track, kind)) in self.tracks.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"kind\":\"");
+                out.extend_from_slice(kind.as_str().as_bytes());
+                out.extend_from_slice(b"\",\"event\":");
+                out.extend_from_slice(track);
+                out.push(b'}');
+            }
+            out.push(b']');
         }
         out.extend_from_slice(b",\"event\":");
         out.extend_from_slice(self.event);
@@ -165,13 +175,29 @@ impl OutboxEntry {
             #[serde(borrow)]
             event: &'a serde_json::value::RawValue,
             #[serde(borrow, default)]
-            track: Option<&'a serde_json::value::RawValue>,
+            tracks: Vec<Track<'a>>,
             #[serde(borrow, default)]
             values: Option<&'a serde_json::value::RawValue>,
             #[serde(default)]
             kind: Option<&'a str>,
         }
+        #[derive(serde::Deserialize)]
+        struct Track<'a> {
+            kind: &'a str,
+            #[serde(borrow)]
+            event: &'a serde_json::value::RawValue,
+        }
         let parsed: Line<'_> = serde_json::from_slice(line).ok()?;
+        let tracks = parsed
+            .tracks
+            .iter()
+            .map(|t| {
+                Some((
+                    t.event.get().as_bytes().to_vec(),
+                    ChangeKind::parse(t.kind)?,
+                ))
+            })
+            .collect::<Option<_>>()?;
         Some(OutboxEntry {
             key: parsed.key,
             hash: parsed.hash,
@@ -181,7 +207,7 @@ impl OutboxEntry {
             line: parsed.line,
             traits: parsed.traits.get().to_owned(),
             event: parsed.event.get().as_bytes().to_vec(),
-            track: parsed.track.map(|t| t.get().as_bytes().to_vec()),
+            tracks,
             values: parsed.values.map(|v| v.get().to_owned()),
             kind: match parsed.kind {
                 None => None,

@@ -224,7 +224,7 @@ fn send(store: &mut StateStore, message_id: &str, hash: u64) {
         line: 2,
         traits: r#"["email"]"#,
         event: br#"{"type":"identify","userId":"1"}"#,
-        track: None,
+        tracks: Default::default(),
         values: None,
         kind: None,
     }
@@ -249,7 +249,7 @@ fn send_for(store: &mut StateStore, key: &str, message_id: &str, hash: u64) {
         line: 2,
         traits: r#"["email"]"#,
         event: br#"{"type":"identify","userId":"1"}"#,
-        track: None,
+        tracks: Default::default(),
         values: None,
         kind: None,
     }
@@ -505,7 +505,7 @@ fn outbox_lines_round_trip() {
         line: 7,
         traits: "[]",
         event: br#"{"a":[1,2]}"#,
-        track: None,
+        tracks: Default::default(),
         values: None,
         kind: None,
     };
@@ -531,18 +531,24 @@ fn outbox_lines_with_a_track_round_trip() {
         line: 7,
         traits: r#"["plan"]"#,
         event: br#"{"type":"identify"}"#,
-        track: Some(br#"{"type":"track","event":"Customer Updated"}"#),
+        tracks: &[(
+            br#"{"type":"track","event":"Customer Updated"}"#,
+            crate::mapping::ChangeKind::Changed,
+        )],
         values: Some(r#"{"plan":"pro"}"#),
-        kind: Some(crate::mapping::ChangeKind::Changed),
+        kind: None,
     }
     .write_line(&mut line);
     let parsed = OutboxEntry::parse_bytes(line.trim_ascii_end()).unwrap();
     assert_eq!(
-        parsed.track.as_deref(),
-        Some(&br#"{"type":"track","event":"Customer Updated"}"#[..])
+        parsed.tracks,
+        [(
+            br#"{"type":"track","event":"Customer Updated"}"#.to_vec(),
+            crate::mapping::ChangeKind::Changed
+        )]
     );
     assert_eq!(parsed.values.as_deref(), Some(r#"{"plan":"pro"}"#));
-    assert_eq!(parsed.kind, Some(crate::mapping::ChangeKind::Changed));
+    assert_eq!(parsed.kind, None);
     assert!(!parsed.is_removal());
     // An unknown kind is a line this version cannot trust: torn.
     let odd = String::from_utf8(line)

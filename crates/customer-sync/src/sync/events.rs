@@ -8,11 +8,90 @@
 //! with `[events]`, so a `changed` event can carry exactly the traits that
 //! changed and a `removed` event the traits Segment had.
 
-use segment_client::RawObject;
+use segment_client::{PreparedEvent, RawObject};
 use serde_json::{Map, Value};
 
+use super::planner::EventsPlan;
 use crate::mapping::events::present;
-use crate::mapping::{ChangeEvents, ChangeKind};
+use crate::mapping::{ChangeEvents, ChangeKind, MappedJson};
+use crate::state::{OutboxEntry, StateError, StateStore};
+
+/// What `[events]` adds to a record about to be sent with payload `hash`,
+/// in state row `row` whose accepted payload is `accepted`; `unsure` as in
+/// [`track_for`]. Reads the kept traits of a record Segment has another
+/// payload of: the change is told against them, and what Segment will
+/// hold is merged from them.
+///
+/// `in_flight_added` is an earlier run's `added` track for this customer
+/// that may or may not have arrived, with the traits it set (its entry is
+/// superseded by this record): it goes again under its own `messageId`
+/// (Segment keeps one), and this record's change is told against it.
+pub(crate) fn plan(
+    events: &ChangeEvents,
+    store: &StateStore,
+    (row, accepted): (Option<i64>, Option<u64>),
+    hash: u64,
+    customer: &MappedJson,
+    unsure: bool,
+    in_flight_added: Option<(PreparedEvent, Map<String, Value>)>,
+) -> Result<EventsPlan, StateError> {
+    let traits = customer.traits.to_map();
+    let (known, unsure, resend_added) = match in_flight_added {
+        Some((added, values)) => {
+            // Never equal to `hash`: this record superseded it.
+            let known = Known::Payload {
+                hash: 0,
+                values: Some(values),
+            };
+            (known, false, Some(added))
+        }
+        None => {
+            let known = match (row, accepted) {
+                (Some(row), Some(accepted)) => Known::Payload {
+                    hash: accepted,
+                    values: match accepted != hash || unsure {
+                        true => store.accepted_values(row)?,
+                        false => None,
+                    },
+                },
+                _ => Known::Nothing,
+            };
+            (known, unsure, None)
+        }
+    };
+    let values = match &known {
+        Known::Payload {
+            values: Some(before),
+            ..
+        } => Some(merged_values(before, &traits)),
+        _ => None,
+    };
+    Ok(EventsPlan {
+        resend_added,
+        track: track_for(events, &known, hash, &traits, unsure),
+        values,
+    })
+}
+
+/// The stored `added` track of an earlier run's entry, with the traits it
+/// set, if the entry has one: beside its identify, or as its only event.
+pub(crate) fn stored_added(entry: &OutboxEntry) -> Option<(PreparedEvent, Map<String, Value>)> {
+    let json = match entry.kind {
+        Some(ChangeKind::Added) => &entry.event,
+        _ => entry
+            .tracks
+            .iter()
+            .find(|(_, kind)| *kind == ChangeKind::Added)
+            .map(|(track, _)| track)?,
+    };
+    let event = PreparedEvent::from_json(json.clone()).ok()?;
+    let values = entry
+        .values
+        .as_deref()
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or_default();
+    Some((event, values))
+}
 
 /// The track a record sends, decided with its identify.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,20 +120,21 @@ pub(crate) enum Known {
 /// flight). `None` when the record sends no track.
 pub(crate) fn track_for(
     events: &ChangeEvents,
-    known: Known,
+    known: &Known,
     hash: u64,
     traits: &Map<String, Value>,
     unsure: bool,
 ) -> Option<TrackPlan> {
     let (kind, properties) = match known {
         Known::Nothing => (ChangeKind::Added, present(traits)),
-        Known::Payload { hash: accepted, .. } if accepted == hash && !unsure => return None,
+        Known::Payload { hash: accepted, .. } if *accepted == hash && !unsure => return None,
         // Segment may hold another payload than the one compared with (an
-        // earlier change was in flight): every trait is news.
-        Known::Payload { .. } if unsure => (ChangeKind::Changed, present(traits)),
+        // earlier change was in flight): every trait is news, and so is
+        // every trait this record unsets.
+        Known::Payload { .. } if unsure => (ChangeKind::Changed, traits.clone()),
         Known::Payload { values, .. } => match values {
             Some(before) => {
-                let changed = changed(&before, traits);
+                let changed = changed(before, traits);
                 if changed.is_empty() {
                     // Only a trait Segment never had is now sent as null.
                     return None;
@@ -72,29 +152,36 @@ pub(crate) fn track_for(
     })
 }
 
-/// The traits that differ from `before`, with their new values; a trait
-/// `before` had and `after` has no value for is `null`.
+/// The traits this payload changes in what Segment holds (`before`), with
+/// their new values: a trait sent with another value, or sent as `null`
+/// (unset) while Segment has it. A trait the payload leaves out is not a
+/// change: Segment keeps its value (null policy `omit`).
 pub(crate) fn changed(
     before: &Map<String, Value>,
     after: &Map<String, Value>,
 ) -> Map<String, Value> {
-    let mut changed = Map::new();
+    after
+        .iter()
+        .filter(|(name, value)| match before.get(*name) {
+            Some(old) => old != *value,
+            None => !value.is_null(),
+        })
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+/// What Segment holds once it accepts `after` over `before`: `after`'s
+/// values win, its `null`s unset, and what it leaves out stays. As JSON,
+/// for the state.
+pub(crate) fn merged_values(before: &Map<String, Value>, after: &Map<String, Value>) -> String {
+    let mut kept = before.clone();
     for (name, value) in after {
-        let differs = match (before.get(name), value.is_null()) {
-            (None, true) => false,
-            (Some(old), _) => old != value,
-            (None, false) => true,
+        match value {
+            Value::Null => kept.remove(name),
+            value => kept.insert(name.clone(), value.clone()),
         };
-        if differs {
-            changed.insert(name.clone(), value.clone());
-        }
     }
-    for name in before.keys() {
-        if !after.contains_key(name) {
-            changed.insert(name.clone(), Value::Null);
-        }
-    }
-    changed
+    serde_json::to_string(&kept).unwrap_or_default()
 }
 
 /// The traits to keep for a record Segment accepts, as a JSON object: its
@@ -136,7 +223,7 @@ mod tests {
     #[test]
     fn a_new_customer_is_added_with_every_trait_it_has() {
         let traits = map(json!({"email": "a@x", "plan": null, "age": 3}));
-        let track = track_for(&events(), Known::Nothing, 7, &traits, false).unwrap();
+        let track = track_for(&events(), &Known::Nothing, 7, &traits, false).unwrap();
         assert_eq!(track.kind, ChangeKind::Added);
         assert_eq!(track.name, "Created");
         assert_eq!(
@@ -147,19 +234,26 @@ mod tests {
 
     #[test]
     fn a_changed_customer_carries_only_what_changed() {
-        let before = map(json!({"email": "a@x", "plan": "free", "age": 3, "gone": 1}));
-        let after =
-            map(json!({"email": "a@x", "plan": "pro", "age": 3, "city": "Oslo", "unset": null}));
+        let before = map(json!({"email": "a@x", "plan": "free", "age": 3, "kept": 1, "was": 2}));
+        let after = map(json!({
+            "email": "a@x", "plan": "pro", "age": 3, "city": "Oslo", "never": null, "was": null
+        }));
         let known = Known::Payload {
             hash: 1,
-            values: Some(before),
+            values: Some(before.clone()),
         };
-        let track = track_for(&events(), known, 2, &after, false).unwrap();
+        let track = track_for(&events(), &known, 2, &after, false).unwrap();
         assert_eq!(track.kind, ChangeKind::Changed);
         assert_eq!(
             Value::Object(track.properties),
-            json!({"plan": "pro", "city": "Oslo", "gone": null}),
-            "unchanged traits are left out; a trait with no value any more is null"
+            json!({"plan": "pro", "city": "Oslo", "was": null}),
+            "unchanged traits are left out; an unset one is null; one left out stays in Segment"
+        );
+        let kept: Value = serde_json::from_str(&merged_values(&before, &after)).unwrap();
+        assert_eq!(
+            kept,
+            json!({"email": "a@x", "plan": "pro", "age": 3, "kept": 1, "city": "Oslo"}),
+            "what Segment holds: the left-out trait stays, the unset one goes"
         );
     }
 
@@ -171,7 +265,7 @@ mod tests {
             hash: 1,
             values: Some(before),
         };
-        assert_eq!(track_for(&events(), known, 2, &after, false), None);
+        assert_eq!(track_for(&events(), &known, 2, &after, false), None);
     }
 
     #[test]
@@ -191,8 +285,8 @@ mod tests {
             hash: 5,
             values: Some(traits.clone()),
         };
-        assert_eq!(track_for(&events(), known(), 5, &traits, false), None);
-        let unsure = track_for(&events(), known(), 5, &traits, true).unwrap();
+        assert_eq!(track_for(&events(), &known(), 5, &traits, false), None);
+        let unsure = track_for(&events(), &known(), 5, &traits, true).unwrap();
         assert_eq!(
             (unsure.kind, Value::Object(unsure.properties)),
             (ChangeKind::Changed, json!({"plan": "pro"}))
@@ -204,16 +298,16 @@ mod tests {
         // Accepted v1; v2 (plan b) was in flight when the run was killed, so
         // Segment may have it; now v3 changes the email and sets plan back.
         let v1 = map(json!({"plan": "a", "email": "x"}));
-        let v3 = map(json!({"plan": "a", "email": "y"}));
+        let v3 = map(json!({"plan": "a", "email": "y", "phone": null}));
         let known = Known::Payload {
             hash: 1,
             values: Some(v1),
         };
-        let track = track_for(&events(), known, 3, &v3, true).unwrap();
+        let track = track_for(&events(), &known, 3, &v3, true).unwrap();
         assert_eq!(
             Value::Object(track.properties),
-            json!({"plan": "a", "email": "y"}),
-            "a diff against v1 would leave Segment with plan b"
+            json!({"plan": "a", "email": "y", "phone": null}),
+            "a diff against v1 would leave Segment with plan b (or a phone v2 set)"
         );
     }
 
@@ -224,7 +318,7 @@ mod tests {
             hash: 1,
             values: None,
         };
-        let track = track_for(&events(), known, 2, &traits, false).unwrap();
+        let track = track_for(&events(), &known, 2, &traits, false).unwrap();
         assert_eq!(Value::Object(track.properties), json!({"plan": "pro"}));
     }
 
@@ -235,7 +329,7 @@ mod tests {
         let mapping = crate::Mapping::new(Some(&spec), &["id"]).unwrap();
         let traits = map(json!({"plan": "pro"}));
         let events = mapping.events().unwrap();
-        assert_eq!(track_for(events, Known::Nothing, 1, &traits, false), None);
+        assert_eq!(track_for(events, &Known::Nothing, 1, &traits, false), None);
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub struct IncrementalOptions {
     pub retry_failed: bool,
     /// Runs an unchanged failing record is retried in before it is given up.
     pub max_failed_runs: u32,
+    /// Send `[events]` removed events even when they would remove most of
+    /// the customers Segment has (held back otherwise, as the sign of a bad
+    /// export).
+    pub allow_mass_removal: bool,
 }
 
 impl Default for IncrementalOptions {
@@ -25,6 +29,7 @@ impl Default for IncrementalOptions {
             full_resync: false,
             retry_failed: false,
             max_failed_runs: 5,
+            allow_mass_removal: false,
         }
     }
 }
@@ -48,11 +53,11 @@ fn customer_hash(customer: &MappedJson) -> u64 {
 #[derive(Debug, Clone)]
 pub(crate) enum Decision {
     /// Send it; `hash` is its payload hash, `row` its state row if it has
-    /// one, `track` the `[events]` track that goes with it.
+    /// one, `events` what `[events]` adds to it.
     Send {
         hash: u64,
         row: Option<i64>,
-        track: Option<Box<TrackPlan>>,
+        events: Option<Box<EventsPlan>>,
     },
     /// It is unchanged since Segment accepted it.
     Skip,
@@ -61,6 +66,19 @@ pub(crate) enum Decision {
     /// An earlier run left this exact payload in flight: send the stored
     /// event again, under its first `messageId`.
     Resend(Box<Pending>),
+}
+
+/// What `[events]` adds to a record being sent.
+#[derive(Debug, Clone)]
+pub(crate) struct EventsPlan {
+    /// An earlier run's `added` track to send again, under its `messageId`,
+    /// before this record's track.
+    pub resend_added: Option<segment_client::PreparedEvent>,
+    /// The track that goes with it, if any.
+    pub track: Option<TrackPlan>,
+    /// The traits Segment will hold once it accepts the record, as JSON,
+    /// when they differ from the record's own (a trait left out stays).
+    pub values: Option<String>,
 }
 
 /// Trait-level accounting for the report.
@@ -164,11 +182,14 @@ impl Planner {
         let must_send = in_flight.is_some();
         // A superseded `removed` event may have arrived: the record is new again.
         let mut removal_in_flight = false;
+        // A superseded `added` event may have arrived: it goes again, under its id.
+        let mut in_flight_added = None;
         if let Some(pending) = in_flight {
             if pending.entry.hash == hash && !pending.entry.is_removal() {
                 return Ok(Decision::Resend(Box::new(pending)));
             }
             removal_in_flight = pending.entry.is_removal();
+            in_flight_added = events::stored_added(&pending.entry);
             self.superseded += 1;
         }
         let known = match self.index.get(stable_hash(key.as_bytes())) {
@@ -185,7 +206,19 @@ impl Planner {
             _ => None,
         };
         let send = |planner: &Self, hash, customer: &MappedJson| {
-            planner.send(store, hash, row, accepted, customer, must_send)
+            let events = match &planner.events {
+                Some(events) => Some(Box::new(events::plan(
+                    events,
+                    store,
+                    (row, accepted),
+                    hash,
+                    customer,
+                    must_send,
+                    in_flight_added.clone(),
+                )?)),
+                None => None,
+            };
+            Ok(Decision::Send { hash, row, events })
         };
         if self.options.full_resync {
             return send(self, hash, customer);
@@ -212,39 +245,6 @@ impl Planner {
             return Ok(Decision::Skip);
         }
         send(self, hash, customer)
-    }
-
-    /// A [`Decision::Send`], with the `[events]` track that goes with it:
-    /// by what Segment has (`accepted`), or may have (`unsure`).
-    fn send(
-        &self,
-        store: &StateStore,
-        hash: u64,
-        row: Option<i64>,
-        accepted: Option<u64>,
-        customer: &MappedJson,
-        unsure: bool,
-    ) -> Result<Decision, StateError> {
-        let track = match &self.events {
-            None => None,
-            Some(events) => {
-                let known = match (row, accepted) {
-                    (Some(row), Some(accepted)) => events::Known::Payload {
-                        hash: accepted,
-                        // Read only when it can matter: a `changed` event
-                        // of a record that changed from what Segment has.
-                        values: match events.changed.is_some() && accepted != hash && !unsure {
-                            true => store.accepted_values(row)?,
-                            false => None,
-                        },
-                    },
-                    _ => events::Known::Nothing,
-                };
-                events::track_for(events, known, hash, &customer.traits.to_map(), unsure)
-                    .map(Box::new)
-            }
-        };
-        Ok(Decision::Send { hash, row, track })
     }
 
     /// Traits Segment accepted last time that are now absent are unset
@@ -285,6 +285,11 @@ impl Planner {
         self.recovered.len()
     }
 
+    /// Whether removed events may remove most customers at once.
+    pub fn allows_mass_removal(&self) -> bool {
+        self.options.allow_mass_removal
+    }
+
     /// Rows of identities in the state that this run's source did not have.
     pub fn unseen(&self) -> Vec<i64> {
         (0..self.index.slots())
@@ -320,7 +325,7 @@ mod tests {
             line: 2,
             traits: r#"["plan"]"#.into(),
             event: b"{}".to_vec(),
-            track: None,
+            tracks: Default::default(),
             values: None,
             kind: None,
         };
@@ -380,7 +385,7 @@ mod tests {
         let mut p = planner(store.index().unwrap(), in_flight(v2_hash, row));
         let decision = p.decide(&store, "u:u1", &mut customer("v1")).unwrap();
         assert!(
-            matches!(decision, Decision::Send { hash, row: Some(1), track: None } if hash == v1_hash),
+            matches!(decision, Decision::Send { hash, row: Some(1), events: None } if hash == v1_hash),
             "{decision:?}"
         );
         assert_eq!(p.superseded, 1);

@@ -10,10 +10,10 @@ use super::SyncError;
 use super::duplicates::{
     LastRows, SIZING_SAMPLE, SeenIdentities, identity_hash, size_duplicate_table,
 };
-use super::events::{self, TrackPlan};
-use super::planner::{Decision, Planner};
+use super::events;
+use super::planner::{Decision, EventsPlan, Planner};
 use super::recovery;
-use super::tracker::{Companion, InFlightRecord, StateRef, Tracker, lock};
+use super::tracker::{InFlightRecord, StateRef, Tracker, lock};
 use crate::mapping::{ChangeKind, DuplicatePolicy, MappedJson, Mapping};
 use crate::record::{Location, RecordError, RecordErrorKind};
 use crate::report::Counters;
@@ -24,6 +24,9 @@ use crate::state::{
 
 /// Records per chunk with a state: one outbox write and transaction each.
 const CHUNK: usize = 2_048;
+/// Removed events for more than half the customers Segment has are held
+/// back as the sign of a bad export, once there are more than this many.
+const MASS_REMOVAL_FLOOR: u64 = 10;
 /// Records per chunk without a state: one wake-up of the client's worker each.
 const CHUNK_STATELESS: usize = 256;
 
@@ -33,8 +36,8 @@ struct Planned {
     hash: u64,
     row: Option<i64>,
     source_hash: u64,
-    /// The `[events]` track that goes with it.
-    track: Option<Box<TrackPlan>>,
+    /// What `[events]` adds to it.
+    events: Option<Box<EventsPlan>>,
 }
 
 /// Where an event on its way to the client comes from.
@@ -51,14 +54,21 @@ enum Origin {
     Removal,
 }
 
+/// A record's events: the first, its kind if it is a track, the tracks after it.
+type PreparedRecord = (
+    PreparedEvent,
+    Option<ChangeKind>,
+    Vec<(PreparedEvent, ChangeKind)>,
+);
+
 /// One record on its way to the client: its events validated and serialised.
 struct Outgoing {
     /// Its first event: the identify (or group), or its only track.
     event: PreparedEvent,
-    /// The kind of `[events]` track it carries, beside the first event or as it.
+    /// The kind of the first event when it is an `[events]` track.
     kind: Option<ChangeKind>,
-    /// A track sent beside the first event.
-    companion: Option<PreparedEvent>,
+    /// The `[events]` tracks sent after the first event, with their kinds.
+    companions: Vec<(PreparedEvent, ChangeKind)>,
     /// What the record is keyed on in the state, the outbox and the report:
     /// the event's identity, or a group call's group.
     identity: Identity,
@@ -128,11 +138,10 @@ impl<'a> Reader<'a> {
                 })
             });
             let gone_for_sure = changed.is_none() && self.reads_everything;
-            let removed_event = self
-                .mapping
-                .events()
-                .and_then(|e| e.removed.clone())
-                .filter(|_| gone_for_sure);
+            let removed_event = match gone_for_sure {
+                true => self.removed_event()?,
+                false => None,
+            };
             let mut resent = std::collections::HashSet::new();
             let unmatched = match self.planner.as_mut() {
                 Some(planner) => planner.take_unmatched(),
@@ -151,7 +160,7 @@ impl<'a> Reader<'a> {
                 }
             }
             if gone_for_sure {
-                let gone = self.push_removals(source.name(), &resent);
+                let gone = self.push_removals(removed_event.as_deref(), source.name(), &resent);
                 if let Err(error) = gone {
                     let _ = self.flush_chunk();
                     return Err(error);
@@ -363,12 +372,12 @@ impl<'a> Reader<'a> {
             .superseded
             .store(planner.superseded, std::sync::atomic::Ordering::Relaxed);
         match decision {
-            Decision::Send { hash, row, track } => {
+            Decision::Send { hash, row, events } => {
                 return Ok(Some(Ok(Planned {
                     hash,
                     row,
                     source_hash: *source_hash,
-                    track,
+                    events,
                 })));
             }
             Decision::Resend(pending) => return Ok(Some(Err(pending))),
@@ -391,32 +400,20 @@ impl<'a> Reader<'a> {
             hash: planned.hash,
             source_hash: planned.source_hash,
             traits: crate::state::trait_names_raw(&mapped.traits),
-            values: events.map(|_| events::values_json(&mapped.traits)),
+            values: events.map(|_| {
+                (planned.events.as_ref().and_then(|plan| plan.values.clone()))
+                    .unwrap_or_else(|| events::values_json(&mapped.traits))
+            }),
             removal: false,
         });
-        let track = planned.track.map(|track| {
-            let params = TrackParams::new(mapped.identity.clone(), track.name)
-                .with_properties(track.properties);
-            (track.kind, PreparedEvent::new(params))
-        });
-        let identify = events.is_none_or(|events| events.identify);
-        let prepared = match (identify, track) {
-            (true, None) => mapped.to_event().map(|e| (e, None, None)),
-            (true, Some((kind, track))) => mapped
-                .to_event()
-                .and_then(|event| Ok((event, Some(kind), Some(track?)))),
-            (false, Some((kind, track))) => track.map(|track| (track, Some(kind), None)),
-            // Only tracks are sent, and this change has none.
-            (false, None) => {
-                Counters::add(&self.tracker.counters.skipped);
-                return;
-            }
-        };
+        let prepared = self.prepare_events(&mapped, planned.events);
         match prepared {
-            Ok((event, kind, companion)) => self.chunk.push(Outgoing {
+            // Only tracks are sent, and this change has none.
+            Ok(None) => Counters::add(&self.tracker.counters.skipped),
+            Ok(Some((event, kind, companions))) => self.chunk.push(Outgoing {
                 event,
                 kind,
-                companion,
+                companions,
                 identity: mapped.identity,
                 at,
                 state,
@@ -434,25 +431,54 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The record's events in the order they are sent: its identify (unless
+    /// `identify = false`), an earlier run's `added` track to send again,
+    /// its own track; the first of them, its kind if it is a track, and the
+    /// tracks after it. `None` when nothing is to be sent.
+    fn prepare_events(
+        &self,
+        mapped: &MappedJson,
+        plan: Option<Box<EventsPlan>>,
+    ) -> Result<Option<PreparedRecord>, segment_client::SegmentError> {
+        let mut tracks = Vec::new();
+        if let Some(plan) = plan {
+            let plan = *plan;
+            tracks.extend(plan.resend_added.map(|added| (added, ChangeKind::Added)));
+            if let Some(track) = plan.track {
+                let params = TrackParams::new(mapped.identity.clone(), track.name)
+                    .with_properties(track.properties);
+                tracks.push((PreparedEvent::new(params)?, track.kind));
+            }
+        }
+        let identify = self.mapping.events().is_none_or(|events| events.identify);
+        if identify {
+            return Ok(Some((mapped.to_event()?, None, tracks)));
+        }
+        let mut tracks = tracks.into_iter();
+        Ok(tracks
+            .next()
+            .map(|(first, kind)| (first, Some(kind), tracks.collect())))
+    }
+
     /// After a complete read: every identity the state has and the source
     /// does not is reported `removed`, and with `[events] removed` its
     /// `removed` event is queued (unless an earlier run's is being resent,
     /// `resent`). Rows are read a chunk at a time, so memory stays bounded.
     fn push_removals(
         &mut self,
+        name: Option<&str>,
         source: &str,
         resent: &std::collections::HashSet<String>,
     ) -> Result<(), SyncError> {
         let (Some(planner), Some(store)) = (self.planner.as_ref(), self.store) else {
             return Ok(());
         };
-        let name = self.mapping.events().and_then(|e| e.removed.clone());
         let unseen = planner.unseen();
         for rows in unseen.chunks(CHUNK) {
             let gone = lock(store).gone(rows)?;
             for gone in gone {
                 Counters::add(&self.tracker.counters.removed);
-                let event = match &name {
+                let event = match name {
                     Some(name) if gone.accepted && !resent.contains(&gone.key) => {
                         Some(self.removal(
                             name,
@@ -477,6 +503,52 @@ impl<'a> Reader<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The `[events]` removed event's name, unless removals are held back
+    /// this run (recorded for the report): after a complete read with an
+    /// invalid record (a customer in a bad row would look gone), with no
+    /// record at all, or when they would remove most of the customers
+    /// Segment has (the sign of a bad export; `allow_mass_removal` lets
+    /// them go).
+    fn removed_event(&self) -> Result<Option<String>, SyncError> {
+        let (Some(name), Some(planner), Some(store)) = (
+            self.mapping.events().and_then(|e| e.removed.clone()),
+            self.planner.as_ref(),
+            self.store,
+        ) else {
+            return Ok(None);
+        };
+        let counters = &self.tracker.counters;
+        let invalid = Counters::get(&counters.invalid);
+        let held_back = if invalid > 0 {
+            Some(format!(
+                "{invalid} records of this read were invalid, and a customer in a bad row would look gone"
+            ))
+        } else if Counters::get(&counters.read) == 0 {
+            Some("the source had no records".to_owned())
+        } else {
+            let mut gone = 0u64;
+            for rows in planner.unseen().chunks(CHUNK) {
+                gone += lock(store)
+                    .gone(rows)?
+                    .iter()
+                    .filter(|g| g.accepted)
+                    .count() as u64;
+            }
+            let (_, accepted, _, _) = lock(store).counts()?;
+            (gone > MASS_REMOVAL_FLOOR && gone * 2 > accepted && !planner.allows_mass_removal())
+                .then(|| {
+                    format!("they would remove {gone} of the {accepted} customers Segment has")
+                })
+        };
+        match held_back {
+            Some(why) => {
+                *lock(&self.tracker.removals_held_back) = Some(why);
+                Ok(None)
+            }
+            None => Ok(Some(name)),
+        }
     }
 
     /// An earlier run's entry for a customer now gone: not resent, but
@@ -533,7 +605,7 @@ impl<'a> Reader<'a> {
         Outgoing {
             event,
             kind: Some(ChangeKind::Removed),
-            companion: None,
+            companions: Vec::new(),
             state: self.tracker.changes.is_some().then(|| StateRef {
                 row,
                 hash: REMOVAL_HASH,
@@ -567,7 +639,7 @@ impl<'a> Reader<'a> {
                     hash: pending.entry.hash,
                     row: pending.row,
                     source_hash,
-                    track: None,
+                    events: None,
                 };
                 self.push(at, mapped, planned);
             }
@@ -588,7 +660,7 @@ impl<'a> Reader<'a> {
         self.chunk.push(Outgoing {
             event: resend.event,
             kind: resend.kind,
-            companion: resend.companion,
+            companions: resend.companions,
             identity: resend.identity,
             at: resend.at,
             state: Some(resend.state),
@@ -624,15 +696,15 @@ impl<'a> Reader<'a> {
         }
         let mut queued = Vec::with_capacity(chunk.len());
         for out in chunk {
-            let companion = out.companion.as_ref().map(|track| Companion {
-                track_id: track.message_id().to_owned(),
-                first_id: out.event.message_id().to_owned(),
-            });
-            let record = InFlightRecord::new(out.at, out.identity, out.state, out.kind, companion);
+            let first = (out.event.message_id(), out.kind);
+            let companions: Vec<(&str, ChangeKind)> = (out.companions.iter())
+                .map(|(track, kind)| (track.message_id(), *kind))
+                .collect();
+            let record = InFlightRecord::new(out.at, out.identity, out.state, first, &companions);
             tracker.track(out.event.message_id(), record);
             count_queued(tracker, out.origin);
             queued.push(out.event);
-            queued.extend(out.companion);
+            queued.extend(out.companions.into_iter().map(|(track, _)| track));
         }
         // One hand-off per chunk: the worker wakes once for all of it.
         if let Err((_, not_queued)) = self.client.queue_prepared_many_blocking(queued) {
@@ -683,6 +755,9 @@ fn write_outbox(
         let Some(state) = &out.state else {
             continue;
         };
+        let tracks: Vec<(&[u8], ChangeKind)> = (out.companions.iter())
+            .map(|(track, kind)| (track.json(), *kind))
+            .collect();
         OutboxEntryRef {
             key: &identity_key(&out.identity),
             hash: state.hash,
@@ -692,7 +767,7 @@ fn write_outbox(
             line: out.at.line,
             traits: &state.traits,
             event: out.event.json(),
-            track: out.companion.as_ref().map(PreparedEvent::json),
+            tracks: &tracks,
             values: state.values.as_deref(),
             kind: out.kind,
         }

@@ -47,10 +47,10 @@ pub(crate) fn report_scan(tracker: &Tracker, scan: &OutboxScan) {
 /// what its row needs when Segment answers.
 pub(super) struct Resend {
     pub event: PreparedEvent,
-    /// The kind of `[events]` track the record carries.
+    /// The kind of `event` when it is an `[events]` track.
     pub kind: Option<ChangeKind>,
-    /// Its track, when one went beside its identify.
-    pub companion: Option<PreparedEvent>,
+    /// Its `[events]` tracks sent after it, with their kinds.
+    pub companions: Vec<(PreparedEvent, ChangeKind)>,
     /// What the record is keyed on: the event's identity, or for a group
     /// call the group (its key's id as a `userId`).
     pub identity: Identity,
@@ -71,10 +71,14 @@ pub(super) fn resend(
         Ok(event) => event,
         Err(_) => return Err(Box::new(pending)),
     };
-    let companion = match pending.entry.track.clone().map(PreparedEvent::from_json) {
-        None => None,
-        Some(Ok(track)) => Some(track),
-        Some(Err(_)) => return Err(Box::new(pending)),
+    let companions = pending
+        .entry
+        .tracks
+        .iter()
+        .map(|(track, kind)| Some((PreparedEvent::from_json(track.clone()).ok()?, *kind)))
+        .collect::<Option<Vec<_>>>();
+    let Some(companions) = companions else {
+        return Err(Box::new(pending));
     };
     let entry = pending.entry;
     let identity = if identity_key(event.identity()) == entry.key {
@@ -85,7 +89,7 @@ pub(super) fn resend(
     Ok(Resend {
         event,
         kind: entry.kind,
-        companion,
+        companions,
         identity,
         at: at.unwrap_or_else(|| Location::new(entry.source.as_str(), entry.line)),
         state: StateRef {

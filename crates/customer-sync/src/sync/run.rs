@@ -83,6 +83,7 @@ impl SyncRun {
             fatal: Mutex::default(),
             failed_by_reason: Mutex::default(),
             invalid_by_reason: Mutex::default(),
+            removals_held_back: Mutex::default(),
             changes: (state.is_some() && writes_state).then(Mutex::default),
             stop: self.stop.clone(),
         });
@@ -305,6 +306,7 @@ impl Prepared {
             events_per_sec: 0.0,
             invalid_by_reason: BTreeMap::new(),
             failed_by_reason: BTreeMap::new(),
+            removals_held_back: None,
         });
         let writer = std::mem::replace(&mut *lock(&self.tracker.report), ReportWriter::none());
         let report_io = writer

@@ -26,7 +26,7 @@ type ByMessageId<T> = HashMap<u64, T, BuildHasherDefault<PassThrough>>;
 #[derive(Default)]
 pub(crate) struct InFlight {
     records: ByMessageId<InFlightRecord>,
-    /// A record's second event (its `[events]` track), to its first event.
+    /// A record's later events (its `[events]` tracks), to its first event.
     companions: ByMessageId<u64>,
 }
 
@@ -36,63 +36,61 @@ pub(crate) struct InFlightRecord {
     pub identity: Identity,
     /// What its state row needs when it settles, when there is a state.
     pub state: Option<StateRef>,
-    /// The kind of the `[events]` track it carries, if any (beside its
-    /// identify, or as its only event).
+    /// The kind of its first event when that is an `[events]` track.
     kind: Option<ChangeKind>,
-    /// Its second event, when a track goes beside its identify.
-    companion: Option<Companion>,
+    /// Its later events, all `[events]` tracks: their `messageId` hashes and kinds.
+    companions: Vec<(u64, ChangeKind)>,
+    /// Its first event's `messageId` (the one its state row and outbox
+    /// entry know), kept when it has later events.
+    first_id: Option<String>,
     /// Its events not answered yet.
     waiting: u8,
     /// The answers to its events so far: the first error that is not
     /// Segment's verdict on an event, else the first verdict.
     error: Option<SegmentError>,
-    /// Whether its track event was accepted.
-    track_accepted: bool,
-}
-
-/// A track sent beside a record's identify.
-pub(crate) struct Companion {
-    /// The track's `messageId`.
-    pub track_id: String,
-    /// The identify's `messageId`: the one the state and the outbox know.
-    pub first_id: String,
+    /// The kinds of its tracks Segment accepted.
+    accepted_tracks: Vec<ChangeKind>,
 }
 
 impl InFlightRecord {
-    /// A record whose events are its first one and, with `companion`, a
-    /// track beside it; `kind` is the kind of the track it carries.
+    /// A record of one event (`first_id`, of kind `kind` if it is a track)
+    /// and, after it, the tracks `companions` (each with its kind).
     pub fn new(
         at: Location,
         identity: Identity,
         state: Option<StateRef>,
-        kind: Option<ChangeKind>,
-        companion: Option<Companion>,
+        (first_id, kind): (&str, Option<ChangeKind>),
+        companions: &[(&str, ChangeKind)],
     ) -> Self {
         Self {
             at,
             identity,
             state,
             kind,
-            waiting: 1 + u8::from(companion.is_some()),
-            companion,
+            waiting: 1 + companions.len() as u8,
+            companions: companions
+                .iter()
+                .map(|(id, kind)| (stable_hash(id.as_bytes()), *kind))
+                .collect(),
+            first_id: (!companions.is_empty()).then(|| first_id.to_owned()),
             error: None,
-            track_accepted: false,
+            accepted_tracks: Vec::new(),
         }
     }
 
-    /// Takes one event's answer. A record settles as delivered only if all
-    /// its events were; as pending if any is pending (the outbox resends
-    /// every event under its first `messageId`, and Segment drops the
-    /// copies it has); else as failed.
-    fn answer(&mut self, message_id: &str, result: Result<(), &SegmentError>) {
+    /// Takes the answer to its event whose `messageId` hashes to `hash`. A
+    /// record settles as delivered only if all its events were; as pending
+    /// if any is pending (the outbox resends every event under its first
+    /// `messageId`, and Segment drops the copies it has); else as failed.
+    fn answer(&mut self, hash: u64, result: Result<(), &SegmentError>) {
         self.waiting = self.waiting.saturating_sub(1);
         match result {
             Ok(()) => {
-                let is_track = match &self.companion {
-                    Some(companion) => companion.track_id == message_id,
-                    None => self.kind.is_some(),
+                let kind = match self.companions.iter().find(|(h, _)| *h == hash) {
+                    Some((_, kind)) => Some(*kind),
+                    None => self.kind,
                 };
-                self.track_accepted |= is_track;
+                self.accepted_tracks.extend(kind);
             }
             Err(error) => {
                 let replaces = match &self.error {
@@ -154,6 +152,8 @@ pub(crate) struct Tracker {
     pub fatal: Mutex<Option<SegmentError>>,
     pub failed_by_reason: Mutex<BTreeMap<String, u64>>,
     pub invalid_by_reason: Mutex<BTreeMap<String, u64>>,
+    /// Why `[events]` removed events were held back this run, if they were.
+    pub removals_held_back: Mutex<Option<String>>,
     /// Outcomes waiting to be committed to the state, when there is one.
     pub changes: Option<Mutex<Vec<Change>>>,
     pub stop: StopSignal,
@@ -165,10 +165,8 @@ impl Tracker {
     pub fn track(&self, message_id: &str, record: InFlightRecord) {
         let key = stable_hash(message_id.as_bytes());
         let mut in_flight = lock(&self.in_flight);
-        if let Some(companion) = &record.companion {
-            in_flight
-                .companions
-                .insert(stable_hash(companion.track_id.as_bytes()), key);
+        for (companion, _) in &record.companions {
+            in_flight.companions.insert(*companion, key);
         }
         in_flight.records.insert(key, record);
     }
@@ -180,10 +178,8 @@ impl Tracker {
         let record = in_flight
             .records
             .remove(&stable_hash(message_id.as_bytes()))?;
-        if let Some(companion) = &record.companion {
-            in_flight
-                .companions
-                .remove(&stable_hash(companion.track_id.as_bytes()));
+        for (companion, _) in &record.companions {
+            in_flight.companions.remove(companion);
         }
         Some(record)
     }
@@ -199,7 +195,7 @@ impl Tracker {
         let hash = stable_hash(message_id.as_bytes());
         let key = in_flight.companions.get(&hash).copied().unwrap_or(hash);
         let record = in_flight.records.get_mut(&key)?;
-        record.answer(message_id, result);
+        record.answer(hash, result);
         if record.waiting > 0 {
             return None;
         }
@@ -235,14 +231,14 @@ impl Tracker {
         let Some(record) = self.answer(outcome.message_id, outcome.result) else {
             return;
         };
-        if let (true, Some(kind)) = (record.track_accepted, record.kind) {
-            Counters::add(&self.counters.tracked[kind as usize]);
+        for kind in &record.accepted_tracks {
+            Counters::add(&self.counters.tracked[*kind as usize]);
         }
         let InFlightRecord {
             at,
             identity,
             state,
-            companion,
+            first_id,
             error,
             ..
         } = record;
@@ -285,10 +281,7 @@ impl Tracker {
             },
             source_hash: state.source_hash,
             // The record's first event's id: the one its outbox entry has.
-            message_id: match companion {
-                Some(companion) => companion.first_id,
-                None => outcome.message_id.to_owned(),
-            },
+            message_id: first_id.unwrap_or_else(|| outcome.message_id.to_owned()),
             traits: state.traits,
             line: at.line,
             values: state.values,
@@ -361,6 +354,7 @@ impl Tracker {
         ) = (added, changed, removed);
         report.events_per_sec = report.delivered as f64 / report.duration_secs.max(1e-9);
         report.invalid_by_reason = lock(&self.invalid_by_reason).clone();
+        report.removals_held_back = lock(&self.removals_held_back).clone();
         report.failed_by_reason = lock(&self.failed_by_reason).clone();
         report
     }
@@ -415,6 +409,7 @@ mod tests {
             fatal: Mutex::default(),
             failed_by_reason: Mutex::default(),
             invalid_by_reason: Mutex::default(),
+            removals_held_back: Mutex::default(),
             changes: Some(Mutex::default()),
             stop: StopSignal::default(),
         }
@@ -430,16 +425,12 @@ mod tests {
             values: Some("{}".into()),
             removal: false,
         };
-        let companion = Companion {
-            track_id: "t1".into(),
-            first_id: "m1".into(),
-        };
         let record = InFlightRecord::new(
             Location::new("f.csv", 2),
             Identity::user("u1"),
             Some(state),
-            Some(ChangeKind::Added),
-            Some(companion),
+            ("m1", None),
+            &[("t1", ChangeKind::Added)],
         );
         tracker.track("m1", record);
     }

@@ -70,6 +70,7 @@ pub async fn run(args: SyncArgs) -> Result<Outcome> {
                 full_resync: args.full_resync,
                 retry_failed: args.retry_failed,
                 max_failed_runs: args.max_failed_runs,
+                allow_mass_removal: args.allow_mass_removal,
             },
         }),
     };
