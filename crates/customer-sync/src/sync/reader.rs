@@ -439,16 +439,17 @@ impl<'a> Reader<'a> {
             return Err(error);
         }
         let mut events = Vec::with_capacity(chunk.len());
+        let mut records = Vec::with_capacity(chunk.len());
         for out in chunk {
-            let record = InFlightRecord {
+            records.push(InFlightRecord {
                 at: out.at,
                 identity: out.identity,
                 state: out.state,
-            };
-            tracker.track(out.event.message_id(), record);
+            });
             count_queued(tracker, out.origin);
             events.push(out.event);
         }
+        tracker.track_all(events.iter().map(PreparedEvent::message_id).zip(records));
         // One hand-off per chunk: the worker wakes once for all of it.
         if let Err((_, not_queued)) = self.client.queue_prepared_many_blocking(events) {
             // Closed under us (a stop or a fatal error): not sent; their

@@ -77,9 +77,14 @@ pub(crate) struct Tracker {
 }
 
 impl Tracker {
-    /// Tracks a record from just before it is queued until its outcome.
-    pub fn track(&self, message_id: &str, record: InFlightRecord) {
-        lock(&self.in_flight).insert(stable_hash(message_id.as_bytes()), record);
+    /// Tracks records from just before they are queued until their
+    /// outcome: a chunk at a time, under one lock: the outcome hook takes
+    /// the same lock for every event, so a lock per record is contended.
+    pub fn track_all<'m>(&self, records: impl IntoIterator<Item = (&'m str, InFlightRecord)>) {
+        let mut in_flight = lock(&self.in_flight);
+        for (message_id, record) in records {
+            in_flight.insert(stable_hash(message_id.as_bytes()), record);
+        }
     }
 
     /// Stops tracking a record; returns it, if it was tracked.
