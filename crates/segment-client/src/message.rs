@@ -353,8 +353,7 @@ pub(crate) fn prepare_identify_raw(
 
 /// A JSON string, escaped as `serde_json` escapes it.
 fn write_string(out: &mut Vec<u8>, text: &str) {
-    // Writing a string into a Vec cannot fail.
-    let _ = serde_json::to_writer(out, text);
+    crate::raw::write_json(out, text);
 }
 
 fn invalid(message: String) -> SegmentError {

@@ -357,9 +357,11 @@ mod tests {
         ]);
         let fast = mapping.apply_fast(&json_record).expect("the fast path");
         assert_eq!(fast.identity, Identity::user("7"));
+        // `city` is a reserved string trait: JSON is sent as its text.
         assert_eq!(
             fast.traits.get("address"),
-            Some(r#"{"city":{"a":[1],"name":"London"}}"#)
+            Some(r#"{"city":"{\"a\":[1],\"name\":\"London\"}"}"#)
         );
+        assert_eq!(MappedJson::from(mapping.apply(&json_record).unwrap()), fast);
     }
 }

@@ -570,6 +570,17 @@ impl Mapping {
         }
     }
 
+    /// The names of the columns a record's identity is read from (userId,
+    /// anonymousId, a group mapping's group id): all
+    /// [`identity_of`](Self::identity_of) looks at.
+    pub(crate) fn identity_names(&self) -> Vec<Box<str>> {
+        [self.user_id, self.anonymous_id, self.group_id]
+            .into_iter()
+            .flatten()
+            .map(|i| self.columns[i].name.clone())
+            .collect()
+    }
+
     /// Whether records become `group` calls (`[identity] group_id`): each
     /// record is one group, keyed in the state and reports by its group id
     /// (as its `userId`), and sent as a group call for the member the

@@ -22,7 +22,7 @@ pub(super) struct JsonArrayReader {
     input: Input,
     /// The current element's bytes (reused).
     element: Vec<u8>,
-    keys: KeyCache,
+    pub(super) keys: KeyCache,
     scan: Scan,
     state: State,
     /// Whether a top-level comma was seen: then `]` must follow an element.

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, MapAccess, Visitor};
 use serde_json::Value;
 
 use crate::{Field, FieldValue};
@@ -17,6 +17,10 @@ use crate::{Field, FieldValue};
 #[derive(Debug, Default)]
 pub(super) struct KeyCache {
     previous: Vec<Arc<str>>,
+    /// When set, only these keys' values are kept; every other value is
+    /// parsed and checked exactly as a `Value` would be, without building
+    /// it, and comes out as `null` (a first pass that reads identities).
+    pub(super) only: Option<Vec<Box<str>>>,
 }
 
 /// Parses `bytes` as exactly one JSON object (surrounding whitespace allowed).
@@ -101,7 +105,13 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
             if !same_shape && is_duplicate(&fields, &name) {
                 return Err(de::Error::custom(format_args!("duplicate key `{name}`")));
             }
-            let value: Value = map.next_value()?;
+            let value: Value = match &self.cache.only {
+                Some(only) if !only.iter().any(|kept| **kept == *name) => {
+                    map.next_value::<Checked>()?;
+                    Value::Null
+                }
+                _ => map.next_value()?,
+            };
             fields.push(Field {
                 name,
                 value: FieldValue::Json(value),
@@ -116,6 +126,69 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
                 .extend(fields.iter().map(|f| Arc::clone(&f.name)));
         }
         Ok(fields)
+    }
+}
+
+/// A JSON value parsed and checked as `serde_json::Value` parses it (the
+/// same numbers, strings, nesting and errors), and not kept.
+struct Checked;
+
+impl<'de> de::Deserialize<'de> for Checked {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Checked, D::Error> {
+        deserializer.deserialize_any(Checked)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_none<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_some<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Checked, D::Error> {
+        Checked::deserialize(deserializer)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        // As `Value`: keys are strings, and a repeated nested key is no error.
+        while map.next_key::<Checked>()?.is_some() {
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked)
     }
 }
 
@@ -231,6 +304,47 @@ mod tests {
         let text = format!("{{{}, \"k150\": 0}}", many.join(","));
         let err = parse_object(text.as_bytes(), &mut cache).unwrap_err();
         assert!(err.to_string().contains("duplicate key `k150`"));
+    }
+
+    #[test]
+    fn keeping_only_some_keys_checks_the_others_as_a_value_would() {
+        let mut all = KeyCache::default();
+        let mut only = KeyCache {
+            only: Some(vec!["id".into()]),
+            ..KeyCache::default()
+        };
+        let good = br#"{"id": " u1 ", "n": [1, -2.5e10, {"a": {"a": 1, "a": 2}}], "s": "\u00e9\n", "t": true, "z": null}"#;
+        let kept = parse_object(good, &mut only).unwrap();
+        let full = parse_object(good, &mut all).unwrap();
+        assert_eq!(names(&kept), names(&full));
+        assert_eq!(kept[0], full[0]);
+        assert!(
+            kept[1..]
+                .iter()
+                .all(|f| f.value == FieldValue::Json(Value::Null))
+        );
+        // Whatever a full parse refuses, the partial one refuses too.
+        for bad in [
+            &br#"{"id": 1, "n": 1e400}"#[..],
+            br#"{"id": 1, "s": "\ud800"}"#,
+            br#"{"id": 1, "s": "\x"}"#,
+            br#"{"id": 1, "n": [1,]}"#,
+            br#"{"id": 1, "n": 01}"#,
+            br#"{"id": 1, "id": 2}"#,
+            br#"{"id": 1, "n": {1: 2}}"#,
+            b"{\"id\": 1, \"s\": \"a\x01b\"}",
+        ] {
+            let text = String::from_utf8_lossy(bad);
+            assert!(parse_object(bad, &mut all).is_err(), "{text}");
+            assert!(parse_object(bad, &mut only).is_err(), "{text}");
+        }
+        let deep = format!(
+            "{{\"id\": 1, \"n\": {}1{}}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(parse_object(deep.as_bytes(), &mut all).is_err());
+        assert!(parse_object(deep.as_bytes(), &mut only).is_err());
     }
 
     #[test]

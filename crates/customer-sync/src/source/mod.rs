@@ -419,6 +419,19 @@ impl Source {
         }
     }
 
+    /// For a first pass over identities of a JSON source: only the values
+    /// of the keys `names` are kept; every other value is still parsed and
+    /// checked as before (a record is malformed exactly when it was), but
+    /// comes out as `null`, which saves building it. CSV and PostgreSQL
+    /// sources are left as they are.
+    pub(crate) fn keep_only(&mut self, names: Vec<Box<str>>) {
+        match &mut self.reader {
+            FormatReader::Ndjson(reader) => reader.keys.only = Some(names),
+            FormatReader::JsonArray(reader) => reader.keys.only = Some(names),
+            FormatReader::Csv(_) | FormatReader::Postgres(_) => {}
+        }
+    }
+
     /// The fatal error that ended iteration early, if one did. Call it once
     /// the iterator returns `None`; it returns the error only once.
     pub fn take_fatal(&mut self) -> Option<SourceError> {

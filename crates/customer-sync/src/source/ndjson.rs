@@ -15,7 +15,7 @@ pub(super) struct NdjsonReader {
     line_buf: Vec<u8>,
     /// The number of lines read so far: the current line's number.
     line: u64,
-    keys: KeyCache,
+    pub(super) keys: KeyCache,
 }
 
 impl NdjsonReader {

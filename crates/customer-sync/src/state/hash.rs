@@ -214,7 +214,7 @@ impl Canonical<'_> {
         let text_at = out.len();
         loop {
             let rest = self.json.get(self.at..)?;
-            let run = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+            let run = memchr::memchr2(b'"', b'\\', rest)?;
             out.extend_from_slice(&rest[..run]);
             self.at += run;
             if self.peek()? == b'"' {

@@ -97,7 +97,7 @@ fn random_value(rng: &mut Rng, depth: u32) -> Value {
     };
     match (depth, rng.below(8)) {
         (_, 0) => Value::Null,
-        (_, 1) => Value::Bool(rng.next() % 2 == 0),
+        (_, 1) => Value::Bool(rng.next().is_multiple_of(2)),
         (_, 2) => Value::from(rng.next() as i64),
         (_, 3) => Value::from(rng.next()),
         (_, 4) => {

@@ -57,6 +57,8 @@ impl LastRows {
                 return pass.finish();
             }
         }
+        // Other formats: only the identity keys' values are built.
+        source.keep_only(mapping.identity_names());
         for record in source.by_ref().flatten() {
             // A record without an identity is reported by the run itself.
             let Ok(identity) = mapping.identity_of(&record) else {

@@ -695,17 +695,23 @@ impl<'a> Reader<'a> {
             return Err(error);
         }
         let mut queued = Vec::with_capacity(chunk.len());
+        let mut records = Vec::with_capacity(chunk.len());
         for out in chunk {
             let first = (out.event.message_id(), out.kind);
             let companions: Vec<(&str, ChangeKind)> = (out.companions.iter())
                 .map(|(track, kind)| (track.message_id(), *kind))
                 .collect();
             let record = InFlightRecord::new(out.at, out.identity, out.state, first, &companions);
-            tracker.track(out.event.message_id(), record);
+            records.push((queued.len(), record));
             count_queued(tracker, out.origin);
             queued.push(out.event);
             queued.extend(out.companions.into_iter().map(|(track, _)| track));
         }
+        tracker.track_all(
+            records
+                .into_iter()
+                .map(|(first, record)| (queued[first].message_id(), record)),
+        );
         // One hand-off per chunk: the worker wakes once for all of it.
         if let Err((_, not_queued)) = self.client.queue_prepared_many_blocking(queued) {
             // Closed under us (a stop or a fatal error): not sent; their

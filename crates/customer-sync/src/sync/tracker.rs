@@ -160,15 +160,19 @@ pub(crate) struct Tracker {
 }
 
 impl Tracker {
-    /// Tracks a record from just before it is queued until the outcome of
-    /// its event (`message_id`) and of its track, if it has one.
-    pub fn track(&self, message_id: &str, record: InFlightRecord) {
-        let key = stable_hash(message_id.as_bytes());
+    /// Tracks records from just before they are queued until the outcome
+    /// of each of their events (the first one's `messageId` is given): a
+    /// chunk at a time, under one lock: the outcome hook takes the same lock
+    /// for every event, so a lock per record is contended.
+    pub fn track_all<'m>(&self, records: impl IntoIterator<Item = (&'m str, InFlightRecord)>) {
         let mut in_flight = lock(&self.in_flight);
-        for (companion, _) in &record.companions {
-            in_flight.companions.insert(*companion, key);
+        for (message_id, record) in records {
+            let key = stable_hash(message_id.as_bytes());
+            for (companion, _) in &record.companions {
+                in_flight.companions.insert(*companion, key);
+            }
+            in_flight.records.insert(key, record);
         }
-        in_flight.records.insert(key, record);
     }
 
     /// Stops tracking the record whose first event is `message_id`; returns
@@ -432,7 +436,7 @@ mod tests {
             ("m1", None),
             &[("t1", ChangeKind::Added)],
         );
-        tracker.track("m1", record);
+        tracker.track_all([("m1", record)]);
     }
 
     fn answer(tracker: &Tracker, message_id: &str, result: Result<(), &SegmentError>) {
