@@ -62,6 +62,19 @@ impl Default for ChangeEvents {
 }
 
 /// Which of the events a record's change is.
+///
+/// # Example
+/// ```
+/// use customer_sync::mapping::{ChangeKind, Mapping, MappingSpec};
+///
+/// let spec = MappingSpec::from_toml("[events]\nchanged = \"Customer Updated\"\n")?;
+/// let mapping = Mapping::new(Some(&spec), &["id"])?;
+/// let events = mapping.events().unwrap();
+/// assert_eq!(events.name(ChangeKind::Changed), Some("Customer Updated"));
+/// assert_eq!(events.name(ChangeKind::Added), None);
+/// assert_eq!(ChangeKind::Removed.as_str(), "removed");
+/// # Ok::<(), customer_sync::mapping::MappingError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {
     /// New to Segment.
