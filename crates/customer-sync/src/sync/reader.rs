@@ -67,6 +67,10 @@ pub(crate) struct Reader<'a> {
     /// The pre-read's verdict on repeated identities, for `last` on a file.
     pub last_rows: Option<LastRows>,
     chunk: Vec<Outgoing>,
+    /// The outbox lines of a chunk, reused: about 1.4 MB a chunk, which
+    /// allocated afresh came from (and went back to) the OS each time, its
+    /// pages faulted in and zeroed again.
+    outbox_lines: Vec<u8>,
 }
 
 impl<'a> Reader<'a> {
@@ -89,6 +93,7 @@ impl<'a> Reader<'a> {
             duplicates,
             last_rows,
             chunk: Vec::new(),
+            outbox_lines: Vec::new(),
         }
     }
 
@@ -428,7 +433,8 @@ impl<'a> Reader<'a> {
         let tracker = self.tracker;
         let chunk = std::mem::take(&mut self.chunk);
         if let Some(store) = self.store.filter(|_| tracker.changes.is_some())
-            && let Err(error) = write_outbox(&mut lock(store), &chunk, tracker)
+            && let Err(error) =
+                write_outbox(&mut lock(store), &chunk, tracker, &mut self.outbox_lines)
         {
             // Not durable, so not sent: reported as pending (the next run
             // reads them again).
@@ -487,8 +493,10 @@ fn write_outbox(
     store: &mut StateStore,
     chunk: &[Outgoing],
     tracker: &Tracker,
+    entries: &mut Vec<u8>,
 ) -> Result<(), SyncError> {
-    let mut entries = Vec::with_capacity(chunk.len() * 700);
+    entries.clear();
+    entries.reserve(chunk.len() * 700);
     for out in chunk.iter().filter(|out| out.origin == Origin::Read) {
         let Some(state) = &out.state else {
             continue;
@@ -503,9 +511,9 @@ fn write_outbox(
             traits: &state.traits,
             event: out.event.json(),
         }
-        .write_line(&mut entries);
+        .write_line(entries);
     }
-    store.append_outbox(&entries)?;
+    store.append_outbox(entries)?;
     store.apply(&tracker.take_changes())?;
     Ok(())
 }
