@@ -647,7 +647,6 @@ impl HttpClient {
     /// client.queue_prepared_many_blocking(events).map_err(|(error, _)| error)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    #[allow(clippy::result_large_err)]
     pub fn queue_prepared_many_blocking(
         &self,
         events: Vec<PreparedEvent>,

@@ -8,10 +8,16 @@ use serde_json::{Map, Value};
 
 /// The key a record is stored under: its userId, or its anonymousId.
 pub(crate) fn identity_key(identity: &Identity) -> String {
-    match identity.user_id() {
-        Some(user_id) => format!("u:{user_id}"),
-        None => format!("a:{}", identity.anonymous_id().unwrap_or_default()),
-    }
+    let (prefix, id) = match identity.user_id() {
+        Some(user_id) => ("u:", user_id),
+        None => ("a:", identity.anonymous_id().unwrap_or_default()),
+    };
+    // Built by hand: `format!` goes through the formatting machinery, and
+    // this runs several times per record.
+    let mut key = String::with_capacity(prefix.len() + id.len());
+    key.push_str(prefix);
+    key.push_str(id);
+    key
 }
 
 /// The identity an [`identity_key`] was made from, as far as the key tells:

@@ -92,6 +92,10 @@ pub(crate) struct Reader<'a> {
     /// rows past its mark): only then is an identity it lacks gone.
     pub reads_everything: bool,
     chunk: Vec<Outgoing>,
+    /// The outbox lines of a chunk, reused: about 1.4 MB a chunk, which
+    /// allocated afresh came from (and went back to) the OS each time, its
+    /// pages faulted in and zeroed again.
+    outbox_lines: Vec<u8>,
 }
 
 impl<'a> Reader<'a> {
@@ -115,6 +119,7 @@ impl<'a> Reader<'a> {
             last_rows,
             reads_everything: true,
             chunk: Vec::new(),
+            outbox_lines: Vec::new(),
         }
     }
 
@@ -252,23 +257,29 @@ impl<'a> Reader<'a> {
                 },
                 false => None,
             };
-            // Without a state, repeats are settled before mapping when the
-            // first pass found them (a superseded row is never mapped, and the
-            // last row counts as reached even if it then fails to map).
+            let mapped = self.mapping.apply_json(&record);
+            // Without a state, repeats are settled on the identity when the
+            // first pass found them: a superseded row is not sent (nor
+            // reported, even if it does not map), and the last row counts as
+            // reached even if it then fails to map. The mapping's identity is
+            // used when it mapped (reading it again cost 3-7% of a run);
+            // when it did not, the identity alone decides, as before.
             if fingerprint.is_none() && self.last_rows.is_some() {
-                match self.mapping.identity_of(&record) {
-                    Ok(identity) => {
-                        if !self.check_duplicate(None, &at, &identity) {
+                let send = match &mapped {
+                    Ok(mapped) => self.check_duplicate(None, &at, &mapped.identity),
+                    Err(_) => match self.mapping.identity_of(&record) {
+                        Ok(identity) => self.check_duplicate(None, &at, &identity),
+                        Err(error) => {
+                            tracker.invalid(&error);
                             continue;
                         }
-                    }
-                    Err(error) => {
-                        tracker.invalid(&error);
-                        continue;
-                    }
+                    },
+                };
+                if !send {
+                    continue;
                 }
             }
-            let mut mapped = match self.mapping.apply_json(&record) {
+            let mut mapped = match mapped {
                 Ok(mapped) => mapped,
                 Err(error) => {
                     tracker.invalid(&error);
@@ -684,7 +695,8 @@ impl<'a> Reader<'a> {
         let tracker = self.tracker;
         let chunk = std::mem::take(&mut self.chunk);
         if let Some(store) = self.store.filter(|_| tracker.changes.is_some())
-            && let Err(error) = write_outbox(&mut lock(store), &chunk, tracker)
+            && let Err(error) =
+                write_outbox(&mut lock(store), &chunk, tracker, &mut self.outbox_lines)
         {
             // Not durable, so not sent: reported as pending (the next run
             // reads them again).
@@ -752,8 +764,10 @@ fn write_outbox(
     store: &mut StateStore,
     chunk: &[Outgoing],
     tracker: &Tracker,
+    entries: &mut Vec<u8>,
 ) -> Result<(), SyncError> {
-    let mut entries = Vec::with_capacity(chunk.len() * 700);
+    entries.clear();
+    entries.reserve(chunk.len() * 700);
     for out in chunk
         .iter()
         .filter(|out| matches!(out.origin, Origin::Read | Origin::Removal))
@@ -777,9 +791,9 @@ fn write_outbox(
             values: state.values.as_deref(),
             kind: out.kind,
         }
-        .write_line(&mut entries);
+        .write_line(entries);
     }
-    store.append_outbox(&entries)?;
+    store.append_outbox(entries)?;
     store.apply(&tracker.take_changes())?;
     Ok(())
 }
