@@ -590,16 +590,29 @@ async fn an_added_event_left_in_flight_goes_once_even_if_the_customer_changed_be
     let mut last_plan: BTreeMap<String, Value> = BTreeMap::new();
     // The tracks Segment keeps (first arrival of each messageId), applied
     // in order, tell every customer's final traits.
+    // (In `timestamp` order, as Segment orders events: the resent `added`
+    // event may land after the `changed` one when two requests are in flight.)
     let mut told: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
     let mut seen = BTreeSet::new();
+    let mut tracks: Vec<Value> = receiver
+        .store()
+        .events()
+        .into_iter()
+        .filter(|e| {
+            e["type"] == "track" && seen.insert(e["messageId"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    tracks.sort_by(|a, b| a["timestamp"].as_str().cmp(&b["timestamp"].as_str()));
+    for e in &tracks {
+        let traits = told
+            .entry(e["userId"].as_str().unwrap().to_owned())
+            .or_default();
+        for (name, value) in e["properties"].as_object().unwrap() {
+            traits.insert(name.clone(), value.clone());
+        }
+    }
     for e in receiver.store().events() {
         let user = e["userId"].as_str().unwrap().to_owned();
-        if e["type"] == "track" && seen.insert(e["messageId"].as_str().unwrap().to_owned()) {
-            let traits = told.entry(user.clone()).or_default();
-            for (name, value) in e["properties"].as_object().unwrap() {
-                traits.insert(name.clone(), value.clone());
-            }
-        }
         if e["event"] == "Customer Created" {
             created
                 .entry(user)

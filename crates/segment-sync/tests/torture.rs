@@ -10,9 +10,10 @@
 //!    that wrote a report has counts that add up.
 //!
 //! With the mapping's `[events]` (`..._with_events`), also: every current
-//! customer's accepted tracks start with its one `added` event and, applied as
-//! patches in order, give its final traits; every gone customer Segment
-//! heard of ends with exactly one `removed` event.
+//! customer's accepted tracks, in `timestamp` order, start with its one
+//! `added` event and, applied as patches in that order, give its final
+//! traits; every gone customer Segment heard of ends with exactly one
+//! `removed` event.
 //!
 //! CI runs a short form (`TORTURE_CYCLES`, default 30). The soak:
 //! `TORTURE_CYCLES=300 TORTURE_SEED=7 cargo test -p segment-sync --release --test torture -- --nocapture`.
@@ -267,6 +268,14 @@ fn check_events(receiver: &Receiver, model: &Model) {
         if event["type"] == "track" {
             tracks.entry(user).or_default().push(event);
         }
+    }
+    // A customer's tracks are told in `timestamp` order, as Segment orders
+    // events: an `added` event resent beside the record that superseded it
+    // can land in a later request than that record's `changed` event when
+    // two requests are in flight (identifies are checked in arrival order
+    // above).
+    for list in tracks.values_mut() {
+        list.sort_by(|a, b| a["timestamp"].as_str().cmp(&b["timestamp"].as_str()));
     }
     let names = |list: &[Value]| -> Vec<String> {
         list.iter()
