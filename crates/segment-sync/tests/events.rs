@@ -40,6 +40,24 @@ async fn sync(
     (output, summary(&lines).clone(), lines)
 }
 
+/// `sync FILE --mapping MAPPING` as the kill tests run it: small batches,
+/// two requests in flight.
+fn killable_sync<'a>(file: &'a Path, mapping: &'a Path) -> [&'a str; 11] {
+    [
+        "sync",
+        path_str(file),
+        "--mapping",
+        path_str(mapping),
+        "--name",
+        "customers",
+        "--batch-size",
+        "50",
+        "--concurrency",
+        "2",
+        "--quiet",
+    ]
+}
+
 fn count(summary: &Value, key: &str) -> u64 {
     summary[key]
         .as_u64()
@@ -214,19 +232,7 @@ async fn a_killed_events_sync_delivers_every_event_once_on_the_rerun() {
     let file = write(&dir, "customers.csv", &customers(0..ROWS, |_| "free"));
     let mapping = write(&dir, "mapping.toml", EVENTS);
     let receiver = receiver(FaultPlan::none().with_latency(Duration::from_millis(100))).await;
-    let kill_args = [
-        "sync",
-        path_str(&file),
-        "--mapping",
-        path_str(&mapping),
-        "--name",
-        "customers",
-        "--batch-size",
-        "50",
-        "--concurrency",
-        "2",
-        "--quiet",
-    ];
+    let kill_args = killable_sync(&file, &mapping);
     kill_sync_when(&dir, &receiver, &kill_args, |r| {
         r.store().stats().accepted >= 300
     })
@@ -561,19 +567,7 @@ async fn an_added_event_left_in_flight_goes_once_even_if_the_customer_changed_be
     let file = write(&dir, "customers.csv", &customers(0..ROWS, |_| "free"));
     let mapping = write(&dir, "mapping.toml", EVENTS);
     let receiver = receiver(FaultPlan::none().with_latency(Duration::from_millis(100))).await;
-    let args = [
-        "sync",
-        path_str(&file),
-        "--mapping",
-        path_str(&mapping),
-        "--name",
-        "customers",
-        "--batch-size",
-        "50",
-        "--concurrency",
-        "2",
-        "--quiet",
-    ];
+    let args = killable_sync(&file, &mapping);
     kill_sync_when(&dir, &receiver, &args, |r| {
         r.store().stats().accepted >= 200
     })
