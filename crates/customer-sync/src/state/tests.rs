@@ -214,22 +214,7 @@ fn settled(row: Option<i64>, message_id: &str, hash: u64) -> Settled {
 
 /// Appends one outbox entry for u:1.
 fn send(store: &mut StateStore, message_id: &str, hash: u64) {
-    let mut entries = Vec::new();
-    OutboxEntryRef {
-        key: "u:1",
-        hash,
-        source_hash: 7,
-        message_id,
-        source: "f.csv",
-        line: 2,
-        traits: r#"["email"]"#,
-        event: br#"{"type":"identify","userId":"1"}"#,
-        tracks: Default::default(),
-        values: None,
-        kind: None,
-    }
-    .write_line(&mut entries);
-    store.append_outbox(&entries).unwrap();
+    send_for(store, "u:1", message_id, hash);
 }
 
 fn pending(store: &mut StateStore) -> Vec<Pending> {
