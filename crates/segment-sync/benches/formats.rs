@@ -20,7 +20,8 @@
 //! for `messageId` and `timestamp`) makes the bench exit non-zero.
 //!
 //! `-- --formats csv,ndjson` runs only some formats; `-- --cases
-//! dry,dry-state,send,send-state` only some CLI cases.
+//! dry,dry-state,send,send-state` only some CLI cases; `-- --keep-inputs DIR`
+//! writes the generated files into DIR and leaves them there (to profile).
 
 mod floor;
 mod support;
@@ -89,6 +90,8 @@ struct Options {
     rows: u64,
     formats: Vec<Format>,
     cases: Vec<Case>,
+    /// Where the generated inputs are written and left, for profiling.
+    keep_inputs: Option<std::path::PathBuf>,
 }
 
 fn main() {
@@ -124,7 +127,8 @@ fn main() {
                 format.extension()
             ));
         }
-        let input = generate(dir.path(), format, options.rows);
+        let inputs = options.keep_inputs.as_deref().unwrap_or(dir.path());
+        let input = generate(inputs, format, options.rows);
         println!();
         println!(
             "{}  {} rows, {} (written in {:.1} s)",
@@ -161,7 +165,9 @@ fn main() {
             print_row(case.describe(), run, ratio, &format!("{result}  {verdict}"));
         }
         // The input can be large; only one format's file exists at a time.
-        let _ = std::fs::remove_file(&input.path);
+        if options.keep_inputs.is_none() {
+            let _ = std::fs::remove_file(&input.path);
+        }
     }
     drop(receiver);
     if !failures.is_empty() {
@@ -344,6 +350,7 @@ fn parse_args(args: &[String]) -> Options {
         rows: DEFAULT_ROWS,
         formats: Format::ALL.to_vec(),
         cases: Case::ALL.to_vec(),
+        keep_inputs: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -380,6 +387,12 @@ fn parse_args(args: &[String]) -> Options {
                             .unwrap_or_else(|| usage(&format!("unknown case {name:?}")))
                     })
                     .collect();
+            }
+            "--keep-inputs" => {
+                let dir = args
+                    .next()
+                    .unwrap_or_else(|| usage("--keep-inputs needs a directory"));
+                options.keep_inputs = Some(dir.into());
             }
             other => usage(&format!("unknown argument {other:?}")),
         }
