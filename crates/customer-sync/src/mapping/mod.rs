@@ -570,6 +570,17 @@ impl Mapping {
         }
     }
 
+    /// The names of the user id and anonymous id columns, for reading a
+    /// customer's identity without the record; `None` for a group mapping
+    /// (its key is the group id).
+    pub(crate) fn customer_id_names(&self) -> Option<[Option<&str>; 2]> {
+        let name = |column: Option<usize>| column.map(|i| &*self.columns[i].name);
+        match self.group_id {
+            Some(_) => None,
+            None => Some([name(self.user_id), name(self.anonymous_id)]),
+        }
+    }
+
     /// The names of the columns a record's identity is read from (userId,
     /// anonymousId, a group mapping's group id): all
     /// [`identity_of`](Self::identity_of) looks at.

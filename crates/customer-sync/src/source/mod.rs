@@ -48,9 +48,13 @@ mod counting;
 mod csv;
 mod error;
 mod json_array;
+mod json_identity;
 mod json_object;
 mod ndjson;
 pub mod postgres;
+
+pub(crate) use json_identity::scan_ids;
+pub(crate) use ndjson::RawLine;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -417,6 +421,35 @@ impl Source {
             FormatReader::Csv(reader) if self.ahead.is_empty() => Some(reader.next_fields(wanted)),
             _ => None,
         }
+    }
+
+    /// For a first pass over an NDJSON file: hands the next line that is
+    /// not blank to `visit`, unparsed; `None` for other formats (and after
+    /// anything was read ahead), `Some(None)` at the end. Lines too long
+    /// to read are skipped; a fatal error ends the lines and is kept for
+    /// [`take_fatal`](Self::take_fatal).
+    pub(crate) fn next_ndjson_line<R>(
+        &mut self,
+        mut visit: impl FnMut(RawLine<'_>) -> R,
+    ) -> Option<Option<R>> {
+        let FormatReader::Ndjson(reader) = &mut self.reader else {
+            return None;
+        };
+        if !self.ahead.is_empty() {
+            return None;
+        }
+        while !self.finished {
+            match reader.next_line(&mut visit) {
+                ndjson::Line::Read(read) => return Some(Some(read)),
+                ndjson::Line::Blank | ndjson::Line::Bad(_) => {}
+                ndjson::Line::End => self.finished = true,
+                ndjson::Line::Fatal(error) => {
+                    self.fatal = Some(error);
+                    self.finished = true;
+                }
+            }
+        }
+        Some(None)
     }
 
     /// For a first pass over identities of a JSON source: only the values

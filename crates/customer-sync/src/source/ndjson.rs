@@ -32,29 +32,37 @@ impl NdjsonReader {
 
     pub(super) fn next_step(&mut self) -> Step {
         loop {
-            let step = match self.next_in_buffer() {
-                Ok(Some(step)) => step,
-                Ok(None) => self.next_copied(),
-                Err(err) => Some(Step::Fatal(SourceError::read(
-                    &self.name,
-                    self.line + 1,
-                    err,
-                ))),
-            };
-            match step {
-                Some(step) => return step,
-                None => continue,
+            match self.next_line(|mut line| line.parse()) {
+                Line::Read(Ok(record)) => return Step::Record(record),
+                Line::Read(Err(error)) | Line::Bad(error) => return Step::Bad(error),
+                Line::Blank => {}
+                Line::End => return Step::End,
+                Line::Fatal(error) => return Step::Fatal(error),
             }
         }
     }
 
+    /// Hands the next line to `visit`, which may parse it as the run does
+    /// ([`RawLine::parse`]) or only look at its bytes.
+    pub(super) fn next_line<R>(&mut self, visit: impl FnOnce(RawLine<'_>) -> R) -> Line<R> {
+        match self.next_in_buffer(visit) {
+            Ok(Ok(line)) => line,
+            Ok(Err(visit)) => self.next_copied(visit),
+            Err(err) => Line::Fatal(SourceError::read(&self.name, self.line + 1, err)),
+        }
+    }
+
     /// The common case without a copy: the next line lies whole in the read
-    /// buffer, so it is parsed there. `Ok(None)` when it does not (it spans
-    /// the buffer's end, or the buffer is empty); then [`next_copied`]
-    /// reads it. The inner `None` is a blank line, skipped.
+    /// buffer, so it is visited there. `Ok(Err(visit))` when it does not (it
+    /// spans the buffer's end, or the buffer is empty); then
+    /// [`next_copied`] reads it.
     ///
     /// [`next_copied`]: Self::next_copied
-    fn next_in_buffer(&mut self) -> std::io::Result<Option<Option<Step>>> {
+    #[allow(clippy::type_complexity)]
+    fn next_in_buffer<R, V: FnOnce(RawLine<'_>) -> R>(
+        &mut self,
+        visit: V,
+    ) -> std::io::Result<Result<Line<R>, V>> {
         let buffer = loop {
             match self.input.fill_buf() {
                 Ok(buffer) => break buffer,
@@ -62,24 +70,23 @@ impl NdjsonReader {
                 Err(err) => return Err(err),
             }
         };
-        let Some(end) = buffer.iter().position(|&b| b == b'\n') else {
-            return Ok(None);
+        let Some(end) = memchr::memchr(b'\n', buffer) else {
+            return Ok(Err(visit));
         };
         let line = &buffer[..end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.len() > MAX_RECORD_BYTES {
             // Not reachable with a 64 KiB buffer; the copying path reports it.
-            return Ok(None);
+            return Ok(Err(visit));
         }
         self.line += 1;
-        let step = parse_line(&self.name, self.line, line, &mut self.keys);
+        let read = visit_line(&self.name, self.line, line, &mut self.keys, visit);
         self.input.consume(end + 1);
-        Ok(Some(step))
+        Ok(Ok(read))
     }
 
-    /// Reads the next line into `line_buf`, bounded, and parses it there;
-    /// the inner `None` is a blank line, skipped.
-    fn next_copied(&mut self) -> Option<Step> {
+    /// Reads the next line into `line_buf`, bounded, and visits it there.
+    fn next_copied<R>(&mut self, visit: impl FnOnce(RawLine<'_>) -> R) -> Line<R> {
         self.line_buf.clear();
         // Room for the limit plus `\r\n` and no more, so a huge line is
         // never held; `read_until` retries on `Interrupted` itself.
@@ -88,15 +95,9 @@ impl NdjsonReader {
             .take(limit)
             .read_until(b'\n', &mut self.line_buf);
         match read {
-            Ok(0) => return Some(Step::End),
+            Ok(0) => return Line::End,
             Ok(_) => self.line += 1,
-            Err(err) => {
-                return Some(Step::Fatal(SourceError::read(
-                    &self.name,
-                    self.line + 1,
-                    err,
-                )));
-            }
+            Err(err) => return Line::Fatal(SourceError::read(&self.name, self.line + 1, err)),
         }
         let mut line = self.line_buf.as_slice();
         let complete = line.ends_with(b"\n");
@@ -108,7 +109,7 @@ impl NdjsonReader {
             // Skip the rest of the line unbuffered, so that the next line
             // is read from its start.
             if !complete && let Err(err) = self.input.skip_until(b'\n') {
-                return Some(Step::Fatal(SourceError::read(&self.name, self.line, err)));
+                return Line::Fatal(SourceError::read(&self.name, self.line, err));
             }
             let message = format!("line is longer than {MAX_RECORD_BYTES} bytes");
             let location = Location {
@@ -116,41 +117,81 @@ impl NdjsonReader {
                 line: self.line,
                 key: None,
             };
-            return Some(Step::Bad(RecordError::new(
+            return Line::Bad(RecordError::new(
                 location,
                 RecordErrorKind::Malformed,
                 message,
-            )));
+            ));
         }
-        parse_line(&self.name, self.line, line, &mut self.keys)
+        visit_line(&self.name, self.line, line, &mut self.keys, visit)
     }
 }
 
-/// Parses line number `number` (its bytes without the line ending); `None`
-/// for a blank line.
-fn parse_line(name: &Arc<str>, number: u64, mut line: &[u8], keys: &mut KeyCache) -> Option<Step> {
-    if number == 1 {
-        line = line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line);
-    }
-    if line.iter().all(u8::is_ascii_whitespace) {
-        return None;
-    }
-    let location = Location {
-        source: Arc::clone(name),
-        line: number,
-        key: None,
-    };
-    Some(match parse_object(line, keys) {
-        Ok(fields) => Step::Record(Record { location, fields }),
-        Err(err) => {
-            let message = describe_error(&err, |_, column| format!("column {column}"));
-            Step::Bad(RecordError::new(
-                location,
-                RecordErrorKind::Malformed,
-                message,
-            ))
+/// What reading one line gave.
+pub(super) enum Line<R> {
+    /// A line that is not blank, as its visitor saw it.
+    Read(R),
+    /// A blank line, skipped.
+    Blank,
+    /// A line too long to read.
+    Bad(RecordError),
+    End,
+    Fatal(SourceError),
+}
+
+/// One line of NDJSON, not yet parsed.
+pub(crate) struct RawLine<'a> {
+    /// Its line number.
+    pub number: u64,
+    /// Its bytes, without the line ending (or a leading BOM).
+    pub bytes: &'a [u8],
+    name: &'a Arc<str>,
+    keys: &'a mut KeyCache,
+}
+
+impl RawLine<'_> {
+    /// The line parsed as the run parses it: a record, or why it is not one.
+    pub fn parse(&mut self) -> Result<Record, RecordError> {
+        let location = Location {
+            source: Arc::clone(self.name),
+            line: self.number,
+            key: None,
+        };
+        match parse_object(self.bytes, self.keys) {
+            Ok(fields) => Ok(Record { location, fields }),
+            Err(err) => {
+                let message = describe_error(&err, |_, column| format!("column {column}"));
+                Err(RecordError::new(
+                    location,
+                    RecordErrorKind::Malformed,
+                    message,
+                ))
+            }
         }
-    })
+    }
+}
+
+/// Visits line number `number` (its bytes without the line ending), unless
+/// it is blank.
+fn visit_line<R>(
+    name: &Arc<str>,
+    number: u64,
+    mut bytes: &[u8],
+    keys: &mut KeyCache,
+    visit: impl FnOnce(RawLine<'_>) -> R,
+) -> Line<R> {
+    if number == 1 {
+        bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Line::Blank;
+    }
+    Line::Read(visit(RawLine {
+        number,
+        bytes,
+        name,
+        keys,
+    }))
 }
 
 #[cfg(test)]

@@ -9,8 +9,9 @@ use segment_client::Identity;
 use super::StopSignal;
 use super::planner::Planner;
 use crate::mapping::Mapping;
-use crate::source::{ReadProgress, Source};
+use crate::source::{ReadProgress, Source, scan_ids};
 use crate::state::stable_hash;
+use crate::{Record, RecordError};
 
 /// Records read before the duplicate table is sized from the source's size.
 pub(crate) const SIZING_SAMPLE: u64 = 1_024;
@@ -53,22 +54,40 @@ impl LastRows {
                 return pass.finish();
             };
             // As `Mapping::apply` reads a CSV identity: trimmed, empty is absent.
-            if !pass.observe(user_id.trim(), anonymous_id.trim(), line, stop) {
-                return pass.finish();
+            match pass.observe(user_id.trim(), anonymous_id.trim(), line, stop) {
+                Observed::Stop => return pass.finish(),
+                Observed::Once => {}
+                Observed::Again(hash) => {
+                    pass.lines.insert(hash, line);
+                }
             }
         }
         // Other formats: only the identity keys' values are built.
         source.keep_only(mapping.identity_names());
-        for record in source.by_ref().flatten() {
-            // A record without an identity is reported by the run itself.
-            let Ok(identity) = mapping.identity_of(&record) else {
-                continue;
-            };
-            let (user_id, anonymous_id) = (
-                identity.user_id().unwrap_or_default(),
-                identity.anonymous_id().unwrap_or_default(),
-            );
-            if !pass.observe(user_id, anonymous_id, record.location.line, stop) {
+        // NDJSON: most lines' identities are read without parsing the line.
+        if let Some(names) = mapping.customer_id_names() {
+            loop {
+                let went_on = source.next_ndjson_line(|mut line| {
+                    let Some([user_id, anonymous_id]) = scan_ids(line.bytes, names) else {
+                        return pass.observe_record(line.parse(), mapping, stop);
+                    };
+                    match pass.observe(user_id, anonymous_id, line.number, stop) {
+                        Observed::Stop => false,
+                        Observed::Once => true,
+                        // A scan's answer is sure only for a line the run
+                        // accepts: the line decides once parsed.
+                        Observed::Again(_) => pass.observe_record(line.parse(), mapping, stop),
+                    }
+                });
+                match went_on {
+                    None => break,
+                    Some(Some(true)) => {}
+                    Some(Some(false) | None) => return pass.finish(),
+                }
+            }
+        }
+        while let Some(record) = source.next() {
+            if !pass.observe_record(record, mapping, stop) {
                 break;
             }
         }
@@ -77,6 +96,15 @@ impl LastRows {
         let _ = source.take_fatal();
         pass.finish()
     }
+}
+
+/// Whether an identity was seen before in the first pass.
+enum Observed {
+    Once,
+    /// Seen before: its hash.
+    Again(u64),
+    /// A stop asks to end the pass.
+    Stop,
 }
 
 /// The first pass's bookkeeping.
@@ -93,14 +121,51 @@ struct FirstPass<'a> {
 }
 
 impl FirstPass<'_> {
-    /// Notes an identity on `line`; `false` when a stop asks to end the pass.
-    fn observe(&mut self, user_id: &str, anonymous_id: &str, line: u64, stop: &StopSignal) -> bool {
-        if user_id.is_empty() && anonymous_id.is_empty() {
+    /// Notes a record as the run reads it: a row, if it has an identity,
+    /// and the last so far of that identity if it was seen before. `false`
+    /// when a stop asks to end the pass.
+    fn observe_record(
+        &mut self,
+        record: Result<Record, RecordError>,
+        mapping: &Mapping,
+        stop: &StopSignal,
+    ) -> bool {
+        // A record without an identity is reported by the run itself.
+        let Ok(identity) = record.and_then(|record| {
+            let identity = mapping.identity_of(&record)?;
+            Ok((identity, record.location.line))
+        }) else {
             return true;
+        };
+        let (identity, line) = identity;
+        let (user_id, anonymous_id) = (
+            identity.user_id().unwrap_or_default(),
+            identity.anonymous_id().unwrap_or_default(),
+        );
+        match self.observe(user_id, anonymous_id, line, stop) {
+            Observed::Stop => false,
+            Observed::Once => true,
+            Observed::Again(hash) => {
+                self.lines.insert(hash, line);
+                true
+            }
+        }
+    }
+
+    /// Notes an identity on `line`, without taking it as a row yet.
+    fn observe(
+        &mut self,
+        user_id: &str,
+        anonymous_id: &str,
+        line: u64,
+        stop: &StopSignal,
+    ) -> Observed {
+        if user_id.is_empty() && anonymous_id.is_empty() {
+            return Observed::Once;
         }
         self.count += 1;
         if self.count.is_multiple_of(SIZING_SAMPLE) && stop.is_stopped() {
-            return false;
+            return Observed::Stop;
         }
         if self.count == SIZING_SAMPLE + 1 {
             // Sized for the new identities only, as in the run itself.
@@ -131,10 +196,10 @@ impl FirstPass<'_> {
                 self.seen.check_hash(hash, line).is_some()
             }
         };
-        if repeated {
-            self.lines.insert(hash, line);
+        match repeated {
+            true => Observed::Again(hash),
+            false => Observed::Once,
         }
-        true
     }
 
     fn finish(self) -> LastRows {
@@ -290,6 +355,35 @@ mod tests {
             identity_hash(&Identity::user("u1")),
             identity_hash_of("u1", "")
         );
+    }
+
+    #[test]
+    fn an_ndjson_line_the_run_refuses_is_never_a_last_row_though_its_identity_scans() {
+        // Each refused line's identity reads plainly without a parse; were
+        // it taken as a last row, the valid row before it would be skipped
+        // and its customer not sent at all.
+        let ndjson = concat!(
+            "{\"id\":\"u1\",\"email\":\"a\"}\n",
+            "{\"id\":\"u1\",\"email\":}\n",
+            "{\"id\":\"u2\"}\n",
+            "{\"id\":\"u2\"} x\n",
+            "{\"id\":\"u3\"}\n",
+            "{\"id\":\"u3\",\"id\":\"u3\"}\n",
+            "{\"id\":\"u3\",\"email\":\"\\x\"}\n",
+            "{\"id\":\"u4\"} x\n",
+            "{\"id\":\"u4\"}\n",
+            "{\"id\":\"u5\",\"n\":1}\n",
+            "\n",
+            "{ \"n\" : [2, {\"id\": \"no\"}], \"id\" : \"u5\" }\n",
+        );
+        let found = last_rows("t.ndjson", SourceFormat::Ndjson, ndjson.as_bytes());
+        // u4's only valid row is its last: the run sends it, as before.
+        let expected: HashMap<u64, u64> = [
+            (identity_hash_of("u4", ""), 9),
+            (identity_hash_of("u5", ""), 12),
+        ]
+        .into();
+        assert_eq!(found, expected);
     }
 
     #[test]

@@ -1,0 +1,315 @@
+//! Reading a JSON object's identity values without parsing the object: the
+//! first pass of `--duplicates last` reads every line once more, and a full
+//! parse of each (as the run does) cost more than the floor's whole parse.
+//!
+//! The scan is exact on every object the run accepts, and says it is unsure
+//! of everything else it cannot read plainly: for an object
+//! [`parse_object`](super::json_object::parse_object) accepts, a `Some`
+//! answer holds exactly the ids `Mapping::identity_of` reads from it. For
+//! text it does not accept, the scan may answer anything: the caller parses
+//! a line fully before its answer decides anything (a repeated identity's
+//! last row), so such text never counts as a row.
+
+/// The identity values of the top-level keys `names` (`[user id column,
+/// anonymous id column]`) in one JSON object's text: each trimmed, and `""`
+/// for a key that is absent, `null`, or blank. `None` when the scan is
+/// unsure: an identity value that is not a plain string or integer, or has
+/// an escape or a control character; a key with an escape; an identity key
+/// twice; text that is not a plain object.
+pub(crate) fn scan_ids<'a>(object: &'a [u8], names: [Option<&str>; 2]) -> Option<[&'a str; 2]> {
+    let mut ids: [Option<&'a str>; 2] = [None, None];
+    let mut at = skip_whitespace(object, 0);
+    if object.get(at) != Some(&b'{') {
+        return None;
+    }
+    at = skip_whitespace(object, at + 1);
+    if object.get(at) == Some(&b'}') {
+        return Some(["", ""]);
+    }
+    loop {
+        if object.get(at) != Some(&b'"') {
+            return None;
+        }
+        let (key, after_key) = plain_string(object, at + 1)?;
+        at = skip_whitespace(object, after_key);
+        if object.get(at) != Some(&b':') {
+            return None;
+        }
+        at = skip_whitespace(object, at + 1);
+        let wanted = names
+            .iter()
+            .position(|name| name.is_some_and(|name| name.as_bytes() == key));
+        at = match wanted {
+            Some(k) => {
+                if ids[k].is_some() {
+                    // A duplicate key: the parse refuses the object.
+                    return None;
+                }
+                let (id, end) = id_value(object, at)?;
+                ids[k] = Some(id);
+                end
+            }
+            None => skip_value(object, at)?,
+        };
+        at = skip_whitespace(object, at);
+        match object.get(at) {
+            Some(b',') => at = skip_whitespace(object, at + 1),
+            Some(b'}') => break,
+            _ => return None,
+        }
+    }
+    // The same column named twice (user and anonymous id) reads one value.
+    for k in 0..2 {
+        if ids[k].is_none()
+            && let Some(other) = names.iter().position(|n| n.is_some() && *n == names[k])
+        {
+            ids[k] = ids[other];
+        }
+    }
+    Some(ids.map(Option::unwrap_or_default))
+}
+
+/// JSON's four whitespace bytes, as serde_json skips them.
+fn skip_whitespace(text: &[u8], mut at: usize) -> usize {
+    while matches!(text.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        at += 1;
+    }
+    at
+}
+
+/// A string without escapes that starts at `at` (past its opening quote):
+/// its bytes and the position past its closing quote; `None` if it has an
+/// escape or no end.
+fn plain_string(text: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let rest = text.get(at..)?;
+    let end = memchr::memchr2(b'"', b'\\', rest)?;
+    (rest[end] == b'"').then(|| (&rest[..end], at + end + 1))
+}
+
+/// An identity value at `at`: as `identity_value` reads it, or `None` when
+/// only a full parse can tell.
+fn id_value(text: &[u8], at: usize) -> Option<(&str, usize)> {
+    match text.get(at)? {
+        b'"' => {
+            let (bytes, end) = plain_string(text, at + 1)?;
+            let id = std::str::from_utf8(bytes).ok()?;
+            if id.chars().any(char::is_control) {
+                return None;
+            }
+            Some((id.trim(), end))
+        }
+        b'n' => text[at..].starts_with(b"null").then_some(("", at + 4)),
+        b'-' | b'0'..=b'9' => {
+            let end = scalar_end(text, at);
+            let number = std::str::from_utf8(&text[at..end]).ok()?;
+            // serde_json writes an integer back as the same digits when it
+            // has no sign trick (`-0`), no leading zero and fits in 64 bits.
+            let digits = number.strip_prefix('-').unwrap_or(number);
+            let plain = !digits.is_empty()
+                && digits.len() <= 18
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && (digits == "0" || !digits.starts_with('0'))
+                && number != "-0";
+            plain.then_some((number, end))
+        }
+        _ => None,
+    }
+}
+
+/// Skips any value at `at` (its text is only checked where that is free);
+/// the position past it.
+fn skip_value(text: &[u8], at: usize) -> Option<usize> {
+    match text.get(at)? {
+        b'"' => skip_string(text, at + 1),
+        b'{' | b'[' => skip_nested(text, at),
+        _ => Some(scalar_end(text, at)),
+    }
+}
+
+/// Past the closing quote of the string whose content starts at `at`.
+fn skip_string(text: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let found = at + memchr::memchr2(b'"', b'\\', text.get(at..)?)?;
+        match text[found] {
+            b'"' => return Some(found + 1),
+            // An escape takes the byte after the backslash with it.
+            _ => at = found + 2,
+        }
+    }
+}
+
+/// Past the object or array that opens at `at`, strings inside included.
+fn skip_nested(text: &[u8], mut at: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    loop {
+        match text.get(at)? {
+            b'"' => {
+                at = skip_string(text, at + 1)?;
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(at + 1);
+                }
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+}
+
+/// Past a number, `true`, `false` or `null`.
+fn scalar_end(text: &[u8], at: usize) -> usize {
+    let rest = &text[at..];
+    at + rest
+        .iter()
+        .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+        .unwrap_or(rest.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::Mapping;
+    use crate::source::json_object::{KeyCache, parse_object};
+    use crate::{Location, Record};
+
+    /// What the run reads as the identity of `line`, as the first pass
+    /// keys it: `None` when the line is not a record with an identity.
+    fn parsed_ids(mapping: &Mapping, line: &str) -> Option<[String; 2]> {
+        let fields = parse_object(line.as_bytes(), &mut KeyCache::default()).ok()?;
+        let record = Record {
+            location: Location::new("t.ndjson", 1),
+            fields,
+        };
+        let identity = mapping.identity_of(&record).ok()?;
+        Some([
+            identity.user_id().unwrap_or_default().to_owned(),
+            identity.anonymous_id().unwrap_or_default().to_owned(),
+        ])
+    }
+
+    /// Checks the scan against the full parse: a sure answer is the parse's.
+    fn agrees(mapping: &Mapping, names: [Option<&str>; 2], line: &str) -> Option<[String; 2]> {
+        let scanned = scan_ids(line.as_bytes(), names).map(|ids| ids.map(str::to_owned));
+        if let Some(scanned) = &scanned
+            && let Some(parsed) = parsed_ids(mapping, line)
+        {
+            assert_eq!(scanned, &parsed, "{line}");
+        }
+        if let (Some(scanned), None) = (&scanned, parsed_ids(mapping, line))
+            && serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v.is_object())
+            && parse_object(line.as_bytes(), &mut KeyCache::default()).is_ok()
+        {
+            // A record the parse reads without an identity: the scan must
+            // not give it one.
+            assert_eq!(scanned, &[String::new(), String::new()], "{line}");
+        }
+        scanned
+    }
+
+    #[test]
+    fn a_sure_answer_is_always_the_full_parse_s_identity() {
+        let user = Mapping::new(None, &["id", "email"]).unwrap();
+        let names = [Some("id"), None];
+        let sure = |line: &str| agrees(&user, names, line);
+        assert_eq!(
+            sure(r#"{"email":"a@b.c","id":" u1 "}"#),
+            Some(["u1".into(), String::new()])
+        );
+        assert_eq!(
+            sure(r#" { "id" : 42 , "x": [1, {"id": "no"}] } "#).unwrap()[0],
+            "42"
+        );
+        assert_eq!(sure(r#"{"x":"a\"id\":\"no","id":"u2"}"#).unwrap()[0], "u2");
+        assert_eq!(sure(r#"{"id":null}"#).unwrap()[0], "");
+        assert_eq!(sure(r#"{"email":"x"}"#).unwrap()[0], "");
+        assert_eq!(sure(r#"{}"#).unwrap()[0], "");
+        assert_eq!(sure(r#"{"id":"-0"}"#).unwrap()[0], "-0");
+        assert_eq!(sure(r#"{"id":-7,"n":1.5e3,"t":true}"#).unwrap()[0], "-7");
+        assert_eq!(sure(r#"{"id":"é😀"}"#).unwrap()[0], "é😀");
+        // Only a full parse can tell these.
+        for unsure in [
+            r#"{"id":"a\"b"}"#,
+            r#"{"i\u0064":"x"}"#,
+            r#"{"id":1.0}"#,
+            r#"{"id":1e3}"#,
+            r#"{"id":-0}"#,
+            r#"{"id":007}"#,
+            r#"{"id":123456789012345678901}"#,
+            r#"{"id":true}"#,
+            r#"{"id":["a"]}"#,
+            r#"{"id":"a","id":"b"}"#,
+            "{\"id\":\"a\u{85}b\"}",
+            "{\"id\":\"a\u{7f}\"}",
+            r#"["id"]"#,
+            r#"{"id""#,
+            r#"{"id":"x""#,
+        ] {
+            assert_eq!(sure(unsure), None, "{unsure}");
+        }
+        // Both columns, and a group mapping's names are never scanned.
+        let both = Mapping::new(
+            Some(
+                &crate::mapping::MappingSpec::from_toml(
+                    "[identity]\nuser_id = \"uid\"\nanonymous_id = \"aid\"\n",
+                )
+                .unwrap(),
+            ),
+            &["uid", "aid"],
+        )
+        .unwrap();
+        let names = [Some("uid"), Some("aid")];
+        assert_eq!(
+            agrees(&both, names, r#"{"aid":"a1","uid":"u1"}"#),
+            Some(["u1".into(), "a1".into()])
+        );
+        assert_eq!(
+            agrees(&both, names, r#"{"aid":"a1"}"#),
+            Some([String::new(), "a1".into()])
+        );
+    }
+
+    #[test]
+    fn the_scan_agrees_with_the_parse_on_generated_lines() {
+        // Every way of writing a few values, in every order: whatever the
+        // scan is sure of, the parse reads the same.
+        let user = Mapping::new(None, &["id", "email"]).unwrap();
+        let values = [
+            r#""u1""#,
+            r#"" u 2 ""#,
+            r#""""#,
+            r#""  ""#,
+            "null",
+            "12",
+            "-3",
+            "0",
+            "1.5",
+            "true",
+            r#"{"id":"in"}"#,
+            r#"["x",{"a":"]"}]"#,
+            r#""q\"uote""#,
+            r#""back\\""#,
+            r#""\u0041""#,
+        ];
+        let mut checked = 0;
+        for id in values {
+            for other in values {
+                for line in [
+                    format!(r#"{{"id":{id},"email":{other}}}"#),
+                    format!(r#"{{"email":{other},"id":{id}}}"#),
+                    format!(r#"{{ "email" : {other} , "id" : {id} }}"#),
+                    format!(r#"{{"email":{other}}}"#),
+                    format!(r#"{{"id":{id},"email":{other},"id":{id}}}"#),
+                    format!(r#"{{"id":{id},"email":{other}}} x"#),
+                ] {
+                    agrees(&user, [Some("id"), None], &line);
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, values.len() * values.len() * 6);
+    }
+}
