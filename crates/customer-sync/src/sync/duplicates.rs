@@ -86,7 +86,7 @@ impl LastRows {
                 }
             }
         }
-        while let Some(record) = source.next() {
+        for record in source.by_ref() {
             if !pass.observe_record(record, mapping, stop) {
                 break;
             }
