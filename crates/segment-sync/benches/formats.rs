@@ -1,42 +1,54 @@
 //! Every input format next to its floor, in one invocation.
 //!
 //! Writes the same generated customers (default 1,000,000; `-- --rows N`) as
-//! NDJSON, a JSON array and CSV, and for each format runs, as child
-//! processes measured exactly with `wait4`:
+//! NDJSON, a JSON array and CSV, and loads them into a PostgreSQL table (in a
+//! database the bench creates and drops; skipped, with a line saying so,
+//! when the server at `SEGMENT_SYNC_BENCH_POSTGRES`, by default
+//! `postgres://postgres@127.0.0.1:5432/postgres`, does not answer), and for
+//! each format runs, as child processes measured exactly with `wait4`:
 //!
 //! - the format's **floor** ([`floor`]): a single-threaded program that
-//!   parses the file into borrowed structs, builds the same identify events,
-//!   batches them under Segment's limits and gzips them, run before and after
-//!   the CLI cases (the ratio is to their mean, which evens out drift);
-//! - the release `segment-sync sync FILE --quiet` binary with `--no-state
-//!   --dry-run`, with a fresh state and `--dry-run`, with `--no-state` to the
-//!   receiver, and with a fresh state to the receiver (a first run).
+//!   parses the file (or the table's binary COPY) into borrowed structs,
+//!   builds the same identify events, batches them under Segment's limits and
+//!   gzips them, run before and after the CLI cases (the ratio is to their
+//!   mean, which evens out drift);
+//! - the release `segment-sync sync FILE --quiet` binary (`sync URL --table
+//!   customers` for PostgreSQL) with `--no-state --dry-run`, with a fresh
+//!   state and `--dry-run`, with `--no-state` to the receiver, and with a
+//!   fresh state to the receiver (a first run).
+//!
+//! Only the client's CPU is counted: the PostgreSQL server's work (the same
+//! COPY for the floor and the CLI) is not in either figure.
 //!
 //! Each CLI figure is printed as a ratio of its CPU seconds to the floor's;
 //! the target is 1.3x for every case, and peak RSS under 64 MB. Figures are
 //! printed, never asserted (DESIGN.md); a run that does not deliver every
 //! record, a floor that does not batch every event, or a floor whose event
 //! differs from the one the CLI sends (checked first, on a 3-row file, but
-//! for `messageId` and `timestamp`) makes the bench exit non-zero.
+//! for `messageId` and `timestamp`; for PostgreSQL on a 3-row table) makes
+//! the bench exit non-zero.
 //!
-//! `-- --formats csv,ndjson` runs only some formats; `-- --cases
+//! `-- --formats csv,ndjson,postgres` runs only some formats; `-- --cases
 //! dry,dry-state,send,send-state` only some CLI cases; `-- --keep-inputs DIR`
 //! writes the generated files into DIR and leaves them there (to profile).
 
 mod floor;
 mod support;
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use support::customers::{Format, Input, generate};
+use support::postgres::{Database, Table};
 use support::process::{Measured, grouped, measure, megabytes, tail};
 use support::receiver::{Control, ReceiverProcess, SERVE_RECEIVER, serve_receiver};
 
 const DEFAULT_ROWS: u64 = 1_000_000;
 const BIN: &str = env!("CARGO_BIN_EXE_segment-sync");
-/// Makes the re-executed bench binary run one floor instead: `--floor FORMAT PATH`.
+/// Makes the re-executed bench binary run one floor instead: `--floor FORMAT
+/// PATH`, or `--floor postgres URL TABLE`.
 const RUN_FLOOR: &str = "--floor";
 const WRITE_KEY: &str = "bench-write-key";
 const TARGET_RATIO: f64 = 1.3;
@@ -86,9 +98,83 @@ impl Case {
     }
 }
 
+/// What the bench can read: a file format, or a PostgreSQL table.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File(Format),
+    Postgres,
+}
+
+impl Kind {
+    const POSTGRES: &'static str = "postgres";
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::File(format) => format.extension(),
+            Kind::Postgres => Kind::POSTGRES,
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Kind> {
+        match name {
+            Kind::POSTGRES => Some(Kind::Postgres),
+            _ => Format::from_extension(name).map(Kind::File),
+        }
+    }
+}
+
+/// What one format's cases read: a generated file or a loaded table.
+enum Subject {
+    File(Input),
+    Table(Table),
+}
+
+impl Subject {
+    fn name(&self) -> &'static str {
+        match self {
+            Subject::File(input) => input.format.extension(),
+            Subject::Table(_) => Kind::POSTGRES,
+        }
+    }
+
+    fn rows(&self) -> u64 {
+        match self {
+            Subject::File(input) => input.rows,
+            Subject::Table(table) => table.rows,
+        }
+    }
+
+    /// What follows `segment-sync sync`.
+    fn cli_source(&self) -> Vec<OsString> {
+        match self {
+            Subject::File(input) => vec![input.path.clone().into()],
+            Subject::Table(table) => vec![
+                table.url.clone().into(),
+                "--table".into(),
+                table.name.clone().into(),
+            ],
+        }
+    }
+
+    /// What follows `--floor`.
+    fn floor_args(&self) -> Vec<OsString> {
+        match self {
+            Subject::File(input) => {
+                vec![input.format.extension().into(), input.path.clone().into()]
+            }
+            Subject::Table(table) => vec![
+                Kind::POSTGRES.into(),
+                table.url.clone().into(),
+                table.name.clone().into(),
+            ],
+        }
+    }
+}
+
 struct Options {
     rows: u64,
-    formats: Vec<Format>,
+    /// `None`: every file format, and PostgreSQL when the server answers.
+    formats: Option<Vec<Kind>>,
     cases: Vec<Case>,
     /// Where the generated inputs are written and left, for profiling.
     keep_inputs: Option<std::path::PathBuf>,
@@ -119,24 +205,80 @@ fn main() {
         "ratio    client CPU / floor CPU (target <= {TARGET_RATIO}x); peak RSS target < {TARGET_PEAK_MB} MB"
     );
 
+    let postgres = support::postgres::reachable(&runtime);
+    let formats = match (options.formats, &postgres) {
+        (Some(formats), Err(problem)) if formats.contains(&Kind::Postgres) => {
+            eprintln!(
+                "postgres: {} cannot be reached ({problem})",
+                support::postgres::server_url()
+            );
+            std::process::exit(2)
+        }
+        (Some(formats), _) => formats,
+        (None, result) => {
+            let mut formats: Vec<Kind> = Format::ALL.into_iter().map(Kind::File).collect();
+            match result {
+                Ok(()) => formats.push(Kind::Postgres),
+                Err(problem) => println!(
+                    "postgres skipped: {} cannot be reached ({problem})",
+                    support::postgres::server_url()
+                ),
+            }
+            formats
+        }
+    };
+
     let mut failures = Vec::new();
-    for &format in &options.formats {
-        if let Err(problem) = check_floor_matches_cli(format, dir.path()) {
+    for kind in formats {
+        // PostgreSQL's tables live in a database of the bench's own,
+        // dropped when this format is done.
+        let database = (kind == Kind::Postgres).then(|| Database::create(&runtime));
+        let check = match (kind, &database) {
+            (Kind::File(format), _) => check_floor_matches_cli(dir.path(), |small| {
+                Subject::File(generate(small, format, 3))
+            }),
+            (Kind::Postgres, Some(database)) => {
+                let checked = check_floor_matches_cli(dir.path(), |_| {
+                    Subject::Table(database.load("customers_check", 3))
+                });
+                database.drop_table("customers_check");
+                checked
+            }
+            (Kind::Postgres, None) => unreachable!("the database is created above"),
+        };
+        if let Err(problem) = check {
             failures.push(format!(
                 "{}: the floor does not build the CLI's event: {problem}",
-                format.extension()
+                kind.name()
             ));
         }
-        let inputs = options.keep_inputs.as_deref().unwrap_or(dir.path());
-        let input = generate(inputs, format, options.rows);
+        let input = match (kind, &database) {
+            (Kind::File(format), _) => {
+                let inputs = options.keep_inputs.as_deref().unwrap_or(dir.path());
+                Subject::File(generate(inputs, format, options.rows))
+            }
+            (Kind::Postgres, Some(database)) => {
+                Subject::Table(database.load("customers", options.rows))
+            }
+            (Kind::Postgres, None) => unreachable!("the database is created above"),
+        };
         println!();
-        println!(
-            "{}  {} rows, {} (written in {:.1} s)",
-            format.extension(),
-            grouped(input.rows),
-            megabytes(input.bytes),
-            input.took.as_secs_f64()
-        );
+        match &input {
+            Subject::File(file) => println!(
+                "{}  {} rows, {} (written in {:.1} s)",
+                input.name(),
+                grouped(file.rows),
+                megabytes(file.bytes),
+                file.took.as_secs_f64()
+            ),
+            Subject::Table(table) => println!(
+                "{}  {} rows, a {} table (loaded in {:.1} s: COPY, primary key, VACUUM)",
+                input.name(),
+                grouped(table.rows),
+                megabytes(table.bytes),
+                table.took.as_secs_f64()
+            ),
+        }
         println!(
             "  {:<32} {:>8} {:>8} {:>7} {:>9}  result",
             "case", "wall", "cpu", "ratio", "peak RSS"
@@ -165,9 +307,12 @@ fn main() {
             print_row(case.describe(), run, ratio, &format!("{result}  {verdict}"));
         }
         // The input can be large; only one format's file exists at a time.
-        if options.keep_inputs.is_none() {
-            let _ = std::fs::remove_file(&input.path);
+        if let Subject::File(file) = &input
+            && options.keep_inputs.is_none()
+        {
+            let _ = std::fs::remove_file(&file.path);
         }
+        drop(database);
     }
     drop(receiver);
     if !failures.is_empty() {
@@ -189,14 +334,13 @@ fn print_row(label: &str, run: &Measured, ratio: f64, result: &str) {
 }
 
 /// Runs the floor for `input` in a child process.
-fn run_floor(input: &Input, failures: &mut Vec<String>) -> Measured {
+fn run_floor(input: &Subject, failures: &mut Vec<String>) -> Measured {
     let exe = std::env::current_exe().expect("the bench binary could not find its own path");
     let out = tempfile::NamedTempFile::new().expect("could not create a temp file");
     let run = measure(
         Command::new(exe)
             .arg(RUN_FLOOR)
-            .arg(input.format.extension())
-            .arg(&input.path)
+            .args(input.floor_args())
             .stdin(Stdio::null())
             .stdout(out.reopen().expect("could not reopen a temp file")),
     );
@@ -206,11 +350,11 @@ fn run_floor(input: &Input, failures: &mut Vec<String>) -> Measured {
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    if !run.success || events != input.rows {
+    if !run.success || events != input.rows() {
         failures.push(format!(
             "{} floor: {events} of {} events batched, {}",
-            input.format.extension(),
-            input.rows,
+            input.name(),
+            input.rows(),
             run.ended
         ));
     }
@@ -219,11 +363,15 @@ fn run_floor(input: &Input, failures: &mut Vec<String>) -> Measured {
 
 /// The child's side of [`run_floor`]: prints `EVENTS REQUESTS JSON_BYTES GZIP_BYTES`.
 fn run_floor_child(args: &[String]) {
-    let [format, path, ..] = args else {
-        usage("--floor needs a format and a path");
+    let source = match args {
+        [kind, url, table, ..] if kind == Kind::POSTGRES => floor::Source::Table { url, table },
+        [format, path, ..] => floor::Source::File(
+            Format::from_extension(format).unwrap_or_else(|| usage("unknown floor format")),
+            Path::new(path),
+        ),
+        _ => usage("--floor needs a format and a path (postgres: a URL and a table)"),
     };
-    let format = Format::from_extension(format).unwrap_or_else(|| usage("unknown floor format"));
-    let out = floor::run(format, Path::new(path));
+    let out = floor::run(source);
     println!(
         "{} {} {} {}\n{}",
         out.events, out.requests, out.json_bytes, out.gzip_bytes, out.first_event
@@ -231,16 +379,16 @@ fn run_floor_child(args: &[String]) {
 }
 
 /// Checks that the floor builds the CLI's event: the first event of a small
-/// file, as the floor builds it and as the CLI sends it (a dry run's first
-/// body), equal but for `messageId` and `timestamp`.
-fn check_floor_matches_cli(format: Format, dir: &Path) -> Result<(), String> {
+/// input (3 rows, made by `small` in a temp dir), as the floor builds it and
+/// as the CLI sends it (a dry run's first body), equal but for `messageId`
+/// and `timestamp`.
+fn check_floor_matches_cli(dir: &Path, small: impl FnOnce(&Path) -> Subject) -> Result<(), String> {
     let dir = tempfile::tempdir_in(dir).map_err(|e| e.to_string())?;
-    let input = generate(dir.path(), format, 3);
+    let input = small(dir.path());
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let floor = Command::new(exe)
         .arg(RUN_FLOOR)
-        .arg(format.extension())
-        .arg(&input.path)
+        .args(input.floor_args())
         .output()
         .map_err(|e| e.to_string())?;
     let printed = String::from_utf8_lossy(&floor.stdout);
@@ -248,7 +396,7 @@ fn check_floor_matches_cli(format: Format, dir: &Path) -> Result<(), String> {
     let bodies = dir.path().join("bodies");
     let cli = Command::new(BIN)
         .arg("sync")
-        .arg(&input.path)
+        .args(input.cli_source())
         .args([
             "--quiet",
             "--no-state",
@@ -288,7 +436,7 @@ fn check_floor_matches_cli(format: Format, dir: &Path) -> Result<(), String> {
 
 /// Runs the CLI over `input` as `case`; returns its cost and what it delivered.
 fn run_case(
-    input: &Input,
+    input: &Subject,
     case: Case,
     dir: &Path,
     control: &Control<'_>,
@@ -301,7 +449,7 @@ fn run_case(
     let run = measure(
         Command::new(BIN)
             .arg("sync")
-            .arg(&input.path)
+            .args(input.cli_source())
             .arg("--quiet")
             .arg("--name")
             .arg("bench")
@@ -322,11 +470,11 @@ fn run_case(
             format!(
                 "{}/{} delivered, {} duplicates",
                 grouped(stats.unique_message_ids),
-                grouped(input.rows),
+                grouped(input.rows()),
                 stats.duplicates
             ),
-            stats.accepted == input.rows
-                && stats.unique_message_ids == input.rows
+            stats.accepted == input.rows()
+                && stats.unique_message_ids == input.rows()
                 && stats.rejected == 0,
         )
     } else {
@@ -336,7 +484,7 @@ fn run_case(
         let log = std::fs::read_to_string(&stderr).unwrap_or_default();
         failures.push(format!(
             "{} {}: {result}, {}; stderr:\n{}",
-            input.format.extension(),
+            input.name(),
             case.describe(),
             run.ended,
             tail(&log, 20)
@@ -348,7 +496,7 @@ fn run_case(
 fn parse_args(args: &[String]) -> Options {
     let mut options = Options {
         rows: DEFAULT_ROWS,
-        formats: Format::ALL.to_vec(),
+        formats: None,
         cases: Case::ALL.to_vec(),
         keep_inputs: None,
     };
@@ -368,13 +516,14 @@ fn parse_args(args: &[String]) -> Options {
                 let list = args
                     .next()
                     .unwrap_or_else(|| usage("--formats needs a list"));
-                options.formats = list
-                    .split(',')
-                    .map(|name| {
-                        Format::from_extension(name)
-                            .unwrap_or_else(|| usage(&format!("unknown format {name:?}")))
-                    })
-                    .collect();
+                options.formats = Some(
+                    list.split(',')
+                        .map(|name| {
+                            Kind::from_name(name)
+                                .unwrap_or_else(|| usage(&format!("unknown format {name:?}")))
+                        })
+                        .collect(),
+                );
             }
             "--cases" => {
                 let list = args.next().unwrap_or_else(|| usage("--cases needs a list"));
@@ -403,7 +552,7 @@ fn parse_args(args: &[String]) -> Options {
 fn usage(problem: &str) -> ! {
     eprintln!(
         "{problem}\nusage: cargo bench -p segment-sync --bench formats [-- --rows N] \
-         [--formats ndjson,json,csv] [--cases dry,dry-state,send,send-state]"
+         [--formats ndjson,json,csv,postgres] [--cases dry,dry-state,send,send-state]"
     );
     std::process::exit(2)
 }

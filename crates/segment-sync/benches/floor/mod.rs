@@ -1,8 +1,9 @@
-//! The floor: the least a program must do to turn a customer file into
+//! The floor: the least a program must do to turn customer records into
 //! Segment requests, one file per format.
 //!
-//! Each format's floor reads the generated file, parses it into borrowed
-//! structs (serde for JSON, `csv_core` for CSV), builds the identify event
+//! Each format's floor reads the generated file (or, for PostgreSQL, the
+//! loaded table as binary COPY), parses it into borrowed structs (serde for
+//! JSON, `csv_core` for CSV, the COPY framing for PostgreSQL), builds the identify event
 //! the CLI sends for that customer with its default mapping (same keys, same
 //! order, same values; a fresh UUID `messageId` and the current `timestamp`),
 //! packs the events into batches of at most 2,500 events and 500,000 bytes,
@@ -13,6 +14,7 @@
 mod csv;
 mod json_array;
 mod ndjson;
+mod postgres;
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -41,13 +43,22 @@ pub struct FloorOutput {
     pub first_event: String,
 }
 
-/// Runs the floor for `format` over the file at `path`.
-pub fn run(format: Format, path: &Path) -> FloorOutput {
+/// What a floor reads.
+pub enum Source<'a> {
+    /// A generated file.
+    File(Format, &'a Path),
+    /// A loaded table (`url` with TLS off).
+    Table { url: &'a str, table: &'a str },
+}
+
+/// Runs the floor over `source`.
+pub fn run(source: Source<'_>) -> FloorOutput {
     let mut sink = Sink::new();
-    match format {
-        Format::Csv => csv::read(path, &mut sink),
-        Format::Ndjson => ndjson::read(path, &mut sink),
-        Format::JsonArray => json_array::read(path, &mut sink),
+    match source {
+        Source::File(Format::Csv, path) => csv::read(path, &mut sink),
+        Source::File(Format::Ndjson, path) => ndjson::read(path, &mut sink),
+        Source::File(Format::JsonArray, path) => json_array::read(path, &mut sink),
+        Source::Table { url, table } => postgres::read(url, table, &mut sink),
     }
     sink.finish()
 }

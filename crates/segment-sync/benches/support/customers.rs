@@ -156,7 +156,7 @@ impl Customer {
     }
 
     /// The values in [`COLUMNS`] order.
-    fn values(&self) -> [&str; 12] {
+    pub fn values(&self) -> [&str; 12] {
         [
             &self.id,
             &self.email,

@@ -5,5 +5,6 @@
 #![allow(dead_code)]
 
 pub mod customers;
+pub mod postgres;
 pub mod process;
 pub mod receiver;
