@@ -28,8 +28,11 @@ pub(super) struct CsvReader {
     input: Input,
     core: csv_core::Reader,
     columns: Vec<Arc<str>>,
-    /// The current row's unescaped field bytes, back to back (reused).
+    /// The current row's unescaped field bytes (reused): back to back, or
+    /// for a plain row, its line as it is, with one comma between fields.
     out: Vec<u8>,
+    /// Bytes between fields in `out`: 0 from csv_core, 1 for a plain row.
+    gap: usize,
     /// Where each field of the current row ends in `out` (reused).
     ends: Vec<usize>,
     /// The 1-based line of the next byte to be consumed.
@@ -63,6 +66,7 @@ impl CsvReader {
             columns: Vec::new(),
             out: vec![0; 4096],
             ends: vec![0; 64],
+            gap: 0,
             line: 1,
             plain_rows: true,
         };
@@ -157,18 +161,19 @@ impl CsvReader {
                 Ok(None) | Err(Step::Fatal(_)) => return None,
                 Err(_) => continue,
             };
-            if self
-                .row_fields(row.fields)
-                .any(|field| std::str::from_utf8(field).is_err())
-            {
+            if self.row_text(row.fields).is_none() {
                 continue;
             }
-            let text = |at: Option<usize>| {
-                at.and_then(|i| self.row_fields(row.fields).nth(i))
-                    .and_then(|field| std::str::from_utf8(field).ok())
-                    .unwrap_or_default()
+            let range = |at: Option<usize>| match at.filter(|&i| i < row.fields) {
+                Some(i) => self.field_range(i),
+                None => 0..0,
             };
-            return Some((row.line, [text(wanted[0]), text(wanted[1])]));
+            let ranges = [range(wanted[0]), range(wanted[1])];
+            // Checked above as part of the row: these cannot fail.
+            let text = |at: &std::ops::Range<usize>| {
+                std::str::from_utf8(&self.out[at.clone()]).unwrap_or_default()
+            };
+            return Some((row.line, [text(&ranges[0]), text(&ranges[1])]));
         }
     }
 
@@ -181,14 +186,14 @@ impl CsvReader {
                 Ok(None) => return Ok(None),
                 Err(err) => return Err(Step::Fatal(SourceError::read(&self.name, self.line, err))),
             };
-            let location = Location {
-                source: Arc::clone(&self.name),
-                line: row.line,
-                key: None,
-            };
             let malformed = |message: String| {
+                let location = Location {
+                    source: Arc::clone(&self.name),
+                    line: row.line,
+                    key: None,
+                };
                 Err(Step::Bad(RecordError::new(
-                    location.clone(),
+                    location,
                     RecordErrorKind::Malformed,
                     message,
                 )))
@@ -232,26 +237,38 @@ impl CsvReader {
 
     /// The current row's fields as text, or the column and the reason one is not.
     fn build_fields(&self, count: usize) -> Result<Vec<Field>, (usize, String)> {
-        // One UTF-8 check of the whole row is cheaper than one per field.
+        let Some(row) = self.row_text(count) else {
+            return self.build_fields_checked(count);
+        };
+        Ok(self.columns[..count]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Field {
+                name: Arc::clone(name),
+                value: FieldValue::Text(row[self.field_range(i)].to_owned()),
+            })
+            .collect())
+    }
+
+    /// The current row's `count` fields' bytes as one text, if every field
+    /// is UTF-8: one check of the whole row is cheaper than one per field.
+    fn row_text(&self, count: usize) -> Option<&str> {
         let row_end = count.checked_sub(1).map_or(0, |last| self.ends[last]);
-        if let Ok(row) = std::str::from_utf8(&self.out[..row_end]) {
-            let mut fields = Vec::with_capacity(count);
-            let mut start = 0;
-            for (&end, name) in self.ends[..count].iter().zip(&self.columns) {
-                // `None` only if a field boundary splits a character, which
-                // per-field checking below reports.
-                let Some(text) = row.get(start..end) else {
-                    return self.build_fields_checked(count);
-                };
-                fields.push(Field {
-                    name: Arc::clone(name),
-                    value: FieldValue::Text(text.to_owned()),
-                });
-                start = end;
-            }
-            return Ok(fields);
-        }
-        self.build_fields_checked(count)
+        let row = std::str::from_utf8(&self.out[..row_end]).ok()?;
+        // A field boundary that splits a character makes both fields invalid.
+        self.ends[..count]
+            .iter()
+            .all(|&end| row.is_char_boundary(end))
+            .then_some(row)
+    }
+
+    /// Where field `i` of the current row lies in `out`.
+    fn field_range(&self, i: usize) -> std::ops::Range<usize> {
+        let start = match i {
+            0 => 0,
+            _ => self.ends[i - 1] + self.gap,
+        };
+        start..self.ends[i]
     }
 
     /// [`build_fields`](Self::build_fields), checking each field on its own
@@ -275,19 +292,16 @@ impl CsvReader {
 
     /// The first `count` fields of the current row.
     fn row_fields(&self, count: usize) -> impl Iterator<Item = &[u8]> {
-        let mut start = 0;
-        self.ends[..count].iter().map(move |&end| {
-            let field = &self.out[start..end];
-            start = end;
-            field
-        })
+        (0..count).map(|i| &self.out[self.field_range(i)])
     }
 
     /// Reads the next row into `out` and `ends`; `None` at the end of input.
     fn read_raw(&mut self) -> io::Result<Option<RawRow>> {
         if let Some(row) = self.read_plain() {
+            self.gap = 1;
             return Ok(Some(row));
         }
+        self.gap = 0;
         let (mut out_len, mut ends_len) = (0, 0);
         let mut start_line = None;
         let mut oversize = false;
@@ -357,7 +371,9 @@ impl CsvReader {
 impl CsvReader {
     /// The common row, read without csv_core: one whole in the read buffer,
     /// ended by `\n`, without a quote or a `\r`. csv_core would split it at
-    /// its commas and copy the fields as they are, which this does at a
+    /// its commas and copy the fields as they are (this copies the line, and
+    /// keeps the commas between them: [`field_range`](Self::field_range)
+    /// skips them), which this does at a
     /// fraction of the cost. `None` for any other row (and the header, where
     /// csv_core strips a BOM), which csv_core then reads; it is at the start
     /// of a row either way, having been given nothing in between.
@@ -375,10 +391,7 @@ impl CsvReader {
         {
             return None;
         }
-        if self.out.len() < line.len() {
-            self.out.resize(line.len().next_power_of_two(), 0);
-        }
-        let (mut fields, mut out_len, mut start) = (0, 0, 0);
+        let mut fields = 0;
         for comma in memchr::memchr_iter(b',', line).chain([line.len()]) {
             if fields == self.ends.len() {
                 if self.ends.len() >= MAX_FIELDS {
@@ -387,13 +400,13 @@ impl CsvReader {
                 let bigger = (self.ends.len() * 2).min(MAX_FIELDS);
                 self.ends.resize(bigger, 0);
             }
-            let field = &line[start..comma];
-            self.out[out_len..out_len + field.len()].copy_from_slice(field);
-            out_len += field.len();
-            self.ends[fields] = out_len;
+            self.ends[fields] = comma;
             fields += 1;
-            start = comma + 1;
         }
+        if self.out.len() < line.len() {
+            self.out.resize(line.len().next_power_of_two(), 0);
+        }
+        self.out[..line.len()].copy_from_slice(line);
         self.input.consume(end + 1);
         let row = RawRow {
             line: self.line,
