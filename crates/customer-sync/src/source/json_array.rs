@@ -10,9 +10,9 @@ use std::io::{self, BufRead};
 use std::sync::Arc;
 
 use super::error::SourceError;
-use super::json_object::{KeyCache, describe_error, parse_object};
+use super::json_object::{KeyCache, UnparsedObject};
 use super::{Input, MAX_RECORD_BYTES, Step};
-use crate::{Location, Record, RecordError, RecordErrorKind};
+use crate::{Location, RecordError, RecordErrorKind};
 
 const ARRAY_HINT: &str = "a .json file must hold one JSON array of objects; for one object per line, use a .ndjson or .jsonl file or --format ndjson";
 const TRUNCATED_HINT: &str = "the file may have been cut short; a complete array ends with `]`";
@@ -149,12 +149,26 @@ impl JsonArrayReader {
     }
 
     pub(super) fn next_step(&mut self) -> Step {
+        match self.next_element(|mut element| element.parse()) {
+            Ok(Ok(record)) => Step::Record(record),
+            Ok(Err(error)) => Step::Bad(error),
+            Err(step) => step,
+        }
+    }
+
+    /// Hands the next element to `visit`, which may parse it as the run
+    /// does ([`UnparsedObject::parse`]) or only look at its bytes; `Err`
+    /// with the step to take when there is no element to visit.
+    pub(super) fn next_element<R>(
+        &mut self,
+        visit: impl FnOnce(UnparsedObject<'_>) -> R,
+    ) -> Result<R, Step> {
         loop {
             match self.state {
-                State::Done => return Step::End,
+                State::Done => return Err(Step::End),
                 State::AfterArray => {
                     self.state = State::Done;
-                    return match self.skip_whitespace() {
+                    return Err(match self.skip_whitespace() {
                         Ok(None) => Step::End,
                         Ok(Some(_)) => Step::Fatal(SourceError::invalid(
                             &self.name,
@@ -163,7 +177,7 @@ impl JsonArrayReader {
                             Some(ARRAY_HINT),
                         )),
                         Err(err) => Step::Fatal(err),
-                    };
+                    });
                 }
                 State::InArray => {}
             }
@@ -171,7 +185,7 @@ impl JsonArrayReader {
                 Ok(cut) => cut,
                 Err(err) => {
                     self.state = State::Done;
-                    return Step::Fatal(err);
+                    return Err(Step::Fatal(err));
                 }
             };
             let after_comma = std::mem::replace(&mut self.after_comma, !cut.closing);
@@ -188,36 +202,21 @@ impl JsonArrayReader {
                 } else {
                     "empty array element (two commas in a row?)"
                 };
-                return self.malformed(self.scan.line, message.to_owned());
+                return Err(self.malformed(self.scan.line, message.to_owned()));
             };
             if cut.oversize {
-                return self.malformed(
+                return Err(self.malformed(
                     line,
                     format!("array element is larger than {MAX_RECORD_BYTES} bytes"),
-                );
+                ));
             }
-            return match parse_object(&self.element, &mut self.keys) {
-                Ok(fields) => Step::Record(Record {
-                    location: Location {
-                        source: Arc::clone(&self.name),
-                        line,
-                        key: None,
-                    },
-                    fields,
-                }),
-                Err(err) => {
-                    // serde_json counts from the element's first byte.
-                    let message = describe_error(&err, |err_line, err_column| {
-                        let column = if err_line <= 1 {
-                            column + err_column.saturating_sub(1)
-                        } else {
-                            err_column
-                        };
-                        format!("line {} column {column}", line + err_line.saturating_sub(1))
-                    });
-                    self.malformed(line, message)
-                }
-            };
+            return Ok(visit(UnparsedObject {
+                line,
+                bytes: &self.element,
+                column: Some(column),
+                name: &self.name,
+                keys: &mut self.keys,
+            }));
         }
     }
 

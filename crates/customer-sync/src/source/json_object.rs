@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::de::{self, Deserialize, DeserializeSeed, MapAccess, Visitor};
 use serde_json::Value;
 
-use crate::{Field, FieldValue};
+use crate::{Field, FieldValue, Location, Record, RecordError, RecordErrorKind};
 
 /// The previous object's key names, for reuse.
 #[derive(Debug, Default)]
@@ -21,6 +21,55 @@ pub(super) struct KeyCache {
     /// parsed and checked exactly as a `Value` would be, without building
     /// it, and comes out as `null` (a first pass that reads identities).
     pub(super) only: Option<Vec<Box<str>>>,
+}
+
+/// One JSON object of the input (an NDJSON line, an array element), not
+/// yet parsed: a first pass may read what it needs from the bytes alone.
+pub(crate) struct UnparsedObject<'a> {
+    /// The line it starts on.
+    pub line: u64,
+    /// Its bytes.
+    pub bytes: &'a [u8],
+    /// For an array element, the column of its first byte: parse errors
+    /// are placed in the file. `None` for an NDJSON line.
+    pub(super) column: Option<u64>,
+    pub(super) name: &'a Arc<str>,
+    pub(super) keys: &'a mut KeyCache,
+}
+
+impl UnparsedObject<'_> {
+    /// The object parsed as the run parses it: a record, or why it is not one.
+    pub fn parse(&mut self) -> Result<Record, RecordError> {
+        let location = Location {
+            source: Arc::clone(self.name),
+            line: self.line,
+            key: None,
+        };
+        let err = match parse_object(self.bytes, self.keys) {
+            Ok(fields) => return Ok(Record { location, fields }),
+            Err(err) => err,
+        };
+        let message = match self.column {
+            None => describe_error(&err, |_, column| format!("column {column}")),
+            // serde_json counts from the element's first byte.
+            Some(column) => describe_error(&err, |err_line, err_column| {
+                let column = if err_line <= 1 {
+                    column + err_column.saturating_sub(1)
+                } else {
+                    err_column
+                };
+                format!(
+                    "line {} column {column}",
+                    self.line + err_line.saturating_sub(1)
+                )
+            }),
+        };
+        Err(RecordError::new(
+            location,
+            RecordErrorKind::Malformed,
+            message,
+        ))
+    }
 }
 
 /// Parses `bytes` as exactly one JSON object (surrounding whitespace allowed).

@@ -54,7 +54,7 @@ mod ndjson;
 pub mod postgres;
 
 pub(crate) use json_identity::scan_ids;
-pub(crate) use ndjson::RawLine;
+pub(crate) use json_object::UnparsedObject;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -423,27 +423,37 @@ impl Source {
         }
     }
 
-    /// For a first pass over an NDJSON file: hands the next line that is
-    /// not blank to `visit`, unparsed; `None` for other formats (and after
-    /// anything was read ahead), `Some(None)` at the end. Lines too long
-    /// to read are skipped; a fatal error ends the lines and is kept for
+    /// For a first pass over a JSON file: hands the next object (an NDJSON
+    /// line, an array element) to `visit`, unparsed; `None` for other
+    /// formats (and after anything was read ahead), `Some(None)` at the
+    /// end. What is not an object to parse (a line too long, an empty
+    /// element) is skipped; a fatal error ends the objects and is kept for
     /// [`take_fatal`](Self::take_fatal).
-    pub(crate) fn next_ndjson_line<R>(
+    pub(crate) fn next_unparsed<R>(
         &mut self,
-        mut visit: impl FnMut(RawLine<'_>) -> R,
+        mut visit: impl FnMut(UnparsedObject<'_>) -> R,
     ) -> Option<Option<R>> {
-        let FormatReader::Ndjson(reader) = &mut self.reader else {
-            return None;
-        };
         if !self.ahead.is_empty() {
             return None;
         }
         while !self.finished {
-            match reader.next_line(&mut visit) {
-                ndjson::Line::Read(read) => return Some(Some(read)),
-                ndjson::Line::Blank | ndjson::Line::Bad(_) => {}
-                ndjson::Line::End => self.finished = true,
-                ndjson::Line::Fatal(error) => {
+            let step = match &mut self.reader {
+                FormatReader::Ndjson(reader) => match reader.next_line(&mut visit) {
+                    ndjson::Line::Read(read) => return Some(Some(read)),
+                    ndjson::Line::Blank | ndjson::Line::Bad(_) => continue,
+                    ndjson::Line::End => Step::End,
+                    ndjson::Line::Fatal(error) => Step::Fatal(error),
+                },
+                FormatReader::JsonArray(reader) => match reader.next_element(&mut visit) {
+                    Ok(read) => return Some(Some(read)),
+                    Err(step) => step,
+                },
+                FormatReader::Csv(_) | FormatReader::Postgres(_) => return None,
+            };
+            match step {
+                Step::Record(_) | Step::Bad(_) => {}
+                Step::End => self.finished = true,
+                Step::Fatal(error) => {
                     self.fatal = Some(error);
                     self.finished = true;
                 }

@@ -4,9 +4,9 @@ use std::io::{BufRead, Read};
 use std::sync::Arc;
 
 use super::error::SourceError;
-use super::json_object::{KeyCache, describe_error, parse_object};
+use super::json_object::{KeyCache, UnparsedObject};
 use super::{Input, MAX_RECORD_BYTES, Step};
-use crate::{Location, Record, RecordError, RecordErrorKind};
+use crate::{Location, RecordError, RecordErrorKind};
 
 pub(super) struct NdjsonReader {
     name: Arc<str>,
@@ -43,8 +43,8 @@ impl NdjsonReader {
     }
 
     /// Hands the next line to `visit`, which may parse it as the run does
-    /// ([`RawLine::parse`]) or only look at its bytes.
-    pub(super) fn next_line<R>(&mut self, visit: impl FnOnce(RawLine<'_>) -> R) -> Line<R> {
+    /// ([`UnparsedObject::parse`]) or only look at its bytes.
+    pub(super) fn next_line<R>(&mut self, visit: impl FnOnce(UnparsedObject<'_>) -> R) -> Line<R> {
         match self.next_in_buffer(visit) {
             Ok(Ok(line)) => line,
             Ok(Err(visit)) => self.next_copied(visit),
@@ -59,7 +59,7 @@ impl NdjsonReader {
     ///
     /// [`next_copied`]: Self::next_copied
     #[allow(clippy::type_complexity)]
-    fn next_in_buffer<R, V: FnOnce(RawLine<'_>) -> R>(
+    fn next_in_buffer<R, V: FnOnce(UnparsedObject<'_>) -> R>(
         &mut self,
         visit: V,
     ) -> std::io::Result<Result<Line<R>, V>> {
@@ -86,7 +86,7 @@ impl NdjsonReader {
     }
 
     /// Reads the next line into `line_buf`, bounded, and visits it there.
-    fn next_copied<R>(&mut self, visit: impl FnOnce(RawLine<'_>) -> R) -> Line<R> {
+    fn next_copied<R>(&mut self, visit: impl FnOnce(UnparsedObject<'_>) -> R) -> Line<R> {
         self.line_buf.clear();
         // Room for the limit plus `\r\n` and no more, so a huge line is
         // never held; `read_until` retries on `Interrupted` itself.
@@ -139,38 +139,6 @@ pub(super) enum Line<R> {
     Fatal(SourceError),
 }
 
-/// One line of NDJSON, not yet parsed.
-pub(crate) struct RawLine<'a> {
-    /// Its line number.
-    pub number: u64,
-    /// Its bytes, without the line ending (or a leading BOM).
-    pub bytes: &'a [u8],
-    name: &'a Arc<str>,
-    keys: &'a mut KeyCache,
-}
-
-impl RawLine<'_> {
-    /// The line parsed as the run parses it: a record, or why it is not one.
-    pub fn parse(&mut self) -> Result<Record, RecordError> {
-        let location = Location {
-            source: Arc::clone(self.name),
-            line: self.number,
-            key: None,
-        };
-        match parse_object(self.bytes, self.keys) {
-            Ok(fields) => Ok(Record { location, fields }),
-            Err(err) => {
-                let message = describe_error(&err, |_, column| format!("column {column}"));
-                Err(RecordError::new(
-                    location,
-                    RecordErrorKind::Malformed,
-                    message,
-                ))
-            }
-        }
-    }
-}
-
 /// Visits line number `number` (its bytes without the line ending), unless
 /// it is blank.
 fn visit_line<R>(
@@ -178,7 +146,7 @@ fn visit_line<R>(
     number: u64,
     mut bytes: &[u8],
     keys: &mut KeyCache,
-    visit: impl FnOnce(RawLine<'_>) -> R,
+    visit: impl FnOnce(UnparsedObject<'_>) -> R,
 ) -> Line<R> {
     if number == 1 {
         bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
@@ -186,9 +154,10 @@ fn visit_line<R>(
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Line::Blank;
     }
-    Line::Read(visit(RawLine {
-        number,
+    Line::Read(visit(UnparsedObject {
+        line: number,
         bytes,
+        column: None,
         name,
         keys,
     }))

@@ -64,19 +64,19 @@ impl LastRows {
         }
         // Other formats: only the identity keys' values are built.
         source.keep_only(mapping.identity_names());
-        // NDJSON: most lines' identities are read without parsing the line.
+        // JSON: most objects' identities are read without parsing them.
         if let Some(names) = mapping.customer_id_names() {
             loop {
-                let went_on = source.next_ndjson_line(|mut line| {
-                    let Some([user_id, anonymous_id]) = scan_ids(line.bytes, names) else {
-                        return pass.observe_record(line.parse(), mapping, stop);
+                let went_on = source.next_unparsed(|mut object| {
+                    let Some([user_id, anonymous_id]) = scan_ids(object.bytes, names) else {
+                        return pass.observe_record(object.parse(), mapping, stop);
                     };
-                    match pass.observe(user_id, anonymous_id, line.number, stop) {
+                    match pass.observe(user_id, anonymous_id, object.line, stop) {
                         Observed::Stop => false,
                         Observed::Once => true,
-                        // A scan's answer is sure only for a line the run
-                        // accepts: the line decides once parsed.
-                        Observed::Again(_) => pass.observe_record(line.parse(), mapping, stop),
+                        // A scan's answer is sure only for an object the
+                        // run accepts: the object decides once parsed.
+                        Observed::Again(_) => pass.observe_record(object.parse(), mapping, stop),
                     }
                 });
                 match went_on {
@@ -358,32 +358,38 @@ mod tests {
     }
 
     #[test]
-    fn an_ndjson_line_the_run_refuses_is_never_a_last_row_though_its_identity_scans() {
-        // Each refused line's identity reads plainly without a parse; were
+    fn a_json_object_the_run_refuses_is_never_a_last_row_though_its_identity_scans() {
+        // Each refused object's identity reads plainly without a parse; were
         // it taken as a last row, the valid row before it would be skipped
         // and its customer not sent at all.
-        let ndjson = concat!(
-            "{\"id\":\"u1\",\"email\":\"a\"}\n",
-            "{\"id\":\"u1\",\"email\":}\n",
-            "{\"id\":\"u2\"}\n",
-            "{\"id\":\"u2\"} x\n",
-            "{\"id\":\"u3\"}\n",
-            "{\"id\":\"u3\",\"id\":\"u3\"}\n",
-            "{\"id\":\"u3\",\"email\":\"\\x\"}\n",
-            "{\"id\":\"u4\"} x\n",
-            "{\"id\":\"u4\"}\n",
-            "{\"id\":\"u5\",\"n\":1}\n",
-            "\n",
-            "{ \"n\" : [2, {\"id\": \"no\"}], \"id\" : \"u5\" }\n",
-        );
-        let found = last_rows("t.ndjson", SourceFormat::Ndjson, ndjson.as_bytes());
+        let objects = [
+            r#"{"id":"u1","email":"a"}"#,
+            r#"{"id":"u1","email":}"#,
+            r#"{"id":"u2"}"#,
+            r#"{"id":"u2"} x"#,
+            r#"{"id":"u3"}"#,
+            r#"{"id":"u3","id":"u3"}"#,
+            r#"{"id":"u3","email":"\x"}"#,
+            r#"{"id":"u4"} x"#,
+            r#"{"id":"u4"}"#,
+            r#"{"id":"u5","n":1}"#,
+            r#"{ "n" : [2, {"id": "no"}], "id" : "u5" }"#,
+        ];
         // u4's only valid row is its last: the run sends it, as before.
-        let expected: HashMap<u64, u64> = [
-            (identity_hash_of("u4", ""), 9),
-            (identity_hash_of("u5", ""), 12),
-        ]
-        .into();
-        assert_eq!(found, expected);
+        let expected = |u4: u64, u5: u64| -> HashMap<u64, u64> {
+            [
+                (identity_hash_of("u4", ""), u4),
+                (identity_hash_of("u5", ""), u5),
+            ]
+            .into()
+        };
+        let (first, last) = objects.split_at(10);
+        let ndjson = format!("{}\n\n{}\n", first.join("\n"), last[0]);
+        let found = last_rows("t.ndjson", SourceFormat::Ndjson, ndjson.as_bytes());
+        assert_eq!(found, expected(9, 12));
+        let array = format!("[\n{}\n]\n", objects.join(",\n"));
+        let found = last_rows("t.json", SourceFormat::JsonArray, array.as_bytes());
+        assert_eq!(found, expected(10, 12));
     }
 
     #[test]
