@@ -267,6 +267,28 @@ impl JsonArrayReader {
             let mut copy_from = 0;
             let mut end = None;
             let mut next = 0;
+            if start.is_none() {
+                // The element starts at the first byte that is not
+                // whitespace: found here, so the loop below need not ask.
+                while let Some(&byte) = chunk.get(next) {
+                    match byte {
+                        b' ' | b'\t' | b'\r' => {}
+                        b'\n' => {
+                            scan.line += 1;
+                            scan.line_start = scan.offset + next as u64 + 1;
+                        }
+                        // An empty element: the loop below ends it.
+                        b',' | b']' => break,
+                        _ => {
+                            start =
+                                Some((scan.line, scan.offset + next as u64 - scan.line_start + 1));
+                            copy_from = next;
+                            break;
+                        }
+                    }
+                    next += 1;
+                }
+            }
             while let Some(&byte) = chunk.get(next) {
                 let i = next;
                 next += 1;
@@ -286,9 +308,7 @@ impl JsonArrayReader {
                     } else {
                         // Most bytes are inside strings: jump over the plain
                         // ones to the next byte that matters there.
-                        next += chunk[next..]
-                            .iter()
-                            .position(|&b| matches!(b, b'"' | b'\\' | b'\n'))
+                        next += memchr::memchr3(b'"', b'\\', b'\n', &chunk[next..])
                             .unwrap_or(chunk.len() - next);
                     }
                     continue;
@@ -304,10 +324,6 @@ impl JsonArrayReader {
                     // Unbalanced closers are left for the parser to report.
                     b'}' | b']' => scan.depth = scan.depth.saturating_sub(1),
                     _ => {}
-                }
-                if start.is_none() {
-                    start = Some((scan.line, scan.offset + i as u64 - scan.line_start + 1));
-                    copy_from = i;
                 }
             }
             let consumed = end.map_or(chunk.len(), |at| at + 1);
