@@ -75,7 +75,7 @@ pub use message::{
     IdentifyParams, Identity, LIBRARY_NAME, MAX_EVENT_BYTES, MAX_MESSAGE_ID_CHARS, new_message_id,
 };
 pub use payload::{Address, Company, RESERVED_TRAITS, SegmentIdentifyPayload, UserTraits};
-pub use raw::{ObjectWriter, RawObject};
+pub use raw::{JsonKey, ObjectKey, ObjectWriter, RawObject};
 pub use report::{DeliveryReport, EventOutcome, EventRef, FailedEvent};
 pub use retry::{MAX_RETRY_AFTER, is_retryable_status};
 pub use transport::check_reachable;

@@ -247,14 +247,14 @@ impl ObjectWriter {
     }
 
     /// Writes `"key":"value"`.
-    pub fn string(&mut self, key: &str, value: &str) {
+    pub fn string<K: ObjectKey + ?Sized>(&mut self, key: &K, value: &str) {
         let field = self.key(key);
         write_json(&mut self.json, value);
         self.end(field);
     }
 
     /// Writes `"key":null`.
-    pub fn null(&mut self, key: &str) {
+    pub fn null<K: ObjectKey + ?Sized>(&mut self, key: &K) {
         let field = self.key(key);
         self.json.extend_from_slice(b"null");
         self.end(field);
@@ -263,7 +263,7 @@ impl ObjectWriter {
     /// Writes `"key":` and `value` as `serde_json` serialises it (a
     /// `serde_json::Value`, a number, a string...). A value that fails to
     /// serialise (a map with non-string keys) is left out, with its key.
-    pub fn value<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) {
+    pub fn value<K: ObjectKey + ?Sized, T: Serialize + ?Sized>(&mut self, key: &K, value: &T) {
         let field = self.key(key);
         if serde_json::to_writer(&mut self.json, value).is_ok() {
             self.end(field);
@@ -274,7 +274,7 @@ impl ObjectWriter {
 
     /// Opens a nested object under `key`; the fields written until the
     /// matching [`close`](Self::close) go into it.
-    pub fn open(&mut self, key: &str) {
+    pub fn open<K: ObjectKey + ?Sized>(&mut self, key: &K) {
         let field = self.key(key);
         self.json.push(b'{');
         self.open.push(Open {
@@ -347,10 +347,10 @@ impl ObjectWriter {
         start
     }
 
-    fn key(&mut self, key: &str) -> Field {
+    fn key<K: ObjectKey + ?Sized>(&mut self, key: &K) -> Field {
         let start = self.separate();
         let key_at = self.json.len();
-        write_json(&mut self.json, key);
+        key.write_quoted(&mut self.json);
         let key_end = self.json.len();
         self.json.push(b':');
         Field {
@@ -385,6 +385,63 @@ struct Field {
     key_end: usize,
 }
 
+/// A key of an [`ObjectWriter`]'s field: a `str` or `String`, or a [`JsonKey`]
+/// written as JSON once, for a key written again and again.
+pub trait ObjectKey: sealed::Sealed {
+    /// Writes the key as a JSON string.
+    #[doc(hidden)]
+    fn write_quoted(&self, out: &mut Vec<u8>);
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for str {}
+    impl Sealed for String {}
+    impl Sealed for super::JsonKey {}
+}
+
+impl ObjectKey for str {
+    fn write_quoted(&self, out: &mut Vec<u8>) {
+        write_json(out, self);
+    }
+}
+
+impl ObjectKey for String {
+    fn write_quoted(&self, out: &mut Vec<u8>) {
+        write_json(out, self);
+    }
+}
+
+/// An object key quoted and escaped once: a writer that writes the same
+/// keys for every record copies it rather than escaping it each time.
+///
+/// # Example
+/// ```
+/// use segment_client::{JsonKey, ObjectWriter};
+///
+/// let email = JsonKey::new("e\"mail");
+/// let mut writer = ObjectWriter::new();
+/// writer.string(&email, "ada@example.com");
+/// assert_eq!(writer.finish().json(), r#"{"e\"mail":"ada@example.com"}"#);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonKey(Box<[u8]>);
+
+impl JsonKey {
+    /// The key `key`, written as JSON.
+    pub fn new(key: &str) -> Self {
+        let mut quoted = Vec::with_capacity(key.len() + 2);
+        write_json(&mut quoted, key);
+        Self(quoted.into_boxed_slice())
+    }
+}
+
+impl ObjectKey for JsonKey {
+    fn write_quoted(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0);
+    }
+}
+
 /// A JSON string, escaped as `serde_json` escapes it.
 pub(crate) fn write_json(out: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
@@ -416,6 +473,38 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_json_key_writes_what_its_str_writes() {
+        let keys = ["plain", "a\"b", "back\\slash", "\u{1}\n", "é😀"];
+        let write = |quoted: bool| {
+            let mut writer = ObjectWriter::new();
+            for key in keys {
+                let json_key = JsonKey::new(key);
+                match quoted {
+                    true => {
+                        writer.string(&json_key, "s");
+                        writer.open(&json_key);
+                        writer.value(&json_key, &1.5);
+                        writer.close();
+                        writer.null(&json_key);
+                    }
+                    false => {
+                        writer.string(key, "s");
+                        writer.open(key);
+                        writer.value(key, &1.5);
+                        writer.close();
+                        writer.null(key);
+                    }
+                }
+            }
+            writer.finish()
+        };
+        let (with_keys, with_strs) = (write(true), write(false));
+        assert_eq!(with_keys, with_strs);
+        assert_eq!(with_keys.get("a\"b"), Some("\"s\""));
+        assert!(with_keys.json().contains(r#""é😀":{"é😀":1.5}"#));
+    }
 
     #[test]
     fn writes_what_serde_json_writes_for_the_same_map() {

@@ -11,7 +11,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use segment_client::{Identity, ObjectWriter, PreparedEvent, RawObject, SegmentError};
+use segment_client::{Identity, JsonKey, ObjectWriter, PreparedEvent, RawObject, SegmentError};
 use serde_json::Value;
 
 use super::apply::{Slot, identity_value};
@@ -96,13 +96,14 @@ impl MappedJson {
 }
 
 /// One step of writing a record's traits: the trait paths of the header's
-/// columns and of the constants as a tree, walked in key order.
+/// columns and of the constants as a tree, walked in key order. Keys are
+/// escaped once, here, not for every record.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Step {
-    Open(Box<str>),
+    Open(JsonKey),
     Close,
-    Column { column: usize, key: Box<str> },
-    Constant { key: Box<str>, value: Value },
+    Column { column: usize, key: JsonKey },
+    Constant { key: JsonKey, value: Value },
 }
 
 /// The steps for `columns` and `constants`; `None` if their paths collide
@@ -133,10 +134,16 @@ pub(super) fn plan(columns: &[Column], constants: &[(TraitPath, Value)]) -> Opti
     fn walk(tree: BTreeMap<Box<str>, Node>, steps: &mut Vec<Step>) {
         for (key, node) in tree {
             match node {
-                Node::Column(column) => steps.push(Step::Column { column, key }),
-                Node::Constant(value) => steps.push(Step::Constant { key, value }),
+                Node::Column(column) => steps.push(Step::Column {
+                    column,
+                    key: JsonKey::new(&key),
+                }),
+                Node::Constant(value) => steps.push(Step::Constant {
+                    key: JsonKey::new(&key),
+                    value,
+                }),
                 Node::Group(inner) => {
-                    steps.push(Step::Open(key));
+                    steps.push(Step::Open(JsonKey::new(&key)));
                     walk(inner, steps);
                     steps.push(Step::Close);
                 }
@@ -237,7 +244,7 @@ impl Mapping {
 
 /// Writes one field's trait as `put` would insert it; `None` on any error
 /// (`apply` then says which).
-fn write_trait(traits: &mut ObjectWriter, key: &str, field: &Field, rule: &Rule) -> Option<()> {
+fn write_trait(traits: &mut ObjectWriter, key: &JsonKey, field: &Field, rule: &Rule) -> Option<()> {
     if field.value.is_empty() {
         if rule.null == NullPolicy::Null {
             traits.null(key);
