@@ -161,7 +161,7 @@ pub(crate) fn trait_names_raw(traits: &RawObject) -> String {
     out
 }
 
-/// Appends to `out` the bytes of `bytes` before its first `"` or `\\`;
+/// Appends to `out` the bytes of `bytes` before its first `"` or `\`;
 /// returns how many, or `None` if there is neither. Eight bytes at a time,
 /// each word copied whole and the excess cut: traits' strings are short,
 /// and this costs 11% fewer instructions for the whole hash than a
