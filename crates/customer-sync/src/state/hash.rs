@@ -161,6 +161,37 @@ pub(crate) fn trait_names_raw(traits: &RawObject) -> String {
     out
 }
 
+/// Appends to `out` the bytes of `bytes` before its first `"` or `\`;
+/// returns how many, or `None` if there is neither. Eight bytes at a time,
+/// each word copied whole and the excess cut: traits' strings are short,
+/// and this costs 11% fewer instructions for the whole hash than a
+/// `memchr2` and a copy per string (a byte loop cost 9% more; callgrind,
+/// 30k rows).
+fn copy_to_quote_or_backslash(bytes: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        let (quote, backslash) = (word ^ (ONES * 0x22), word ^ (ONES * 0x5c));
+        // A zero byte in either: the lowest flagged byte is exact (a borrow
+        // can only flag bytes above a real zero).
+        let zero =
+            (quote.wrapping_sub(ONES) & !quote) | (backslash.wrapping_sub(ONES) & !backslash);
+        let found = zero & HIGHS;
+        out.extend_from_slice(&word.to_le_bytes());
+        if found != 0 {
+            let excess = 8 - (found.trailing_zeros() / 8) as usize;
+            out.truncate(out.len() - excess);
+            return Some(at + 8 - excess);
+        }
+        at += 8;
+    }
+    let tail = bytes[at..].iter().position(|&b| b == b'"' || b == b'\\')?;
+    out.extend_from_slice(&bytes[at..at + tail]);
+    Some(at + tail)
+}
+
 /// A reader of compact JSON text, as `serde_json` writes it, that writes the
 /// canonical encoding of `write_value`; `None` where the text is not in that
 /// form (unsorted keys), for the caller to fall back on a map.
@@ -220,9 +251,7 @@ impl Canonical<'_> {
         let text_at = out.len();
         loop {
             let rest = self.json.get(self.at..)?;
-            let run = memchr::memchr2(b'"', b'\\', rest)?;
-            out.extend_from_slice(&rest[..run]);
-            self.at += run;
+            self.at += copy_to_quote_or_backslash(rest, out)?;
             if self.peek()? == b'"' {
                 self.at += 1;
                 break;
@@ -324,5 +353,36 @@ impl Canonical<'_> {
         }
         out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
         Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_to_quote_or_backslash;
+
+    #[test]
+    fn the_word_scan_finds_what_a_byte_scan_finds() {
+        // Every position, after fillers that differ from `"` and `\` by one
+        // bit (0xa2, 0xdc...) and after a real zero byte, where a word
+        // trick could go wrong.
+        for filler in [b'a', 0xa2, 0xdc, 0x23, 0x5d, 0x00, 0xff, b'"' ^ 0x80] {
+            for len in 0..40 {
+                for target in [Some(b'"'), Some(b'\\'), None] {
+                    for at in 0..len.max(1) {
+                        let mut bytes = vec![filler; len];
+                        if let (Some(byte), true) = (target, at < len) {
+                            bytes[at] = byte;
+                        }
+                        let expected = bytes.iter().position(|&b| b == b'"' || b == b'\\');
+                        let mut out = b"x".to_vec();
+                        let found = copy_to_quote_or_backslash(&bytes, &mut out);
+                        assert_eq!(found, expected, "{bytes:?}");
+                        if let Some(n) = found {
+                            assert_eq!(out[1..], bytes[..n], "{bytes:?}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

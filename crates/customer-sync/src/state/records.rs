@@ -2,6 +2,7 @@
 //! in one transaction per chunk of outcomes, and the `runs` table.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use rusqlite::{OptionalExtension, params};
 
@@ -86,6 +87,88 @@ pub(super) fn intern_trait_set(
     })?;
     cache.insert(names.to_owned(), id);
     Ok(id)
+}
+
+/// New rows of accepted records per `INSERT` statement: a first run writes
+/// one per record, and a statement's own cost (its cursor, the seek to the
+/// table's end, its reset) was as much as the row's (callgrind).
+const INSERT_BATCH: usize = 64;
+
+/// Parameters of one new accepted row: identity, key hash, payload hash,
+/// accepted at, messageId (accepted and last), trait set, line, source
+/// fingerprint, values.
+const INSERT_PARAMS: usize = 9;
+
+/// `INSERT` of `rows` new accepted rows, each with its own numbered
+/// parameters.
+fn insert_accepted_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO records (identity, key_hash, accepted_hash, accepted_at, accepted_message_id,
+                              accepted_traits, last_message_id, line, source_hash, accepted_values)
+         VALUES ",
+    );
+    for row in 0..rows {
+        let p = |n: usize| row * INSERT_PARAMS + n;
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!(
+            "(?{},?{},?{},?{},?{},?{},?{},?{},?{},?{})",
+            p(1),
+            p(2),
+            p(3),
+            p(4),
+            p(5),
+            p(6),
+            p(5),
+            p(7),
+            p(8),
+            p(9)
+        ));
+    }
+    sql
+}
+
+/// Inserts `rows` (new identities Segment accepted, in order) with
+/// [`INSERT_BATCH`] rows per statement, the rest one by one.
+fn insert_accepted(
+    tx: &rusqlite::Transaction<'_>,
+    rows: &[(&Settled, i64)],
+    now: i64,
+) -> rusqlite::Result<()> {
+    let mut batches = rows.chunks_exact(INSERT_BATCH);
+    for batch in batches.by_ref() {
+        insert_accepted_rows(tx, batch, now)?;
+    }
+    for row in batches.remainder() {
+        insert_accepted_rows(tx, std::slice::from_ref(row), now)?;
+    }
+    Ok(())
+}
+
+/// One `INSERT` of `rows` (with their trait set ids).
+fn insert_accepted_rows(
+    tx: &rusqlite::Transaction<'_>,
+    rows: &[(&Settled, i64)],
+    now: i64,
+) -> rusqlite::Result<()> {
+    static ONE: LazyLock<String> = LazyLock::new(|| insert_accepted_sql(1));
+    static BATCH: LazyLock<String> = LazyLock::new(|| insert_accepted_sql(INSERT_BATCH));
+    let mut stmt = tx.prepare_cached(if rows.len() == 1 { &ONE } else { &BATCH })?;
+    for (i, (record, traits)) in rows.iter().enumerate() {
+        let at = i * INSERT_PARAMS;
+        stmt.raw_bind_parameter(at + 1, &record.key)?;
+        stmt.raw_bind_parameter(at + 2, stable_hash(record.key.as_bytes()) as i64)?;
+        stmt.raw_bind_parameter(at + 3, record.hash as i64)?;
+        stmt.raw_bind_parameter(at + 4, now)?;
+        stmt.raw_bind_parameter(at + 5, &record.message_id)?;
+        stmt.raw_bind_parameter(at + 6, traits)?;
+        stmt.raw_bind_parameter(at + 7, record.line as i64)?;
+        stmt.raw_bind_parameter(at + 8, record.source_hash as i64)?;
+        stmt.raw_bind_parameter(at + 9, &record.values)?;
+    }
+    stmt.raw_execute()?;
+    Ok(())
 }
 
 impl StateStore {
@@ -217,13 +300,6 @@ impl StateStore {
         let tx = self.conn.transaction().map_err(err)?;
         {
             // Prepared once per transaction: a first run writes a row per record.
-            let mut insert_accepted = tx
-                .prepare(
-                    "INSERT INTO records (identity, key_hash, accepted_hash, accepted_at, accepted_message_id,
-                                          accepted_traits, last_message_id, line, source_hash, accepted_values)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?7, ?8, ?9)",
-                )
-                .map_err(err)?;
             let mut update_accepted = tx
                 .prepare(
                     "UPDATE records SET accepted_hash = ?2, accepted_at = ?3, accepted_message_id = ?4,
@@ -254,8 +330,32 @@ impl StateStore {
                      WHERE id = ?1",
                 )
                 .map_err(err)?;
+            // New identities Segment accepted, inserted a batch at a time,
+            // but before any other change, so rows keep their order.
+            let mut new_rows: Vec<(&Settled, i64)> = Vec::new();
+            // The trait set last interned: records mostly share one.
+            let mut last_traits: Option<(&str, i64)> = None;
             for change in changes {
-                // New identities are appended; known ones are updated by row id.
+                if let Change::Accepted(record) = change
+                    && record.row.is_none()
+                    && !record.removal
+                {
+                    let traits = match last_traits {
+                        Some((names, id)) if names == record.traits => id,
+                        _ => intern_trait_set(&tx, &mut self.trait_sets, &record.traits)
+                            .map_err(err)?,
+                    };
+                    last_traits = Some((&record.traits, traits));
+                    new_rows.push((record, traits));
+                    if new_rows.len() == INSERT_BATCH {
+                        insert_accepted(&tx, &new_rows, now).map_err(err)?;
+                        new_rows.clear();
+                    }
+                    continue;
+                }
+                insert_accepted(&tx, &new_rows, now).map_err(err)?;
+                new_rows.clear();
+                // Known identities are updated by row id.
                 match change {
                     Change::Accepted(record) if record.removal => {
                         if let Some(row) = record.row {
@@ -269,31 +369,18 @@ impl StateStore {
                     Change::Accepted(record) => {
                         let traits = intern_trait_set(&tx, &mut self.trait_sets, &record.traits)
                             .map_err(err)?;
-                        let (hash, line) = (record.hash as i64, record.line as i64);
-                        match record.row {
-                            Some(row) => update_accepted.execute(params![
-                                row,
-                                hash,
+                        update_accepted
+                            .execute(params![
+                                record.row,
+                                record.hash as i64,
                                 now,
                                 record.message_id,
                                 traits,
-                                line,
+                                record.line as i64,
                                 record.source_hash as i64,
                                 record.values
-                            ]),
-                            None => insert_accepted.execute(params![
-                                record.key,
-                                stable_hash(record.key.as_bytes()) as i64,
-                                hash,
-                                now,
-                                record.message_id,
-                                traits,
-                                line,
-                                record.source_hash as i64,
-                                record.values
-                            ]),
-                        }
-                        .map_err(err)?;
+                            ])
+                            .map_err(err)?;
                     }
                     Change::Failed {
                         record,
@@ -331,6 +418,7 @@ impl StateStore {
                     }
                 }
             }
+            insert_accepted(&tx, &new_rows, now).map_err(err)?;
         }
         tx.commit().map_err(err)
     }

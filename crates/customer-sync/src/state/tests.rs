@@ -657,3 +657,109 @@ fn a_kill_while_the_database_is_created_leaves_no_empty_database() {
     drop(store);
     StateStore::open(dir.path(), "t").unwrap();
 }
+
+#[test]
+fn new_rows_keep_their_order_and_columns_across_insert_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = StateStore::open(dir.path(), "t").unwrap();
+    store
+        .apply(&[Change::Accepted(settled(None, "m0", 1))])
+        .unwrap();
+    // More than two batches of new rows, with a failed new identity and an
+    // update of the known one among them, and a second trait set.
+    let settled_as = |i: u64| Settled {
+        key: format!("u:n{i}"),
+        line: i + 10,
+        traits: if i.is_multiple_of(3) {
+            r#"["a"]"#
+        } else {
+            r#"["a","b"]"#
+        }
+        .into(),
+        values: i.is_multiple_of(2).then(|| format!(r#"{{"a":{i}}}"#)),
+        ..settled(None, &format!("m{i}"), i + 1_000)
+    };
+    let changes: Vec<Change> = (1..=150u64)
+        .map(|i| match i {
+            70 => Change::Failed {
+                record: settled_as(i),
+                code: "bad".into(),
+                message: "refused".into(),
+                status: Some(400),
+            },
+            100 => Change::Accepted(settled(Some(1), "m-update", 5)),
+            _ => Change::Accepted(settled_as(i)),
+        })
+        .collect();
+    store.apply(&changes).unwrap();
+    let rows: Vec<(i64, String)> = store
+        .conn
+        .prepare("SELECT id, identity FROM records ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let expected: Vec<String> = std::iter::once("u:1".to_owned())
+        .chain((1..=150).filter(|i| *i != 100).map(|i| format!("u:n{i}")))
+        .collect();
+    assert_eq!(
+        rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    assert!(rows.windows(2).all(|w| w[0].0 < w[1].0));
+    for i in [1u64, 64, 65, 69, 71, 128, 150] {
+        let (hash, message, last, line, source, values, names): (
+            i64,
+            String,
+            String,
+            i64,
+            i64,
+            Option<String>,
+            String,
+        ) = store
+            .conn
+            .query_row(
+                "SELECT accepted_hash, accepted_message_id, last_message_id, line, source_hash,
+                        accepted_values, t.names
+                 FROM records r JOIN trait_sets t ON t.id = r.accepted_traits WHERE identity = ?1",
+                [format!("u:n{i}")],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
+                },
+            )
+            .unwrap();
+        let want = settled_as(i);
+        assert_eq!(
+            (hash as u64, message.as_str(), last.as_str(), line as u64),
+            (
+                want.hash,
+                want.message_id.as_str(),
+                want.message_id.as_str(),
+                want.line
+            )
+        );
+        assert_eq!(
+            (source as u64, values, names),
+            (want.source_hash, want.values, want.traits)
+        );
+    }
+    let failed: (Option<i64>, i64) = store
+        .conn
+        .query_row(
+            "SELECT accepted_hash, failed_runs FROM records WHERE identity = 'u:n70'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(failed, (None, 1));
+    assert_eq!(store.accepted_hash(1).unwrap(), Some(5), "the update");
+}

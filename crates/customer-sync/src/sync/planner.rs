@@ -107,6 +107,9 @@ pub(crate) struct Planner {
     /// The mapping's `[events]`, if any.
     events: Option<ChangeEvents>,
     pub traits: TraitChanges,
+    /// Whether outcomes are written to the state (not a dry run): only then
+    /// does a new identity's payload hash have a use.
+    pub writes_state: bool,
 }
 
 impl Planner {
@@ -127,6 +130,7 @@ impl Planner {
             null_policy,
             events,
             traits: TraitChanges::default(),
+            writes_state: true,
         }
     }
 
@@ -176,8 +180,25 @@ impl Planner {
         key: &str,
         customer: &mut MappedJson,
     ) -> Result<Decision, StateError> {
-        let mut hash = customer_hash(customer);
         let in_flight = self.recovered.remove(key);
+        let known = match self.index.get(stable_hash(key.as_bytes())) {
+            // A key-hash hit is checked against the identity text: another
+            // identity with the same hash must never take this row.
+            Some((_, known)) if store.identity_of(known.row)?.as_deref() == Some(key) => {
+                Some(known)
+            }
+            _ => None,
+        };
+        if !self.writes_state && in_flight.is_none() && known.is_none() && self.events.is_none() {
+            // A new identity in a dry run: sent, and its hash never stored
+            // (half of what a state added to a first dry run, by callgrind).
+            return Ok(Decision::Send {
+                hash: 0,
+                row: None,
+                events: None,
+            });
+        }
+        let mut hash = customer_hash(customer);
         // Segment may hold a superseded payload: the record must be sent.
         let must_send = in_flight.is_some();
         // A superseded `removed` event may have arrived: the record is new again.
@@ -192,14 +213,6 @@ impl Planner {
             in_flight_added = events::stored_added(&pending.entry);
             self.superseded += 1;
         }
-        let known = match self.index.get(stable_hash(key.as_bytes())) {
-            // A key-hash hit is checked against the identity text: another
-            // identity with the same hash must never take this row.
-            Some((_, known)) if store.identity_of(known.row)?.as_deref() == Some(key) => {
-                Some(known)
-            }
-            _ => None,
-        };
         let row = known.map(|k| k.row);
         let accepted = match row {
             Some(row) if !removal_in_flight => store.accepted_hash(row)?,

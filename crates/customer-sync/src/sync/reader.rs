@@ -19,7 +19,7 @@ use crate::record::{Location, RecordError, RecordErrorKind};
 use crate::report::Counters;
 use crate::source::Source;
 use crate::state::{
-    OutboxEntryRef, Pending, REMOVAL_HASH, StateStore, identity_from_key, identity_key,
+    Change, OutboxEntryRef, Pending, REMOVAL_HASH, StateStore, identity_from_key, identity_key,
 };
 
 /// Records per chunk with a state: one outbox write and transaction each.
@@ -92,6 +92,10 @@ pub(crate) struct Reader<'a> {
     /// rows past its mark): only then is an identity it lacks gone.
     pub reads_everything: bool,
     chunk: Vec<Outgoing>,
+    /// The chunk's records being tracked, reused.
+    records: Vec<(usize, InFlightRecord)>,
+    /// The outcomes committed with a chunk, reused.
+    changes: Vec<Change>,
     /// The outbox lines of a chunk, reused: about 1.4 MB a chunk, which
     /// allocated afresh came from (and went back to) the OS each time, its
     /// pages faulted in and zeroed again.
@@ -119,6 +123,8 @@ impl<'a> Reader<'a> {
             last_rows,
             reads_everything: true,
             chunk: Vec::new(),
+            records: Vec::new(),
+            changes: Vec::new(),
             outbox_lines: Vec::new(),
         }
     }
@@ -693,10 +699,14 @@ impl<'a> Reader<'a> {
     /// when the client was closed under it (a stop or a fatal error).
     fn flush_chunk(&mut self) -> Result<bool, SyncError> {
         let tracker = self.tracker;
-        let chunk = std::mem::take(&mut self.chunk);
+        let mut chunk = std::mem::take(&mut self.chunk);
         if let Some(store) = self.store.filter(|_| tracker.changes.is_some())
-            && let Err(error) =
-                write_outbox(&mut lock(store), &chunk, tracker, &mut self.outbox_lines)
+            && let Err(error) = write_outbox(
+                &mut lock(store),
+                &chunk,
+                tracker,
+                (&mut self.outbox_lines, &mut self.changes),
+            )
         {
             // Not durable, so not sent: reported as pending (the next run
             // reads them again).
@@ -707,8 +717,8 @@ impl<'a> Reader<'a> {
             return Err(error);
         }
         let mut queued = Vec::with_capacity(chunk.len());
-        let mut records = Vec::with_capacity(chunk.len());
-        for out in chunk {
+        let mut records = std::mem::take(&mut self.records);
+        for out in chunk.drain(..) {
             let first = (out.event.message_id(), out.kind);
             let companions: Vec<(&str, ChangeKind)> = (out.companions.iter())
                 .map(|(track, kind)| (track.message_id(), *kind))
@@ -721,9 +731,12 @@ impl<'a> Reader<'a> {
         }
         tracker.track_all(
             records
-                .into_iter()
+                .drain(..)
                 .map(|(first, record)| (queued[first].message_id(), record)),
         );
+        // Both kept for the next chunk: allocated afresh, a state's chunks
+        // (2,048 records) came from the OS and were faulted in each time.
+        (self.chunk, self.records) = (chunk, records);
         // One hand-off per chunk: the worker wakes once for all of it.
         if let Err((_, not_queued)) = self.client.queue_prepared_many_blocking(queued) {
             // Closed under us (a stop or a fatal error): not sent; their
@@ -764,7 +777,7 @@ fn write_outbox(
     store: &mut StateStore,
     chunk: &[Outgoing],
     tracker: &Tracker,
-    entries: &mut Vec<u8>,
+    (entries, changes): (&mut Vec<u8>, &mut Vec<Change>),
 ) -> Result<(), SyncError> {
     entries.clear();
     entries.reserve(chunk.len() * 700);
@@ -794,6 +807,7 @@ fn write_outbox(
         .write_line(entries);
     }
     store.append_outbox(entries)?;
-    store.apply(&tracker.take_changes())?;
+    tracker.take_changes_into(changes);
+    store.apply(changes)?;
     Ok(())
 }

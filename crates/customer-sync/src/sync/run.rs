@@ -103,6 +103,7 @@ impl SyncRun {
                     self.mapping.events().cloned(),
                 );
                 planner.superseded = scan.superseded;
+                planner.writes_state = writes_state;
                 (Some(planner), Some(state.store), state.run_id)
             }
             None => (None, None, None),

@@ -222,6 +222,17 @@ impl Tracker {
         self.write(|w| w.invalid(error));
     }
 
+    /// Takes the outcomes waiting to be committed into `taken` (emptied
+    /// first), leaving its allocation in their place: a first run's chunk
+    /// of outcomes is some 400 KB, which allocated afresh each time came
+    /// from the OS and was faulted in again.
+    pub fn take_changes_into(&self, taken: &mut Vec<Change>) {
+        taken.clear();
+        if let Some(changes) = &self.changes {
+            std::mem::swap(&mut *lock(changes), taken);
+        }
+    }
+
     pub fn take_changes(&self) -> Vec<Change> {
         self.changes
             .as_ref()
