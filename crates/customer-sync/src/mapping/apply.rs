@@ -134,29 +134,32 @@ impl Mapping {
         let mut anonymous_id = Slot::Absent;
         let mut group_id = Slot::Absent;
         let mut sum = self.fingerprint;
-        for (i, field) in record.fields.iter().enumerate() {
-            let column = self.column(i, field);
-            match column {
-                Some(column) => {
-                    if column.user_id {
-                        user_id = identity_value(record, field)?;
+        HASHED.with_borrow_mut(|bytes| {
+            for (i, field) in record.fields.iter().enumerate() {
+                let column = self.column(i, field);
+                match column {
+                    Some(column) => {
+                        if column.user_id {
+                            user_id = identity_value(record, field)?;
+                        }
+                        if column.anonymous_id {
+                            anonymous_id = identity_value(record, field)?;
+                        }
+                        if column.group_id {
+                            group_id = identity_value(record, field)?;
+                        }
+                        if matches!(column.action, Action::Drop(_)) {
+                            continue;
+                        }
                     }
-                    if column.anonymous_id {
-                        anonymous_id = identity_value(record, field)?;
-                    }
-                    if column.group_id {
-                        group_id = identity_value(record, field)?;
-                    }
-                    if matches!(column.action, Action::Drop(_)) {
-                        continue;
-                    }
+                    None if self.unmapped == UnmappedPolicy::Drop => continue,
+                    None => {}
                 }
-                None if self.unmapped == UnmappedPolicy::Drop => continue,
-                None => {}
+                // A sum of per-field hashes does not depend on column order.
+                sum = sum.wrapping_add(field_hash_in(bytes, field));
             }
-            // A sum of per-field hashes does not depend on column order.
-            sum = sum.wrapping_add(field_hash(field));
-        }
+            Ok(())
+        })?;
         let (identity, _) = self.subject(record, user_id, anonymous_id, group_id)?;
         Ok((identity, sum))
     }
@@ -318,28 +321,39 @@ impl Slot {
     }
 }
 
-/// A field's name and raw value, hashed for [`Mapping::fingerprint`].
-fn field_hash(field: &Field) -> u64 {
-    thread_local! {
-        // Reused: a buffer per field cost an allocation and a free each.
-        static BYTES: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    BYTES.with_borrow_mut(|bytes| {
-        bytes.clear();
-        bytes.extend_from_slice(field.name.as_bytes());
-        match &field.value {
-            FieldValue::Text(text) => {
-                bytes.push(0);
-                bytes.extend_from_slice(text.as_bytes());
-            }
-            FieldValue::Json(value) => {
-                bytes.push(1);
-                // Writing into a Vec cannot fail.
-                let _ = serde_json::to_writer(&mut *bytes, value);
-            }
+thread_local! {
+    /// The bytes [`field_hash_in`] hashes, reused: a buffer per field cost
+    /// an allocation and a free each.
+    static HASHED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A field's name and raw value, hashed for [`Mapping::fingerprint`],
+/// written into `bytes` first. These bytes are stored in states through
+/// the fingerprint: they must never change.
+fn field_hash_in(bytes: &mut Vec<u8>, field: &Field) -> u64 {
+    bytes.clear();
+    bytes.extend_from_slice(field.name.as_bytes());
+    match &field.value {
+        FieldValue::Text(text) => {
+            bytes.push(0);
+            bytes.extend_from_slice(text.as_bytes());
         }
-        xxhash_rust::xxh3::xxh3_64(bytes)
-    })
+        // A string serde_json writes without an escape, written as it
+        // would, without its per-byte table.
+        FieldValue::Json(Value::String(text))
+            if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') =>
+        {
+            bytes.extend_from_slice(b"\x01\"");
+            bytes.extend_from_slice(text.as_bytes());
+            bytes.push(b'"');
+        }
+        FieldValue::Json(value) => {
+            bytes.push(1);
+            // Writing into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *bytes, value);
+        }
+    }
+    xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
 pub(super) fn identity_value(record: &Record, field: &Field) -> Result<Slot, RecordError> {
@@ -498,6 +512,11 @@ mod tests {
             ),
             ("long", FieldValue::Text("x".repeat(500))),
             ("s", FieldValue::Json(serde_json::json!("a@b.c"))),
+            (
+                "e",
+                FieldValue::Json(serde_json::json!("q\"b\\s\u{1}\u{7f}é😀")),
+            ),
+            ("e", FieldValue::Json(serde_json::json!(""))),
         ];
         for (name, value) in fields {
             let field = Field {
@@ -505,7 +524,7 @@ mod tests {
                 value,
             };
             assert_eq!(
-                field_hash(&field),
+                field_hash_in(&mut Vec::new(), &field),
                 field_hash_as_before(&field),
                 "{field:?}"
             );
