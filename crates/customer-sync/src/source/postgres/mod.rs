@@ -421,44 +421,34 @@ impl Worker {
             return Ok(());
         }
         futures_util::pin_mut!(stream);
-        let key_columns: Vec<usize> = plan
-            .primary_key
-            .iter()
-            .filter_map(|k| plan.columns.iter().position(|c| &*c.name == k))
-            .collect();
-        let names: Vec<Arc<str>> = plan.columns.iter().map(|c| Arc::clone(&c.name)).collect();
-        let types: Vec<Type> = plan
-            .types
-            .iter()
-            .enumerate()
-            .map(|(i, t)| match casts.contains(&i) {
-                true => Type::TEXT,
-                false => t.clone(),
-            })
-            .collect();
+        let mut shape = RowShape::new(&plan, &casts);
+        let names = shape.names.len();
         let mut copy = CopyParser::default();
         let mut ordinal = 0u64;
         let mut records = Vec::with_capacity(CHUNK_ROWS);
         let mut mark: Option<Vec<Option<String>>> = None;
+        // The server sends a row per message: the field list's room is
+        // kept from one message to the next.
+        let mut spare: Vec<Option<&'static [u8]>> = Vec::with_capacity(names + 4);
         while let Some(bytes) = futures_util::StreamExt::next(&mut stream).await {
             let bytes = bytes.map_err(|e| self.lost(&e))?;
             copy.buffer.extend_from_slice(&bytes);
             let mut at = copy.skip_header().map_err(|m| self.malformed(m))?;
-            let mut fields: Vec<Option<&[u8]>> = Vec::with_capacity(names.len() + 4);
+            let mut fields: Vec<Option<&[u8]>> = std::mem::take(&mut spare);
             loop {
                 fields.clear();
                 let Some(next) = copy.tuple(at, &mut fields).map_err(|m| self.malformed(m))? else {
                     break;
                 };
                 at = next;
-                if fields.len() < names.len() {
+                if fields.len() < names {
                     return Err(self.malformed("a row has fewer columns than described"));
                 }
                 ordinal += 1;
-                records.push(self.record(&fields, ordinal, &names, &types, &key_columns));
+                records.push(self.record(&fields, ordinal, &mut shape));
                 if self.cursor.is_some() {
                     mark = Some(
-                        fields[names.len()..]
+                        fields[names..]
                             .iter()
                             .map(|f| f.map(|b| String::from_utf8_lossy(b).into_owned()))
                             .collect(),
@@ -472,7 +462,10 @@ impl Worker {
                     }
                 }
             }
-            drop(fields);
+            fields.clear();
+            // Empty, so no borrow of the buffer outlives this message (the
+            // collect reuses the allocation).
+            spare = fields.into_iter().map(|_| None).collect();
             if copy.at_trailer(at) {
                 copy.finished = true;
             }
@@ -753,38 +746,26 @@ impl Worker {
         &self,
         row: &[Option<&[u8]>],
         ordinal: u64,
-        names: &[Arc<str>],
-        types: &[Type],
-        key_columns: &[usize],
+        shape: &mut RowShape,
     ) -> Result<Record, RecordError> {
         let mut location = Location::new(Arc::clone(&self.name), ordinal);
-        let value_at = |i: usize| -> Result<Value, String> {
-            match row[i] {
-                Some(raw) => value::decode(&types[i], raw),
-                None => Ok(Value::Null),
-            }
-        };
-        if !key_columns.is_empty() {
-            let parts: Vec<String> = key_columns
-                .iter()
-                .map(|&i| {
-                    let shown = match value_at(i) {
-                        Ok(Value::String(s)) => s,
-                        Ok(other) => other.to_string(),
-                        Err(_) => "?".to_owned(),
-                    };
-                    format!("{}={shown}", names[i])
-                })
-                .collect();
-            location = location.with_key(parts.join(", "));
+        if let Some(key) = shape.key_label(row) {
+            location.key = Some(key);
         }
-        let mut fields = Vec::with_capacity(names.len());
-        for (i, name) in names.iter().enumerate() {
-            let value = value_at(i).map_err(|message| {
+        let mut fields = Vec::with_capacity(shape.names.len());
+        for (i, name) in shape.names.iter().enumerate() {
+            let value = match row[i] {
+                Some(raw) => shape.decoders[i].decode(raw),
+                None => Ok(Value::Null),
+            };
+            let value = value.map_err(|message| {
                 RecordError::new(
                     location.clone(),
                     RecordErrorKind::InvalidValue,
-                    format!("a `{}` value cannot be read: {message}", types[i].name()),
+                    format!(
+                        "a `{}` value cannot be read: {message}",
+                        shape.types[i].name()
+                    ),
                 )
                 .with_field(&**name)
             })?;
@@ -838,6 +819,75 @@ impl Worker {
             Some("run again: what was read is accounted for, and the next run finishes the sync"),
             true,
         )
+    }
+}
+
+/// What turns a COPY row into a record, settled once per read.
+struct RowShape {
+    names: Vec<Arc<str>>,
+    /// The types read (`text` for a column cast to text), for messages.
+    types: Vec<Type>,
+    decoders: Vec<value::Decoder>,
+    /// The primary key's columns, in key order.
+    key_columns: Vec<usize>,
+    /// Where a row's key label is written before it is copied out.
+    label: String,
+}
+
+impl RowShape {
+    fn new(plan: &Plan, casts: &[usize]) -> RowShape {
+        let types: Vec<Type> = plan
+            .types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match casts.contains(&i) {
+                true => Type::TEXT,
+                false => t.clone(),
+            })
+            .collect();
+        RowShape {
+            names: plan.columns.iter().map(|c| Arc::clone(&c.name)).collect(),
+            decoders: types.iter().map(value::Decoder::new).collect(),
+            types,
+            key_columns: plan
+                .primary_key
+                .iter()
+                .filter_map(|k| plan.columns.iter().position(|c| &*c.name == k))
+                .collect(),
+            label: String::new(),
+        }
+    }
+
+    /// The row's primary key as `column=value` pairs (`id=42, region=eu`):
+    /// a string as is, another value as JSON (`null` for NULL), `?` for one
+    /// that cannot be read. `None` without a key.
+    fn key_label(&mut self, row: &[Option<&[u8]>]) -> Option<Arc<str>> {
+        if self.key_columns.is_empty() {
+            return None;
+        }
+        let label = &mut self.label;
+        label.clear();
+        for (n, &i) in self.key_columns.iter().enumerate() {
+            if n > 0 {
+                label.push_str(", ");
+            }
+            label.push_str(&self.names[i]);
+            label.push('=');
+            // Text is copied from the row as is, without a value of its own.
+            let Some(raw) = row[i] else {
+                label.push_str("null");
+                continue;
+            };
+            match &self.decoders[i] {
+                value::Decoder::Text => label.push_str(value::as_str(raw).unwrap_or("?")),
+                decoder => match decoder.decode(raw) {
+                    Ok(Value::String(s)) => label.push_str(&s),
+                    Ok(other) => label.push_str(&other.to_string()),
+                    Err(_) => label.push('?'),
+                },
+            }
+        }
+        Some(Arc::from(label.as_str()))
     }
 }
 
