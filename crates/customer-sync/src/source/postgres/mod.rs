@@ -1073,3 +1073,71 @@ fn split_row<'b>(buf: &'b [u8], at: usize, fields: &mut Vec<Option<&'b [u8]>>) -
     }
     Some(p)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(columns: &[(&str, Type)], key: &[usize]) -> RowShape {
+        let types: Vec<Type> = columns.iter().map(|(_, t)| t.clone()).collect();
+        RowShape {
+            names: columns.iter().map(|(n, _)| Arc::from(*n)).collect(),
+            decoders: types.iter().map(value::Decoder::new).collect(),
+            types,
+            key_columns: key.to_vec(),
+            label: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_key_label_shows_text_as_is_others_as_json_and_unreadable_values_as_a_question_mark() {
+        let mut shape = shape(
+            &[
+                ("region", Type::TEXT),
+                ("id", Type::INT4),
+                ("name", Type::TEXT),
+            ],
+            &[0, 1],
+        );
+        let id = 42i32.to_be_bytes();
+        let row = [Some(&b"eu"[..]), Some(&id[..]), Some(&b"x"[..])];
+        assert_eq!(shape.key_label(&row).as_deref(), Some("region=eu, id=42"));
+        let row = [Some(&b"\xff"[..]), None, None];
+        assert_eq!(shape.key_label(&row).as_deref(), Some("region=?, id=null"));
+        let row = [Some(&b"eu"[..]), Some(&b"1"[..]), None];
+        assert_eq!(shape.key_label(&row).as_deref(), Some("region=eu, id=?"));
+        shape.key_columns.clear();
+        assert_eq!(shape.key_label(&row), None);
+    }
+
+    #[test]
+    fn a_bad_value_names_the_row_by_its_key_and_the_field() {
+        let mut shape = shape(&[("id", Type::TEXT), ("since", Type::DATE)], &[0]);
+        let infinite = i32::MAX.to_be_bytes();
+        let error = shape
+            .record(&Arc::from("accounts"), &[Some(b"a1"), Some(&infinite)], 7)
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "accounts (id=a1): field `since`: a `date` value cannot be read: an infinite date cannot be sent"
+        );
+        assert_eq!(error.location.line, 7);
+    }
+
+    #[test]
+    fn raw_rows_are_split_back_into_their_fields() {
+        let mut rows = RawRows::default();
+        rows.push(&[0, 2, 0, 0, 0, 1, b'a', 0xff, 0xff, 0xff, 0xff]);
+        rows.push(&[0, 1, 0, 0, 0, 0]);
+        let mut fields = Vec::new();
+        assert_eq!(split_row(rows.row(0).unwrap(), 0, &mut fields), Some(11));
+        assert_eq!(fields, [Some(&b"a"[..]), None]);
+        fields.clear();
+        assert_eq!(split_row(rows.row(1).unwrap(), 0, &mut fields), Some(6));
+        assert_eq!(fields, [Some(&b""[..])]);
+        assert_eq!(rows.row(2), None);
+        // The trailer and a cut row are not rows.
+        assert_eq!(split_row(&[0xff, 0xff], 0, &mut fields), None);
+        assert_eq!(split_row(&[0, 1, 0, 0, 0, 5, b'a'], 0, &mut fields), None);
+    }
+}
