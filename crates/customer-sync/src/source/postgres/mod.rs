@@ -41,7 +41,7 @@ use config::{ConnectionSettings, ProcessEnvironment};
 
 /// Rows per chunk handed to the engine.
 pub const CHUNK_ROWS: usize = 1_024;
-/// Decoded chunks waiting for the engine, at most.
+/// Chunks of raw rows waiting for the engine, at most.
 pub const CHANNEL_CHUNKS: usize = 4;
 
 /// What to read.
