@@ -59,6 +59,40 @@ fn is_text(ty: &Type) -> bool {
         || ty.name() == "citext"
 }
 
+/// How a column's values are decoded, settled once per read rather than
+/// matched on the type for every value.
+#[derive(Debug, Clone)]
+pub(super) enum Decoder {
+    /// Text types and enums: the bytes as a string.
+    Text,
+    /// `timestamp` and `timestamptz`.
+    Timestamp,
+    /// Anything else, by its type ([`decode`]).
+    Other(Type),
+}
+
+impl Decoder {
+    /// The decoder of values of type `ty`.
+    pub(super) fn new(ty: &Type) -> Decoder {
+        match ty.kind() {
+            Kind::Enum(_) => Decoder::Text,
+            Kind::Domain(inner) => Decoder::new(inner),
+            _ if is_text(ty) => Decoder::Text,
+            _ if matches!(*ty, Type::TIMESTAMP | Type::TIMESTAMPTZ) => Decoder::Timestamp,
+            _ => Decoder::Other(ty.clone()),
+        }
+    }
+
+    /// Decodes one non-NULL value, as [`decode`] does.
+    pub(super) fn decode(&self, raw: &[u8]) -> Result<Value, String> {
+        match self {
+            Decoder::Text => text(raw),
+            Decoder::Timestamp => timestamp(i64::from_be_bytes(fixed(raw)?)),
+            Decoder::Other(ty) => decode(ty, raw),
+        }
+    }
+}
+
 /// Decodes one non-NULL value of type `ty`; the error says why it cannot be
 /// sent (an infinite date, a NaN, bytes that are not what the type says).
 pub(super) fn decode(ty: &Type, raw: &[u8]) -> Result<Value, String> {
@@ -99,9 +133,12 @@ fn fixed<const N: usize>(raw: &[u8]) -> Result<[u8; N], String> {
 }
 
 fn text(raw: &[u8]) -> Result<Value, String> {
-    std::str::from_utf8(raw)
-        .map(|s| Value::String(s.to_owned()))
-        .map_err(|_| "text is not valid UTF-8".to_owned())
+    as_str(raw).map(|s| Value::String(s.to_owned()))
+}
+
+/// A text value's bytes as a string.
+pub(super) fn as_str(raw: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(raw).map_err(|_| "text is not valid UTF-8".to_owned())
 }
 
 fn json(raw: &[u8]) -> Result<Value, String> {
@@ -133,12 +170,79 @@ fn timestamp(micros: i64) -> Result<Value, String> {
     if micros == i64::MAX || micros == i64::MIN {
         return Err("an infinite timestamp cannot be sent".to_owned());
     }
+    if let Some(text) = rfc3339(micros) {
+        return Ok(Value::String(text));
+    }
     let base = epoch().and_hms_opt(0, 0, 0).expect("midnight").and_utc();
     base.checked_add_signed(Duration::microseconds(micros))
         .map(|t: DateTime<chrono::Utc>| {
             Value::String(t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
         })
         .ok_or_else(|| "the timestamp is out of range".to_owned())
+}
+
+/// Days from 1970-01-01 to 2000-01-01.
+const DAYS_1970_TO_2000: i64 = 10_957;
+
+/// What chrono's `to_rfc3339_opts(SecondsFormat::AutoSi, true)` writes, for
+/// years 0-9999 (`None` for the others): chrono's own cost about 1,000
+/// instructions a value, a sixth of a row's decoding.
+fn rfc3339(micros: i64) -> Option<String> {
+    let seconds = micros.div_euclid(1_000_000);
+    let fraction = micros.rem_euclid(1_000_000) as u32;
+    let (year, month, day) = civil(seconds.div_euclid(86_400) + DAYS_1970_TO_2000);
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    let second = seconds.rem_euclid(86_400) as u32;
+    let mut out = *b"0000-00-00T00:00:00.000000Z";
+    let mut two = |at: usize, value: u32| {
+        out[at] = b'0' + (value / 10) as u8;
+        out[at + 1] = b'0' + (value % 10) as u8;
+    };
+    two(0, year as u32 / 100);
+    two(2, year as u32 % 100);
+    two(5, month);
+    two(8, day);
+    two(11, second / 3600);
+    two(14, second / 60 % 60);
+    two(17, second % 60);
+    // AutoSi: no fraction, or milliseconds when they hold it all.
+    let end = match fraction {
+        0 => 19,
+        f if f % 1000 == 0 => {
+            two(20, f / 10_000);
+            two(22, f / 100 % 100);
+            23
+        }
+        f => {
+            two(20, f / 10_000);
+            two(22, f / 100 % 100);
+            two(24, f % 100);
+            26
+        }
+    };
+    out[end] = b'Z';
+    std::str::from_utf8(&out[..=end]).ok().map(str::to_owned)
+}
+
+/// The proleptic Gregorian (year, month, day) of a day counted from
+/// 1970-01-01 (H. Hinnant's `civil_from_days`).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    } as u32;
+    (year_of_era + era * 400 + i64::from(month <= 2), month, day)
 }
 
 /// `numeric` in binary: digit count, weight (of the first base-10000 digit),
@@ -320,5 +424,59 @@ mod tests {
             json!("2000-01-01T00:00:01.500Z")
         );
         assert!(date(i32::MAX).unwrap_err().contains("infinite"));
+    }
+
+    fn chrono_rfc3339(micros: i64) -> String {
+        let base = epoch().and_hms_opt(0, 0, 0).unwrap().and_utc();
+        (base + Duration::microseconds(micros)).to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    }
+
+    #[test]
+    fn timestamps_are_written_as_chrono_writes_them() {
+        let day = 86_400_000_000i64;
+        for micros in [
+            0,
+            1,
+            999_999,
+            1_000,
+            1_500_000,
+            1_000_000,
+            -1,
+            -day * 730_485, // year 0
+            -day * 730_485 - 1,
+            day * 2_921_939, // year 9999 ends
+            day * 2_921_940,
+            day * 2_921_940 - 1,
+            705_000_000 * 1_000_000 + 123_456,
+        ] {
+            assert_eq!(
+                timestamp(micros).unwrap(),
+                json!(chrono_rfc3339(micros)),
+                "{micros}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_timestamp_is_written_as_chrono_writes_it(micros in proptest::prop_oneof![
+            // Years 0-9999, then chrono's whole range.
+            -63_000_000_000_000_000i64..252_000_000_000_000_000,
+            -8_000_000_000_000_000_000i64..8_000_000_000_000_000_000,
+        ]) {
+            let mine = timestamp(micros).unwrap();
+            proptest::prop_assert_eq!(mine, json!(chrono_rfc3339(micros)));
+        }
+
+        #[test]
+        fn a_decoder_decodes_as_the_type_does(micros in proptest::prelude::any::<i64>(), text in "\\PC{0,12}") {
+            let raw = micros.to_be_bytes();
+            for ty in [Type::TIMESTAMPTZ, Type::TIMESTAMP, Type::INT8, Type::FLOAT8] {
+                proptest::prop_assert_eq!(Decoder::new(&ty).decode(&raw), decode(&ty, &raw));
+            }
+            for ty in [Type::TEXT, Type::VARCHAR, Type::BPCHAR, Type::NAME, Type::INT4] {
+                proptest::prop_assert_eq!(Decoder::new(&ty).decode(text.as_bytes()), decode(&ty, text.as_bytes()));
+            }
+        }
     }
 }
