@@ -10,13 +10,76 @@
 //! a line fully before its answer decides anything (a repeated identity's
 //! last row), so such text never counts as a row.
 
-/// The identity values of the top-level keys `names` (`[user id column,
-/// anonymous id column]`) in one JSON object's text: each trimmed, and `""`
-/// for a key that is absent, `null`, or blank. `None` when the scan is
-/// unsure: an identity value that is not a plain string or integer, or has
-/// an escape or a control character; a key with an escape; an identity key
-/// twice; text that is not a plain object.
-pub(crate) fn scan_ids<'a>(object: &'a [u8], names: [Option<&str>; 2]) -> Option<[&'a str; 2]> {
+/// Reads the identity values of the top-level keys `names` (`[user id
+/// column, anonymous id column]`) from JSON objects' text.
+pub(crate) struct IdentityScan<'n> {
+    names: [Option<&'n str>; 2],
+    /// Each name as a JSON string (`"name"`), to search for.
+    quoted: [Option<memchr::memmem::Finder<'static>>; 2],
+}
+
+impl<'n> IdentityScan<'n> {
+    pub fn new(names: [Option<&'n str>; 2]) -> Self {
+        let quoted = names.map(|name| {
+            name.map(|name| {
+                memchr::memmem::Finder::new(format!("\"{name}\"").as_bytes()).into_owned()
+            })
+        });
+        Self { names, quoted }
+    }
+
+    /// The identity values in `object`: each trimmed, and `""` for a key
+    /// that is absent, `null`, or blank. `None` when the scan is unsure: an
+    /// identity value that is not a plain string or integer, or has an
+    /// escape or a control character; a key with an escape; an identity key
+    /// twice; text that is not a plain object.
+    pub fn ids<'a>(&self, object: &'a [u8]) -> Option<[&'a str; 2]> {
+        // Without a backslash, every `"` is a string's end: a key is found
+        // by searching for it, which skips walking the rest.
+        match memchr::memchr(b'\\', object) {
+            None => self.search(object).or_else(|| walk(object, self.names)),
+            Some(_) => walk(object, self.names),
+        }
+    }
+
+    /// The identity keys found by searching `object`, which has no escape:
+    /// `None` unless each is a top-level key (outside any string, as the
+    /// quotes before it are even in number; outside any nested value, as
+    /// there is no `{` or `[` before it) or absent from the text.
+    fn search<'a>(&self, object: &'a [u8]) -> Option<[&'a str; 2]> {
+        let open = skip_whitespace(object, 0);
+        if object.get(open) != Some(&b'{') {
+            return None;
+        }
+        let mut ids = ["", ""];
+        for (id, finder) in ids.iter_mut().zip(&self.quoted) {
+            let Some(finder) = finder else {
+                continue;
+            };
+            let Some(at) = finder.find(object) else {
+                // Absent: without escapes, no key can spell it otherwise.
+                continue;
+            };
+            let before = &object[open + 1..at];
+            if memchr::memchr2(b'{', b'[', before).is_some()
+                || before.iter().filter(|&&b| b == b'"').count() % 2 == 1
+            {
+                return None;
+            }
+            // A string followed by `:` is a key; one followed by anything
+            // else is a value, and the key may come later: unsure.
+            let colon = skip_whitespace(object, at + finder.needle().len());
+            if object.get(colon) != Some(&b':') {
+                return None;
+            }
+            *id = id_value(object, skip_whitespace(object, colon + 1))?.0;
+        }
+        Some(ids)
+    }
+}
+
+/// [`IdentityScan::ids`] by walking the object's members from the start.
+fn walk<'a>(object: &'a [u8], names: [Option<&str>; 2]) -> Option<[&'a str; 2]> {
     let mut ids: [Option<&'a str>; 2] = [None, None];
     let mut at = skip_whitespace(object, 0);
     if object.get(at) != Some(&b'{') {
@@ -193,7 +256,15 @@ mod tests {
 
     /// Checks the scan against the full parse: a sure answer is the parse's.
     fn agrees(mapping: &Mapping, names: [Option<&str>; 2], line: &str) -> Option<[String; 2]> {
-        let scanned = scan_ids(line.as_bytes(), names).map(|ids| ids.map(str::to_owned));
+        let scanned = IdentityScan::new(names)
+            .ids(line.as_bytes())
+            .map(|ids| ids.map(str::to_owned));
+        // The walk alone is held to the same rule.
+        if let Some(walked) = walk(line.as_bytes(), names)
+            && let Some(parsed) = parsed_ids(mapping, line)
+        {
+            assert_eq!(walked.map(str::to_owned), parsed, "{line}");
+        }
         if let Some(scanned) = &scanned
             && let Some(parsed) = parsed_ids(mapping, line)
         {
@@ -230,25 +301,44 @@ mod tests {
         assert_eq!(sure(r#"{"id":"-0"}"#).unwrap()[0], "-0");
         assert_eq!(sure(r#"{"id":-7,"n":1.5e3,"t":true}"#).unwrap()[0], "-7");
         assert_eq!(sure(r#"{"id":"é😀"}"#).unwrap()[0], "é😀");
-        // Only a full parse can tell these.
+        // A key's text inside a value, or inside a nested object, is not it.
+        assert_eq!(
+            sure(r#"{"x":"\u0022id\u0022:1","id":"x"}"#).unwrap()[0],
+            "x"
+        );
+        assert_eq!(sure(r#"{"x":{"id":"no"},"id":"u"}"#).unwrap()[0], "u");
+        assert_eq!(sure(r#"{"x":"id","y":"\"id\""}"#).unwrap()[0], "");
+        assert_eq!(sure(r#"{"x":"id","id":"u"}"#).unwrap()[0], "u");
+        assert_eq!(sure(r#"{"x":["id"],"id":"u"}"#).unwrap()[0], "u");
+        assert_eq!(sure(r#"{"idx":"no","xid":"no"}"#).unwrap()[0], "");
+        // Records only a full parse can tell.
         for unsure in [
             r#"{"id":"a\"b"}"#,
             r#"{"i\u0064":"x"}"#,
             r#"{"id":1.0}"#,
             r#"{"id":1e3}"#,
             r#"{"id":-0}"#,
-            r#"{"id":007}"#,
             r#"{"id":123456789012345678901}"#,
             r#"{"id":true}"#,
             r#"{"id":["a"]}"#,
-            r#"{"id":"a","id":"b"}"#,
             "{\"id\":\"a\u{85}b\"}",
             "{\"id\":\"a\u{7f}\"}",
+        ] {
+            assert!(parse_object(unsure.as_bytes(), &mut KeyCache::default()).is_ok());
+            assert_eq!(sure(unsure), None, "{unsure}");
+        }
+        // Text the run refuses: any answer will do (a line decides only
+        // once parsed), but none may contradict a parse.
+        for refused in [
+            r#"{"id":"a","id":"b"}"#,
+            r#"{"id":007}"#,
             r#"["id"]"#,
             r#"{"id""#,
             r#"{"id":"x""#,
+            r#"{"id":"x"} trailing"#,
         ] {
-            assert_eq!(sure(unsure), None, "{unsure}");
+            assert!(parse_object(refused.as_bytes(), &mut KeyCache::default()).is_err());
+            sure(refused);
         }
         // Both columns, and a group mapping's names are never scanned.
         let both = Mapping::new(
@@ -293,6 +383,8 @@ mod tests {
             r#""q\"uote""#,
             r#""back\\""#,
             r#""\u0041""#,
+            r#""id""#,
+            r#"{"x":"id"}"#,
         ];
         let mut checked = 0;
         for id in values {

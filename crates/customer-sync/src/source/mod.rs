@@ -53,7 +53,7 @@ mod json_object;
 mod ndjson;
 pub mod postgres;
 
-pub(crate) use json_identity::scan_ids;
+pub(crate) use json_identity::IdentityScan;
 pub(crate) use json_object::UnparsedObject;
 
 use std::collections::VecDeque;

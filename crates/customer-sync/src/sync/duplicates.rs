@@ -9,7 +9,7 @@ use segment_client::Identity;
 use super::StopSignal;
 use super::planner::Planner;
 use crate::mapping::Mapping;
-use crate::source::{ReadProgress, Source, scan_ids};
+use crate::source::{IdentityScan, ReadProgress, Source};
 use crate::state::stable_hash;
 use crate::{Record, RecordError};
 
@@ -66,9 +66,10 @@ impl LastRows {
         source.keep_only(mapping.identity_names());
         // JSON: most objects' identities are read without parsing them.
         if let Some(names) = mapping.customer_id_names() {
+            let scan = IdentityScan::new(names);
             loop {
                 let went_on = source.next_unparsed(|mut object| {
-                    let Some([user_id, anonymous_id]) = scan_ids(object.bytes, names) else {
+                    let Some([user_id, anonymous_id]) = scan.ids(object.bytes) else {
                         return pass.observe_record(object.parse(), mapping, stop);
                     };
                     match pass.observe(user_id, anonymous_id, object.line, stop) {
