@@ -33,6 +33,9 @@ pub(super) struct CsvReader {
     out: Vec<u8>,
     /// Bytes between fields in `out`: 0 from csv_core, 1 for a plain row.
     gap: usize,
+    /// A record's fields given back ([`Source::recycle`](super::Source::recycle)),
+    /// their text refilled for the next row.
+    pub(super) spare: Option<Vec<Field>>,
     /// Where each field of the current row ends in `out` (reused).
     ends: Vec<usize>,
     /// The 1-based line of the next byte to be consumed.
@@ -67,6 +70,7 @@ impl CsvReader {
             out: vec![0; 4096],
             ends: vec![0; 64],
             gap: 0,
+            spare: None,
             line: 1,
             plain_rows: true,
         };
@@ -140,7 +144,8 @@ impl CsvReader {
             line: row.line,
             key: None,
         };
-        match self.build_fields(row.fields) {
+        let spare = self.spare.take();
+        match self.build_fields(row.fields, spare) {
             Ok(fields) => Step::Record(Record { location, fields }),
             Err((column, message)) => Step::Bad(
                 RecordError::new(location, RecordErrorKind::Malformed, message)
@@ -235,11 +240,33 @@ impl CsvReader {
         }
     }
 
-    /// The current row's fields as text, or the column and the reason one is not.
-    fn build_fields(&self, count: usize) -> Result<Vec<Field>, (usize, String)> {
+    /// The current row's fields as text, or the column and the reason one
+    /// is not; into `spare`'s strings when it has this file's fields.
+    fn build_fields(
+        &self,
+        count: usize,
+        spare: Option<Vec<Field>>,
+    ) -> Result<Vec<Field>, (usize, String)> {
         let Some(row) = self.row_text(count) else {
             return self.build_fields_checked(count);
         };
+        if let Some(mut fields) = spare
+            && fields.len() == count
+        {
+            let mut refilled = true;
+            for (i, field) in fields.iter_mut().enumerate() {
+                match &mut field.value {
+                    FieldValue::Text(text) if Arc::ptr_eq(&field.name, &self.columns[i]) => {
+                        text.clear();
+                        text.push_str(&row[self.field_range(i)]);
+                    }
+                    _ => refilled = false,
+                }
+            }
+            if refilled {
+                return Ok(fields);
+            }
+        }
         Ok(self.columns[..count]
             .iter()
             .enumerate()
@@ -646,6 +673,40 @@ mod tests {
         let items = read_all(&data);
         assert!(matches!(&items[0], Err((2, _))));
         assert_eq!(items[1], ok(3, &["2"]));
+    }
+
+    #[test]
+    fn a_recycled_record_s_fields_are_refilled_with_the_next_row() {
+        let data: &[u8] =
+            b"id,name\n1,Ann\n2,\"Bob, Jr\"\n3,\xff\n4,\n5,Eve Longer Name\n6,x,y\n7,Zed\n";
+        let fresh = read_all(data);
+        let mut source = open(data).unwrap();
+        let mut recycled = Vec::new();
+        while let Some(item) = source.next() {
+            recycled.push(
+                item.as_ref()
+                    .map(|r| r.location.line)
+                    .map_err(|e| e.to_string()),
+            );
+            if let Ok(record) = item {
+                let values: Vec<String> = record
+                    .fields
+                    .iter()
+                    .map(|f| match &f.value {
+                        FieldValue::Text(text) => text.clone(),
+                        FieldValue::Json(value) => panic!("CSV gave JSON {value}"),
+                    })
+                    .collect();
+                assert_eq!(
+                    fresh
+                        .iter()
+                        .find(|i| matches!(i, Ok((l, _)) if *l == record.location.line)),
+                    Some(&Ok((record.location.line, values)))
+                );
+                source.recycle(record);
+            }
+        }
+        assert_eq!(recycled.len(), fresh.len());
     }
 
     /// One piece of a CSV file for [`plain_rows_read_as_csv_core_reads_them`].

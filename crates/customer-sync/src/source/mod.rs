@@ -462,6 +462,15 @@ impl Source {
         Some(None)
     }
 
+    /// Takes back a record this source gave, once its reader is done with
+    /// it: a CSV source refills its fields' text for the next row rather
+    /// than allocating each anew.
+    pub(crate) fn recycle(&mut self, record: Record) {
+        if let FormatReader::Csv(reader) = &mut self.reader {
+            reader.spare = Some(record.fields);
+        }
+    }
+
     /// For a first pass over identities of a JSON source: only the values
     /// of the keys `names` are kept; every other value is still parsed and
     /// checked as before (a record is malformed exactly when it was), but

@@ -15,7 +15,7 @@ use super::planner::{Decision, EventsPlan, Planner};
 use super::recovery;
 use super::tracker::{InFlightRecord, StateRef, Tracker, lock};
 use crate::mapping::{ChangeKind, DuplicatePolicy, MappedJson, Mapping};
-use crate::record::{Location, RecordError, RecordErrorKind};
+use crate::record::{Location, Record, RecordError, RecordErrorKind};
 use crate::report::Counters;
 use crate::source::Source;
 use crate::state::{
@@ -195,7 +195,16 @@ impl<'a> Reader<'a> {
         let mut seen = SeenIdentities::default();
         let mut new_in_sample = 0u64;
         let (progress, total_bytes) = (source.progress(), source.total_bytes());
-        for item in source.by_ref() {
+        // The last record read goes back to the source, which refills its
+        // buffers rather than allocating each field anew.
+        let mut last: Option<Record> = None;
+        loop {
+            if let Some(record) = last.take() {
+                source.recycle(record);
+            }
+            let Some(item) = source.next() else {
+                break;
+            };
             if tracker.stop.is_stopped() {
                 break;
             }
@@ -211,8 +220,8 @@ impl<'a> Reader<'a> {
                 };
                 size_duplicate_table(&mut seen, &progress, total_bytes, share);
             }
-            let record = match item {
-                Ok(record) => record,
+            let record: &Record = match item {
+                Ok(record) => last.insert(record),
                 Err(error) => {
                     tracker.invalid(&error);
                     continue;
