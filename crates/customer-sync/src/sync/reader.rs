@@ -230,7 +230,7 @@ impl<'a> Reader<'a> {
             let at = record.location.clone();
             // With a state, an unchanged record is skipped before it is mapped.
             let fingerprint = match self.planner.is_some() {
-                true => match self.mapping.fingerprint(&record) {
+                true => match self.mapping.fingerprint(record) {
                     Ok((identity, source_hash)) => {
                         let key = identity_key(&identity);
                         // Identities the state knows are checked in its index;
@@ -272,7 +272,7 @@ impl<'a> Reader<'a> {
                 },
                 false => None,
             };
-            let mapped = self.mapping.apply_json(&record);
+            let mapped = self.mapping.apply_json(record);
             // Without a state, repeats are settled on the identity when the
             // first pass found them: a superseded row is not sent (nor
             // reported, even if it does not map), and the last row counts as
@@ -282,7 +282,7 @@ impl<'a> Reader<'a> {
             if fingerprint.is_none() && self.last_rows.is_some() {
                 let send = match &mapped {
                     Ok(mapped) => self.check_duplicate(None, &at, &mapped.identity),
-                    Err(_) => match self.mapping.identity_of(&record) {
+                    Err(_) => match self.mapping.identity_of(record) {
                         Ok(identity) => self.check_duplicate(None, &at, &identity),
                         Err(error) => {
                             tracker.invalid(&error);
