@@ -405,3 +405,165 @@ mod tests {
         assert_eq!(checked, values.len() * values.len() * 6);
     }
 }
+
+#[cfg(test)]
+mod review_tests {
+    use super::*;
+    use crate::mapping::{Mapping, MappingSpec};
+    use crate::source::json_object::{KeyCache, parse_object};
+    use crate::{Location, Record};
+
+    /// Random objects from a grammar of hard tokens: whenever the parse
+    /// accepts an object and the scan is sure, the scan's ids are the
+    /// identity `identity_of` reads (or both empty when it reads none).
+    #[test]
+    fn review_random_objects_agree_with_the_parse() {
+        let keys = [
+            "\"id\"",
+            "\"aid\"",
+            "\"i\"",
+            "\"idx\"",
+            "\"i\\u0064\"",
+            "\"id \"",
+            "\" id\"",
+            "\"Id\"",
+            "\"e\"",
+            "\"a\\\"b\"",
+            "\"\u{e9}\"",
+        ];
+        let values = [
+            "\"u1\"",
+            "\" u1 \"",
+            "\"\"",
+            "\" \"",
+            "null",
+            "1",
+            "-1",
+            "0",
+            "-0",
+            "01",
+            "1.0",
+            "1e2",
+            "123456789012345678",
+            "1234567890123456789",
+            "-123456789012345678",
+            "true",
+            "false",
+            "[]",
+            "{}",
+            "[\"}\",{\"id\":\"x\"}]",
+            "{\"id\":[1,\"]\"]}",
+            "\"a\\\\\"",
+            "\"a\\\"\"",
+            "\"\\u0041\"",
+            "\"\u{85}u\"",
+            "\"u\u{a0}\"",
+            "\"\u{2028}\"",
+            "\"\u{feff}u1\"",
+            "\"a\tb\"",
+            "\"\u{1f600}\"",
+            "nul",
+            "tru",
+            "\"x",
+            "[",
+            "{",
+            "]",
+            "}",
+            "1 2",
+            "\"u1\" \"u2\"",
+            "\"\u{200b}\"",
+            "\"\u{3000}u1\u{3000}\"",
+            "\"u1\\/\"",
+            "-",
+            "1.",
+            "+1",
+            "0x1",
+        ];
+        let ws = ["", " ", "\t", "\n", "\r\n", "\u{c}", "\u{a0}"];
+        let both = Mapping::new(
+            Some(
+                &MappingSpec::from_toml("[identity]\nuser_id = \"id\"\nanonymous_id = \"aid\"\n")
+                    .unwrap(),
+            ),
+            &["id", "aid", "e"],
+        )
+        .unwrap();
+        let only_anon = Mapping::new(
+            Some(&MappingSpec::from_toml("[identity]\nanonymous_id = \"id\"\n").unwrap()),
+            &["id", "e"],
+        )
+        .unwrap();
+        let same = Mapping::new(
+            Some(
+                &MappingSpec::from_toml("[identity]\nuser_id = \"id\"\nanonymous_id = \"id\"\n")
+                    .unwrap(),
+            ),
+            &["id", "e"],
+        )
+        .unwrap();
+        let mut seed: u64 = 0x9e3779b97f4a7c15;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let mut sure_and_parsed = 0;
+        for _ in 0..300_000 {
+            let mut text = String::new();
+            text.push_str(ws[next(ws.len())]);
+            text.push('{');
+            let n = next(5);
+            for k in 0..n {
+                if k > 0 {
+                    text.push_str(if next(40) == 0 { "" } else { "," });
+                }
+                text.push_str(ws[next(ws.len())]);
+                text.push_str(keys[next(keys.len())]);
+                text.push_str(ws[next(ws.len())]);
+                text.push(':');
+                text.push_str(ws[next(ws.len())]);
+                text.push_str(values[next(values.len())]);
+                text.push_str(ws[next(ws.len())]);
+            }
+            if next(30) == 0 {
+                text.push(',');
+            }
+            text.push('}');
+            text.push_str(ws[next(ws.len())]);
+            if next(30) == 0 {
+                text.push('x');
+            }
+            for (mapping, names) in [
+                (&both, [Some("id"), Some("aid")]),
+                (&only_anon, [None, Some("id")]),
+                (&same, [Some("id"), Some("id")]),
+            ] {
+                assert_eq!(mapping.customer_id_names(), Some(names));
+                let Some(scanned) = scan_ids(text.as_bytes(), names) else {
+                    continue;
+                };
+                let Ok(fields) = parse_object(text.as_bytes(), &mut KeyCache::default()) else {
+                    continue;
+                };
+                let record = Record {
+                    location: Location::new("t.ndjson", 1),
+                    fields,
+                };
+                sure_and_parsed += 1;
+                match mapping.identity_of(&record) {
+                    Ok(identity) => assert_eq!(
+                        scanned,
+                        [
+                            identity.user_id().unwrap_or_default(),
+                            identity.anonymous_id().unwrap_or_default()
+                        ],
+                        "{text:?} {names:?}"
+                    ),
+                    Err(error) => assert_eq!(scanned, ["", ""], "{text:?} {names:?}: {error:?}"),
+                }
+            }
+        }
+        assert!(sure_and_parsed > 10_000, "{sure_and_parsed}");
+    }
+}
