@@ -412,10 +412,24 @@ impl CsvReader {
         let buffer = self.input.fill_buf().ok()?;
         let end = memchr::memchr(b'\n', buffer)?;
         let line = &buffer[..end];
-        if line.is_empty() || line.len() > MAX_RECORD_BYTES {
+        if line.is_empty()
+            || line.len() > MAX_RECORD_BYTES
+            || memchr::memchr2(b'"', b'\r', line).is_some()
+        {
             return None;
         }
-        let fields = plain_fields(line, &mut self.ends)?;
+        let mut fields = 0;
+        for comma in memchr::memchr_iter(b',', line).chain([line.len()]) {
+            if fields == self.ends.len() {
+                if self.ends.len() >= MAX_FIELDS {
+                    return None;
+                }
+                let bigger = (self.ends.len() * 2).min(MAX_FIELDS);
+                self.ends.resize(bigger, 0);
+            }
+            self.ends[fields] = comma;
+            fields += 1;
+        }
         if self.out.len() < line.len() {
             self.out.resize(line.len().next_power_of_two(), 0);
         }
@@ -430,56 +444,6 @@ impl CsvReader {
         self.line += 1;
         Some(row)
     }
-}
-
-/// Where `line`'s commas are, in `ends` (grown as needed, up to
-/// [`MAX_FIELDS`]), followed by the line's length; the number of fields, or
-/// `None` if it has a `"` or a `\r` or too many fields. One pass, eight
-/// bytes at a time: rows are short and have a dozen commas, where `memchr`
-/// pays its set-up per comma.
-fn plain_fields(line: &[u8], ends: &mut Vec<usize>) -> Option<usize> {
-    /// A mask with the high bit of each byte of `word` that equals `byte`.
-    fn equal(word: u64, byte: u8) -> u64 {
-        const LOW: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-        let x = word ^ (u64::from(byte) * 0x0101_0101_0101_0101);
-        !(((x & LOW) + LOW) | x | LOW)
-    }
-    let mut fields = 0;
-    let mut push = |end: usize| {
-        if fields == ends.len() {
-            if ends.len() >= MAX_FIELDS {
-                return None;
-            }
-            let bigger = (ends.len() * 2).min(MAX_FIELDS);
-            ends.resize(bigger, 0);
-        }
-        ends[fields] = end;
-        fields += 1;
-        Some(())
-    };
-    let words = line.chunks_exact(8);
-    let tail = words.remainder();
-    for (i, word) in words.enumerate() {
-        let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
-        if equal(word, b'"') | equal(word, b'\r') != 0 {
-            return None;
-        }
-        let mut commas = equal(word, b',');
-        while commas != 0 {
-            push(i * 8 + commas.trailing_zeros() as usize / 8)?;
-            commas &= commas - 1;
-        }
-    }
-    let tail_at = line.len() - tail.len();
-    for (i, &byte) in tail.iter().enumerate() {
-        match byte {
-            b'"' | b'\r' => return None,
-            b',' => push(tail_at + i)?,
-            _ => {}
-        }
-    }
-    push(line.len())?;
-    Some(fields)
 }
 
 /// The number of `"` in `bytes`; written as a filter-count so that it vectorizes.
