@@ -385,7 +385,8 @@ struct Field {
     key_end: usize,
 }
 
-/// A key of an [`ObjectWriter`]'s field: a `str` or `String`, or a [`JsonKey`]
+/// A key of an [`ObjectWriter`]'s field: any string type (`str`, `String`,
+/// `Box<str>`, `Arc<str>`, `Rc<str>`, `Cow<str>`, or a reference to one), or a [`JsonKey`]
 /// written as JSON once, for a key written again and again.
 pub trait ObjectKey: sealed::Sealed {
     /// Writes the key as a JSON string.
@@ -394,21 +395,44 @@ pub trait ObjectKey: sealed::Sealed {
 }
 
 mod sealed {
+    use std::borrow::Cow;
+    use std::rc::Rc;
+    use std::sync::Arc;
+
     pub trait Sealed {}
     impl Sealed for str {}
     impl Sealed for String {}
+    impl Sealed for Box<str> {}
+    impl Sealed for Arc<str> {}
+    impl Sealed for Rc<str> {}
+    impl Sealed for Cow<'_, str> {}
     impl Sealed for super::JsonKey {}
+    impl<K: Sealed + ?Sized> Sealed for &K {}
 }
 
-impl ObjectKey for str {
-    fn write_quoted(&self, out: &mut Vec<u8>) {
-        write_json(out, self);
-    }
+/// Every string type a key was given as before keys were generic.
+macro_rules! text_keys {
+    ($($text:ty),*) => {$(
+        impl ObjectKey for $text {
+            fn write_quoted(&self, out: &mut Vec<u8>) {
+                write_json(out, self);
+            }
+        }
+    )*};
 }
 
-impl ObjectKey for String {
+text_keys!(
+    str,
+    String,
+    Box<str>,
+    std::sync::Arc<str>,
+    std::rc::Rc<str>,
+    std::borrow::Cow<'_, str>
+);
+
+impl<K: ObjectKey + ?Sized> ObjectKey for &K {
     fn write_quoted(&self, out: &mut Vec<u8>) {
-        write_json(out, self);
+        (**self).write_quoted(out);
     }
 }
 
@@ -473,6 +497,26 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn every_string_type_is_a_key_as_before_keys_were_generic() {
+        use std::borrow::Cow;
+        use std::rc::Rc;
+        use std::sync::Arc;
+        let mut writer = ObjectWriter::new();
+        let s: &str = "a";
+        writer.string(&s, "1");
+        writer.string(&String::from("b"), "2");
+        writer.string(&Box::<str>::from("c"), "3");
+        writer.string(&Arc::<str>::from("d"), "4");
+        writer.string(&Rc::<str>::from("e"), "5");
+        writer.null(&Cow::Borrowed("f"));
+        writer.value(&&&"g", &7);
+        assert_eq!(
+            writer.finish().json(),
+            r#"{"a":"1","b":"2","c":"3","d":"4","e":"5","f":null,"g":7}"#
+        );
+    }
 
     #[test]
     fn a_json_key_writes_what_its_str_writes() {
