@@ -194,7 +194,8 @@ impl<'a> Reader<'a> {
         let tracker = self.tracker;
         let mut seen = SeenIdentities::default();
         let mut new_in_sample = 0u64;
-        let (progress, total_bytes) = (source.progress(), source.total_bytes());
+        let progress = source.progress();
+        let size = (source.total_bytes(), source.expected_records());
         for item in source.by_ref() {
             if tracker.stop.is_stopped() {
                 break;
@@ -209,7 +210,7 @@ impl<'a> Reader<'a> {
                 } else {
                     1.0
                 };
-                size_duplicate_table(&mut seen, &progress, total_bytes, share);
+                size_duplicate_table(&mut seen, &progress, size, share);
             }
             let record = match item {
                 Ok(record) => record,
