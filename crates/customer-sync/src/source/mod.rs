@@ -327,12 +327,13 @@ impl Source {
         name: Arc<str>,
         reader: postgres::PostgresReader,
         cursor: Option<postgres::CursorProgress>,
+        expected_records: Option<u64>,
     ) -> Source {
         Source {
             name,
             format: SourceFormat::Postgres,
             total_bytes: None,
-            expected_records: None,
+            expected_records,
             progress: ReadProgress::default(),
             reader: FormatReader::Postgres(Box::new(reader)),
             fatal: None,
@@ -378,7 +379,8 @@ impl Source {
     }
 
     /// How many records a source without a byte count expects to read, when
-    /// there is an honest estimate.
+    /// there is an honest estimate: a PostgreSQL table's row count as its
+    /// planner estimates it ([`PostgresSource::estimated_rows`](postgres::PostgresSource::estimated_rows)).
     /// Only an estimate (sizes the duplicate table up front); `None` for
     /// files (see [`total_bytes`](Source::total_bytes)), stdin and readers.
     pub fn expected_records(&self) -> Option<u64> {
