@@ -174,6 +174,8 @@ pub struct Source {
     name: Arc<str>,
     format: SourceFormat,
     total_bytes: Option<u64>,
+    /// Records expected, for a source without a byte count.
+    expected_records: Option<u64>,
     progress: ReadProgress,
     reader: FormatReader,
     fatal: Option<SourceError>,
@@ -310,6 +312,7 @@ impl Source {
             name,
             format,
             total_bytes,
+            expected_records: None,
             progress,
             reader,
             fatal: None,
@@ -324,11 +327,13 @@ impl Source {
         name: Arc<str>,
         reader: postgres::PostgresReader,
         cursor: Option<postgres::CursorProgress>,
+        expected_records: Option<u64>,
     ) -> Source {
         Source {
             name,
             format: SourceFormat::Postgres,
             total_bytes: None,
+            expected_records,
             progress: ReadProgress::default(),
             reader: FormatReader::Postgres(Box::new(reader)),
             fatal: None,
@@ -371,6 +376,15 @@ impl Source {
     /// The file's size in bytes, for an ETA; `None` for stdin and readers.
     pub fn total_bytes(&self) -> Option<u64> {
         self.total_bytes
+    }
+
+    /// How many records a source without a byte count expects to read, when
+    /// there is an honest estimate: a PostgreSQL table's row count as its
+    /// planner estimates it ([`PostgresSource::estimated_rows`](postgres::PostgresSource::estimated_rows)).
+    /// Only an estimate (sizes the duplicate table up front); `None` for
+    /// files (see [`total_bytes`](Source::total_bytes)), stdin and readers.
+    pub fn expected_records(&self) -> Option<u64> {
+        self.expected_records
     }
 
     /// A handle that reports the bytes read so far, from any thread.
@@ -539,6 +553,7 @@ impl fmt::Debug for Source {
             .field("name", &self.name)
             .field("format", &self.format)
             .field("total_bytes", &self.total_bytes)
+            .field("expected_records", &self.expected_records)
             .field("bytes_read", &self.progress.bytes_read())
             .finish_non_exhaustive()
     }

@@ -13,7 +13,8 @@ use crate::source::{IdentityScan, ReadProgress, Source};
 use crate::state::stable_hash;
 use crate::{Record, RecordError};
 
-/// Records read before the duplicate table is sized from the source's size.
+/// Records read before the duplicate table is sized from the source's size
+/// (or its expected record count) and the share of new identities.
 pub(crate) const SIZING_SAMPLE: u64 = 1_024;
 
 /// Rows whose identity is on several rows, found by reading the source once
@@ -43,6 +44,7 @@ impl LastRows {
             planner,
             progress: source.progress(),
             total_bytes: source.total_bytes(),
+            expected_records: source.expected_records(),
             count: 0,
             new_in_sample: 0,
             key: String::new(),
@@ -115,6 +117,7 @@ struct FirstPass<'a> {
     planner: Option<&'a mut Planner>,
     progress: ReadProgress,
     total_bytes: Option<u64>,
+    expected_records: Option<u64>,
     count: u64,
     new_in_sample: u64,
     /// Reused for the identity key.
@@ -174,7 +177,12 @@ impl FirstPass<'_> {
                 Some(_) => self.new_in_sample as f64 / SIZING_SAMPLE as f64,
                 None => 1.0,
             };
-            size_duplicate_table(&mut self.seen, &self.progress, self.total_bytes, share);
+            size_duplicate_table(
+                &mut self.seen,
+                &self.progress,
+                (self.total_bytes, self.expected_records),
+                share,
+            );
         }
         let hash = identity_hash_of(user_id, anonymous_id);
         let known = match self.planner.as_deref_mut() {
@@ -214,19 +222,26 @@ impl FirstPass<'_> {
     }
 }
 
-/// Sizes the duplicate table for the whole source, estimated from the bytes
-/// the first records took, so it does not grow (and briefly double) later.
+/// Sizes the duplicate table for the whole source, so it does not grow (and
+/// briefly hold its old and new tables at once, 2.5x its size) later: from
+/// the bytes the first records took when the source has a byte count (a
+/// file), else from the record count it expects (a PostgreSQL table's
+/// planner estimate, [`Source::expected_records`]); neither, it grows as it
+/// fills. `share` is the share of the sample's identities that take room in
+/// it (the new ones, with a state).
 pub(crate) fn size_duplicate_table(
     seen: &mut SeenIdentities,
     progress: &ReadProgress,
-    total_bytes: Option<u64>,
+    (total_bytes, expected_records): (Option<u64>, Option<u64>),
     share: f64,
 ) {
     let read = progress.bytes_read();
-    if let Some(total) = total_bytes.filter(|_| read > 0) {
-        let estimate = total as f64 / read as f64 * SIZING_SAMPLE as f64 * share * 1.05;
-        seen.reserve(estimate as usize);
-    }
+    let records = match (total_bytes.filter(|_| read > 0), expected_records) {
+        (Some(total), _) => total as f64 / read as f64 * SIZING_SAMPLE as f64,
+        (None, Some(expected)) => expected as f64,
+        (None, None) => return,
+    };
+    seen.reserve((records * share * 1.05) as usize);
 }
 
 /// Identities already seen in this input: an open-addressing table of
@@ -391,6 +406,34 @@ mod tests {
         let array = format!("[\n{}\n]\n", objects.join(",\n"));
         let found = last_rows("t.json", SourceFormat::JsonArray, array.as_bytes());
         assert_eq!(found, expected(10, 12));
+    }
+
+    #[test]
+    fn without_a_byte_count_the_table_is_sized_from_the_expected_records_and_never_grows() {
+        // A PostgreSQL table: no byte count, the planner's row estimate.
+        let progress = ReadProgress::default();
+        let filled = |expected: Option<u64>, share: f64, identities: u64| {
+            let mut seen = SeenIdentities::default();
+            size_duplicate_table(&mut seen, &progress, (None, expected), share);
+            let sized = seen.keys.len();
+            for i in 0..identities {
+                assert_eq!(
+                    seen.check_hash(identity_hash_of(&format!("u{i}"), ""), i),
+                    None
+                );
+            }
+            (sized, seen.keys.len())
+        };
+        // Every identity new: room for them all, reserved once.
+        let (sized, after) = filled(Some(200_000), 1.0, 200_000);
+        assert!(sized >= 200_000, "{sized}");
+        assert_eq!(after, sized, "grew from {sized} to {after}");
+        // With a state, only the new identities take room (a quarter here).
+        let (sized, after) = filled(Some(200_000), 0.25, 50_000);
+        assert!((50_000..100_000).contains(&sized), "{sized}");
+        assert_eq!(after, sized, "grew from {sized} to {after}");
+        // No estimate: not sized, it grows as it fills (as before).
+        assert_eq!(filled(None, 1.0, 0), (0, 0));
     }
 
     #[test]

@@ -194,7 +194,8 @@ impl<'a> Reader<'a> {
         let tracker = self.tracker;
         let mut seen = SeenIdentities::default();
         let mut new_in_sample = 0u64;
-        let (progress, total_bytes) = (source.progress(), source.total_bytes());
+        let progress = source.progress();
+        let size = (source.total_bytes(), source.expected_records());
         // The last record read goes back to the source, which refills its
         // buffers rather than allocating each field anew.
         let mut last: Option<Record> = None;
@@ -218,7 +219,7 @@ impl<'a> Reader<'a> {
                 } else {
                     1.0
                 };
-                size_duplicate_table(&mut seen, &progress, total_bytes, share);
+                size_duplicate_table(&mut seen, &progress, size, share);
             }
             let record: &Record = match item {
                 Ok(record) => last.insert(record),

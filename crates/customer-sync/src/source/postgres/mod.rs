@@ -108,6 +108,7 @@ pub struct PostgresSource {
     redacted: String,
     columns: Vec<PostgresColumn>,
     primary_key: Vec<String>,
+    estimated_rows: Option<u64>,
     start: SyncSender<Vec<usize>>,
     chunks: Receiver<Chunk>,
     cursor: Option<CursorProgress>,
@@ -127,6 +128,7 @@ enum Chunk {
     Described {
         columns: Vec<PostgresColumn>,
         primary_key: Vec<String>,
+        estimated_rows: Option<u64>,
     },
     /// The COPY began: the table or query is readable, its rows have this
     /// shape.
@@ -190,11 +192,13 @@ impl PostgresSource {
             Ok(Chunk::Described {
                 columns,
                 primary_key,
+                estimated_rows,
             }) => Ok(PostgresSource {
                 name,
                 redacted,
                 columns,
                 primary_key,
+                estimated_rows,
                 start: start_tx,
                 chunks: chunk_rx,
                 cursor,
@@ -229,6 +233,16 @@ impl PostgresSource {
     /// a table without one.
     pub fn primary_key(&self) -> &[String] {
         &self.primary_key
+    }
+
+    /// The rows the read is expected to return, as the planner estimates a
+    /// table's size (its `reltuples` from the last VACUUM or ANALYZE, scaled
+    /// to the table's current pages, as the planner does); `None` for a
+    /// table never analysed, a query, or a `cursor` read past a mark (see
+    /// `Worker::estimate_rows`). Sizes the duplicate table up front
+    /// ([`Source::expected_records`](super::Source::expected_records)).
+    pub fn estimated_rows(&self) -> Option<u64> {
+        self.estimated_rows
     }
 
     /// Starts reading: the snapshot is taken and the first chunk fetched.
@@ -287,7 +301,12 @@ impl PostgresSource {
             fields: Vec::new(),
             chunks: self.chunks,
         };
-        Ok(super::Source::from_postgres(self.name, reader, self.cursor))
+        Ok(super::Source::from_postgres(
+            self.name,
+            reader,
+            self.cursor,
+            self.estimated_rows,
+        ))
     }
 }
 
@@ -386,6 +405,8 @@ struct Plan {
     /// The SQL type of the cursor and of each key column, for the mark.
     cursor_types: Vec<String>,
     user: String,
+    /// The rows the read is expected to return ([`PostgresSource::estimated_rows`]).
+    estimated_rows: Option<u64>,
 }
 
 impl Worker {
@@ -422,6 +443,7 @@ impl Worker {
             .send(Chunk::Described {
                 columns: plan.columns.clone(),
                 primary_key: plan.primary_key.clone(),
+                estimated_rows: plan.estimated_rows,
             })
             .is_err()
         {
@@ -607,6 +629,12 @@ impl Worker {
                     primary_key: Vec::new(),
                     cursor_types: Vec::new(),
                     user,
+                    // No estimate for a query: the planner's top-level rows
+                    // for joins, filters, GROUP BY or LIMIT can be off by
+                    // orders of magnitude either way, and an estimate too
+                    // high would hold a table that large for the whole run
+                    // (too low costs no more than none: the table grows).
+                    estimated_rows: None,
                 })
             }
         }
@@ -621,7 +649,10 @@ impl Worker {
         let found = client
             .query_opt(
                 "SELECT c.oid, n.nspname::text, c.relname::text, \
-                        has_table_privilege(c.oid, 'SELECT') \
+                        has_table_privilege(c.oid, 'SELECT'), \
+                        c.reltuples::float8, c.relpages::float8, \
+                        COALESCE(pg_relation_size(c.oid), 0)::float8 \
+                            / current_setting('block_size')::float8 \
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                  WHERE c.oid = to_regclass($1)",
                 &[&table],
@@ -707,6 +738,16 @@ impl Worker {
                 cursor_types.push(ty);
             }
         }
+        // A keyset read past a mark reads only the rows changed since the
+        // last run, usually a small part of the table: the whole table's
+        // estimate would reserve room for rows that are not read (with a
+        // state, most of them known, so for nothing), and a small read
+        // grows its table cheaply. Such a read is not sized up front (as
+        // before); the first keyset read (no mark) reads the whole table.
+        let estimated_rows = match &self.options.resume_after {
+            Some(_) if self.options.cursor.is_some() => None,
+            _ => planner_rows(row.get(4), row.get(5), row.get(6)),
+        };
         Ok(Plan {
             from: qualified,
             query: None,
@@ -715,6 +756,7 @@ impl Worker {
             primary_key,
             cursor_types,
             user,
+            estimated_rows,
         })
     }
 
@@ -819,6 +861,23 @@ impl Worker {
             true,
         )
     }
+}
+
+/// A table's rows as the planner estimates them (`estimate_rel_size`):
+/// `reltuples` (live rows at the last VACUUM or ANALYZE) over `relpages`
+/// (its pages then), times its pages now, so that rows added since count
+/// too; `reltuples` itself when it had no pages then (a partitioned table).
+/// `None` when `reltuples` is -1 (never vacuumed or analysed) or 0 (empty,
+/// or never analysed before PostgreSQL 14), or the table has no pages now.
+fn planner_rows(reltuples: f64, relpages: f64, pages_now: f64) -> Option<u64> {
+    if reltuples.is_nan() || reltuples <= 0.0 {
+        return None;
+    }
+    let rows = match relpages > 0.0 {
+        true => reltuples / relpages * pages_now,
+        false => reltuples,
+    };
+    (rows >= 1.0).then(|| rows.round() as u64)
 }
 
 /// Rows of a chunk as the server sent them (field count, then
@@ -1122,6 +1181,26 @@ mod tests {
             "accounts (id=a1): field `since`: a `date` value cannot be read: an infinite date cannot be sent"
         );
         assert_eq!(error.location.line, 7);
+    }
+
+    #[test]
+    fn the_row_estimate_is_the_planners_and_none_for_a_table_never_analysed() {
+        // The density at the last ANALYZE times the pages now.
+        assert_eq!(
+            planner_rows(1_000_000.0, 20_000.0, 20_000.0),
+            Some(1_000_000)
+        );
+        assert_eq!(
+            planner_rows(1_000_000.0, 20_000.0, 22_000.0),
+            Some(1_100_000)
+        );
+        // A partitioned table has no pages of its own.
+        assert_eq!(planner_rows(5_000.0, 0.0, 0.0), Some(5_000));
+        // Never analysed (-1), empty or unknown (0), truncated since.
+        assert_eq!(planner_rows(-1.0, 0.0, 30.0), None);
+        assert_eq!(planner_rows(0.0, 0.0, 30.0), None);
+        assert_eq!(planner_rows(f64::NAN, 1.0, 1.0), None);
+        assert_eq!(planner_rows(1_000.0, 10.0, 0.0), None);
     }
 
     #[test]

@@ -1,0 +1,118 @@
+//! A PostgreSQL table's expected row count, from the real server on
+//! 127.0.0.1:5432 (user postgres, trust auth), one database per test.
+
+use customer_sync::source::postgres::{PostgresOptions, PostgresSource, PostgresTarget};
+
+const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// A database of its own, dropped at the end of the test.
+struct TestDb {
+    name: String,
+}
+
+impl TestDb {
+    fn new(setup: &str) -> TestDb {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("custsync_pg_{}_{nanos}", std::process::id());
+        execute("postgres", &format!("CREATE DATABASE {name}"));
+        execute(&name, setup);
+        TestDb { name }
+    }
+
+    fn exec(&self, sql: &str) {
+        execute(&self.name, sql);
+    }
+
+    fn source(
+        &self,
+        target: PostgresTarget,
+        cursor: Option<&str>,
+        mark: Option<&str>,
+    ) -> PostgresSource {
+        PostgresSource::connect(PostgresOptions {
+            url: format!("{SERVER}/{}?sslmode=disable", self.name),
+            target,
+            cursor: cursor.map(str::to_owned),
+            resume_after: mark.map(str::to_owned),
+        })
+        .unwrap()
+    }
+
+    fn table(&self, table: &str) -> PostgresSource {
+        self.source(PostgresTarget::Table(table.to_owned()), None, None)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        execute(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// Runs `sql` in `database`, on a runtime of its own.
+fn execute(database: &str, sql: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) =
+            tokio_postgres::connect(&format!("{SERVER}/{database}"), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        client.batch_execute(sql).await.unwrap();
+    });
+}
+
+#[test]
+fn an_analysed_table_expects_the_planners_row_count_and_other_reads_expect_none() {
+    // Autovacuum off: it would analyse `fresh` (and refresh `customers`)
+    // behind the test's back.
+    let db = TestDb::new(
+        "CREATE TABLE customers (id int PRIMARY KEY, email text, updated_at int NOT NULL)
+             WITH (autovacuum_enabled = false);
+         INSERT INTO customers SELECT i, 'c' || i || '@example.com', i FROM generate_series(1, 5000) i;
+         ANALYZE customers;
+         CREATE TABLE fresh (id int PRIMARY KEY, email text) WITH (autovacuum_enabled = false);
+         INSERT INTO fresh SELECT i, 'f' || i FROM generate_series(1, 3000) i;",
+    );
+    let source = db.table("customers");
+    assert_eq!(source.estimated_rows(), Some(5_000));
+    let mut source = source.start(&[]).unwrap();
+    assert_eq!(source.expected_records(), Some(5_000));
+    assert_eq!(source.by_ref().count(), 5_000);
+    assert!(source.take_fatal().is_none());
+
+    // Rows added since the ANALYZE count too, as the planner counts them:
+    // the density then, times the pages now.
+    db.exec("INSERT INTO customers SELECT i, 'c' || i || '@example.com', i FROM generate_series(5001, 6000) i");
+    let estimate = db.table("customers").estimated_rows().unwrap();
+    assert!((5_900..=6_100).contains(&estimate), "{estimate}");
+
+    // Never analysed: no estimate (reltuples is -1), the table grows as it fills.
+    assert_eq!(db.table("fresh").estimated_rows(), None);
+    // A query: the planner's guess for it can be far off either way.
+    let query = db.source(
+        PostgresTarget::Query("SELECT * FROM customers".into()),
+        None,
+        None,
+    );
+    assert_eq!(query.estimated_rows(), None);
+    // Keyset mode: the first read reads the whole table; a read past a
+    // mark reads only what changed since, so the table's count is not its.
+    let table = || PostgresTarget::Table("customers".into());
+    let first = db.source(table(), Some("updated_at"), None);
+    assert!(first.estimated_rows().is_some());
+    let next = db.source(table(), Some("updated_at"), Some(r#"["5990","5990"]"#));
+    assert_eq!(next.estimated_rows(), None);
+    let mut next = next.start(&[]).unwrap();
+    assert_eq!(next.expected_records(), None);
+    assert_eq!(next.by_ref().count(), 10);
+}
