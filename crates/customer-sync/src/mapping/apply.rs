@@ -90,30 +90,20 @@ impl Mapping {
 
     fn apply_map(&self, record: &Record) -> Result<MappedCustomer, RecordError> {
         let mut traits = self.base.clone();
-        let mut user_id = Slot::Absent;
-        let mut anonymous_id = Slot::Absent;
-        let mut group_id = Slot::Absent;
+        let mut slots = IdentitySlots::default();
         for (i, field) in record.fields.iter().enumerate() {
             let Some(column) = self.column(i, field) else {
                 self.apply_unknown(record, field, &mut traits)
                     .map_err(|e| self.identity_first(record, e))?;
                 continue;
             };
-            if column.user_id {
-                user_id = identity_value(record, field)?;
-            }
-            if column.anonymous_id {
-                anonymous_id = identity_value(record, field)?;
-            }
-            if column.group_id {
-                group_id = identity_value(record, field)?;
-            }
+            slots.read(column, record, field)?;
             if let Action::Trait(rule) = &column.action {
                 put(record, field, rule, &mut traits)
                     .map_err(|e| self.identity_first(record, e))?;
             }
         }
-        let (identity, member) = self.subject(record, user_id, anonymous_id, group_id)?;
+        let (identity, member) = slots.subject(self, record)?;
         Ok(MappedCustomer {
             identity,
             traits,
@@ -130,24 +120,14 @@ impl Mapping {
     /// # Errors
     /// As for [`apply`](Self::apply), for the identity columns only.
     pub fn fingerprint(&self, record: &Record) -> Result<(Identity, u64), RecordError> {
-        let mut user_id = Slot::Absent;
-        let mut anonymous_id = Slot::Absent;
-        let mut group_id = Slot::Absent;
+        let mut slots = IdentitySlots::default();
         let mut sum = self.fingerprint;
         HASHED.with_borrow_mut(|bytes| {
             for (i, field) in record.fields.iter().enumerate() {
                 let column = self.column(i, field);
                 match column {
                     Some(column) => {
-                        if column.user_id {
-                            user_id = identity_value(record, field)?;
-                        }
-                        if column.anonymous_id {
-                            anonymous_id = identity_value(record, field)?;
-                        }
-                        if column.group_id {
-                            group_id = identity_value(record, field)?;
-                        }
+                        slots.read(column, record, field)?;
                         if matches!(column.action, Action::Drop(_)) {
                             continue;
                         }
@@ -160,31 +140,20 @@ impl Mapping {
             }
             Ok(())
         })?;
-        let (identity, _) = self.subject(record, user_id, anonymous_id, group_id)?;
+        let (identity, _) = slots.subject(self, record)?;
         Ok((identity, sum))
     }
 
     /// The record's identity alone, without mapping or hashing the rest:
     /// for the first pass that finds repeated identities.
     pub(crate) fn identity_of(&self, record: &Record) -> Result<Identity, RecordError> {
-        let mut user_id = Slot::Absent;
-        let mut anonymous_id = Slot::Absent;
-        let mut group_id = Slot::Absent;
+        let mut slots = IdentitySlots::default();
         for (i, field) in record.fields.iter().enumerate() {
             if let Some(column) = self.column(i, field) {
-                if column.user_id {
-                    user_id = identity_value(record, field)?;
-                }
-                if column.anonymous_id {
-                    anonymous_id = identity_value(record, field)?;
-                }
-                if column.group_id {
-                    group_id = identity_value(record, field)?;
-                }
+                slots.read(column, record, field)?;
             }
         }
-        self.subject(record, user_id, anonymous_id, group_id)
-            .map(|(identity, _)| identity)
+        slots.subject(self, record).map(|(identity, _)| identity)
     }
 
     /// What the record is keyed on, and the member of a group mapping: the
@@ -306,10 +275,45 @@ impl Mapping {
 }
 
 /// An identity column's value in one record.
+#[derive(Default)]
 pub(super) enum Slot {
+    #[default]
     Absent,
     Empty,
     Value(String),
+}
+
+/// The identity columns' values in one record, read field by field.
+#[derive(Default)]
+struct IdentitySlots {
+    user_id: Slot,
+    anonymous_id: Slot,
+    group_id: Slot,
+}
+
+impl IdentitySlots {
+    /// Reads `field` into each slot its column is the identity column of.
+    fn read(&mut self, column: &Column, record: &Record, field: &Field) -> Result<(), RecordError> {
+        if column.user_id {
+            self.user_id = identity_value(record, field)?;
+        }
+        if column.anonymous_id {
+            self.anonymous_id = identity_value(record, field)?;
+        }
+        if column.group_id {
+            self.group_id = identity_value(record, field)?;
+        }
+        Ok(())
+    }
+
+    /// [`Mapping::subject`] of these values.
+    fn subject(
+        self,
+        mapping: &Mapping,
+        record: &Record,
+    ) -> Result<(Identity, Option<Identity>), RecordError> {
+        mapping.subject(record, self.user_id, self.anonymous_id, self.group_id)
+    }
 }
 
 impl Slot {
