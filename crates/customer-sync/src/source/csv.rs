@@ -250,22 +250,21 @@ impl CsvReader {
         let Some(row) = self.row_text(count) else {
             return self.build_fields_checked(count);
         };
-        if let Some(mut fields) = spare
-            && fields.len() == count
-        {
-            let mut refilled = true;
+        // This file's fields, in its columns' order, as the last row left them.
+        let fits = |fields: &Vec<Field>| {
+            fields.len() == count
+                && (fields.iter().zip(&self.columns)).all(|(field, column)| {
+                    Arc::ptr_eq(&field.name, column) && matches!(field.value, FieldValue::Text(_))
+                })
+        };
+        if let Some(mut fields) = spare.filter(fits) {
             for (i, field) in fields.iter_mut().enumerate() {
-                match &mut field.value {
-                    FieldValue::Text(text) if Arc::ptr_eq(&field.name, &self.columns[i]) => {
-                        text.clear();
-                        text.push_str(&row[self.field_range(i)]);
-                    }
-                    _ => refilled = false,
+                if let FieldValue::Text(text) = &mut field.value {
+                    text.clear();
+                    text.push_str(&row[self.field_range(i)]);
                 }
             }
-            if refilled {
-                return Ok(fields);
-            }
+            return Ok(fields);
         }
         Ok(self.columns[..count]
             .iter()
@@ -398,9 +397,8 @@ impl CsvReader {
 impl CsvReader {
     /// The common row, read without csv_core: one whole in the read buffer,
     /// ended by `\n`, without a quote or a `\r`. csv_core would split it at
-    /// its commas and copy the fields as they are (this copies the line, and
-    /// keeps the commas between them: [`field_range`](Self::field_range)
-    /// skips them), which this does at a
+    /// its commas and copy the fields as they are; this copies the line once,
+    /// commas kept ([`field_range`](Self::field_range) skips them), at a
     /// fraction of the cost. `None` for any other row (and the header, where
     /// csv_core strips a BOM), which csv_core then reads; it is at the start
     /// of a row either way, having been given nothing in between.

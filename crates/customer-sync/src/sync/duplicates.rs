@@ -56,12 +56,8 @@ impl LastRows {
                 return pass.finish();
             };
             // As `Mapping::apply` reads a CSV identity: trimmed, empty is absent.
-            match pass.observe(user_id.trim(), anonymous_id.trim(), line, stop) {
-                Observed::Stop => return pass.finish(),
-                Observed::Once => {}
-                Observed::Again(hash) => {
-                    pass.lines.insert(hash, line);
-                }
+            if !pass.take_row(user_id.trim(), anonymous_id.trim(), line, stop) {
+                return pass.finish();
             }
         }
         // Other formats: only the identity keys' values are built.
@@ -135,17 +131,28 @@ impl FirstPass<'_> {
         stop: &StopSignal,
     ) -> bool {
         // A record without an identity is reported by the run itself.
-        let Ok(identity) = record.and_then(|record| {
-            let identity = mapping.identity_of(&record)?;
-            Ok((identity, record.location.line))
-        }) else {
+        let Ok(record) = record else {
             return true;
         };
-        let (identity, line) = identity;
+        let Ok(identity) = mapping.identity_of(&record) else {
+            return true;
+        };
         let (user_id, anonymous_id) = (
             identity.user_id().unwrap_or_default(),
             identity.anonymous_id().unwrap_or_default(),
         );
+        self.take_row(user_id, anonymous_id, record.location.line, stop)
+    }
+
+    /// Notes a row the run accepts: the last so far of its identity if that
+    /// was seen before. `false` when a stop asks to end the pass.
+    fn take_row(
+        &mut self,
+        user_id: &str,
+        anonymous_id: &str,
+        line: u64,
+        stop: &StopSignal,
+    ) -> bool {
         match self.observe(user_id, anonymous_id, line, stop) {
             Observed::Stop => false,
             Observed::Once => true,
