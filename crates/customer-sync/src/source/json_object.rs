@@ -4,6 +4,8 @@
 //! object is deserialized with a visitor straight into a `Vec<Field>`. Keys
 //! that repeat the previous record's key at the same position reuse its
 //! `Arc<str>`, so a file whose lines share a shape allocates no key names.
+//! A record given back ([`Source::recycle`](super::Source::recycle)) has its
+//! string values refilled in place, so such a file allocates no values either.
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,6 +23,8 @@ pub(super) struct KeyCache {
     /// parsed and checked exactly as a `Value` would be, without building
     /// it, and comes out as `null` (a first pass that reads identities).
     pub(super) only: Option<Vec<Box<str>>>,
+    /// A record's fields given back, refilled by the next object.
+    pub(super) spare: Option<Vec<Field>>,
 }
 
 /// One JSON object of the input (an NDJSON line, an array element), not
@@ -139,33 +143,59 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<Field>, A::Error> {
-        let mut fields: Vec<Field> = Vec::with_capacity(self.cache.previous.len());
+        // The first `count` fields are this object's; any past them are a
+        // given-back record's, whose values are refilled rather than rebuilt.
+        let mut fields = match self.cache.spare.take() {
+            Some(spare) => spare,
+            None => Vec::with_capacity(self.cache.previous.len()),
+        };
+        let mut count = 0;
         // While every key so far is the previous object's key at the same
         // position, the keys are distinct (that object's were), so the
         // duplicate check is skipped: a file of same-shaped lines never pays it.
         let mut same_shape = true;
         loop {
-            let previous = self.cache.previous.get(fields.len());
+            let previous = self.cache.previous.get(count);
             let seed = KeySeed { previous };
             let Some(name) = map.next_key_seed(seed)? else {
                 break;
             };
             same_shape = same_shape && previous.is_some_and(|p| Arc::ptr_eq(p, &name));
-            if !same_shape && is_duplicate(&fields, &name) {
+            if !same_shape && is_duplicate(&fields[..count], &name) {
                 return Err(de::Error::custom(format_args!("duplicate key `{name}`")));
             }
-            let value: Value = match &self.cache.only {
-                Some(only) if !only.iter().any(|kept| **kept == *name) => {
-                    map.next_value::<Checked>()?;
-                    Value::Null
-                }
-                _ => map.next_value()?,
+            let kept = match &self.cache.only {
+                Some(only) => only.iter().any(|kept| **kept == *name),
+                None => true,
             };
-            fields.push(Field {
-                name,
-                value: FieldValue::Json(value),
-            });
+            match fields.get_mut(count) {
+                Some(field) => {
+                    field.name = name;
+                    match kept {
+                        true => map.next_value_seed(Refill(&mut field.value))?,
+                        false => {
+                            map.next_value::<Checked>()?;
+                            field.value = FieldValue::Json(Value::Null);
+                        }
+                    }
+                }
+                None => {
+                    let value = match kept {
+                        true => map.next_value()?,
+                        false => {
+                            map.next_value::<Checked>()?;
+                            Value::Null
+                        }
+                    };
+                    fields.push(Field {
+                        name,
+                        value: FieldValue::Json(value),
+                    });
+                }
+            }
+            count += 1;
         }
+        fields.truncate(count);
         // Rebuilding the cache costs two atomic operations a key; a record
         // of the same shape leaves it as it is.
         if !(same_shape && fields.len() == self.cache.previous.len()) {
@@ -175,6 +205,112 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
                 .extend(fields.iter().map(|f| Arc::clone(&f.name)));
         }
         Ok(fields)
+    }
+}
+
+/// Parses a JSON value into a field's slot exactly as `serde_json::Value`
+/// parses it, but a string goes into the string already there, keeping its
+/// allocation: a recycled record's values cost no allocation when the next
+/// object has strings where it had.
+struct Refill<'s>(&'s mut FieldValue);
+
+impl<'de> DeserializeSeed<'de> for Refill<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl Refill<'_> {
+    fn set(self, value: Value) {
+        *self.0 = FieldValue::Json(value);
+    }
+}
+
+/// Every method but the strings' builds what `Value`'s own visitor builds.
+impl<'de> Visitor<'de> for Refill<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<(), E> {
+        match self.0 {
+            FieldValue::Json(Value::String(kept)) => {
+                kept.clear();
+                kept.push_str(text);
+            }
+            slot => *slot = FieldValue::Json(Value::String(text.to_owned())),
+        }
+        Ok(())
+    }
+
+    fn visit_string<E>(self, text: String) -> Result<(), E> {
+        self.set(Value::String(text));
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<(), E> {
+        self.set(Value::Bool(value));
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<(), E> {
+        self.set(Value::Number(value.into()));
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<(), E> {
+        self.set(Value::Number(value.into()));
+        Ok(())
+    }
+
+    fn visit_i128<E: de::Error>(self, value: i128) -> Result<(), E> {
+        let number = serde_json::Number::deserialize(de::value::I128Deserializer::new(value))?;
+        self.set(Value::Number(number));
+        Ok(())
+    }
+
+    fn visit_u128<E: de::Error>(self, value: u128) -> Result<(), E> {
+        let number = serde_json::Number::deserialize(de::value::U128Deserializer::new(value))?;
+        self.set(Value::Number(number));
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<(), E> {
+        self.set(serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number));
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.set(Value::Null);
+        Ok(())
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        self.set(Value::Null);
+        Ok(())
+    }
+
+    fn visit_some<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        self.set(Value::deserialize(deserializer)?);
+        Ok(())
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        self.set(Value::deserialize(de::value::SeqAccessDeserializer::new(
+            seq,
+        ))?);
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        self.set(Value::deserialize(de::value::MapAccessDeserializer::new(
+            map,
+        ))?);
+        Ok(())
     }
 }
 
@@ -409,5 +545,84 @@ mod tests {
             text.starts_with("invalid type: sequence, expected a JSON object at column"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_given_back_record_s_strings_are_refilled_in_place() {
+        let mut cache = KeyCache::default();
+        let first =
+            parse_object(br#"{"id": "c1", "email": "ada@example.com"}"#, &mut cache).unwrap();
+        let FieldValue::Json(Value::String(email)) = &first[1].value else {
+            panic!("email is a string: {first:?}");
+        };
+        let kept = email.as_ptr();
+        cache.spare = Some(first);
+        let second =
+            parse_object(br#"{"id": "c2", "email": "bo@example.com"}"#, &mut cache).unwrap();
+        assert_eq!(
+            second[1].value,
+            FieldValue::Json(Value::from("bo@example.com"))
+        );
+        let FieldValue::Json(Value::String(email)) = &second[1].value else {
+            panic!("email is a string: {second:?}");
+        };
+        assert_eq!(email.as_ptr(), kept, "the given-back string was not reused");
+    }
+
+    /// One member of a generated object: a key from a small set (so shapes
+    /// repeat, and sometimes a key repeats within an object) and a value of
+    /// any JSON kind, sometimes escaped, sometimes not a value at all.
+    fn member(kind: u8, n: usize) -> String {
+        let key = ["id", "email", "name", "age", "tags"][usize::from(kind % 5)];
+        let value = match (kind / 5) % 13 {
+            0 => format!("\"v{n}\""),
+            1 => format!("\"esc\\n{n}\\u00e9\""),
+            2 => String::from("\"\""),
+            3 => format!("{n}"),
+            4 => format!("-{n}.5e3"),
+            5 => String::from("18446744073709551615"),
+            6 => String::from("true"),
+            7 => String::from("null"),
+            8 => format!("[\"a{n}\", 1, {{\"x\": null}}]"),
+            9 => format!("{{\"b\": \"{n}\", \"a\": [true]}}"),
+            10 => String::from("1e400"),
+            11 => String::from("\"bad \\x escape\""),
+            _ => format!("\"long {}\"", "z".repeat(n % 300)),
+        };
+        format!("\"{key}\": {value}")
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+        /// Objects parsed with the previous record given back come out as a
+        /// fresh parse gives them (the same fields, or the same error),
+        /// whatever the previous record held.
+        #[test]
+        fn refilled_records_equal_fresh_parses(
+            objects in proptest::collection::vec(
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..7),
+                1..40,
+            ),
+        ) {
+            let mut recycled = KeyCache::default();
+            let mut fresh = KeyCache::default();
+            for (n, kinds) in objects.iter().enumerate() {
+                let members: Vec<String> =
+                    kinds.iter().enumerate().map(|(i, k)| member(*k, n + i)).collect();
+                let text = format!("{{{}}}", members.join(", "));
+                let got = parse_object(text.as_bytes(), &mut recycled);
+                let want = parse_object(text.as_bytes(), &mut fresh);
+                match (got, want) {
+                    (Ok(got), Ok(want)) => {
+                        proptest::prop_assert_eq!(&got, &want, "{}", text);
+                        recycled.spare = Some(got);
+                    }
+                    (Err(got), Err(want)) => {
+                        proptest::prop_assert_eq!(got.to_string(), want.to_string(), "{}", text);
+                    }
+                    (got, want) => proptest::prop_assert!(false, "{text}: {got:?} vs {want:?}"),
+                }
+            }
+        }
     }
 }

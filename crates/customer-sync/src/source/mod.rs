@@ -477,11 +477,14 @@ impl Source {
     }
 
     /// Takes back a record this source gave, once its reader is done with
-    /// it: a CSV source refills its fields' text for the next row rather
+    /// it: a file source refills its fields' text for the next record rather
     /// than allocating each anew.
     pub(crate) fn recycle(&mut self, record: Record) {
-        if let FormatReader::Csv(reader) = &mut self.reader {
-            reader.spare = Some(record.fields);
+        match &mut self.reader {
+            FormatReader::Csv(reader) => reader.spare = Some(record.fields),
+            FormatReader::Ndjson(reader) => reader.keys.spare = Some(record.fields),
+            FormatReader::JsonArray(reader) => reader.keys.spare = Some(record.fields),
+            FormatReader::Postgres(_) => {}
         }
     }
 
@@ -687,6 +690,36 @@ mod tests {
         fn assert_send<T: Send + 'static>() {}
         assert_send::<Source>();
         assert_send::<ReadProgress>();
+    }
+
+    #[test]
+    fn json_sources_refill_a_given_back_record_s_strings() {
+        let lines = [
+            r#"{"id": "c1", "email": "ada@example.com"}"#,
+            r#"{"id": "c2", "email": "bo@example.com"}"#,
+        ];
+        let inputs = [
+            (SourceFormat::Ndjson, lines.join("\n")),
+            (SourceFormat::JsonArray, format!("[{}]", lines.join(",\n"))),
+        ];
+        for (format, text) in inputs {
+            let mut source = Source::from_reader("in", format, Cursor::new(text)).unwrap();
+            let first = source.next().unwrap().unwrap();
+            let email = |record: &Record| match record.get("email") {
+                Some(crate::FieldValue::Json(serde_json::Value::String(s))) => {
+                    (s.clone(), s.as_ptr())
+                }
+                other => panic!("{format}: email is {other:?}"),
+            };
+            let (_, kept) = email(&first);
+            source.recycle(first);
+            let second = source.next().unwrap().unwrap();
+            assert_eq!(
+                email(&second),
+                (String::from("bo@example.com"), kept),
+                "{format}"
+            );
+        }
     }
 
     #[test]
