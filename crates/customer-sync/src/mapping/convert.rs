@@ -392,6 +392,34 @@ fn number(digits: &[u8]) -> Option<u32> {
     })
 }
 
+/// Whether `text` is a timestamp exactly as [`render`] writes it
+/// (`2024-05-01T12:00:00Z`, or with `.mmm` milliseconds that are not all
+/// zero) and a valid one: then converting it gives it back unchanged, so the
+/// hot path sends it as it is instead of parsing and rendering it again.
+pub(super) fn is_rendered_timestamp(text: &str) -> bool {
+    let b = text.as_bytes();
+    let zone = match b.len() {
+        20 => 19,
+        24 if b[19] == b'.' && number(&b[20..23]).is_some_and(|ms| ms != 0) => 23,
+        _ => return false,
+    };
+    if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return false;
+    }
+    if b[zone] != b'Z' {
+        return false;
+    }
+    let field = |at: usize, len: usize| number(&b[at..at + len]);
+    let (Some(year), Some(month), Some(day)) = (field(0, 4), field(5, 2), field(8, 2)) else {
+        return false;
+    };
+    // Seconds stop at 59: a leap second renders through chrono's rules.
+    matches!(
+        (field(11, 2), field(14, 2), field(17, 2)),
+        (Some(0..=23), Some(0..=59), Some(0..=59))
+    ) && NaiveDate::from_ymd_opt(year as i32, month, day).is_some()
+}
+
 /// Parses with a user's strftime `format`: with an offset if it has one,
 /// else as UTC, else as a date at midnight UTC.
 fn with_format(text: &str, format: &str) -> Option<DateTime<Utc>> {
@@ -578,6 +606,74 @@ mod tests {
         assert_eq!(json_in(json!(false), ValueType::Boolean), Ok(json!(false)));
         assert_eq!(json_in(json!(1), ValueType::Boolean), Ok(json!(true)));
         assert!(json_in(json!(2), ValueType::Boolean).is_err());
+    }
+
+    proptest::proptest! {
+        /// Whatever the hot path sends as it is, converting gives back
+        /// unchanged, by every route: a typed column, JSON, and CSV inference.
+        #[test]
+        fn a_rendered_timestamp_converts_to_itself(
+            (year, month, day) in (0u32..10_000, 0u32..14, 0u32..33),
+            (hour, minute, second) in (0u32..25, 0u32..61, 0u32..61),
+            millis in proptest::option::of(proptest::prop_oneof![proptest::strategy::Just(0u32), 1u32..1000]),
+            off in 0usize..40,
+        ) {
+            let mut text = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
+            if let Some(millis) = millis {
+                text.push_str(&format!(".{millis:03}"));
+            }
+            text.push('Z');
+            // Now and then one separator is another character.
+            let separators = [4, 7, 10, 13, 16, text.len() - 1];
+            if let Some(&at) = separators.get(off) {
+                text.replace_range(at..at + 1, "x");
+            }
+            if is_rendered_timestamp(&text) {
+                let want = Ok(Value::String(text.clone()));
+                proptest::prop_assert_eq!(
+                    from_text(&text, ValueType::Timestamp, None), want.clone(), "{}", text
+                );
+                proptest::prop_assert_eq!(
+                    from_json(&Value::String(text.clone()), ValueType::Timestamp, None),
+                    want.clone(),
+                    "{}", text
+                );
+                proptest::prop_assert_eq!(
+                    crate::mapping::sample::strict(&text, ValueType::Timestamp),
+                    want.ok(),
+                    "{}", text
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rendered_timestamps_are_told_from_the_rest() {
+        for yes in [
+            "2024-05-01T12:00:00Z",
+            "2024-02-29T23:59:59.001Z",
+            "0001-01-01T00:00:00Z",
+        ] {
+            assert!(is_rendered_timestamp(yes), "{yes}");
+        }
+        for no in [
+            "2024-05-01T12:00:00.000Z",
+            "2023-02-29T12:00:00Z",
+            "2024-05-01T24:00:00Z",
+            "2024-05-01T12:60:00Z",
+            "2024-12-31T23:59:60Z",
+            "2024-05-01t12:00:00Z",
+            "2024-05-01T12:00:00z",
+            "2024-05-01 12:00:00Z",
+            "2024-05-01T12:00:00",
+            " 2024-05-01T12:00:00Z",
+            "2024-05-01T12:00:00+00:00",
+            "2024-05-01T12:00:00.5Z",
+            "2024-13-01T12:00:00Z",
+            "+024-05-01T12:00:00Z",
+        ] {
+            assert!(!is_rendered_timestamp(no), "{no}");
+        }
     }
 
     #[test]

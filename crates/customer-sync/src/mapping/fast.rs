@@ -15,7 +15,7 @@ use segment_client::{Identity, JsonKey, ObjectWriter, PreparedEvent, RawObject, 
 use serde_json::Value;
 
 use super::apply::{Slot, identity_value};
-use super::convert::convert;
+use super::convert::{convert, is_rendered_timestamp};
 use super::infer::TraitPath;
 use super::sample::strict;
 use super::{Action, Column, MappedCustomer, Mapping, NullPolicy, Rule, UnmappedPolicy, ValueType};
@@ -252,6 +252,10 @@ fn write_trait(traits: &mut ObjectWriter, key: &JsonKey, field: &Field, rule: &R
         return Some(());
     }
     match (&field.value, rule.ty) {
+        (
+            FieldValue::Text(text) | FieldValue::Json(Value::String(text)),
+            Some(ValueType::Timestamp),
+        ) if rule.format.is_none() && is_rendered_timestamp(text) => traits.string(key, text),
         (FieldValue::Text(text), Some(ty)) if rule.inferred => {
             traits.value(key, &strict(text, ty)?)
         }
