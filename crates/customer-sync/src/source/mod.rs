@@ -640,8 +640,8 @@ fn directory_hint(dir: &Path) -> String {
 /// The number of line feeds in `bytes`: lines are counted by `\n`, so `\r\n`
 /// files count right and a lone `\r` does not start a line.
 fn count_newlines(bytes: &[u8]) -> u64 {
-    // Written as a filter-count so that it vectorizes.
-    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+    // memchr counts with vector instructions; a filter-count did not vectorize.
+    memchr::memchr_iter(b'\n', bytes).count() as u64
 }
 
 /// A JSON test record as (line, object), or an error as (line, message).
