@@ -47,6 +47,9 @@ pub(crate) struct Batcher {
     first_seq: u64,
     /// Envelope plus events plus the commas between them.
     bytes: usize,
+    /// How many events the last batch sealed held: the next one is given
+    /// room for as many up front rather than growing (and copying) to it.
+    last_len: usize,
 }
 
 impl Batcher {
@@ -57,6 +60,7 @@ impl Batcher {
             events: Vec::new(),
             first_seq: 0,
             bytes: limits.envelope_bytes,
+            last_len: 256,
         }
     }
 
@@ -75,7 +79,8 @@ impl Batcher {
         };
         if self.events.is_empty() {
             self.first_seq = seq;
-            self.events.reserve(self.limits.max_events.min(256));
+            self.events
+                .reserve(self.limits.max_events.min(self.last_len));
         }
         self.bytes += event.json.len() + usize::from(!self.events.is_empty());
         self.events.push(event);
@@ -102,6 +107,7 @@ impl Batcher {
         if self.events.is_empty() {
             return None;
         }
+        self.last_len = self.events.len();
         let batch = Batch {
             first_seq: self.first_seq,
             events: std::mem::take(&mut self.events),
@@ -150,6 +156,16 @@ mod tests {
             max_request_bytes: MAX_REQUEST_BYTES,
             envelope_bytes: 120,
         }
+    }
+
+    #[test]
+    fn a_batch_is_given_room_for_as_many_events_as_the_last_one_held() {
+        let batches = run(segment_limits(700), &[10; 2_100]);
+        let shapes: Vec<_> = (batches.iter())
+            .map(|b| (b.events.len(), b.events.capacity()))
+            .collect();
+        // The first grows from its first guess; the later ones never grow.
+        assert_eq!(shapes[1..], [(700, 700), (700, 700)]);
     }
 
     #[test]

@@ -280,6 +280,31 @@ pub fn new_message_id() -> String {
 /// (RFC 3339, milliseconds, UTC): what `to_rfc3339_opts(Millis, true)`
 /// writes, without the formatting machinery for the common case.
 pub(crate) fn write_timestamp(out: &mut Vec<u8>, at: DateTime<Utc>) {
+    // Events made one after another mostly share a millisecond: the text of
+    // the last one written on this thread is kept and copied.
+    thread_local! {
+        static LAST: std::cell::Cell<Option<((i64, u32), [u8; RENDERED_LEN])>> =
+            const { std::cell::Cell::new(None) };
+    }
+    // A leap second's milliseconds run past 999, so its key is its own.
+    let key = (at.timestamp(), at.timestamp_subsec_millis());
+    if let Some((last, text)) = LAST.get()
+        && last == key
+    {
+        out.extend_from_slice(&text);
+        return;
+    }
+    let start = out.len();
+    render_timestamp(out, at);
+    if let Ok(text) = <[u8; RENDERED_LEN]>::try_from(&out[start..]) {
+        LAST.set(Some((key, text)));
+    }
+}
+
+/// The length of a four-digit year's timestamp, `2024-01-02T03:04:05.000Z`.
+const RENDERED_LEN: usize = 24;
+
+fn render_timestamp(out: &mut Vec<u8>, at: DateTime<Utc>) {
     use chrono::{Datelike, Timelike};
     let year = at.year();
     let nanos = at.timestamp_subsec_nanos();
@@ -634,6 +659,35 @@ mod tests {
                 at.to_rfc3339_opts(SecondsFormat::Millis, true)
             );
         }
+    }
+
+    #[test]
+    fn a_timestamp_kept_from_the_last_event_is_only_reused_in_its_millisecond() {
+        let second = 1_700_000_000;
+        let times = [
+            (second, 100_000_000),
+            (second, 100_999_999),
+            (second, 200_000_000),
+            (second + 1, 200_000_000),
+            (second + 1, 200_000_000),
+            // A leap second, then the second after it.
+            (1_483_228_799, 1_500_000_000),
+            (1_483_228_800, 500_000_000),
+            // Past four-digit years, then back.
+            (253_402_300_800, 1_000_000),
+            (253_402_300_800, 1_000_000),
+            (second, 100_000_000),
+        ];
+        let mut out = Vec::new();
+        let mut want = String::new();
+        for (seconds, nanos) in times {
+            let at = DateTime::from_timestamp(seconds, nanos).unwrap();
+            write_timestamp(&mut out, at);
+            want.push_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true));
+            want.push(' ');
+            out.push(b' ');
+        }
+        assert_eq!(String::from_utf8(out).unwrap(), want);
     }
 
     #[test]
