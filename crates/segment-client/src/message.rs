@@ -282,9 +282,10 @@ pub fn new_message_id() -> String {
 pub(crate) fn write_timestamp(out: &mut Vec<u8>, at: DateTime<Utc>) {
     // Events made one after another mostly share a millisecond: the text of
     // the last one written on this thread is kept and copied.
+    /// Seconds and milliseconds, and their text.
+    type Rendered = ((i64, u32), [u8; RENDERED_LEN]);
     thread_local! {
-        static LAST: std::cell::Cell<Option<((i64, u32), [u8; RENDERED_LEN])>> =
-            const { std::cell::Cell::new(None) };
+        static LAST: std::cell::Cell<Option<Rendered>> = const { std::cell::Cell::new(None) };
     }
     // A leap second's milliseconds run past 999, so its key is its own.
     let key = (at.timestamp(), at.timestamp_subsec_millis());
