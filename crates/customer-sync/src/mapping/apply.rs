@@ -200,7 +200,7 @@ impl Mapping {
     /// The index of the `i`th field's column, as [`column`](Self::column).
     pub(super) fn column_index(&self, i: usize, field: &Field) -> Option<usize> {
         match self.columns.get(i) {
-            Some(c) if *c.name == *field.name => Some(i),
+            Some(c) if crate::record::same_name(&c.name, &field.name) => Some(i),
             _ => self.by_name.get(&*field.name).copied(),
         }
     }

@@ -400,7 +400,7 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Arc<str>, E> {
         match self.previous {
-            Some(previous) if &**previous == key => Ok(Arc::clone(previous)),
+            Some(previous) if crate::record::same_name(previous, key) => Ok(Arc::clone(previous)),
             _ => Ok(Arc::from(key)),
         }
     }
