@@ -80,7 +80,7 @@ impl Batcher {
         if self.events.is_empty() {
             self.first_seq = seq;
             self.events
-                .reserve(self.limits.max_events.min(self.last_len));
+                .reserve_exact(self.limits.max_events.min(self.last_len));
         }
         self.bytes += event.json.len() + usize::from(!self.events.is_empty());
         self.events.push(event);

@@ -12,8 +12,9 @@
 //!   builds the same identify events, batches them under Segment's limits and
 //!   gzips them, run before the first CLI case and after each one (a
 //!   case's ratio is to the mean of the two floors around it: the machine
-//!   drifts, and neighbours see the same machine; a floor's row shows its
-//!   CPU against the mean of all floors, so the drift is visible);
+//!   drifts, and neighbours see the same machine; rows are printed in the
+//!   order they ran, and a floor's row shows its CPU against the mean of all
+//!   floors, so the drift is visible);
 //! - the release `segment-sync sync FILE --quiet` binary (`sync URL --table
 //!   customers` for PostgreSQL) with `--no-state --dry-run`, with a fresh
 //!   state and `--dry-run`, with `--no-state` to the receiver, and with a
@@ -296,15 +297,18 @@ fn main() {
             runs.push((case, run, result));
             floors.push(run_floor(&input, &mut failures));
         }
+        // Printed in the order they ran, each case between its two floors.
         let mean = floors.iter().map(|f| f.cpu_seconds).sum::<f64>() / floors.len() as f64;
-        for (n, floor) in floors.iter().enumerate() {
+        let print_floor = |n: usize| {
+            let floor = &floors[n];
             print_row(
                 &format!("floor {}", n + 1),
                 floor,
                 floor.cpu_seconds / mean,
                 "",
             );
-        }
+        };
+        print_floor(0);
         for (n, (case, run, result)) in runs.iter().enumerate() {
             let around = (floors[n].cpu_seconds + floors[n + 1].cpu_seconds) / 2.0;
             let ratio = run.cpu_seconds / around;
@@ -314,6 +318,7 @@ fn main() {
                 "MISSED"
             };
             print_row(case.describe(), run, ratio, &format!("{result}  {verdict}"));
+            print_floor(n + 1);
         }
         // The input can be large; only one format's file exists at a time.
         if let Subject::File(file) = &input

@@ -200,16 +200,9 @@ impl CsvReader {
         &mut self,
         wanted: [Option<usize>; 2],
     ) -> Option<(u64, [std::ops::Range<usize>; 2])> {
-        if self.columns.is_empty() || !self.plain_rows {
-            return None;
-        }
-        let buffer = self.input.fill_buf().ok()?;
-        let end = memchr::memchr(b'\n', buffer)?;
-        let line = &buffer[..end];
-        if line.is_empty()
-            || line.len() > MAX_RECORD_BYTES
-            || memchr::memchr2(b'"', b'\r', line).is_some()
-            || memchr::memchr_iter(b',', line).count() + 1 != self.columns.len()
+        let len = self.plain_line_len()?;
+        let line = &self.input.buffer()[..len];
+        if memchr::memchr_iter(b',', line).count() + 1 != self.columns.len()
             || std::str::from_utf8(line).is_err()
         {
             return None;
@@ -225,14 +218,7 @@ impl CsvReader {
             start..end
         };
         let ranges = wanted.map(|at| at.map_or(0..0, field));
-        if self.out.len() < line.len() {
-            self.out.resize(line.len().next_power_of_two(), 0);
-        }
-        self.out[..line.len()].copy_from_slice(line);
-        self.input.consume(end + 1);
-        let at = self.line;
-        self.line += 1;
-        Some((at, ranges))
+        Some((self.take_plain_line(len), ranges))
     }
 
     /// The next row shaped like a record (its bytes in `out` and `ends`),
@@ -456,19 +442,8 @@ impl CsvReader {
     /// csv_core strips a BOM), which csv_core then reads; it is at the start
     /// of a row either way, having been given nothing in between.
     fn read_plain(&mut self) -> Option<RawRow> {
-        if self.columns.is_empty() || !self.plain_rows {
-            return None;
-        }
-        // A read error is csv_core's path to report.
-        let buffer = self.input.fill_buf().ok()?;
-        let end = memchr::memchr(b'\n', buffer)?;
-        let line = &buffer[..end];
-        if line.is_empty()
-            || line.len() > MAX_RECORD_BYTES
-            || memchr::memchr2(b'"', b'\r', line).is_some()
-        {
-            return None;
-        }
+        let len = self.plain_line_len()?;
+        let line = &self.input.buffer()[..len];
         let mut fields = 0;
         for comma in memchr::memchr_iter(b',', line).chain([line.len()]) {
             if fields == self.ends.len() {
@@ -481,19 +456,42 @@ impl CsvReader {
             self.ends[fields] = comma;
             fields += 1;
         }
-        if self.out.len() < line.len() {
-            self.out.resize(line.len().next_power_of_two(), 0);
-        }
-        self.out[..line.len()].copy_from_slice(line);
-        self.input.consume(end + 1);
-        let row = RawRow {
-            line: self.line,
+        Some(RawRow {
+            line: self.take_plain_line(len),
             fields,
             oversize: false,
             unclosed_quote: false,
-        };
+        })
+    }
+
+    /// The length of the next line when it is a plain row: whole in the
+    /// read buffer, ended by `\n`, not empty, not over [`MAX_RECORD_BYTES`],
+    /// without a quote or a `\r`. `None` for any other row, and before the
+    /// header is read; nothing is consumed either way.
+    fn plain_line_len(&mut self) -> Option<usize> {
+        if self.columns.is_empty() || !self.plain_rows {
+            return None;
+        }
+        // A read error is csv_core's path to report.
+        let buffer = self.input.fill_buf().ok()?;
+        let line = &buffer[..memchr::memchr(b'\n', buffer)?];
+        let plain = !line.is_empty()
+            && line.len() <= MAX_RECORD_BYTES
+            && memchr::memchr2(b'"', b'\r', line).is_none();
+        plain.then_some(line.len())
+    }
+
+    /// Takes the plain line of `len` bytes [`plain_line_len`](Self::plain_line_len)
+    /// found: copied into `out` as it is, consumed with its `\n`, and
+    /// counted. Returns its line number.
+    fn take_plain_line(&mut self, len: usize) -> u64 {
+        if self.out.len() < len {
+            self.out.resize(len.next_power_of_two(), 0);
+        }
+        self.out[..len].copy_from_slice(&self.input.buffer()[..len]);
+        self.input.consume(len + 1);
         self.line += 1;
-        Some(row)
+        self.line - 1
     }
 }
 
