@@ -777,6 +777,31 @@ mod tests {
         }
     }
 
+    /// A file of [`piece`]s after a 3-column header, for the property tests;
+    /// files past the 64 KiB read buffer have rows across its end, and one
+    /// `x` may be turned into a byte that is not UTF-8.
+    fn generated_file(
+        kinds: &[u8],
+        no_final_newline: bool,
+        bad_utf8_at: proptest::sample::Index,
+    ) -> Vec<u8> {
+        let mut data = String::from("id,name,other\n");
+        for (n, kind) in kinds.iter().enumerate() {
+            data.push_str(&piece(*kind, n));
+        }
+        if no_final_newline {
+            data.pop();
+        }
+        let mut bytes = data
+            .repeat(if kinds.len() > 200 { 60 } else { 1 })
+            .into_bytes();
+        let at = bad_utf8_at.index(bytes.len());
+        if bytes[at] == b'x' {
+            bytes[at] = 0xff;
+        }
+        bytes
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
         #[test]
@@ -785,19 +810,7 @@ mod tests {
             no_final_newline: bool,
             bad_utf8_at in proptest::prelude::any::<proptest::sample::Index>(),
         ) {
-            let mut data = String::from("id,name,other\n");
-            for (n, kind) in kinds.iter().enumerate() {
-                data.push_str(&piece(*kind, n));
-            }
-            if no_final_newline {
-                data.pop();
-            }
-            // Files past the 64 KiB read buffer have rows across its end.
-            let mut bytes = data.repeat(if kinds.len() > 200 { 60 } else { 1 }).into_bytes();
-            let at = bad_utf8_at.index(bytes.len());
-            if bytes[at] == b'x' {
-                bytes[at] = 0xff;
-            }
+            let bytes = generated_file(&kinds, no_final_newline, bad_utf8_at);
             let read = |plain_rows: bool| {
                 let mut source = open(&bytes).unwrap();
                 if let crate::source::FormatReader::Csv(reader) = &mut source.reader {
@@ -817,18 +830,7 @@ mod tests {
             no_final_newline: bool,
             bad_utf8_at in proptest::prelude::any::<proptest::sample::Index>(),
         ) {
-            let mut data = String::from("id,name,other\n");
-            for (n, kind) in kinds.iter().enumerate() {
-                data.push_str(&piece(*kind, n));
-            }
-            if no_final_newline {
-                data.pop();
-            }
-            let mut bytes = data.repeat(if kinds.len() > 200 { 60 } else { 1 }).into_bytes();
-            let at = bad_utf8_at.index(bytes.len());
-            if bytes[at] == b'x' {
-                bytes[at] = 0xff;
-            }
+            let bytes = generated_file(&kinds, no_final_newline, bad_utf8_at);
             for wanted in [[Some(0), None], [Some(2), Some(1)], [None, Some(2)], [Some(5), Some(0)]] {
                 let read = |plain_rows: bool| {
                     let mut source = open(&bytes).unwrap();

@@ -272,7 +272,7 @@ impl JsonArrayReader {
             let mut end = None;
             let mut next = 0;
             let fresh = start.is_none();
-            if start.is_none() {
+            if fresh {
                 // The element starts at the first byte that is not
                 // whitespace: found here, so the loop below need not ask.
                 while let Some(&byte) = chunk.get(next) {
