@@ -34,6 +34,10 @@
 //! `-- --formats csv,ndjson,postgres` runs only some formats; `-- --cases
 //! dry,dry-state,send,send-state` only some CLI cases; `-- --keep-inputs DIR`
 //! writes the generated files into DIR and leaves them there (to profile).
+//! `-- --instructions` counts instructions instead, with `valgrind
+//! --tool=callgrind`, for the file formats' floors and dry-run cases (30,000
+//! rows unless `--rows` says otherwise): a measure the machine's load does
+//! not move.
 
 mod floor;
 mod support;
@@ -175,12 +179,15 @@ impl Subject {
 }
 
 struct Options {
-    rows: u64,
+    /// `None`: [`DEFAULT_ROWS`], or [`INSTRUCTION_ROWS`] with `--instructions`.
+    rows: Option<u64>,
     /// `None`: every file format, and PostgreSQL when the server answers.
     formats: Option<Vec<Kind>>,
     cases: Vec<Case>,
     /// Where the generated inputs are written and left, for profiling.
     keep_inputs: Option<std::path::PathBuf>,
+    /// Count instructions under callgrind instead of measuring CPU seconds.
+    instructions: bool,
 }
 
 fn main() {
@@ -195,6 +202,10 @@ fn main() {
     }
     let options = parse_args(&args);
     let dir = tempfile::tempdir().expect("could not create a temp dir");
+    if options.instructions {
+        count_instructions(&options, dir.path());
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -258,10 +269,14 @@ fn main() {
         let input = match (kind, &database) {
             (Kind::File(format), _) => {
                 let inputs = options.keep_inputs.as_deref().unwrap_or(dir.path());
-                Subject::File(generate(inputs, format, options.rows))
+                Subject::File(generate(
+                    inputs,
+                    format,
+                    options.rows.unwrap_or(DEFAULT_ROWS),
+                ))
             }
             (Kind::Postgres, Some(database)) => {
-                Subject::Table(database.load("customers", options.rows))
+                Subject::Table(database.load("customers", options.rows.unwrap_or(DEFAULT_ROWS)))
             }
             (Kind::Postgres, None) => unreachable!("the database is created above"),
         };
@@ -335,6 +350,104 @@ fn main() {
         }
         std::process::exit(1);
     }
+}
+
+/// Rows read by default with `--instructions`: callgrind runs some fifty
+/// times slower than the program it counts.
+const INSTRUCTION_ROWS: u64 = 30_000;
+
+/// `--instructions`: each file format's floor and the CLI's dry-run cases
+/// counted in instructions by `valgrind --tool=callgrind`, which unlike CPU
+/// seconds do not move with the machine's load. The sending cases and
+/// PostgreSQL are left out (the receiver's and the server's timing would
+/// enter the count).
+fn count_instructions(options: &Options, dir: &Path) {
+    let rows = options.rows.unwrap_or(INSTRUCTION_ROWS);
+    let exe = std::env::current_exe().expect("the bench binary could not find its own path");
+    println!(
+        "instructions  valgrind --tool=callgrind, {} rows, client / floor",
+        grouped(rows)
+    );
+    let formats = options
+        .formats
+        .clone()
+        .unwrap_or_else(|| Format::ALL.into_iter().map(Kind::File).collect());
+    let mut failed = false;
+    for kind in formats {
+        let Kind::File(format) = kind else {
+            println!("\npostgres skipped: only files are counted");
+            continue;
+        };
+        let input = Subject::File(generate(
+            options.keep_inputs.as_deref().unwrap_or(dir),
+            format,
+            rows,
+        ));
+        println!("\n{}", input.name());
+        let floor = callgrind(Command::new(&exe).arg(RUN_FLOOR).args(input.floor_args()));
+        let Ok(floor) = floor else {
+            eprintln!("{} floor: {}", input.name(), floor.unwrap_err());
+            failed = true;
+            continue;
+        };
+        println!("  {:<32} {:>15}", "floor", grouped(floor));
+        for &case in options.cases.iter().filter(|case| !case.sends()) {
+            let state = tempfile::tempdir_in(dir).expect("could not create a state dir");
+            let counted = callgrind(
+                Command::new(BIN)
+                    .arg("sync")
+                    .args(input.cli_source())
+                    .args(["--quiet", "--name", "bench", "--state"])
+                    .arg(state.path())
+                    .args(case.flags())
+                    .env("SEGMENT_WRITE_KEY", WRITE_KEY),
+            );
+            match counted {
+                Ok(n) => println!(
+                    "  {:<32} {:>15} {:>6.2}x",
+                    case.describe(),
+                    grouped(n),
+                    n as f64 / floor as f64
+                ),
+                Err(problem) => {
+                    eprintln!("{} {}: {problem}", input.name(), case.describe());
+                    failed = true;
+                }
+            }
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
+
+/// Runs `command` under callgrind; its instruction count, from the
+/// `Collected : N` line valgrind prints.
+fn callgrind(command: &mut Command) -> Result<u64, String> {
+    let out = Command::new("valgrind")
+        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+        .arg(command.get_program())
+        .args(command.get_args())
+        .envs(
+            command
+                .get_envs()
+                .filter_map(|(key, value)| Some((key, value?))),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("could not run valgrind ({e}); hint: apt-get install valgrind"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("{}; stderr:\n{}", out.status, tail(&stderr, 20)));
+    }
+    stderr
+        .lines()
+        .find_map(|line| {
+            line.split_once("Collected :")
+                .map(|(_, n)| n.trim().parse().ok())
+        })
+        .flatten()
+        .ok_or_else(|| format!("no count in valgrind's output:\n{}", tail(&stderr, 20)))
 }
 
 fn print_row(label: &str, run: &Measured, ratio: f64, result: &str) {
@@ -509,10 +622,11 @@ fn run_case(
 
 fn parse_args(args: &[String]) -> Options {
     let mut options = Options {
-        rows: DEFAULT_ROWS,
+        rows: None,
         formats: None,
         cases: Case::ALL.to_vec(),
         keep_inputs: None,
+        instructions: false,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -520,11 +634,12 @@ fn parse_args(args: &[String]) -> Options {
             // cargo passes `--bench` to `harness = false` targets.
             "--bench" => {}
             "--rows" => {
-                options.rows = args
-                    .next()
-                    .and_then(|n| n.replace('_', "").parse().ok())
-                    .filter(|&n| n > 0)
-                    .unwrap_or_else(|| usage("--rows needs a positive whole number"));
+                options.rows = Some(
+                    args.next()
+                        .and_then(|n| n.replace('_', "").parse().ok())
+                        .filter(|&n| n > 0)
+                        .unwrap_or_else(|| usage("--rows needs a positive whole number")),
+                );
             }
             "--formats" => {
                 let list = args
@@ -551,6 +666,7 @@ fn parse_args(args: &[String]) -> Options {
                     })
                     .collect();
             }
+            "--instructions" => options.instructions = true,
             "--keep-inputs" => {
                 let dir = args
                     .next()
@@ -566,7 +682,8 @@ fn parse_args(args: &[String]) -> Options {
 fn usage(problem: &str) -> ! {
     eprintln!(
         "{problem}\nusage: cargo bench -p segment-sync --bench formats [-- --rows N] \
-         [--formats ndjson,json,csv,postgres] [--cases dry,dry-state,send,send-state]"
+         [--formats ndjson,json,csv,postgres] [--cases dry,dry-state,send,send-state] \
+         [--keep-inputs DIR] [--instructions]"
     );
     std::process::exit(2)
 }
