@@ -178,6 +178,29 @@ impl Subject {
     }
 }
 
+impl Subject {
+    /// This bench binary run as the floor over this input.
+    fn floor_command(&self) -> Command {
+        let exe = std::env::current_exe().expect("the bench binary could not find its own path");
+        let mut command = Command::new(exe);
+        command.arg(RUN_FLOOR).args(self.floor_args());
+        command
+    }
+
+    /// `segment-sync sync` over this input as `case`, with `state` as its state.
+    fn cli_command(&self, case: Case, state: &Path) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .arg("sync")
+            .args(self.cli_source())
+            .args(["--quiet", "--name", "bench", "--state"])
+            .arg(state)
+            .args(case.flags())
+            .env("SEGMENT_WRITE_KEY", WRITE_KEY);
+        command
+    }
+}
+
 struct Options {
     /// `None`: [`DEFAULT_ROWS`], or [`INSTRUCTION_ROWS`] with `--instructions`.
     rows: Option<u64>,
@@ -363,7 +386,6 @@ const INSTRUCTION_ROWS: u64 = 30_000;
 /// enter the count).
 fn count_instructions(options: &Options, dir: &Path) {
     let rows = options.rows.unwrap_or(INSTRUCTION_ROWS);
-    let exe = std::env::current_exe().expect("the bench binary could not find its own path");
     println!(
         "instructions  valgrind --tool=callgrind, {} rows, client / floor",
         grouped(rows)
@@ -384,7 +406,7 @@ fn count_instructions(options: &Options, dir: &Path) {
             rows,
         ));
         println!("\n{}", input.name());
-        let floor = callgrind(Command::new(&exe).arg(RUN_FLOOR).args(input.floor_args()));
+        let floor = callgrind(&mut input.floor_command());
         let Ok(floor) = floor else {
             eprintln!("{} floor: {}", input.name(), floor.unwrap_err());
             failed = true;
@@ -393,15 +415,7 @@ fn count_instructions(options: &Options, dir: &Path) {
         println!("  {:<32} {:>15}", "floor", grouped(floor));
         for &case in options.cases.iter().filter(|case| !case.sends()) {
             let state = tempfile::tempdir_in(dir).expect("could not create a state dir");
-            let counted = callgrind(
-                Command::new(BIN)
-                    .arg("sync")
-                    .args(input.cli_source())
-                    .args(["--quiet", "--name", "bench", "--state"])
-                    .arg(state.path())
-                    .args(case.flags())
-                    .env("SEGMENT_WRITE_KEY", WRITE_KEY),
-            );
+            let counted = callgrind(&mut input.cli_command(case, state.path()));
             match counted {
                 Ok(n) => println!(
                     "  {:<32} {:>15} {:>6.2}x",
@@ -462,12 +476,10 @@ fn print_row(label: &str, run: &Measured, ratio: f64, result: &str) {
 
 /// Runs the floor for `input` in a child process.
 fn run_floor(input: &Subject, failures: &mut Vec<String>) -> Measured {
-    let exe = std::env::current_exe().expect("the bench binary could not find its own path");
     let out = tempfile::NamedTempFile::new().expect("could not create a temp file");
     let run = measure(
-        Command::new(exe)
-            .arg(RUN_FLOOR)
-            .args(input.floor_args())
+        input
+            .floor_command()
             .stdin(Stdio::null())
             .stdout(out.reopen().expect("could not reopen a temp file")),
     );
@@ -512,12 +524,7 @@ fn run_floor_child(args: &[String]) {
 fn check_floor_matches_cli(dir: &Path, small: impl FnOnce(&Path) -> Subject) -> Result<(), String> {
     let dir = tempfile::tempdir_in(dir).map_err(|e| e.to_string())?;
     let input = small(dir.path());
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let floor = Command::new(exe)
-        .arg(RUN_FLOOR)
-        .args(input.floor_args())
-        .output()
-        .map_err(|e| e.to_string())?;
+    let floor = input.floor_command().output().map_err(|e| e.to_string())?;
     let printed = String::from_utf8_lossy(&floor.stdout);
     let floor_event = printed.lines().nth(1).unwrap_or_default();
     let bodies = dir.path().join("bodies");
@@ -574,17 +581,9 @@ fn run_case(
     let state = tempfile::tempdir_in(dir).expect("could not create a state dir");
     control.reset();
     let run = measure(
-        Command::new(BIN)
-            .arg("sync")
-            .args(input.cli_source())
-            .arg("--quiet")
-            .arg("--name")
-            .arg("bench")
-            .arg("--state")
-            .arg(state.path())
-            .args(case.flags())
+        input
+            .cli_command(case, state.path())
             .current_dir(dir)
-            .env("SEGMENT_WRITE_KEY", WRITE_KEY)
             .env("SEGMENT_HOST", control.url())
             .env_remove("SEGMENT_REGION")
             .stdin(Stdio::null())

@@ -160,13 +160,23 @@ impl CsvReader {
     /// (ragged, oversized, not UTF-8) are skipped; `None` at the end or at a
     /// fatal error, which the run itself reports.
     pub(super) fn next_fields(&mut self, wanted: [Option<usize>; 2]) -> Option<(u64, [&str; 2])> {
-        if let Some((line, ranges)) = self.next_plain_fields(wanted) {
-            // Checked as part of the row: these cannot fail.
-            let text = |at: &std::ops::Range<usize>| {
-                std::str::from_utf8(&self.out[at.clone()]).unwrap_or_default()
-            };
-            return Some((line, [text(&ranges[0]), text(&ranges[1])]));
-        }
+        let (line, ranges) = match self.next_plain_fields(wanted) {
+            Some(found) => found,
+            None => self.next_row_fields(wanted)?,
+        };
+        // Checked as part of the row: these cannot fail.
+        let text = |at: &std::ops::Range<usize>| {
+            std::str::from_utf8(&self.out[at.clone()]).unwrap_or_default()
+        };
+        Some((line, [text(&ranges[0]), text(&ranges[1])]))
+    }
+
+    /// [`next_fields`](Self::next_fields) for any row: read by
+    /// [`next_row`](Self::next_row), the wanted fields' ranges in `out`.
+    fn next_row_fields(
+        &mut self,
+        wanted: [Option<usize>; 2],
+    ) -> Option<(u64, [std::ops::Range<usize>; 2])> {
         loop {
             let row = match self.next_row() {
                 Ok(Some(row)) => row,
@@ -180,12 +190,7 @@ impl CsvReader {
                 Some(i) => self.field_range(i),
                 None => 0..0,
             };
-            let ranges = [range(wanted[0]), range(wanted[1])];
-            // Checked above as part of the row: these cannot fail.
-            let text = |at: &std::ops::Range<usize>| {
-                std::str::from_utf8(&self.out[at.clone()]).unwrap_or_default()
-            };
-            return Some((row.line, [text(&ranges[0]), text(&ranges[1])]));
+            return Some((row.line, wanted.map(range)));
         }
     }
 
