@@ -209,6 +209,9 @@ pub struct ObjectWriter {
     count: u32,
     /// Nested objects still open, innermost last.
     open: Vec<Open>,
+    /// An object given back with [`recycle`](Self::recycle): its buffers
+    /// hold the object after the one being written.
+    spare: Option<RawObject>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -243,7 +246,17 @@ impl ObjectWriter {
             fields: Vec::with_capacity(16),
             count: 0,
             open: Vec::new(),
+            spare: None,
         }
+    }
+
+    /// Drops what was written and starts an empty object, in the same buffers.
+    pub fn clear(&mut self) {
+        self.json.clear();
+        self.json.push(b'{');
+        self.fields.clear();
+        self.count = 0;
+        self.open.clear();
     }
 
     /// Writes `"key":"value"`.
@@ -306,15 +319,61 @@ impl ObjectWriter {
 
     /// Closes what is still open and returns the object.
     pub fn finish(mut self) -> RawObject {
+        self.seal();
+        RawObject {
+            json: into_string(self.json),
+            fields: self.fields,
+        }
+    }
+
+    /// Closes what is still open and returns the object, leaving the writer
+    /// [cleared](Self::clear) for the next one: in the buffers of the
+    /// object last given back with [`recycle`](Self::recycle), if any. A
+    /// producer that writes an object per record and gives each back when
+    /// done allocates nothing after the first few.
+    ///
+    /// # Example
+    /// ```
+    /// use segment_client::ObjectWriter;
+    ///
+    /// let mut writer = ObjectWriter::new();
+    /// for plan in ["free", "pro"] {
+    ///     writer.string("plan", plan);
+    ///     let traits = writer.take();
+    ///     assert_eq!(traits.json(), format!(r#"{{"plan":"{plan}"}}"#));
+    ///     writer.recycle(traits);
+    /// }
+    /// ```
+    pub fn take(&mut self) -> RawObject {
+        self.seal();
+        let (json, fields) = match self.spare.take() {
+            Some(spare) => (spare.json.into_bytes(), spare.fields),
+            None => (
+                Vec::with_capacity(self.json.len()),
+                Vec::with_capacity(self.fields.len()),
+            ),
+        };
+        let json = std::mem::replace(&mut self.json, json);
+        let fields = std::mem::replace(&mut self.fields, fields);
+        self.clear();
+        RawObject {
+            json: into_string(json),
+            fields,
+        }
+    }
+
+    /// Gives back an object no longer needed: the next [`take`](Self::take)
+    /// starts the object after it in its buffers.
+    pub fn recycle(&mut self, object: RawObject) {
+        self.spare = Some(object);
+    }
+
+    /// Closes every open object, then the top-level one.
+    fn seal(&mut self) {
         while !self.open.is_empty() {
             self.close();
         }
         self.json.push(b'}');
-        RawObject {
-            // Only whole UTF-8 strings and serde_json's output were written.
-            json: String::from_utf8(self.json).unwrap_or_else(|_| "{}".to_owned()),
-            fields: self.fields,
-        }
     }
 
     /// A field of another [`RawObject`], copied: `key` is its JSON string
@@ -376,6 +435,11 @@ impl ObjectWriter {
         };
         *count -= 1;
     }
+}
+
+/// Only whole UTF-8 strings and serde_json's output are written.
+fn into_string(json: Vec<u8>) -> String {
+    String::from_utf8(json).unwrap_or_else(|_| "{}".to_owned())
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -647,5 +711,42 @@ mod tests {
         writer.value("bad", &bad);
         writer.string("c", "3");
         assert_eq!(writer.finish().json(), r#"{"a":"1","c":"3"}"#);
+    }
+
+    #[test]
+    fn objects_taken_and_recycled_are_the_objects_fresh_writers_finish() {
+        let write = |writer: &mut ObjectWriter, n: usize| {
+            writer.string("id", &format!("c{n}"));
+            writer.open("address");
+            if n % 2 == 0 {
+                writer.string("city", "London");
+            }
+            writer.close();
+            writer.open("billing");
+            writer.value("ltv", &n);
+            // Left open: `take` closes it, as `finish` does.
+        };
+        let mut reused = ObjectWriter::with_capacity(0);
+        let mut buffers = Vec::new();
+        for n in 0..6 {
+            // Half an object, dropped.
+            reused.string("stale", "x");
+            reused.open("stale_nested");
+            reused.clear();
+            write(&mut reused, n);
+            let taken = reused.take();
+            let mut fresh = ObjectWriter::new();
+            write(&mut fresh, n);
+            let fresh = fresh.finish();
+            assert_eq!(taken, fresh, "object {n}");
+            assert_eq!(
+                taken.fields().collect::<Vec<_>>(),
+                fresh.fields().collect::<Vec<_>>()
+            );
+            buffers.push(taken.json().as_ptr());
+            reused.recycle(taken);
+        }
+        // The writer and its spare take turns: no allocation after two.
+        assert_eq!(buffers[2..], [buffers[0], buffers[1]].repeat(2));
     }
 }

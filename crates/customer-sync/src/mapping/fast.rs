@@ -170,6 +170,10 @@ const ABSENT: u32 = u32::MAX;
 thread_local! {
     /// Per column, the index of its field in the record being mapped.
     static FIELDS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    /// Writes each record's traits, in the buffers of a record given back
+    /// with [`Mapping::recycle`] (a fresh object per record cost four
+    /// allocations).
+    static TRAITS: RefCell<ObjectWriter> = RefCell::new(ObjectWriter::with_capacity(0));
 }
 
 impl Mapping {
@@ -217,28 +221,59 @@ impl Mapping {
                 slot(self.group_id)?,
             );
             let (identity, member) = self.subject(record, user_id, anonymous_id, group_id).ok()?;
-            let mut traits = ObjectWriter::with_capacity(64 + 40 * steps.len());
-            for step in steps {
-                match step {
-                    Step::Open(key) => traits.open(key),
-                    Step::Close => traits.close(),
-                    Step::Constant { key, value } => traits.value(key, value),
-                    Step::Column { column, key } => {
-                        let (Some(field), Action::Trait(rule)) =
-                            (field(*column), &self.columns[*column].action)
-                        else {
-                            continue;
-                        };
-                        write_trait(&mut traits, key, field, rule)?;
+            let traits = TRAITS.with_borrow_mut(|traits| {
+                traits.clear();
+                for step in steps {
+                    match step {
+                        Step::Open(key) => traits.open(key),
+                        Step::Close => traits.close(),
+                        Step::Constant { key, value } => traits.value(key, value),
+                        Step::Column { column, key } => {
+                            let (Some(field), Action::Trait(rule)) =
+                                (field(*column), &self.columns[*column].action)
+                            else {
+                                continue;
+                            };
+                            write_trait(traits, key, field, rule)?;
+                        }
                     }
                 }
-            }
+                Some(traits.take())
+            })?;
             Some(MappedJson {
                 identity,
-                traits: traits.finish(),
+                traits,
                 member,
             })
         })
+    }
+
+    /// Gives back the traits of a record [mapped](Self::apply_json) and
+    /// sent, for the next record on this thread to be written in.
+    ///
+    /// # Example
+    /// ```
+    /// use customer_sync::mapping::Mapping;
+    /// use customer_sync::{Field, FieldValue, Location, Record};
+    ///
+    /// let mapping = Mapping::new(None, &["customer_id", "plan"])?;
+    /// let record = |line, id: &str, plan: &str| Record {
+    ///     location: Location::new("customers.csv", line),
+    ///     fields: [("customer_id", id), ("plan", plan)]
+    ///         .map(|(name, value)| Field {
+    ///             name: name.into(),
+    ///             value: FieldValue::Text(value.into()),
+    ///         })
+    ///         .into(),
+    /// };
+    /// let first = mapping.apply_json(&record(2, "c1", "free"))?;
+    /// mapping.recycle(first.traits);
+    /// let second = mapping.apply_json(&record(3, "c2", "pro"))?;
+    /// assert_eq!(second.traits.json(), r#"{"plan":"pro"}"#);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recycle(&self, traits: RawObject) {
+        TRAITS.with_borrow_mut(|writer| writer.recycle(traits));
     }
 }
 
@@ -374,5 +409,42 @@ mod tests {
             Some(r#"{"city":"{\"a\":[1],\"name\":\"London\"}"}"#)
         );
         assert_eq!(MappedJson::from(mapping.apply(&json_record).unwrap()), fast);
+    }
+
+    #[test]
+    fn recycled_traits_are_written_over_and_a_record_given_up_midway_leaves_nothing() {
+        let spec = MappingSpec::from_toml(
+            "[columns]\nltv = { trait = \"billing.ltv\", type = \"float\" }\n",
+        )
+        .unwrap();
+        let mapping = Mapping::new(Some(&spec), &["id", "city", "ltv", "plan"]).unwrap();
+        let text = |s: &str| FieldValue::Text(s.into());
+        let customer = |id: &str, ltv: &str| {
+            record(&[
+                ("id", text(id)),
+                ("city", text("London")),
+                ("ltv", text(ltv)),
+                ("plan", text("pro")),
+            ])
+        };
+        let ids = ["c1", "c2", "c3", "c4"];
+        // (`apply` runs the fast path too in tests: all of it before.)
+        let expected: Vec<_> = (ids.iter())
+            .map(|id| serde_json::to_string(&mapping.apply(&customer(id, "1.5")).unwrap().traits))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut buffers = Vec::new();
+        for (id, expected) in ids.into_iter().zip(expected) {
+            // Given up after the city is written, inside `billing`.
+            assert!(mapping.apply_fast(&customer(id, "abc")).is_none());
+            let mapped = mapping
+                .apply_fast(&customer(id, "1.5"))
+                .expect("the fast path");
+            assert_eq!(mapped.traits.json(), expected, "{id}");
+            buffers.push(mapped.traits.json().as_ptr());
+            mapping.recycle(mapped.traits);
+        }
+        // Two buffers take turns: nothing is allocated after the first two.
+        assert_eq!((buffers[2], buffers[3]), (buffers[0], buffers[1]));
     }
 }

@@ -434,6 +434,8 @@ impl<'a> Reader<'a> {
             removal: false,
         });
         let prepared = self.prepare_events(&mapped, planned.events);
+        // Serialised into the events: its buffers take the next record's.
+        self.mapping.recycle(mapped.traits);
         match prepared {
             // Only tracks are sent, and this change has none.
             Ok(None) => Counters::add(&self.tracker.counters.skipped),
