@@ -718,7 +718,7 @@ mod tests {
         let write = |writer: &mut ObjectWriter, n: usize| {
             writer.string("id", &format!("c{n}"));
             writer.open("address");
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 writer.string("city", "London");
             }
             writer.close();
