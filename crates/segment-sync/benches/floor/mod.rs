@@ -20,7 +20,7 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use chrono::{SecondsFormat, Utc};
-use flate2::{Compress, Compression, FlushCompress, Status};
+use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 use serde::{Deserialize, Serialize};
 
 use crate::support::customers::Format;
@@ -182,7 +182,8 @@ impl Sink {
             batch_events: 0,
             suffix_bytes,
             context,
-            // Raw deflate; the gzip header and CRC are a few bytes per request.
+            // Raw deflate; the gzip header is added to the count, the trailer
+            // (a CRC-32 of the body) is computed, as a request needs it.
             compress: Compress::new(Compression::new(1), false),
             gzipped: Vec::with_capacity(MAX_BODY_BYTES),
             output: FloorOutput::default(),
@@ -252,11 +253,17 @@ impl Sink {
             }
             self.gzipped.reserve(64 * 1024);
         }
-        // The gzip header (10 bytes) and trailer (8 bytes, with a CRC that
-        // costs about what a memcpy does) are left out.
+        // The trailer: the body's CRC-32 and length (the client computes
+        // the same; a gzip body without it is not one). The 10-byte header
+        // is only counted.
+        let mut crc = Crc::new();
+        crc.update(&self.body);
+        self.gzipped.extend_from_slice(&crc.sum().to_le_bytes());
+        self.gzipped
+            .extend_from_slice(&(self.body.len() as u32).to_le_bytes());
         self.output.requests += 1;
         self.output.json_bytes += self.body.len() as u64;
-        self.output.gzip_bytes += self.gzipped.len() as u64 + 18;
+        self.output.gzip_bytes += self.gzipped.len() as u64 + 10;
         self.body.truncate(PREFIX.len());
         self.batch_events = 0;
     }
