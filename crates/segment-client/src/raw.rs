@@ -251,6 +251,18 @@ impl ObjectWriter {
     }
 
     /// Drops what was written and starts an empty object, in the same buffers.
+    ///
+    /// # Example
+    /// ```
+    /// use segment_client::ObjectWriter;
+    ///
+    /// let mut writer = ObjectWriter::new();
+    /// writer.open("address");
+    /// writer.string("city", "London");
+    /// writer.clear(); // the record turned out to be invalid
+    /// writer.string("plan", "pro");
+    /// assert_eq!(writer.finish().json(), r#"{"plan":"pro"}"#);
+    /// ```
     pub fn clear(&mut self) {
         self.json.clear();
         self.json.push(b'{');
@@ -364,6 +376,22 @@ impl ObjectWriter {
 
     /// Gives back an object no longer needed: the next [`take`](Self::take)
     /// starts the object after it in its buffers.
+    ///
+    /// # Example
+    /// ```
+    /// use segment_client::ObjectWriter;
+    ///
+    /// let mut writer = ObjectWriter::new();
+    /// writer.string("plan", "free");
+    /// let first = writer.take(); // the writer moves to fresh buffers
+    /// let reused = first.json().as_ptr();
+    /// writer.recycle(first);
+    /// writer.string("plan", "pro");
+    /// let second = writer.take(); // and to `first`'s for the third object
+    /// writer.string("plan", "team");
+    /// assert_eq!(writer.take().json().as_ptr(), reused);
+    /// assert_eq!(second.json(), r#"{"plan":"pro"}"#);
+    /// ```
     pub fn recycle(&mut self, object: RawObject) {
         self.spare = Some(object);
     }

@@ -60,6 +60,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// (36 MB on 1M CSV rows) with 37,000 faults.
 const PURGE_DELAY_MS: std::ffi::c_long = 10;
 
+/// Sets the allocator's purge delay to [`PURGE_DELAY_MS`].
 #[expect(
     unsafe_code,
     reason = "sets an integer option of the allocator; no pointers involved"

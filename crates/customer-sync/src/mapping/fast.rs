@@ -433,16 +433,20 @@ mod tests {
             .map(|id| serde_json::to_string(&mapping.apply(&customer(id, "1.5")).unwrap().traits))
             .collect::<Result<_, _>>()
             .unwrap();
-        let mut buffers = Vec::new();
+        let (mut buffers, mut held) = (Vec::new(), Vec::new());
         for (id, expected) in ids.into_iter().zip(expected) {
-            // Given up after the city is written, inside `billing`.
+            // Given up midway, at `ltv` (not a number) inside `billing`.
             assert!(mapping.apply_fast(&customer(id, "abc")).is_none());
             let mapped = mapping
                 .apply_fast(&customer(id, "1.5"))
                 .expect("the fast path");
             assert_eq!(mapped.traits.json(), expected, "{id}");
             buffers.push(mapped.traits.json().as_ptr());
+            let size = mapped.traits.json().len();
             mapping.recycle(mapped.traits);
+            // Were the buffer dropped instead, this would take its memory
+            // and the next record would get another.
+            held.push(Vec::<u8>::with_capacity(size));
         }
         // Two buffers take turns: nothing is allocated after the first two.
         assert_eq!((buffers[2], buffers[3]), (buffers[0], buffers[1]));

@@ -259,8 +259,7 @@ impl Sink {
         let mut crc = Crc::new();
         crc.update(&self.body);
         self.gzipped.extend_from_slice(&crc.sum().to_le_bytes());
-        self.gzipped
-            .extend_from_slice(&(self.body.len() as u32).to_le_bytes());
+        self.gzipped.extend_from_slice(&crc.amount().to_le_bytes());
         self.output.requests += 1;
         self.output.json_bytes += self.body.len() as u64;
         self.output.gzip_bytes += self.gzipped.len() as u64 + 10;
