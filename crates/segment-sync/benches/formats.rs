@@ -37,7 +37,10 @@
 //! `-- --instructions` counts instructions instead, with `valgrind
 //! --tool=callgrind`, for the file formats' floors and dry-run cases (30,000
 //! rows unless `--rows` says otherwise): a measure the machine's load does
-//! not move.
+//! not move. `-- --baseline BIN` runs the file formats' dry-run cases by
+//! `BIN` (another build of `segment-sync`) and by this build alternately,
+//! `--pairs N` times each (default 5), and prints the median of the pairs'
+//! CPU ratios: the measure that shows a change of a few percent here.
 
 mod floor;
 mod support;
@@ -187,9 +190,10 @@ impl Subject {
         command
     }
 
-    /// `segment-sync sync` over this input as `case`, with `state` as its state.
-    fn cli_command(&self, case: Case, state: &Path) -> Command {
-        let mut command = Command::new(BIN);
+    /// `segment-sync sync` over this input as `case`, with `state` as its
+    /// state, run by the binary `bin` ([`BIN`], or a `--baseline`).
+    fn cli_command(&self, bin: &Path, case: Case, state: &Path) -> Command {
+        let mut command = Command::new(bin);
         command
             .arg("sync")
             .args(self.cli_source())
@@ -211,6 +215,10 @@ struct Options {
     keep_inputs: Option<std::path::PathBuf>,
     /// Count instructions under callgrind instead of measuring CPU seconds.
     instructions: bool,
+    /// Another build of `segment-sync` to run alternately with this one.
+    baseline: Option<std::path::PathBuf>,
+    /// Pairs of runs per case with `--baseline`.
+    pairs: usize,
 }
 
 fn main() {
@@ -227,6 +235,10 @@ fn main() {
     let dir = tempfile::tempdir().expect("could not create a temp dir");
     if options.instructions {
         count_instructions(&options, dir.path());
+        return;
+    }
+    if let Some(baseline) = &options.baseline {
+        compare_with_baseline(&options, baseline, dir.path());
         return;
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -415,7 +427,7 @@ fn count_instructions(options: &Options, dir: &Path) {
         println!("  {:<32} {:>15}", "floor", grouped(floor));
         for &case in options.cases.iter().filter(|case| !case.sends()) {
             let state = tempfile::tempdir_in(dir).expect("could not create a state dir");
-            let counted = callgrind(&mut input.cli_command(case, state.path()));
+            let counted = callgrind(&mut input.cli_command(Path::new(BIN), case, state.path()));
             match counted {
                 Ok(n) => println!(
                     "  {:<32} {:>15} {:>6.2}x",
@@ -432,6 +444,97 @@ fn count_instructions(options: &Options, dir: &Path) {
     }
     if failed {
         std::process::exit(1);
+    }
+}
+
+/// Pairs of runs per case with `--baseline` unless `--pairs` says otherwise.
+const BASELINE_PAIRS: usize = 5;
+
+/// `--baseline BIN`: the dry-run cases of each file format run by `BIN` (an
+/// older build of `segment-sync`) and by this build, alternated run by run,
+/// with the median of each pair's CPU ratio, this build over `BIN`. The
+/// machine's load moves a floor's CPU by a quarter within an invocation;
+/// two neighbouring runs see the same machine, so a pair's ratio shows a
+/// change of a few percent that the floor ratios cannot.
+fn compare_with_baseline(options: &Options, baseline: &Path, dir: &Path) {
+    let rows = options.rows.unwrap_or(DEFAULT_ROWS);
+    println!(
+        "baseline  {} (this build: {BIN}), {} rows, {} pairs; CPU seconds, this build / baseline",
+        baseline.display(),
+        grouped(rows),
+        options.pairs
+    );
+    let formats = options
+        .formats
+        .clone()
+        .unwrap_or_else(|| Format::ALL.into_iter().map(Kind::File).collect());
+    let mut failed = false;
+    for kind in formats {
+        let Kind::File(format) = kind else {
+            println!(
+                "
+postgres skipped: only files are compared"
+            );
+            continue;
+        };
+        let input = Subject::File(generate(
+            options.keep_inputs.as_deref().unwrap_or(dir),
+            format,
+            rows,
+        ));
+        println!(
+            "
+{}",
+            input.name()
+        );
+        for &case in options.cases.iter().filter(|case| !case.sends()) {
+            let mut run = |bin: &Path| {
+                let state = tempfile::tempdir_in(dir).expect("could not create a state dir");
+                let mut command = input.cli_command(bin, case, state.path());
+                let run = measure(command.stdout(Stdio::null()).stderr(Stdio::null()));
+                if !run.success {
+                    eprintln!(
+                        "{} {} by {}: {}",
+                        input.name(),
+                        case.describe(),
+                        bin.display(),
+                        run.ended
+                    );
+                    failed = true;
+                }
+                run.cpu_seconds
+            };
+            let (mut old, mut new, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..options.pairs {
+                old.push(run(baseline));
+                new.push(run(Path::new(BIN)));
+                ratios.push(new[new.len() - 1] / old[old.len() - 1]);
+            }
+            let (low, high) = (
+                ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                ratios.iter().copied().fold(0.0, f64::max),
+            );
+            println!(
+                "  {:<24} baseline {:>6.2} s  this {:>6.2} s  {:>6.3}x  (pairs {low:.3}-{high:.3})",
+                case.describe(),
+                median(&mut old),
+                median(&mut new),
+                median(&mut ratios),
+            );
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    match values.len() % 2 {
+        0 => (values[middle - 1] + values[middle]) / 2.0,
+        _ => values[middle],
     }
 }
 
@@ -582,7 +685,7 @@ fn run_case(
     control.reset();
     let run = measure(
         input
-            .cli_command(case, state.path())
+            .cli_command(Path::new(BIN), case, state.path())
             .current_dir(dir)
             .env("SEGMENT_HOST", control.url())
             .env_remove("SEGMENT_REGION")
@@ -626,6 +729,8 @@ fn parse_args(args: &[String]) -> Options {
         cases: Case::ALL.to_vec(),
         keep_inputs: None,
         instructions: false,
+        baseline: None,
+        pairs: BASELINE_PAIRS,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -666,6 +771,19 @@ fn parse_args(args: &[String]) -> Options {
                     .collect();
             }
             "--instructions" => options.instructions = true,
+            "--baseline" => {
+                let bin = args
+                    .next()
+                    .unwrap_or_else(|| usage("--baseline needs a segment-sync binary"));
+                options.baseline = Some(bin.into());
+            }
+            "--pairs" => {
+                options.pairs = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n| n > 0)
+                    .unwrap_or_else(|| usage("--pairs needs a positive whole number"));
+            }
             "--keep-inputs" => {
                 let dir = args
                     .next()
@@ -682,7 +800,7 @@ fn usage(problem: &str) -> ! {
     eprintln!(
         "{problem}\nusage: cargo bench -p segment-sync --bench formats [-- --rows N] \
          [--formats ndjson,json,csv,postgres] [--cases dry,dry-state,send,send-state] \
-         [--keep-inputs DIR] [--instructions]"
+         [--keep-inputs DIR] [--instructions] [--baseline BIN [--pairs N]]"
     );
     std::process::exit(2)
 }
