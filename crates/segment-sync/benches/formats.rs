@@ -402,22 +402,8 @@ fn count_instructions(options: &Options, dir: &Path) {
         "instructions  valgrind --tool=callgrind, {} rows, client / floor",
         grouped(rows)
     );
-    let formats = options
-        .formats
-        .clone()
-        .unwrap_or_else(|| Format::ALL.into_iter().map(Kind::File).collect());
     let mut failed = false;
-    for kind in formats {
-        let Kind::File(format) = kind else {
-            println!("\npostgres skipped: only files are counted");
-            continue;
-        };
-        let input = Subject::File(generate(
-            options.keep_inputs.as_deref().unwrap_or(dir),
-            format,
-            rows,
-        ));
-        println!("\n{}", input.name());
+    for input in file_inputs(options, dir, rows, "counted") {
         let floor = callgrind(&mut input.floor_command());
         let Ok(floor) = floor else {
             eprintln!("{} floor: {}", input.name(), floor.unwrap_err());
@@ -464,29 +450,8 @@ fn compare_with_baseline(options: &Options, baseline: &Path, dir: &Path) {
         grouped(rows),
         options.pairs
     );
-    let formats = options
-        .formats
-        .clone()
-        .unwrap_or_else(|| Format::ALL.into_iter().map(Kind::File).collect());
     let mut failed = false;
-    for kind in formats {
-        let Kind::File(format) = kind else {
-            println!(
-                "
-postgres skipped: only files are compared"
-            );
-            continue;
-        };
-        let input = Subject::File(generate(
-            options.keep_inputs.as_deref().unwrap_or(dir),
-            format,
-            rows,
-        ));
-        println!(
-            "
-{}",
-            input.name()
-        );
+    for input in file_inputs(options, dir, rows, "compared") {
         for &case in options.cases.iter().filter(|case| !case.sends()) {
             let mut run = |bin: &Path| {
                 let state = tempfile::tempdir_in(dir).expect("could not create a state dir");
@@ -506,9 +471,10 @@ postgres skipped: only files are compared"
             };
             let (mut old, mut new, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..options.pairs {
-                old.push(run(baseline));
-                new.push(run(Path::new(BIN)));
-                ratios.push(new[new.len() - 1] / old[old.len() - 1]);
+                let (before, now) = (run(baseline), run(Path::new(BIN)));
+                old.push(before);
+                new.push(now);
+                ratios.push(now / before);
             }
             let (low, high) = (
                 ratios.iter().copied().fold(f64::INFINITY, f64::min),
@@ -536,6 +502,34 @@ fn median(values: &mut [f64]) -> f64 {
         0 => (values[middle - 1] + values[middle]) / 2.0,
         _ => values[middle],
     }
+}
+
+/// Each file format asked for (all by default), generated in turn, its name
+/// printed first; PostgreSQL, which these modes leave out, skipped with a
+/// line saying they `only files are {what}`.
+fn file_inputs<'a>(
+    options: &'a Options,
+    dir: &'a Path,
+    rows: u64,
+    what: &'a str,
+) -> impl Iterator<Item = Subject> + 'a {
+    let formats = options
+        .formats
+        .clone()
+        .unwrap_or_else(|| Format::ALL.into_iter().map(Kind::File).collect());
+    formats.into_iter().filter_map(move |kind| {
+        let Kind::File(format) = kind else {
+            println!("\npostgres skipped: only files are {what}");
+            return None;
+        };
+        let input = Subject::File(generate(
+            options.keep_inputs.as_deref().unwrap_or(dir),
+            format,
+            rows,
+        ));
+        println!("\n{}", input.name());
+        Some(input)
+    })
 }
 
 /// Runs `command` under callgrind; its instruction count, from the
