@@ -179,9 +179,7 @@ impl Subject {
             ],
         }
     }
-}
 
-impl Subject {
     /// This bench binary run as the floor over this input.
     fn floor_command(&self) -> Command {
         let exe = std::env::current_exe().expect("the bench binary could not find its own path");
@@ -241,6 +239,7 @@ fn main() {
         compare_with_baseline(&options, baseline, dir.path());
         return;
     }
+    let rows = options.rows.unwrap_or(DEFAULT_ROWS);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -304,15 +303,9 @@ fn main() {
         let input = match (kind, &database) {
             (Kind::File(format), _) => {
                 let inputs = options.keep_inputs.as_deref().unwrap_or(dir.path());
-                Subject::File(generate(
-                    inputs,
-                    format,
-                    options.rows.unwrap_or(DEFAULT_ROWS),
-                ))
+                Subject::File(generate(inputs, format, rows))
             }
-            (Kind::Postgres, Some(database)) => {
-                Subject::Table(database.load("customers", options.rows.unwrap_or(DEFAULT_ROWS)))
-            }
+            (Kind::Postgres, Some(database)) => Subject::Table(database.load("customers", rows)),
             (Kind::Postgres, None) => unreachable!("the database is created above"),
         };
         println!();
