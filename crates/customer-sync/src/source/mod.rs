@@ -269,6 +269,16 @@ impl Source {
         }))
     }
 
+    /// As [`reopen`](Self::reopen), for a pass that must read the file once
+    /// more: a stream, which cannot, is an error.
+    pub(crate) fn reopen_file(&self) -> Result<Source, SourceError> {
+        self.reopen().unwrap_or_else(|| {
+            let cannot =
+                io::Error::new(io::ErrorKind::Unsupported, "a stream cannot be read twice");
+            Err(SourceError::open(&self.name, cannot, None))
+        })
+    }
+
     /// Reads `format` from any reader, for stdin and tests; `name` appears in
     /// every [`Location`](crate::Location) and error.
     ///

@@ -9,7 +9,7 @@ use segment_client::Identity;
 use super::StopSignal;
 use super::planner::Planner;
 use crate::mapping::Mapping;
-use crate::source::{IdentityScan, ReadProgress, Source};
+use crate::source::{IdentityScan, ReadProgress, Source, SourceError};
 use crate::state::stable_hash;
 use crate::{Record, RecordError};
 
@@ -27,19 +27,25 @@ pub(crate) struct LastRows {
 }
 
 impl LastRows {
-    /// Finds every identity on several rows of `source`, and its last row.
-    /// Bounded memory: identities the state knows are checked in the
-    /// planner's per-slot array (4 bytes each, there anyway), new ones take
-    /// 12 bytes each in a table dropped at the end; only the repeated ones
-    /// are kept. Stops early at a stop (the run then reads nothing either).
+    /// Finds every identity on several rows of `source` (a file), and its
+    /// last row. Bounded memory: identities the state knows are checked in
+    /// the planner's per-slot array (4 bytes each, there anyway); each row
+    /// of a new one takes 16 bytes in a list dropped at the end; only the
+    /// repeated ones are kept. Stops early at a stop (the run then reads
+    /// nothing either).
+    ///
+    /// # Errors
+    /// When a JSON object a repeated identity's last row may be on (its
+    /// identity read without parsing it) cannot be read again to settle
+    /// that: the file cannot be opened again.
     pub fn scan(
         mut source: Source,
         mapping: &Mapping,
         stop: &StopSignal,
         planner: Option<&mut Planner>,
-    ) -> LastRows {
+    ) -> Result<LastRows, SourceError> {
         let mut pass = FirstPass {
-            seen: SeenIdentities::default(),
+            rows: Vec::new(),
             lines: HashMap::new(),
             planner,
             progress: source.progress(),
@@ -49,66 +55,64 @@ impl LastRows {
             new_in_sample: 0,
             key: String::new(),
         };
-        // CSV rows are read field by field, without building records.
-        let wanted = mapping.identity_columns();
-        while let Some(next) = source.next_csv_fields(wanted) {
-            let Some((line, [user_id, anonymous_id])) = next else {
-                return pass.finish();
-            };
-            // As `Mapping::apply` reads a CSV identity: trimmed, empty is absent.
-            if !pass.take_row(user_id.trim(), anonymous_id.trim(), line, stop) {
-                return pass.finish();
-            }
-        }
-        // Other formats: only the identity keys' values are built.
-        source.keep_only(mapping.identity_names());
-        // JSON: most objects' identities are read without parsing them.
-        if let Some(names) = mapping.customer_id_names() {
-            let scan = IdentityScan::new(names);
-            loop {
-                let went_on = source.next_unparsed(|mut object| {
-                    let Some([user_id, anonymous_id]) = scan.ids(object.bytes) else {
-                        return pass.observe_record(object.parse(), mapping, stop);
-                    };
-                    match pass.observe(user_id, anonymous_id, object.line, stop) {
-                        Observed::Stop => false,
-                        Observed::Once => true,
-                        // A scan's answer is sure only for an object the
-                        // run accepts: the object decides once parsed.
-                        Observed::Again(_) => pass.observe_record(object.parse(), mapping, stop),
-                    }
-                });
-                match went_on {
-                    None => break,
-                    Some(Some(true)) => {}
-                    Some(Some(false) | None) => return pass.finish(),
-                }
-            }
-        }
-        for record in source.by_ref() {
-            if !pass.observe_record(record, mapping, stop) {
-                break;
-            }
-        }
-        // A fatal error is the run's to report, when it reads the same
-        // source; what the scan found before it still holds.
-        let _ = source.take_fatal();
-        pass.finish()
+        let completed = pass.read(&mut source, mapping, stop);
+        pass.finish(&source, mapping, stop, completed)
     }
 }
 
 /// Whether an identity was seen before in the first pass.
 enum Observed {
-    Once,
-    /// Seen before: its hash.
+    /// Not known to be repeated yet: its rows are compared at the end.
+    Noted,
+    /// Seen before, on a row the state knows: its hash.
     Again(u64),
     /// A stop asks to end the pass.
     Stop,
 }
 
+/// How sure the first pass is that the run accepts a row.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Row {
+    /// Read as the run reads it.
+    Accepted,
+    /// Its identity read from an object not parsed: the run may refuse it.
+    Scanned,
+}
+
+/// A row of an identity the state does not know.
+#[derive(Clone, Copy)]
+struct FirstRow {
+    /// The identity's hash, odd (see [`identity_hash_of`]); its lowest bit
+    /// cleared for a [`Row::Scanned`].
+    tagged_hash: u64,
+    line: u64,
+}
+
+impl FirstRow {
+    fn new(hash: u64, line: u64, row: Row) -> Self {
+        let tagged_hash = match row {
+            Row::Accepted => hash,
+            Row::Scanned => hash & !1,
+        };
+        Self { tagged_hash, line }
+    }
+
+    fn hash(self) -> u64 {
+        self.tagged_hash | 1
+    }
+
+    fn scanned(self) -> bool {
+        self.tagged_hash & 1 == 0
+    }
+}
+
 /// The first pass's bookkeeping.
 struct FirstPass<'a> {
-    seen: SeenIdentities,
+    /// Every row of a new identity, sorted at the end to find the repeated
+    /// ones: written in order, where a table looked up at each row waited
+    /// on memory for every one (5% of a run at a million identities).
+    rows: Vec<FirstRow>,
+    /// Repeated identities the state knows: hash -> the last row so far.
     lines: HashMap<u64, u64>,
     planner: Option<&'a mut Planner>,
     progress: ReadProgress,
@@ -121,9 +125,58 @@ struct FirstPass<'a> {
 }
 
 impl FirstPass<'_> {
-    /// Notes a record as the run reads it: a row, if it has an identity,
-    /// and the last so far of that identity if it was seen before. `false`
-    /// when a stop asks to end the pass.
+    /// Notes every row of `source`; `false` if a stop ended the pass.
+    fn read(&mut self, source: &mut Source, mapping: &Mapping, stop: &StopSignal) -> bool {
+        // CSV rows are read field by field, without building records.
+        let wanted = mapping.identity_columns();
+        while let Some(next) = source.next_csv_fields(wanted) {
+            let Some((line, [user_id, anonymous_id])) = next else {
+                return true;
+            };
+            // As `Mapping::apply` reads a CSV identity: trimmed, empty is absent.
+            if !self.take_row(user_id.trim(), anonymous_id.trim(), line, stop) {
+                return false;
+            }
+        }
+        // Other formats: only the identity keys' values are built.
+        source.keep_only(mapping.identity_names());
+        // JSON: most objects' identities are read without parsing them.
+        if let Some(names) = mapping.customer_id_names() {
+            let scan = IdentityScan::new(names);
+            loop {
+                let went_on = source.next_unparsed(|mut object| {
+                    let Some([user_id, anonymous_id]) = scan.ids(object.bytes) else {
+                        return self.observe_record(object.parse(), mapping, stop);
+                    };
+                    match self.observe(user_id, anonymous_id, object.line, Row::Scanned, stop) {
+                        Observed::Stop => false,
+                        Observed::Noted => true,
+                        // A scan's answer is sure only for an object the
+                        // run accepts: the object decides once parsed.
+                        Observed::Again(_) => self.observe_record(object.parse(), mapping, stop),
+                    }
+                });
+                match went_on {
+                    None => break,
+                    Some(Some(true)) => {}
+                    Some(None) => return true,
+                    Some(Some(false)) => return false,
+                }
+            }
+        }
+        for record in source.by_ref() {
+            if !self.observe_record(record, mapping, stop) {
+                return false;
+            }
+        }
+        // A fatal error is the run's to report, when it reads the same
+        // source; what the scan found before it still holds.
+        let _ = source.take_fatal();
+        true
+    }
+
+    /// Notes a record as the run reads it: a row, if it has an identity.
+    /// `false` when a stop asks to end the pass.
     fn observe_record(
         &mut self,
         record: Result<Record, RecordError>,
@@ -144,8 +197,9 @@ impl FirstPass<'_> {
         self.take_row(user_id, anonymous_id, record.location.line, stop)
     }
 
-    /// Notes a row the run accepts: the last so far of its identity if that
-    /// was seen before. `false` when a stop asks to end the pass.
+    /// Notes a row the run accepts: the last so far of its identity if the
+    /// state knows that identity was seen before. `false` when a stop asks
+    /// to end the pass.
     fn take_row(
         &mut self,
         user_id: &str,
@@ -153,9 +207,9 @@ impl FirstPass<'_> {
         line: u64,
         stop: &StopSignal,
     ) -> bool {
-        match self.observe(user_id, anonymous_id, line, stop) {
+        match self.observe(user_id, anonymous_id, line, Row::Accepted, stop) {
             Observed::Stop => false,
-            Observed::Once => true,
+            Observed::Noted => true,
             Observed::Again(hash) => {
                 self.lines.insert(hash, line);
                 true
@@ -163,16 +217,17 @@ impl FirstPass<'_> {
         }
     }
 
-    /// Notes an identity on `line`, without taking it as a row yet.
+    /// Notes an identity on `line`, a row as sure as `row`.
     fn observe(
         &mut self,
         user_id: &str,
         anonymous_id: &str,
         line: u64,
+        row: Row,
         stop: &StopSignal,
     ) -> Observed {
         if user_id.is_empty() && anonymous_id.is_empty() {
-            return Observed::Once;
+            return Observed::Noted;
         }
         self.count += 1;
         if self.count.is_multiple_of(SIZING_SAMPLE) && stop.is_stopped() {
@@ -184,12 +239,10 @@ impl FirstPass<'_> {
                 Some(_) => self.new_in_sample as f64 / SIZING_SAMPLE as f64,
                 None => 1.0,
             };
-            size_duplicate_table(
-                &mut self.seen,
-                &self.progress,
-                (self.total_bytes, self.expected_records),
-                share,
-            );
+            let size = (self.total_bytes, self.expected_records);
+            if let Some(rows) = expected_identities(&self.progress, size, share) {
+                self.rows.reserve(rows.saturating_sub(self.rows.len()));
+            }
         }
         let hash = identity_hash_of(user_id, anonymous_id);
         let known = match self.planner.as_deref_mut() {
@@ -205,50 +258,126 @@ impl FirstPass<'_> {
             }
             None => None,
         };
-        let repeated = match known {
-            Some(first_line) => first_line.is_some(),
+        match known {
+            Some(Some(_)) => Observed::Again(hash),
+            Some(None) => Observed::Noted,
             None => {
                 self.new_in_sample += u64::from(self.count <= SIZING_SAMPLE);
-                self.seen.check_hash(hash, line).is_some()
+                self.rows.push(FirstRow::new(hash, line, row));
+                Observed::Noted
             }
-        };
-        match repeated {
-            true => Observed::Again(hash),
-            false => Observed::Once,
         }
     }
 
-    fn finish(self) -> LastRows {
+    /// Finds the new identities on several rows and their last rows. A
+    /// repeated identity's last row is its last the run accepts after its
+    /// first: scanned rows past the last sure one are parsed, from the file
+    /// read again, only when there are any (a repeated identity in JSON).
+    fn finish(
+        self,
+        source: &Source,
+        mapping: &Mapping,
+        stop: &StopSignal,
+        completed: bool,
+    ) -> Result<LastRows, SourceError> {
         if let Some(planner) = self.planner {
             planner.forget_seen();
         }
-        LastRows {
-            lines: self.lines,
-            reached: 0,
+        let (mut rows, mut lines) = (self.rows, self.lines);
+        rows.sort_unstable_by_key(|row| (row.hash(), row.line));
+        // (line, hash) of each scanned row that may be a last row.
+        let mut unsure = Vec::new();
+        for repeated in rows.chunk_by(|a, b| a.hash() == b.hash()) {
+            // The first row is never a last row, whatever the run makes of it.
+            for row in repeated[1..].iter().rev() {
+                if !row.scanned() {
+                    lines.insert(row.hash(), row.line);
+                    break;
+                }
+                unsure.push((row.line, row.hash()));
+            }
+        }
+        drop(rows);
+        if !unsure.is_empty() && completed {
+            unsure.sort_unstable();
+            settle_scanned(source.reopen_file()?, &unsure, mapping, stop, &mut lines);
+        }
+        Ok(LastRows { lines, reached: 0 })
+    }
+}
+
+/// Parses the objects on the lines of `unsure` (sorted), and makes each the
+/// run accepts its identity's last row if it is later than the one known.
+fn settle_scanned(
+    mut source: Source,
+    unsure: &[(u64, u64)],
+    mapping: &Mapping,
+    stop: &StopSignal,
+    lines: &mut HashMap<u64, u64>,
+) {
+    source.keep_only(mapping.identity_names());
+    let mut next = unsure.iter().peekable();
+    let mut read = 0u64;
+    while next.peek().is_some() {
+        let went_on = source.next_unparsed(|mut object| {
+            read += 1;
+            if read.is_multiple_of(SIZING_SAMPLE) && stop.is_stopped() {
+                return false;
+            }
+            while next.next_if(|(line, _)| *line < object.line).is_some() {}
+            let Some(&(line, hash)) = next.next_if(|(line, _)| *line == object.line) else {
+                return true;
+            };
+            let accepted = object
+                .parse()
+                .ok()
+                .and_then(|record| mapping.identity_of(&record).ok());
+            // A row whose identity changed since it was scanned is not its
+            // identity's (the run then finds the file changed).
+            if accepted.is_some_and(|identity| identity_hash(&identity) == hash) {
+                let last = lines.entry(hash).or_default();
+                *last = line.max(*last);
+            }
+            true
+        });
+        if !matches!(went_on, Some(Some(true))) {
+            break;
         }
     }
 }
 
 /// Sizes the duplicate table for the whole source, so it does not grow (and
-/// briefly hold its old and new tables at once, 2.5x its size) later: from
-/// the bytes the first records took when the source has a byte count (a
-/// file), else from the record count it expects (a PostgreSQL table's
-/// planner estimate, [`Source::expected_records`]); neither, it grows as it
-/// fills. `share` is the share of the sample's identities that take room in
-/// it (the new ones, with a state).
+/// briefly hold its old and new tables at once, 2.5x its size) later; see
+/// [`expected_identities`].
 pub(crate) fn size_duplicate_table(
     seen: &mut SeenIdentities,
     progress: &ReadProgress,
-    (total_bytes, expected_records): (Option<u64>, Option<u64>),
+    size: (Option<u64>, Option<u64>),
     share: f64,
 ) {
+    if let Some(identities) = expected_identities(progress, size, share) {
+        seen.reserve(identities);
+    }
+}
+
+/// How many identities a source holds that take room, estimated after
+/// [`SIZING_SAMPLE`] records: from the bytes they took when the source has
+/// a byte count (a file), else from the record count it expects (a
+/// PostgreSQL table's planner estimate, [`Source::expected_records`]);
+/// neither, `None`. `share` is the share of the sample's identities that
+/// take room (the new ones, with a state).
+fn expected_identities(
+    progress: &ReadProgress,
+    (total_bytes, expected_records): (Option<u64>, Option<u64>),
+    share: f64,
+) -> Option<usize> {
     let read = progress.bytes_read();
     let records = match (total_bytes.filter(|_| read > 0), expected_records) {
         (Some(total), _) => total as f64 / read as f64 * SIZING_SAMPLE as f64,
         (None, Some(expected)) => expected as f64,
-        (None, None) => return,
+        (None, None) => return None,
     };
-    seen.reserve((records * share * 1.05) as usize);
+    Some((records * share * 1.05) as usize)
 }
 
 /// Identities already seen in this input: an open-addressing table of
@@ -366,15 +495,20 @@ pub(crate) fn identity_hash_of(user_id: &str, anonymous_id: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Cursor;
-
     use super::*;
     use crate::source::SourceFormat;
 
+    /// The first pass over `data` as a file named `name` (a scanned object
+    /// may be read again from it).
     fn last_rows(name: &str, format: SourceFormat, data: &[u8]) -> HashMap<u64, u64> {
-        let source = Source::from_reader(name, format, Cursor::new(data.to_vec())).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, data).unwrap();
+        let source = Source::open_as(&path, format).unwrap();
         let mapping = Mapping::new(None, &["id", "email"]).unwrap();
-        LastRows::scan(source, &mapping, &StopSignal::default(), None).lines
+        LastRows::scan(source, &mapping, &StopSignal::default(), None)
+            .unwrap()
+            .lines
     }
 
     #[test]
@@ -437,6 +571,34 @@ mod tests {
         let array = format!("[\n{}\n]\n", objects.join(",\n"));
         let found = last_rows("t.json", SourceFormat::JsonArray, array.as_bytes());
         assert_eq!(found, expected(10, 12));
+    }
+
+    #[test]
+    fn a_scanned_row_after_a_parsed_one_is_the_last_only_if_the_run_accepts_it() {
+        // Rows 2 (u1) and 5 (u2) are parsed in the first pass (their
+        // identity follows a nested object the scan does not read); the
+        // rows after them are scanned, and settled from the file read again.
+        let ndjson = [
+            r#"{"id":"u1"}"#,
+            r#"{"n":{"id":"x"},"id":"u1"}"#,
+            r#"{"id":"u1","email":"a"}"#,
+            r#"{"id":"u2"}"#,
+            r#"{"n":{"id":"x"},"id":"u2"}"#,
+            r#"{"id":"u2","email":}"#,
+            r#"{"id":"u3"}"#,
+            r#"{"id":"u3"} x"#,
+            r#"{"id":"u3"}"#,
+            r#"{"id":"u3","email":}"#,
+        ]
+        .join("\n");
+        let found = last_rows("t.ndjson", SourceFormat::Ndjson, ndjson.as_bytes());
+        let expected: HashMap<u64, u64> = [
+            (identity_hash_of("u1", ""), 3),
+            (identity_hash_of("u2", ""), 5),
+            (identity_hash_of("u3", ""), 9),
+        ]
+        .into();
+        assert_eq!(found, expected);
     }
 
     #[test]

@@ -183,7 +183,7 @@ impl Prepared {
                 // are kept); stdin cannot be read twice.
                 let last_rows = match (duplicates, source.reopen()) {
                     (DuplicatePolicy::Last, Some(Ok(again))) => {
-                        Some(LastRows::scan(again, &mapping, &stop, planner.as_mut()))
+                        Some(LastRows::scan(again, &mapping, &stop, planner.as_mut())?)
                     }
                     (DuplicatePolicy::Last, Some(Err(error))) => return Err(error.into()),
                     _ => None,
