@@ -134,6 +134,7 @@ mod tests {
             message_id: seq.to_string(),
             identity: Identity::user("u"),
             json: vec![b'x'; len],
+            tag: 0,
         }
     }
 

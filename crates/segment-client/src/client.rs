@@ -113,6 +113,30 @@ impl PreparedEvent {
     pub fn json(&self) -> &[u8] {
         &self.0.json
     }
+
+    /// Gives the event a number of the caller's, handed back in its
+    /// [`EventOutcome::tag`](crate::EventOutcome::tag): a slot in the
+    /// caller's own table of events in flight, say, so that an
+    /// [`on_outcome`](crate::HttpClientBuilder::on_outcome) hook finds the
+    /// event without looking up its `messageId`. Not sent to Segment.
+    ///
+    /// # Example
+    /// ```
+    /// use segment_client::{IdentifyParams, Identity, PreparedEvent};
+    ///
+    /// let mut event = PreparedEvent::new(IdentifyParams::new(Identity::user("u1")))?;
+    /// event.set_tag(7);
+    /// assert_eq!(event.tag(), 7);
+    /// # Ok::<(), segment_client::SegmentError>(())
+    /// ```
+    pub fn set_tag(&mut self, tag: u64) {
+        self.0.tag = tag;
+    }
+
+    /// The number [`set_tag`](Self::set_tag) gave the event; 0 if none.
+    pub fn tag(&self) -> u64 {
+        self.0.tag
+    }
 }
 
 /// A boxed future, so that [`SegmentClient`] works as `&dyn SegmentClient`.

@@ -184,6 +184,8 @@ pub(crate) struct Event {
     pub message_id: String,
     pub identity: Identity,
     pub json: Vec<u8>,
+    /// The caller's number for the event, handed back in its outcome.
+    pub tag: u64,
 }
 
 /// The fields every event type shares on the wire, around its own `body`.
@@ -374,6 +376,7 @@ pub(crate) fn prepare_identify_raw(
         message_id,
         identity,
         json,
+        tag: 0,
     })
 }
 
@@ -527,6 +530,7 @@ fn finish<B: Serialize>(
         message_id,
         identity,
         json,
+        tag: 0,
     })
 }
 
@@ -603,6 +607,7 @@ pub(crate) fn from_json(json: Vec<u8>) -> Result<Event, SegmentError> {
         message_id: head.message_id,
         identity,
         json,
+        tag: 0,
     })
 }
 

@@ -86,6 +86,7 @@ impl Outbox {
                     message_id: r.get(0)?,
                     identity,
                     json: r.get(3)?,
+                    tag: 0,
                 })
             })
             .map_err(|e| outbox_error("cannot read", e))?;

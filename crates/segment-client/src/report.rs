@@ -115,4 +115,7 @@ pub struct EventOutcome<'a> {
     pub identity: &'a Identity,
     /// `Ok` once Segment answered 2xx for its batch, or why it failed.
     pub result: Result<(), &'a SegmentError>,
+    /// What [`PreparedEvent::set_tag`](crate::PreparedEvent::set_tag) gave
+    /// the event; 0 if nothing did.
+    pub tag: u64,
 }

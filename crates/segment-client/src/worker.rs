@@ -687,6 +687,7 @@ impl Worker {
                 message_id: &event.message_id,
                 identity: &event.identity,
                 result,
+                tag: event.tag,
             };
             // A bug in the caller's hook must not take every queued event with it.
             if catch_unwind(AssertUnwindSafe(|| hook(&outcome))).is_err() {

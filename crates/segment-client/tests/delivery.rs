@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{client, receiver};
 use segment_client::{
-    HttpClient, IdentifyParams, Identity, SegmentIdentifyPayload, UserTraits,
+    HttpClient, IdentifyParams, Identity, PreparedEvent, SegmentIdentifyPayload, UserTraits,
     send_customer_to_segment_with_client,
 };
 use segment_receiver::FaultPlan;
@@ -414,6 +414,42 @@ async fn on_outcome_sees_every_event_once() {
     );
     // cus_5 is in the second batch of five, which is refused as a whole.
     assert_eq!(seen.iter().filter(|(_, ok)| !ok).count(), 5);
+}
+
+#[tokio::test]
+async fn on_outcome_hands_back_the_tag_each_event_was_given() {
+    let receiver = receiver(FaultPlan::user_id("cus_3", 400, None)).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let client = client(&receiver)
+        .batch_size(2)
+        .on_outcome(move |outcome| {
+            let user = outcome.identity.user_id().unwrap_or_default().to_owned();
+            sink.lock()
+                .unwrap()
+                .push((user, outcome.tag, outcome.result.is_ok()));
+        })
+        .build()
+        .unwrap();
+    for i in 0..6u64 {
+        let mut event = PreparedEvent::new(customer(i as usize)).unwrap();
+        // Event 5 is left without one: its outcome says 0.
+        if i != 5 {
+            event.set_tag(1_000 + i);
+        }
+        client.queue_prepared(event).await.unwrap();
+    }
+    client.close_and_flush().await.unwrap();
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    let expected: Vec<(String, u64, bool)> = (0..6u64)
+        .map(|i| {
+            let tag = if i == 5 { 0 } else { 1_000 + i };
+            // cus_3 shares its batch of two with cus_2: both refused.
+            (format!("cus_{i}"), tag, !(2..=3).contains(&i))
+        })
+        .collect();
+    assert_eq!(seen, expected);
 }
 
 #[tokio::test]

@@ -92,8 +92,6 @@ pub(crate) struct Reader<'a> {
     /// rows past its mark): only then is an identity it lacks gone.
     pub reads_everything: bool,
     chunk: Vec<Outgoing>,
-    /// The chunk's records being tracked, reused.
-    records: Vec<(usize, InFlightRecord)>,
     /// The outcomes committed with a chunk, reused.
     changes: Vec<Change>,
     /// The outbox lines of a chunk, reused: about 1.4 MB a chunk, which
@@ -123,7 +121,6 @@ impl<'a> Reader<'a> {
             last_rows,
             reads_everything: true,
             chunk: Vec::new(),
-            records: Vec::new(),
             changes: Vec::new(),
             outbox_lines: Vec::new(),
         }
@@ -729,26 +726,36 @@ impl<'a> Reader<'a> {
             return Err(error);
         }
         let mut queued = Vec::with_capacity(chunk.len());
-        let mut records = std::mem::take(&mut self.records);
+        let mut in_flight = tracker.track();
         for out in chunk.drain(..) {
-            let first = (out.event.message_id(), out.kind);
-            let companions: Vec<(&str, ChangeKind)> = (out.companions.iter())
-                .map(|(track, kind)| (track.message_id(), *kind))
-                .collect();
-            let record = InFlightRecord::new(out.at, out.identity, out.state, first, &companions);
-            records.push((queued.len(), record));
-            count_queued(tracker, out.origin);
-            queued.push(out.event);
-            queued.extend(out.companions.into_iter().map(|(track, _)| track));
+            let Outgoing {
+                mut event,
+                kind,
+                mut companions,
+                identity,
+                at,
+                state,
+                origin,
+            } = out;
+            let record = {
+                let tracks: Vec<(&str, ChangeKind)> = (companions.iter())
+                    .map(|(track, kind)| (track.message_id(), *kind))
+                    .collect();
+                InFlightRecord::new(at, identity, state, (event.message_id(), kind), &tracks)
+            };
+            let tag = in_flight.insert(record);
+            event.set_tag(tag);
+            count_queued(tracker, origin);
+            queued.push(event);
+            queued.extend(companions.drain(..).map(|(mut track, _)| {
+                track.set_tag(tag);
+                track
+            }));
         }
-        tracker.track_all(
-            records
-                .drain(..)
-                .map(|(first, record)| (queued[first].message_id(), record)),
-        );
-        // Both kept for the next chunk: allocated afresh, a state's chunks
+        drop(in_flight);
+        // Kept for the next chunk: allocated afresh, a state's chunks
         // (2,048 records) came from the OS and were faulted in each time.
-        (self.chunk, self.records) = (chunk, records);
+        self.chunk = chunk;
         // One hand-off per chunk: the worker wakes once for all of it.
         if let Err((_, not_queued)) = self.client.queue_prepared_many_blocking(queued) {
             // Closed under us (a stop or a fatal error): not sent; their
@@ -756,7 +763,7 @@ impl<'a> Reader<'a> {
             // beside a queued identify leaves its record waiting: it pends
             // at the end.)
             for event in not_queued {
-                if let Some(record) = tracker.untrack(event.message_id()) {
+                if let Some(record) = tracker.untrack(event.tag()) {
                     tracker.pend(&record.at, &record.identity, None);
                 }
             }
