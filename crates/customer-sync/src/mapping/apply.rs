@@ -10,6 +10,7 @@ use super::infer::display;
 use super::render::toml_key;
 use super::sample::strict;
 use super::{Action, Column, Mapping, NullPolicy, Rule, UnmappedPolicy, ValueType, default_rule};
+use crate::state::needs_escape;
 use crate::{Field, FieldValue, Record, RecordError, RecordErrorKind};
 
 /// One record, mapped: who it is about and the traits to send.
@@ -344,9 +345,7 @@ fn field_hash_in(bytes: &mut Vec<u8>, field: &Field) -> u64 {
         }
         // A string serde_json writes without an escape, written as it
         // would, without its per-byte table.
-        FieldValue::Json(Value::String(text))
-            if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') =>
-        {
+        FieldValue::Json(Value::String(text)) if !needs_escape(text.as_bytes()) => {
             bytes.extend_from_slice(b"\x01\"");
             bytes.extend_from_slice(text.as_bytes());
             bytes.push(b'"');

@@ -161,6 +161,27 @@ pub(crate) fn trait_names_raw(traits: &RawObject) -> String {
     out
 }
 
+/// Whether `bytes` has a `"`, a `\` or a control character (what JSON
+/// escapes), eight bytes at a time.
+pub(crate) fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut words = bytes.chunks_exact(8);
+    for chunk in words.by_ref() {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        let (quote, backslash) = (word ^ (ONES * 0x22), word ^ (ONES * 0x5c));
+        // A byte below 0x20, or a zero byte after the xor: a borrow can
+        // only flag bytes above a real one, so any flag means a real one.
+        let flagged = (word.wrapping_sub(ONES * 0x20) & !word)
+            | (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash);
+        if flagged & HIGHS != 0 {
+            return true;
+        }
+    }
+    (words.remainder().iter()).any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
 /// Appends to `out` the bytes of `bytes` before its first `"` or `\`;
 /// returns how many, or `None` if there is neither. Eight bytes at a time,
 /// each word copied whole and the excess cut: traits' strings are short,
@@ -358,7 +379,21 @@ impl Canonical<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::copy_to_quote_or_backslash;
+    use super::{copy_to_quote_or_backslash, needs_escape};
+
+    proptest::proptest! {
+        #[test]
+        fn the_escape_word_scan_agrees_with_a_byte_scan(
+            bytes in proptest::collection::vec(proptest::prop_oneof![
+                // Near the bytes it looks for, and past 0x80, where a word
+                // trick could go wrong.
+                0x1eu8..0x24, 0x5au8..0x5f, 0x7eu8..=0xff, proptest::num::u8::ANY
+            ], 0..40),
+        ) {
+            let expected = bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+            proptest::prop_assert_eq!(needs_escape(&bytes), expected, "{:?}", bytes);
+        }
+    }
 
     #[test]
     fn the_word_scan_finds_what_a_byte_scan_finds() {

@@ -98,7 +98,7 @@ use rusqlite::Connection;
 use error::RESET_HINT;
 pub use error::StateError;
 pub(crate) use hash::{
-    identity_from_key, identity_key, payload_hash_raw, stable_hash, trait_names_raw,
+    identity_from_key, identity_key, needs_escape, payload_hash_raw, stable_hash, trait_names_raw,
 };
 #[cfg(test)]
 pub(crate) use hash::{payload_hash, trait_names};

@@ -33,6 +33,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
 
+use super::hash::needs_escape;
 use super::{StateError, StateIndex, StateStore};
 use crate::mapping::ChangeKind;
 
@@ -220,27 +221,6 @@ fn write_json_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
     out.extend_from_slice(text.as_bytes());
     out.push(b'"');
-}
-
-/// Whether `bytes` has a `"`, a `\` or a control character (what JSON
-/// escapes), eight bytes at a time.
-fn needs_escape(bytes: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let mut words = bytes.chunks_exact(8);
-    for chunk in words.by_ref() {
-        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-        let (quote, backslash) = (word ^ (ONES * 0x22), word ^ (ONES * 0x5c));
-        // A byte below 0x20, or a zero byte after the xor: a borrow can
-        // only flag bytes above a real one, so any flag means a real one.
-        let flagged = (word.wrapping_sub(ONES * 0x20) & !word)
-            | (quote.wrapping_sub(ONES) & !quote)
-            | (backslash.wrapping_sub(ONES) & !backslash);
-        if flagged & HIGHS != 0 {
-            return true;
-        }
-    }
-    (words.remainder().iter()).any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// `n` in decimal, two digits at a time.
