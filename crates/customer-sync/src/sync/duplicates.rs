@@ -9,7 +9,7 @@ use segment_client::Identity;
 use super::StopSignal;
 use super::planner::Planner;
 use crate::mapping::Mapping;
-use crate::source::{IdentityScan, ReadProgress, Source, SourceError};
+use crate::source::{IdentityScan, ReadProgress, Source, SourceError, SourceFormat};
 use crate::state::stable_hash;
 use crate::{Record, RecordError};
 
@@ -46,6 +46,10 @@ impl LastRows {
     ) -> Result<LastRows, SourceError> {
         let mut pass = FirstPass {
             rows: Vec::new(),
+            // A JSON array may put several elements on one line, which then
+            // names no one row: its rows are checked in file order as they
+            // come, in a table, as before the list.
+            seen: (source.format() == SourceFormat::JsonArray).then(SeenIdentities::default),
             lines: HashMap::new(),
             planner,
             progress: source.progress(),
@@ -64,7 +68,7 @@ impl LastRows {
 enum Observed {
     /// Not known to be repeated yet: its rows are compared at the end.
     Noted,
-    /// Seen before, on a row the state knows: its hash.
+    /// Seen before (known to the state, or found in the table): its hash.
     Again(u64),
     /// A stop asks to end the pass.
     Stop,
@@ -90,6 +94,7 @@ struct FirstRow {
 
 impl FirstRow {
     fn new(hash: u64, line: u64, row: Row) -> Self {
+        debug_assert_eq!(hash & 1, 1, "identity hashes are odd");
         let tagged_hash = match row {
             Row::Accepted => hash,
             Row::Scanned => hash & !1,
@@ -112,7 +117,9 @@ struct FirstPass<'a> {
     /// ones: written in order, where a table looked up at each row waited
     /// on memory for every one (5% of a run at a million identities).
     rows: Vec<FirstRow>,
-    /// Repeated identities the state knows: hash -> the last row so far.
+    /// For a JSON array, new identities instead: hash -> first line.
+    seen: Option<SeenIdentities>,
+    /// Repeated identities found as they come: hash -> the last row so far.
     lines: HashMap<u64, u64>,
     planner: Option<&'a mut Planner>,
     progress: ReadProgress,
@@ -197,9 +204,9 @@ impl FirstPass<'_> {
         self.take_row(user_id, anonymous_id, record.location.line, stop)
     }
 
-    /// Notes a row the run accepts: the last so far of its identity if the
-    /// state knows that identity was seen before. `false` when a stop asks
-    /// to end the pass.
+    /// Notes a row the run accepts: the last so far of its identity if
+    /// that is known to be repeated yet. `false` when a stop asks to end
+    /// the pass.
     fn take_row(
         &mut self,
         user_id: &str,
@@ -240,8 +247,13 @@ impl FirstPass<'_> {
                 None => 1.0,
             };
             let size = (self.total_bytes, self.expected_records);
-            if let Some(rows) = expected_identities(&self.progress, size, share) {
-                self.rows.reserve(rows.saturating_sub(self.rows.len()));
+            match &mut self.seen {
+                Some(seen) => size_duplicate_table(seen, &self.progress, size, share),
+                None => {
+                    if let Some(rows) = expected_identities(&self.progress, size, share) {
+                        self.rows.reserve(rows.saturating_sub(self.rows.len()));
+                    }
+                }
             }
         }
         let hash = identity_hash_of(user_id, anonymous_id);
@@ -263,8 +275,16 @@ impl FirstPass<'_> {
             Some(None) => Observed::Noted,
             None => {
                 self.new_in_sample += u64::from(self.count <= SIZING_SAMPLE);
-                self.rows.push(FirstRow::new(hash, line, row));
-                Observed::Noted
+                match &mut self.seen {
+                    Some(seen) => match seen.check_hash(hash, line) {
+                        Some(_) => Observed::Again(hash),
+                        None => Observed::Noted,
+                    },
+                    None => {
+                        self.rows.push(FirstRow::new(hash, line, row));
+                        Observed::Noted
+                    }
+                }
             }
         }
     }
@@ -272,7 +292,8 @@ impl FirstPass<'_> {
     /// Finds the new identities on several rows and their last rows. A
     /// repeated identity's last row is its last the run accepts after its
     /// first: scanned rows past the last sure one are parsed, from the file
-    /// read again, only when there are any (a repeated identity in JSON).
+    /// read again. Most NDJSON rows are scanned, so an NDJSON file with a
+    /// repeated identity is read a third time, up to its last such row.
     fn finish(
         self,
         source: &Source,
@@ -496,7 +517,6 @@ pub(crate) fn identity_hash_of(user_id: &str, anonymous_id: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::SourceFormat;
 
     /// The first pass over `data` as a file named `name` (a scanned object
     /// may be read again from it).
@@ -599,6 +619,38 @@ mod tests {
         ]
         .into();
         assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn a_scanned_row_whose_identity_changed_since_is_not_its_identitys_last() {
+        // The file as read again: line 2 is now u2's, not u1's.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.ndjson");
+        std::fs::write(&path, "{\"id\":\"u1\"}\n{\"id\":\"u2\"}\n").unwrap();
+        let mapping = Mapping::new(None, &["id", "email"]).unwrap();
+        let settled = |unsure: &[(u64, u64)]| {
+            let source = Source::open_as(&path, SourceFormat::Ndjson).unwrap();
+            let mut lines = HashMap::new();
+            settle_scanned(source, unsure, &mapping, &StopSignal::default(), &mut lines);
+            lines
+        };
+        let (u1, u2) = (identity_hash_of("u1", ""), identity_hash_of("u2", ""));
+        assert_eq!(settled(&[(2, u1)]), HashMap::new());
+        assert_eq!(settled(&[(1, u1), (2, u2)]), [(u1, 1), (u2, 2)].into());
+    }
+
+    #[test]
+    fn array_elements_sharing_a_line_are_taken_in_file_order() {
+        // A JSON array may hold several elements on one line: a line is not
+        // a row there. u1's first row is parsed (its id follows a nested
+        // object), its next two are scanned; its last row is on line 2.
+        let shared = "[{\"n\":{\"id\":\"x\"},\"id\":\"u1\"},{\"id\":\"u1\"},\n{\"id\":\"z\"},{\"id\":\"u1\"}]\n";
+        let found = last_rows("t.json", SourceFormat::JsonArray, shared.as_bytes());
+        assert_eq!(found, [(identity_hash_of("u1", ""), 2)].into());
+        // b's two rows share line 1 with a's.
+        let one_line = r#"[{"id":"a"},{"id":"b"},{"id":"b"}]"#;
+        let found = last_rows("t.json", SourceFormat::JsonArray, one_line.as_bytes());
+        assert_eq!(found, [(identity_hash_of("b", ""), 1)].into());
     }
 
     #[test]
