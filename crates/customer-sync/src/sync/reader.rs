@@ -92,6 +92,9 @@ pub(crate) struct Reader<'a> {
     /// rows past its mark): only then is an identity it lacks gone.
     pub reads_everything: bool,
     chunk: Vec<Outgoing>,
+    /// The chunk's records to track, with their events' places in the
+    /// chunk's queue, reused.
+    records: Vec<(std::ops::Range<usize>, InFlightRecord)>,
     /// The outcomes committed with a chunk, reused.
     changes: Vec<Change>,
     /// The outbox lines of a chunk, reused: about 1.4 MB a chunk, which
@@ -121,6 +124,7 @@ impl<'a> Reader<'a> {
             last_rows,
             reads_everything: true,
             chunk: Vec::new(),
+            records: Vec::new(),
             changes: Vec::new(),
             outbox_lines: Vec::new(),
         }
@@ -726,42 +730,38 @@ impl<'a> Reader<'a> {
             return Err(error);
         }
         let mut queued = Vec::with_capacity(chunk.len());
-        let mut in_flight = tracker.track();
+        let mut records = std::mem::take(&mut self.records);
         for out in chunk.drain(..) {
-            let Outgoing {
-                mut event,
-                kind,
-                mut companions,
-                identity,
-                at,
-                state,
-                origin,
-            } = out;
-            let record = {
-                let tracks: Vec<(&str, ChangeKind)> = (companions.iter())
-                    .map(|(track, kind)| (track.message_id(), *kind))
-                    .collect();
-                InFlightRecord::new(at, identity, state, (event.message_id(), kind), &tracks)
-            };
+            let first = queued.len();
+            let tracks: Vec<(&str, ChangeKind)> = (out.companions.iter())
+                .map(|(track, kind)| (track.message_id(), *kind))
+                .collect();
+            let id_and_kind = (out.event.message_id(), out.kind);
+            let record = InFlightRecord::new(out.at, out.identity, out.state, id_and_kind, &tracks);
+            count_queued(tracker, out.origin);
+            queued.push(out.event);
+            queued.extend(out.companions.into_iter().map(|(track, _)| track));
+            records.push((first..queued.len(), record));
+        }
+        // One lock for the chunk, held only to insert and tag: the outcome
+        // hook takes it for every event.
+        let mut in_flight = tracker.track();
+        for (events, record) in records.drain(..) {
             let tag = in_flight.insert(record);
-            event.set_tag(tag);
-            count_queued(tracker, origin);
-            queued.push(event);
-            queued.extend(companions.drain(..).map(|(mut track, _)| {
-                track.set_tag(tag);
-                track
-            }));
+            queued[events]
+                .iter_mut()
+                .for_each(|event| event.set_tag(tag));
         }
         drop(in_flight);
-        // Kept for the next chunk: allocated afresh, a state's chunks
+        // Both kept for the next chunk: allocated afresh, a state's chunks
         // (2,048 records) came from the OS and were faulted in each time.
-        self.chunk = chunk;
+        (self.chunk, self.records) = (chunk, records);
         // One hand-off per chunk: the worker wakes once for all of it.
         if let Err((_, not_queued)) = self.client.queue_prepared_many_blocking(queued) {
             // Closed under us (a stop or a fatal error): not sent; their
-            // outbox entries stay for the next run. (A track not queued
-            // beside a queued identify leaves its record waiting: it pends
-            // at the end.)
+            // outbox entries stay for the next run. (A record whose identify
+            // was queued but not its track pends too: its events share one
+            // tag, and an outcome for the identify then finds nothing.)
             for event in not_queued {
                 if let Some(record) = tracker.untrack(event.tag()) {
                     tracker.pend(&record.at, &record.identity, None);

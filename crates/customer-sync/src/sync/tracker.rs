@@ -37,7 +37,8 @@ pub(crate) struct InFlight {
 #[derive(Default)]
 struct InFlightSlot {
     /// Counts the records the slot took, from 1: a tag of an earlier one
-    /// (or 0, no tag) finds nothing.
+    /// (or 0, no tag) finds nothing. (It wraps after 2^32 records in one
+    /// slot, to 1: a tag that old could then match again.)
     generation: u32,
     record: Option<InFlightRecord>,
 }
@@ -76,9 +77,19 @@ impl InFlight {
         self.len == 0
     }
 
-    /// Every record still in flight.
-    fn into_records(self) -> impl Iterator<Item = InFlightRecord> {
-        self.slots.into_iter().filter_map(|slot| slot.record)
+    /// Takes every record still in flight. The slots keep their
+    /// generations, so the tags of the records taken find nothing later
+    /// (a reader left behind at a stop may still track records).
+    fn take_all(&mut self) -> Vec<InFlightRecord> {
+        let mut taken = Vec::with_capacity(self.len);
+        for (index, slot) in (0u32..).zip(&mut self.slots) {
+            if let Some(record) = slot.record.take() {
+                taken.push(record);
+                self.free.push(index);
+            }
+        }
+        self.len = 0;
+        taken
     }
 }
 
@@ -382,8 +393,7 @@ impl Tracker {
     /// Whatever is still tracked at the end did not finish: report it as
     /// pending. Its outbox entry stays, so the next run sends it again.
     pub fn settle_pending(&self, close_error: Option<&SegmentError>) {
-        let left = std::mem::take(&mut *lock(&self.in_flight));
-        let mut left: Vec<_> = left.into_records().collect();
+        let mut left = lock(&self.in_flight).take_all();
         left.sort_by_key(|record| record.at.line);
         for record in &left {
             self.pend(&record.at, &record.identity, close_error);
@@ -504,7 +514,7 @@ mod tests {
         assert_eq!(in_flight.get_mut(b).map(|r| r.at.line), Some(3));
         assert_eq!(in_flight.get_mut(c).map(|r| r.at.line), Some(4));
         assert!(!in_flight.is_empty());
-        let mut left: Vec<_> = in_flight.into_records().map(|r| r.at.line).collect();
+        let mut left: Vec<_> = in_flight.take_all().iter().map(|r| r.at.line).collect();
         left.sort_unstable();
         assert_eq!(left, [3, 4]);
     }
@@ -602,6 +612,33 @@ mod tests {
         );
         assert_eq!(Counters::get(&tracker.counters.failed), 1);
         assert_eq!(Counters::get(&tracker.counters.tracked[0]), 0);
+    }
+
+    #[test]
+    fn a_tag_from_before_the_records_left_were_settled_finds_nothing_after() {
+        // A reader left behind at a stop may still track records after
+        // the rest were settled as pending; a late outcome for a settled
+        // record must not settle the new one in its slot.
+        let tracker = tracker();
+        let record = |line| {
+            InFlightRecord::new(
+                Location::new("f.csv", line),
+                Identity::user("u1"),
+                None,
+                ("m1", None),
+                &[],
+            )
+        };
+        let old = tracker.track().insert(record(2));
+        tracker.settle_pending(None);
+        assert_eq!(Counters::get(&tracker.counters.pending), 1);
+        let new = tracker.track().insert(record(3));
+        assert_ne!(new, old);
+        answer(&tracker, old, "m1", Ok(()));
+        assert_eq!(Counters::get(&tracker.counters.delivered), 0);
+        assert!(tracker.has_in_flight(), "the new record is still in flight");
+        answer(&tracker, new, "m1", Ok(()));
+        assert_eq!(Counters::get(&tracker.counters.delivered), 1);
     }
 
     #[test]
