@@ -30,12 +30,13 @@ impl LastRows {
     /// Finds every identity on several rows of `source` (a file), and its
     /// last row. Bounded memory: identities the state knows are checked in
     /// the planner's per-slot array (4 bytes each, there anyway); each row
-    /// of a new one takes 16 bytes in a list dropped at the end; only the
-    /// repeated ones are kept. Stops early at a stop (the run then reads
-    /// nothing either).
+    /// of a new one takes 16 bytes in a list dropped at the end (a JSON
+    /// array's new identities, 12 bytes each in a table); only the repeated
+    /// ones are kept. Stops early at a stop (the run then reads nothing
+    /// either).
     ///
     /// # Errors
-    /// When a JSON object a repeated identity's last row may be on (its
+    /// When an NDJSON object a repeated identity's last row may be on (its
     /// identity read without parsing it) cannot be read again to settle
     /// that: the file cannot be opened again.
     pub fn scan(
@@ -66,7 +67,7 @@ impl LastRows {
 
 /// Whether an identity was seen before in the first pass.
 enum Observed {
-    /// Not known to be repeated yet: its rows are compared at the end.
+    /// Not known to be repeated yet.
     Noted,
     /// Seen before (known to the state, or found in the table): its hash.
     Again(u64),
@@ -75,7 +76,7 @@ enum Observed {
 }
 
 /// How sure the first pass is that the run accepts a row.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Row {
     /// Read as the run reads it.
     Accepted,
