@@ -196,17 +196,30 @@ impl CsvReader {
 
     /// [`next_fields`](Self::next_fields) for a plain row (see
     /// [`read_plain`](Self::read_plain)) that is a record: as many fields as
-    /// the header, all UTF-8. Its commas are counted, not each located, and
-    /// only the wanted fields are found: a first pass needs one or two of a
-    /// row's fields. The line goes into `out` and the wanted fields' ranges
-    /// in it come back. `None`, having consumed nothing, for any other row,
-    /// which `next_row` then reads and judges.
+    /// the header, all UTF-8. A row without a quote has its commas counted,
+    /// not each located, and only the wanted fields are found: a first pass
+    /// needs one or two of a row's fields. The line (or a quoted row's
+    /// fields) goes into `out` and the wanted fields' ranges in it come back.
+    /// `None`, having consumed nothing, for any other row, which `next_row`
+    /// then reads and judges.
     fn next_plain_fields(
         &mut self,
         wanted: [Option<usize>; 2],
     ) -> Option<(u64, [std::ops::Range<usize>; 2])> {
-        let len = self.plain_line_len()?;
-        let line = &self.input.buffer()[..len];
+        let plain = self.plain_line()?;
+        if plain.quoted {
+            let fields = self.split_quoted(plain.len)?;
+            if fields != self.columns.len() || self.row_text(fields).is_none() {
+                return None;
+            }
+            self.gap = 1;
+            let ranges = wanted.map(|at| {
+                at.filter(|&i| i < fields)
+                    .map_or(0..0, |i| self.field_range(i))
+            });
+            return Some((self.consume_line(plain.len), ranges));
+        }
+        let line = &self.input.buffer()[..plain.len];
         if memchr::memchr_iter(b',', line).count() + 1 != self.columns.len()
             || std::str::from_utf8(line).is_err()
         {
@@ -223,7 +236,8 @@ impl CsvReader {
             start..end
         };
         let ranges = wanted.map(|at| at.map_or(0..0, field));
-        Some((self.take_plain_line(len), ranges))
+        self.copy_line(plain.len);
+        Some((self.consume_line(plain.len), ranges))
     }
 
     /// The next row shaped like a record (its bytes in `out` and `ends`),
@@ -440,64 +454,181 @@ impl CsvReader {
 
 impl CsvReader {
     /// The common row, read without csv_core: one whole in the read buffer,
-    /// ended by `\n`, without a quote or a `\r`. csv_core would split it at
-    /// its commas and copy the fields as they are; this copies the line once,
-    /// commas kept ([`field_range`](Self::field_range) skips them), at a
-    /// fraction of the cost. `None` for any other row (and the header, where
-    /// csv_core strips a BOM), which csv_core then reads; it is at the start
-    /// of a row either way, having been given nothing in between.
+    /// ended by `\n`, without a `\r`, each quoted field closed on it (see
+    /// [`split_fields`]). csv_core would split it at its commas and copy
+    /// the fields one by one; this copies a line without a quote once,
+    /// commas kept ([`field_range`](Self::field_range) skips them), and a
+    /// quoted row's fields with one byte between them, at a fraction of the
+    /// cost. `None` for any other row (and the header, where csv_core strips
+    /// a BOM), which csv_core then reads; it is at the start of a row either
+    /// way, having been given nothing in between.
     fn read_plain(&mut self) -> Option<RawRow> {
-        let len = self.plain_line_len()?;
-        let line = &self.input.buffer()[..len];
-        let mut fields = 0;
-        for comma in memchr::memchr_iter(b',', line).chain([line.len()]) {
-            if fields == self.ends.len() {
-                if self.ends.len() >= MAX_FIELDS {
-                    return None;
-                }
-                let bigger = (self.ends.len() * 2).min(MAX_FIELDS);
-                self.ends.resize(bigger, 0);
-            }
-            self.ends[fields] = comma;
-            fields += 1;
-        }
+        let plain = self.plain_line()?;
+        let fields = match plain.quoted {
+            true => self.split_quoted(plain.len)?,
+            false => self.split_unquoted(plain.len)?,
+        };
         Some(RawRow {
-            line: self.take_plain_line(len),
+            line: self.consume_line(plain.len),
             fields,
             oversize: false,
             unclosed_quote: false,
         })
     }
 
-    /// The length of the next line when it is a plain row: whole in the
-    /// read buffer, ended by `\n`, not empty, not over [`MAX_RECORD_BYTES`],
-    /// without a quote or a `\r`. `None` for any other row, and before the
-    /// header is read; nothing is consumed either way.
-    fn plain_line_len(&mut self) -> Option<usize> {
+    /// Where each field of the next line (without a quote, `len` bytes)
+    /// ends, into `ends`, and the line into `out`; the number of fields, or
+    /// `None` past [`MAX_FIELDS`].
+    fn split_unquoted(&mut self, len: usize) -> Option<usize> {
+        let line = &self.input.buffer()[..len];
+        let mut fields = 0;
+        for comma in memchr::memchr_iter(b',', line).chain([line.len()]) {
+            if fields == self.ends.len() {
+                grow_ends(&mut self.ends)?;
+            }
+            self.ends[fields] = comma;
+            fields += 1;
+        }
+        self.copy_line(len);
+        Some(fields)
+    }
+
+    /// The fields of the next line (with a quote, `len` bytes) into `out`
+    /// and `ends`, as [`split_fields`] splits them.
+    fn split_quoted(&mut self, len: usize) -> Option<usize> {
+        let line = &self.input.buffer()[..len];
+        split_fields(line, &mut self.out, &mut self.ends)
+    }
+
+    /// The next line when it is a plain row: whole in the read buffer,
+    /// ended by `\n`, not empty, not over [`MAX_RECORD_BYTES`], without a
+    /// `\r`. `None` for any other row, and before the header is read;
+    /// nothing is consumed either way.
+    fn plain_line(&mut self) -> Option<PlainLine> {
         if self.columns.is_empty() || !self.plain_rows {
             return None;
         }
         // A read error is csv_core's path to report.
         let buffer = self.input.fill_buf().ok()?;
         let line = &buffer[..memchr::memchr(b'\n', buffer)?];
-        let plain = !line.is_empty()
-            && line.len() <= MAX_RECORD_BYTES
-            && memchr::memchr2(b'"', b'\r', line).is_none();
-        plain.then_some(line.len())
+        if line.is_empty() || line.len() > MAX_RECORD_BYTES {
+            return None;
+        }
+        let quoted = match memchr::memchr2(b'"', b'\r', line) {
+            None => false,
+            Some(at) if line[at] == b'\r' => return None,
+            Some(at) => match memchr::memchr(b'\r', &line[at..]) {
+                Some(_) => return None,
+                None => true,
+            },
+        };
+        Some(PlainLine {
+            len: line.len(),
+            quoted,
+        })
     }
 
-    /// Takes the plain line of `len` bytes [`plain_line_len`](Self::plain_line_len)
-    /// found: copied into `out` as it is, consumed with its `\n`, and
-    /// counted. Returns its line number.
-    fn take_plain_line(&mut self, len: usize) -> u64 {
+    /// Copies the next `len` bytes, a line without a quote, into `out` as
+    /// they are.
+    fn copy_line(&mut self, len: usize) {
         if self.out.len() < len {
             self.out.resize(len.next_power_of_two(), 0);
         }
         self.out[..len].copy_from_slice(&self.input.buffer()[..len]);
+    }
+
+    /// Consumes the plain line of `len` bytes [`plain_line`](Self::plain_line)
+    /// found, with its `\n`, and counts it. Returns its line number.
+    fn consume_line(&mut self, len: usize) -> u64 {
         self.input.consume(len + 1);
         self.line += 1;
         self.line - 1
     }
+}
+
+/// A line [`CsvReader::plain_line`] found.
+#[derive(Clone, Copy)]
+struct PlainLine {
+    /// Its length, without the `\n`.
+    len: usize,
+    /// Whether it has a `"`.
+    quoted: bool,
+}
+
+/// Doubles `ends`, up to [`MAX_FIELDS`]; `None` when it is there already.
+fn grow_ends(ends: &mut Vec<usize>) -> Option<()> {
+    if ends.len() >= MAX_FIELDS {
+        return None;
+    }
+    let bigger = (ends.len() * 2).min(MAX_FIELDS);
+    ends.resize(bigger, 0);
+    Some(())
+}
+
+/// Splits `line` as csv_core does when each of its quoted fields closes
+/// on it: a `"` at a field's start opens a quoted field, in which `""` is
+/// a quote and a lone `"` closes it; any other `"` is text. The fields'
+/// text goes into `out` one byte (a comma) apart, and their ends into
+/// `ends`; text without a quote is copied in one piece. Returns the number
+/// of fields, or `None` for a quote that does not close on the line
+/// (csv_core then reads the row, across lines) or past [`MAX_FIELDS`].
+fn split_fields(line: &[u8], out: &mut Vec<u8>, ends: &mut Vec<usize>) -> Option<usize> {
+    fn copy(out: &mut [u8], text: &[u8], written: &mut usize) {
+        out[*written..*written + text.len()].copy_from_slice(text);
+        *written += text.len();
+    }
+    // The text is never longer than the line: quotes go, commas stay.
+    if out.len() < line.len() {
+        out.resize(line.len().next_power_of_two(), 0);
+    }
+    // `line[copied..]` is still to be copied to `out[written..]`; the
+    // commas before `scanned` have ended their fields.
+    let (mut copied, mut scanned, mut written, mut fields) = (0, 0, 0, 0);
+    let mut field_start = 0;
+    loop {
+        let quote = memchr::memchr(b'"', &line[scanned..]).map(|at| scanned + at);
+        let text_end = quote.unwrap_or(line.len());
+        for comma in memchr::memchr_iter(b',', &line[scanned..text_end]) {
+            if fields == ends.len() {
+                grow_ends(ends)?;
+            }
+            ends[fields] = written + scanned + comma - copied;
+            fields += 1;
+            field_start = scanned + comma + 1;
+        }
+        let Some(open) = quote else {
+            copy(out, &line[copied..], &mut written);
+            break;
+        };
+        if open != field_start {
+            // A quote past a field's start is text, to csv_core too.
+            scanned = open + 1;
+            continue;
+        }
+        copy(out, &line[copied..open], &mut written);
+        let mut at = open + 1;
+        loop {
+            let close = at + memchr::memchr(b'"', &line[at..])?;
+            copy(out, &line[at..close], &mut written);
+            at = close + 1;
+            if line.get(at) != Some(&b'"') {
+                break;
+            }
+            copy(out, b"\"", &mut written);
+            at += 1;
+        }
+        // Text after the closing quote is the field's too, to csv_core as
+        // well; the comma ends the field in the next round.
+        match line.get(at) {
+            None => break,
+            Some(_) => (copied, scanned) = (at, at),
+        }
+    }
+    if fields == ends.len() {
+        grow_ends(ends)?;
+    }
+    ends[fields] = written;
+    Some(fields + 1)
 }
 
 /// The number of `"` in `bytes` (memchr counts with vector instructions; a
@@ -766,7 +897,14 @@ mod tests {
 
     /// One piece of a CSV file for [`plain_rows_read_as_csv_core_reads_them`].
     fn piece(kind: u8, n: usize) -> String {
-        match kind % 12 {
+        match kind % 19 {
+            12 => format!("{n},\"a \"\"b\"\", c\",\"x\"\n"),
+            13 => format!("{n},\"ab\"cd,e\n"),
+            14 => format!("{n},a\"b,c\n"),
+            15 => format!("{n},\"\",\"\"\n"),
+            16 => format!("{n},\"span\nrow, on two\",z\n"),
+            17 => format!("\"{n}\",\"x\" ,\"\u{e9},\"\n"),
+            18 => format!("\"{n}\",b,\"c\"\"\"\n"),
             0 => format!("{n},name {n},x\n"),
             1 => format!("{n},\"quoted, with comma\",y\n"),
             2 => format!("{n},\"two\nlines\",z\r\n"),
