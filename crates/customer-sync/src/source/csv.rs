@@ -21,6 +21,9 @@ use crate::{Field, FieldValue, Location, Record, RecordError, RecordErrorKind};
 /// for rows like `,,,,,` that have many fields but no bytes of output.
 const MAX_FIELDS: usize = 1 << 16;
 
+/// The byte order mark a UTF-8 file may start with.
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
+
 const HEADER_HINT: &str = "the first row of a CSV file must name every column, once each";
 
 pub(super) struct CsvReader {
@@ -43,6 +46,8 @@ pub(super) struct CsvReader {
     /// Whether plain rows skip csv_core ([`read_plain`](Self::read_plain));
     /// tests turn it off to check both paths read alike.
     plain_rows: bool,
+    /// Whether csv_core has been given input yet.
+    fed: bool,
 }
 
 /// A row's shape, its bytes being in `CsvReader::out` and `ends`.
@@ -73,6 +78,7 @@ impl CsvReader {
             spare: None,
             line: 1,
             plain_rows: true,
+            fed: false,
         };
         let header = match reader.read_raw() {
             Ok(Some(header)) => header,
@@ -397,6 +403,14 @@ impl CsvReader {
                 Err(err) => return Err(err),
             };
             let at_end = input.is_empty();
+            if !self.fed && input == UTF8_BOM {
+                // csv_core, given a BOM alone (a pipe may hand it out on its
+                // own), strips it and takes the nothing left for the end of
+                // the input. Dropped here, the next read's bytes start the file.
+                self.input.consume(UTF8_BOM.len());
+                continue;
+            }
+            self.fed = true;
             let (result, consumed, written, ended) =
                 self.core
                     .read_record(input, &mut self.out[out_len..], &mut self.ends[ends_len..]);
@@ -660,6 +674,30 @@ mod tests {
         )
     }
 
+    /// Hands out its bytes `sizes` at a time, in turn, as a pipe may.
+    struct Chunked {
+        data: Cursor<Vec<u8>>,
+        sizes: Vec<usize>,
+        reads: usize,
+    }
+
+    impl Read for Chunked {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let size = self.sizes.get(self.reads % self.sizes.len().max(1));
+            self.reads += 1;
+            let len = size.map_or(buf.len(), |&size| size.min(buf.len()));
+            self.data.read(&mut buf[..len])
+        }
+    }
+
+    /// [`open`], the data read `sizes` bytes at a time (whole reads for none).
+    fn open_chunked(data: &[u8], sizes: &[usize]) -> Result<Source, crate::source::SourceError> {
+        let data = Cursor::new(data.to_vec());
+        let reads = 0;
+        let sizes = sizes.to_vec();
+        Source::from_reader("t.csv", SourceFormat::Csv, Chunked { data, sizes, reads })
+    }
+
     /// (line, values) for a record, (line, message) for an error.
     type Item = Result<(u64, Vec<String>), (u64, String)>;
 
@@ -782,18 +820,21 @@ mod tests {
 
     #[test]
     fn bom_is_stripped_even_when_read_one_byte_at_a_time() {
-        struct Trickle(Cursor<Vec<u8>>);
-        impl Read for Trickle {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                let len = buf.len().min(1);
-                self.0.read(&mut buf[..len])
-            }
-        }
-        let data = b"\xef\xbb\xbfid\n7\n".to_vec();
-        let mut source =
-            Source::from_reader("t.csv", SourceFormat::Csv, Trickle(Cursor::new(data))).unwrap();
+        let mut source = open_chunked(b"\xef\xbb\xbfid\n7\n", &[1]).unwrap();
         assert_eq!(&*source.columns().unwrap()[0], "id");
         assert_eq!(source.next().unwrap().unwrap().location.line, 2);
+    }
+
+    #[test]
+    fn a_bom_read_alone_is_not_taken_for_the_end_of_the_file() {
+        // A pipe whose writer flushes the BOM on its own: csv_core, given
+        // the BOM alone, strips it and takes what is left, nothing, for the
+        // end of the input.
+        let mut source = open_chunked(b"\xef\xbb\xbfid,name\n1,Ann\n", &[3, 1 << 16]).unwrap();
+        assert_eq!(&*source.columns().unwrap()[0], "id");
+        let record = source.next().unwrap().unwrap();
+        assert_eq!((record.location.line, record.fields.len()), (2, 2));
+        assert!(source.next().is_none());
     }
 
     #[test]
@@ -990,5 +1031,6 @@ mod tests {
                 proptest::prop_assert_eq!(read(true), read(false), "{:?}", wanted);
             }
         }
+
     }
 }
