@@ -32,7 +32,8 @@ pub(super) struct CsvReader {
     core: csv_core::Reader,
     columns: Vec<Arc<str>>,
     /// The current row's unescaped field bytes (reused): back to back, or
-    /// for a plain row, its line as it is, with one comma between fields.
+    /// for a plain row, with one comma between fields (a line without a
+    /// quote is there as it is).
     out: Vec<u8>,
     /// Bytes between fields in `out`: 0 from csv_core, 1 for a plain row.
     gap: usize,
@@ -938,7 +939,7 @@ mod tests {
 
     /// One piece of a CSV file for [`plain_rows_read_as_csv_core_reads_them`].
     fn piece(kind: u8, n: usize) -> String {
-        match kind % 19 {
+        match kind % 22 {
             12 => format!("{n},\"a \"\"b\"\", c\",\"x\"\n"),
             13 => format!("{n},\"ab\"cd,e\n"),
             14 => format!("{n},a\"b,c\n"),
@@ -946,6 +947,9 @@ mod tests {
             16 => format!("{n},\"span\nrow, on two\",z\n"),
             17 => format!("\"{n}\",\"x\" ,\"\u{e9},\"\n"),
             18 => format!("\"{n}\",b,\"c\"\"\"\n"),
+            19 => format!("{n},a\"b\",c\n"),
+            20 => format!("{n},\"x\"y\"z,w\n"),
+            21 => format!("{n}, \"q\",\"r\"\n"),
             0 => format!("{n},name {n},x\n"),
             1 => format!("{n},\"quoted, with comma\",y\n"),
             2 => format!("{n},\"two\nlines\",z\r\n"),
@@ -1032,5 +1036,74 @@ mod tests {
             }
         }
 
+        /// Both paths read alike on any text of CSV's special bytes, read
+        /// whole or a few bytes at a time: records, errors, the fatal
+        /// error, and a first pass's fields.
+        #[test]
+        fn any_bytes_read_alike_on_both_paths(
+            pieces in proptest::collection::vec(0..RANDOM_PIECES.len(), 0..60),
+            header_columns in 1usize..4,
+            sizes in proptest::collection::vec(1usize..20, 0..4),
+        ) {
+            let mut bytes = ["id\n", "id,b\n", "id,b,c\n"][header_columns - 1].as_bytes().to_vec();
+            for piece in pieces {
+                bytes.extend_from_slice(RANDOM_PIECES[piece]);
+            }
+            let read = |sizes: &[usize], plain_rows: bool| {
+                let mut source = open_chunked(&bytes, sizes).unwrap();
+                if let crate::source::FormatReader::Csv(reader) = &mut source.reader {
+                    reader.plain_rows = plain_rows;
+                }
+                let items: Vec<_> = source.by_ref().map(|item| format!("{item:?}")).collect();
+                (items, source.take_fatal().map(|e| e.to_string()))
+            };
+            let first_pass = |sizes: &[usize], plain_rows: bool, wanted| {
+                let mut source = open_chunked(&bytes, sizes).unwrap();
+                let crate::source::FormatReader::Csv(reader) = &mut source.reader else {
+                    unreachable!("a CSV source");
+                };
+                reader.plain_rows = plain_rows;
+                let mut rows = Vec::new();
+                while let Some((line, [a, b])) = reader.next_fields(wanted) {
+                    rows.push((line, a.to_owned(), b.to_owned()));
+                }
+                rows
+            };
+            let text = String::from_utf8_lossy(&bytes);
+            for sizes in [&[][..], &sizes] {
+                proptest::prop_assert_eq!(read(sizes, true), read(sizes, false), "{:?} {:?}", sizes, text);
+                for wanted in [[Some(0), None], [Some(1), Some(0)], [None, Some(2)]] {
+                    proptest::prop_assert_eq!(
+                        first_pass(sizes, true, wanted),
+                        first_pass(sizes, false, wanted),
+                        "{:?} {:?} {:?}", sizes, wanted, text
+                    );
+                }
+            }
+        }
     }
+
+    /// What [`any_bytes_read_alike_on_both_paths`] builds files of: CSV's
+    /// special bytes, text, multi-byte characters, bytes that are not
+    /// UTF-8, and a BOM.
+    const RANDOM_PIECES: &[&[u8]] = &[
+        b"\"",
+        b"\"",
+        b"\"\"",
+        b",",
+        b",",
+        b"\n",
+        b"\n",
+        b"\r",
+        b"\r\n",
+        b"a",
+        b"b",
+        b" ",
+        b"\t",
+        b"\xc3\xa9",
+        b"\xe2\x82\xac",
+        b"\xff",
+        b"\xc3",
+        b"\xef\xbb\xbf",
+    ];
 }
