@@ -699,6 +699,41 @@ mod tests {
         Source::from_reader("t.csv", SourceFormat::Csv, Chunked { data, sizes, reads })
     }
 
+    /// What a source reads from `data` (`sizes` bytes at a time), with plain
+    /// rows on the fast path or through csv_core: its items and fatal error.
+    fn read_on_path(
+        data: &[u8],
+        sizes: &[usize],
+        plain_rows: bool,
+    ) -> (Vec<String>, Option<String>) {
+        let mut source = open_chunked(data, sizes).unwrap();
+        if let crate::source::FormatReader::Csv(reader) = &mut source.reader {
+            reader.plain_rows = plain_rows;
+        }
+        let items = source.by_ref().map(|item| format!("{item:?}")).collect();
+        (items, source.take_fatal().map(|e| e.to_string()))
+    }
+
+    /// The rows a first pass reads from `data` ([`read_on_path`]'s way):
+    /// each one's line and `wanted` fields.
+    fn first_pass_on_path(
+        data: &[u8],
+        sizes: &[usize],
+        plain_rows: bool,
+        wanted: [Option<usize>; 2],
+    ) -> Vec<(u64, String, String)> {
+        let mut source = open_chunked(data, sizes).unwrap();
+        let crate::source::FormatReader::Csv(reader) = &mut source.reader else {
+            unreachable!("a CSV source");
+        };
+        reader.plain_rows = plain_rows;
+        let mut rows = Vec::new();
+        while let Some((line, [a, b])) = reader.next_fields(wanted) {
+            rows.push((line, a.to_owned(), b.to_owned()));
+        }
+        rows
+    }
+
     /// (line, values) for a record, (line, message) for an error.
     type Item = Result<(u64, Vec<String>), (u64, String)>;
 
@@ -999,15 +1034,7 @@ mod tests {
             bad_utf8_at in proptest::prelude::any::<proptest::sample::Index>(),
         ) {
             let bytes = generated_file(&kinds, no_final_newline, bad_utf8_at);
-            let read = |plain_rows: bool| {
-                let mut source = open(&bytes).unwrap();
-                if let crate::source::FormatReader::Csv(reader) = &mut source.reader {
-                    reader.plain_rows = plain_rows;
-                }
-                let items: Vec<_> = source.by_ref().map(|item| format!("{item:?}")).collect();
-                (items, source.take_fatal().map(|e| e.to_string()))
-            };
-            proptest::prop_assert_eq!(read(true), read(false));
+            proptest::prop_assert_eq!(read_on_path(&bytes, &[], true), read_on_path(&bytes, &[], false));
         }
 
         /// A first pass reads the same lines and fields whether plain rows
@@ -1020,19 +1047,11 @@ mod tests {
         ) {
             let bytes = generated_file(&kinds, no_final_newline, bad_utf8_at);
             for wanted in [[Some(0), None], [Some(2), Some(1)], [None, Some(2)], [Some(5), Some(0)]] {
-                let read = |plain_rows: bool| {
-                    let mut source = open(&bytes).unwrap();
-                    let crate::source::FormatReader::Csv(reader) = &mut source.reader else {
-                        unreachable!("a CSV source");
-                    };
-                    reader.plain_rows = plain_rows;
-                    let mut rows = Vec::new();
-                    while let Some((line, [a, b])) = reader.next_fields(wanted) {
-                        rows.push((line, a.to_owned(), b.to_owned()));
-                    }
-                    rows
-                };
-                proptest::prop_assert_eq!(read(true), read(false), "{:?}", wanted);
+                proptest::prop_assert_eq!(
+                    first_pass_on_path(&bytes, &[], true, wanted),
+                    first_pass_on_path(&bytes, &[], false, wanted),
+                    "{:?}", wanted
+                );
             }
         }
 
@@ -1049,33 +1068,17 @@ mod tests {
             for piece in pieces {
                 bytes.extend_from_slice(RANDOM_PIECES[piece]);
             }
-            let read = |sizes: &[usize], plain_rows: bool| {
-                let mut source = open_chunked(&bytes, sizes).unwrap();
-                if let crate::source::FormatReader::Csv(reader) = &mut source.reader {
-                    reader.plain_rows = plain_rows;
-                }
-                let items: Vec<_> = source.by_ref().map(|item| format!("{item:?}")).collect();
-                (items, source.take_fatal().map(|e| e.to_string()))
-            };
-            let first_pass = |sizes: &[usize], plain_rows: bool, wanted| {
-                let mut source = open_chunked(&bytes, sizes).unwrap();
-                let crate::source::FormatReader::Csv(reader) = &mut source.reader else {
-                    unreachable!("a CSV source");
-                };
-                reader.plain_rows = plain_rows;
-                let mut rows = Vec::new();
-                while let Some((line, [a, b])) = reader.next_fields(wanted) {
-                    rows.push((line, a.to_owned(), b.to_owned()));
-                }
-                rows
-            };
             let text = String::from_utf8_lossy(&bytes);
             for sizes in [&[][..], &sizes] {
-                proptest::prop_assert_eq!(read(sizes, true), read(sizes, false), "{:?} {:?}", sizes, text);
+                proptest::prop_assert_eq!(
+                    read_on_path(&bytes, sizes, true),
+                    read_on_path(&bytes, sizes, false),
+                    "{:?} {:?}", sizes, text
+                );
                 for wanted in [[Some(0), None], [Some(1), Some(0)], [None, Some(2)]] {
                     proptest::prop_assert_eq!(
-                        first_pass(sizes, true, wanted),
-                        first_pass(sizes, false, wanted),
+                        first_pass_on_path(&bytes, sizes, true, wanted),
+                        first_pass_on_path(&bytes, sizes, false, wanted),
                         "{:?} {:?} {:?}", sizes, wanted, text
                     );
                 }
