@@ -73,12 +73,13 @@ pub struct ResetArgs {
 
 #[derive(Debug, Args)]
 pub struct SourceArgs {
-    /// A .csv, .ndjson/.jsonl or .json (array) file, - for NDJSON on stdin,
+    /// A .csv, .ndjson/.jsonl or .json (array) file, - for stdin (NDJSON, or --format),
     /// or a postgres:// URL with --table or --query (PG* variables and
     /// ~/.pgpass fill in what the URL leaves out; `postgres://` alone uses them all).
     #[arg(value_name = "SOURCE")]
     pub source: String,
-    /// Read SOURCE as this format instead of guessing from its extension.
+    /// Read SOURCE as this format instead of guessing from its extension
+    /// (stdin: instead of NDJSON).
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
     /// A mapping file (TOML); without one, columns are mapped by name.

@@ -442,6 +442,67 @@ async fn ndjson_on_stdin_is_synced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_on_stdin_is_read_as_csv_when_format_says_so() {
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    let mut child = command(&dir, Some(&receiver), &["sync", "-", "--format", "csv"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, b"user_id,plan\nc1,pro\nc2,free\n")
+        .await
+        .unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(receiver.store().stats().accepted, 2);
+    assert_eq!(
+        receiver.store().events_for_user("c2")[0]["traits"]["plan"],
+        "free"
+    );
+}
+
+/// A named pipe can be read only once, like stdin: a second open for the
+/// `last` pre-read would wait for a writer that never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_pipe_is_read_once_as_a_stream() {
+    let receiver = receiver(FaultPlan::none()).await;
+    let dir = TempDir::new().unwrap();
+    let fifo = dir.path().join("customers.csv");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo failed");
+    let child = command(&dir, Some(&receiver), &["sync", "customers.csv"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let writer = tokio::task::spawn_blocking(move || {
+        // Blocks until the run opens the pipe for reading.
+        std::fs::write(&fifo, "user_id,plan\nu1,free\nu2,pro\nu1,pro\n").unwrap();
+    });
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the run finishes (it hung waiting to open the pipe a second time)")
+        .unwrap();
+    writer.await.unwrap();
+    let stderr = stderr(&output);
+    // u1's second row cannot be known to be its last without a second read:
+    // as on stdin, the first row is sent and the repeat is refused, saying why.
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot be read twice"), "{stderr}");
+    assert!(stderr.contains("customers.csv:4"), "{stderr}");
+    assert_eq!(receiver.store().stats().accepted, 2);
+    assert_eq!(
+        receiver.store().events_for_user("u1")[0]["traits"]["plan"],
+        "free"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_without_any_configuration() {
     let dir = TempDir::new().unwrap();
     let output = run(&dir, None, &["demo"]).await;

@@ -246,20 +246,21 @@ impl Source {
         check_is_file(path)?;
         let file = File::open(path).map_err(|err| SourceError::open(&name, err, None))?;
         // The size is only for an ETA: a file whose size cannot be read is
-        // still readable, and a non-regular file (a FIFO) has no useful size.
-        let total_bytes = file
-            .metadata()
-            .ok()
-            .filter(|meta| meta.is_file())
-            .map(|meta| meta.len());
+        // still readable.
+        let regular = file.metadata().ok().filter(|meta| meta.is_file());
+        let total_bytes = regular.as_ref().map(|meta| meta.len());
         let mut source = Source::build(name, format, Box::new(file), total_bytes)?;
-        source.path = Some(path.to_path_buf());
+        // Only a regular file can be read again: a named pipe or a device
+        // is a stream, like stdin (opening a pipe twice would wait for a
+        // second writer, or split one writer's bytes between two readers).
+        source.path = regular.map(|_| path.to_path_buf());
         Ok(source)
     }
 
     /// The same file opened again from its start, for a second pass (the
     /// `last` duplicate policy reads a file once to find repeated
-    /// identities); `None` for stdin and readers, which cannot be read twice.
+    /// identities); `None` for stdin, readers and files that are not regular
+    /// (a named pipe), which cannot be read twice.
     pub fn reopen(&self) -> Option<Result<Source, SourceError>> {
         // A table read twice would be two snapshots: it is read once.
         let path = self.path.as_deref()?;

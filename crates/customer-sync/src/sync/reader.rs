@@ -361,11 +361,12 @@ impl<'a> Reader<'a> {
         };
         match self.duplicates {
             DuplicatePolicy::Last => {
-                // Only a source that cannot be read twice (stdin) gets here:
+                // Only a source that cannot be read twice (stdin, a named
+                // pipe) gets here:
                 // the first row is already on its way, and sending this one
                 // too could land in either order.
                 tracker.invalid(&refuse(
-                    "this input cannot be read twice to find the last row, so the first one was sent and this one was not (read from a file to send the last row)",
+                    "this input cannot be read twice to find the last row, so the first one was sent and this one was not (read from a regular file to send the last row)",
                 ));
                 false
             }

@@ -180,7 +180,7 @@ impl Prepared {
                 // `last` needs to know, at each row, whether a later row has
                 // the same identity: a file is read once before the run to
                 // find out. Memory stays bounded (only repeated identities
-                // are kept); stdin cannot be read twice.
+                // are kept); stdin and named pipes cannot be read twice.
                 let last_rows = match (duplicates, source.reopen()) {
                     (DuplicatePolicy::Last, Some(Ok(again))) => {
                         Some(LastRows::scan(again, &mapping, &stop, planner.as_mut())?)

@@ -103,11 +103,10 @@ pub fn open_input_after(
             "give a postgres:// URL as SOURCE",
         ));
     }
-    let mut source = match args.format {
-        Some(format) if args.source != "-" => {
-            Source::open_as(Path::new(&args.source), source_format(format))
-        }
-        _ => Source::open(&args.source),
+    let mut source = match (args.format.map(source_format), args.source.as_str()) {
+        (Some(format), "-") => Source::from_reader("stdin", format, std::io::stdin()),
+        (Some(format), path) => Source::open_as(Path::new(path), format),
+        (None, arg) => Source::open(arg),
     }
     .map_err(source_error)?;
     let mapping = resolve_mapping(&mut source, spec.as_ref())
