@@ -5,6 +5,7 @@
 //! line) and which field is at fault, so one bad record never stops a run.
 
 use std::fmt;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -19,6 +20,11 @@ use serde::Serialize;
 /// let at = Location::new("customers.csv", 12);
 /// assert_eq!(at.to_string(), "customers.csv:12");
 ///
+/// // A JSON array element: minified arrays have every element on line 1.
+/// let column = std::num::NonZeroU64::new(48);
+/// let element = Location { column, ..Location::new("customers.json", 1) };
+/// assert_eq!(element.to_string(), "customers.json:1:48");
+///
 /// let row = Location::new("public.customers", 3).with_key("id=42");
 /// assert_eq!(row.to_string(), "public.customers (id=42)");
 /// ```
@@ -30,6 +36,12 @@ pub struct Location {
     /// source, the line where the element starts; for a database source,
     /// the row's position in this run's read.
     pub line: u64,
+    /// For a JSON array element, the 1-based column of its first byte on
+    /// `line`: a minified array has every element on line 1. `None` for
+    /// other sources.
+    /// (Non-zero, so a location stays 48 bytes.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<NonZeroU64>,
     /// A database row's primary key, as `column=value` pairs (`id=42`);
     /// `None` for files and for query results without a key.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -42,6 +54,7 @@ impl Location {
         Self {
             source: source.into(),
             line,
+            column: None,
             key: None,
         }
     }
@@ -55,9 +68,10 @@ impl Location {
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.key {
-            Some(key) => write!(f, "{} ({key})", self.source),
-            None => write!(f, "{}:{}", self.source, self.line),
+        match (&self.key, self.column) {
+            (Some(key), _) => write!(f, "{} ({key})", self.source),
+            (None, Some(column)) => write!(f, "{}:{}:{column}", self.source, self.line),
+            (None, None) => write!(f, "{}:{}", self.source, self.line),
         }
     }
 }

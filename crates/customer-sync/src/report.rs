@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -210,6 +211,9 @@ struct RecordLine<'a> {
     r#type: &'static str,
     source: &'a str,
     line: u64,
+    /// A JSON array element's column (see [`Location::column`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    column: Option<NonZeroU64>,
     /// A database row's primary key (`id=42`).
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<&'a str>,
@@ -293,6 +297,7 @@ impl ReportWriter {
             r#type: "invalid",
             source: &error.location.source,
             line: error.location.line,
+            column: error.location.column,
             key: error.location.key.as_deref(),
             group_id: None,
             user_id: None,
@@ -305,8 +310,8 @@ impl ReportWriter {
         })
     }
 
-    /// Records a row not sent under the `last` policy: a later row, on
-    /// `last_line`, has the same identity and is the one sent.
+    /// Records a row not sent under the `last` policy: a later row, at
+    /// `last`, has the same identity and is the one sent.
     ///
     /// # Errors
     /// If the report file cannot be written.
@@ -314,15 +319,19 @@ impl ReportWriter {
         &mut self,
         at: &Location,
         identity: &Identity,
-        last_line: u64,
+        last: &Location,
     ) -> io::Result<()> {
-        let message = format!(
-            "the same identity is on line {last_line}; only the last row of an identity is sent"
-        );
+        let place = match last.column {
+            Some(column) => format!("line {}, column {column}", last.line),
+            None => format!("line {}", last.line),
+        };
+        let message =
+            format!("the same identity is on {place}; only the last row of an identity is sent");
         self.write_line(&RecordLine {
             r#type: "duplicate",
             source: &at.source,
             line: at.line,
+            column: at.column,
             key: at.key.as_deref(),
             group_id: self.key_ids(identity.user_id()).0,
             user_id: self.key_ids(identity.user_id()).1,
@@ -331,7 +340,7 @@ impl ReportWriter {
             reason: "duplicate_identity",
             status: None,
             message: &message,
-            first_line: Some(last_line),
+            first_line: Some(last.line),
         })
     }
 
@@ -365,6 +374,7 @@ impl ReportWriter {
             r#type: "given_up",
             source: &at.source,
             line: at.line,
+            column: at.column,
             key: at.key.as_deref(),
             group_id: self.key_ids(identity.user_id()).0,
             user_id: self.key_ids(identity.user_id()).1,
@@ -422,6 +432,7 @@ impl ReportWriter {
             r#type: kind.as_str(),
             source: &at.source,
             line: at.line,
+            column: at.column,
             key: at.key.as_deref(),
             group_id: self.key_ids(identity.user_id()).0,
             user_id: self.key_ids(identity.user_id()).1,

@@ -502,6 +502,50 @@ async fn a_named_pipe_is_read_once_as_a_stream() {
     );
 }
 
+/// A minified JSON array has every element on line 1: a line names no
+/// one row there, so an identity's last row is told by its column too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minified_array_sends_only_the_last_row_of_a_repeated_identity() {
+    let dir = TempDir::new().unwrap();
+    let json = r#"[{"id":"u1","plan":"a"},{"id":"u2","plan":"c"},{"id":"u1","plan":"b"}]"#;
+    let file = write(&dir, "customers.json", json);
+    let (report, bodies) = (dir.path().join("report.ndjson"), dir.path().join("bodies"));
+    let output = run(
+        &dir,
+        None,
+        &[
+            "sync",
+            path_str(&file),
+            "--no-state",
+            "--dry-run",
+            "--no-gzip",
+            "--dry-run-dir",
+            path_str(&bodies),
+            "--report",
+            path_str(&report),
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let sent: Vec<(String, String)> = dry_run_bodies(&bodies)
+        .iter()
+        .flat_map(|body| body["batch"].as_array().unwrap().clone())
+        .map(|event| {
+            let user = event["userId"].as_str().unwrap().to_owned();
+            (user, event["traits"]["plan"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(sent, [("u2".into(), "c".into()), ("u1".into(), "b".into())]);
+    let lines = report_lines(&report);
+    let superseded: Vec<&Value> = lines.iter().filter(|l| l["type"] == "duplicate").collect();
+    assert_eq!(superseded.len(), 1, "{lines:?}");
+    // Both rows are on line 1: the report names each by its column.
+    assert_eq!(superseded[0]["line"], 1);
+    assert_eq!(superseded[0]["column"], 2);
+    let message = superseded[0]["message"].as_str().unwrap();
+    assert!(message.contains("line 1, column 48"), "{message}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_without_any_configuration() {
     let dir = TempDir::new().unwrap();

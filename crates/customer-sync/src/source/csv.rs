@@ -149,6 +149,7 @@ impl CsvReader {
         let location = Location {
             source: Arc::clone(&self.name),
             line: row.line,
+            column: None,
             key: None,
         };
         let spare = self.spare.take();
@@ -260,6 +261,7 @@ impl CsvReader {
                 let location = Location {
                     source: Arc::clone(&self.name),
                     line: row.line,
+                    column: None,
                     key: None,
                 };
                 Err(Step::Bad(RecordError::new(

@@ -228,6 +228,7 @@ impl JsonArrayReader {
         let location = Location {
             source: Arc::clone(&self.name),
             line,
+            column: None,
             key: None,
         };
         Step::Bad(RecordError::new(

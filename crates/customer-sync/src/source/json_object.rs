@@ -47,6 +47,7 @@ impl UnparsedObject<'_> {
         let location = Location {
             source: Arc::clone(self.name),
             line: self.line,
+            column: self.column.and_then(std::num::NonZeroU64::new),
             key: None,
         };
         let err = match parse_object(self.bytes, self.keys) {

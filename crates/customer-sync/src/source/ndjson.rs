@@ -115,6 +115,7 @@ impl NdjsonReader {
             let location = Location {
                 source: Arc::clone(&self.name),
                 line: self.line,
+                column: None,
                 key: None,
             };
             return Line::Bad(RecordError::new(

@@ -3,6 +3,7 @@
 //! first pass that finds each repeated identity's last row.
 
 use std::collections::HashMap;
+use std::num::NonZeroU64;
 
 use segment_client::Identity;
 
@@ -11,17 +12,41 @@ use super::planner::Planner;
 use crate::mapping::Mapping;
 use crate::source::{IdentityScan, ReadProgress, Source, SourceError, SourceFormat};
 use crate::state::stable_hash;
-use crate::{Record, RecordError};
+use crate::{Location, Record, RecordError};
 
 /// Records read before the duplicate table is sized from the source's size
 /// (or its expected record count) and the share of new identities.
 pub(crate) const SIZING_SAMPLE: u64 = 1_024;
 
+/// Where a row starts: its line, and for a JSON array element its column,
+/// as several elements may share a line. Ordered as in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub(crate) struct RowAt {
+    pub line: u64,
+    pub column: Option<NonZeroU64>,
+}
+
+impl RowAt {
+    /// Where the record at `location` starts.
+    pub fn of(location: &Location) -> Self {
+        Self {
+            line: location.line,
+            column: location.column,
+        }
+    }
+
+    /// A row that is alone on the line it starts on.
+    fn line(line: u64) -> Self {
+        Self { line, column: None }
+    }
+}
+
 /// Rows whose identity is on several rows, found by reading the source once
-/// before the run (`--duplicates last`): identity hash -> the last row's line.
+/// before the run (`--duplicates last`): identity hash -> where its last row
+/// starts.
 #[derive(Debug, Default)]
 pub(crate) struct LastRows {
-    pub lines: HashMap<u64, u64>,
+    pub rows: HashMap<u64, RowAt>,
     /// How many of those last rows the run has reached.
     pub reached: usize,
 }
@@ -51,7 +76,7 @@ impl LastRows {
             // names no one row: its rows are checked in file order as they
             // come, in a table, as before the list.
             seen: (source.format() == SourceFormat::JsonArray).then(SeenIdentities::default),
-            lines: HashMap::new(),
+            last: HashMap::new(),
             planner,
             progress: source.progress(),
             total_bytes: source.total_bytes(),
@@ -121,7 +146,7 @@ struct FirstPass<'a> {
     /// For a JSON array, new identities instead: hash -> first line.
     seen: Option<SeenIdentities>,
     /// Repeated identities found as they come: hash -> the last row so far.
-    lines: HashMap<u64, u64>,
+    last: HashMap<u64, RowAt>,
     planner: Option<&'a mut Planner>,
     progress: ReadProgress,
     total_bytes: Option<u64>,
@@ -142,7 +167,7 @@ impl FirstPass<'_> {
                 return true;
             };
             // As `Mapping::apply` reads a CSV identity: trimmed, empty is absent.
-            if !self.take_row(user_id.trim(), anonymous_id.trim(), line, stop) {
+            if !self.take_row(user_id.trim(), anonymous_id.trim(), RowAt::line(line), stop) {
                 return false;
             }
         }
@@ -202,7 +227,8 @@ impl FirstPass<'_> {
             identity.user_id().unwrap_or_default(),
             identity.anonymous_id().unwrap_or_default(),
         );
-        self.take_row(user_id, anonymous_id, record.location.line, stop)
+        let at = RowAt::of(&record.location);
+        self.take_row(user_id, anonymous_id, at, stop)
     }
 
     /// Notes a row the run accepts: the last so far of its identity if
@@ -212,14 +238,14 @@ impl FirstPass<'_> {
         &mut self,
         user_id: &str,
         anonymous_id: &str,
-        line: u64,
+        at: RowAt,
         stop: &StopSignal,
     ) -> bool {
-        match self.observe(user_id, anonymous_id, line, Row::Accepted, stop) {
+        match self.observe(user_id, anonymous_id, at.line, Row::Accepted, stop) {
             Observed::Stop => false,
             Observed::Noted => true,
             Observed::Again(hash) => {
-                self.lines.insert(hash, line);
+                self.last.insert(hash, at);
                 true
             }
         }
@@ -305,7 +331,7 @@ impl FirstPass<'_> {
         if let Some(planner) = self.planner {
             planner.forget_seen();
         }
-        let (mut rows, mut lines) = (self.rows, self.lines);
+        let (mut rows, mut last) = (self.rows, self.last);
         rows.sort_unstable_by_key(|row| (row.hash(), row.line));
         // (line, hash) of each scanned row that may be a last row.
         let mut unsure = Vec::new();
@@ -313,7 +339,7 @@ impl FirstPass<'_> {
             // The first row is never a last row, whatever the run makes of it.
             for row in repeated[1..].iter().rev() {
                 if !row.scanned() {
-                    lines.insert(row.hash(), row.line);
+                    last.insert(row.hash(), RowAt::line(row.line));
                     break;
                 }
                 unsure.push((row.line, row.hash()));
@@ -322,9 +348,12 @@ impl FirstPass<'_> {
         drop(rows);
         if !unsure.is_empty() && completed {
             unsure.sort_unstable();
-            settle_scanned(source.reopen_file()?, &unsure, mapping, stop, &mut lines);
+            settle_scanned(source.reopen_file()?, &unsure, mapping, stop, &mut last);
         }
-        Ok(LastRows { lines, reached: 0 })
+        Ok(LastRows {
+            rows: last,
+            reached: 0,
+        })
     }
 }
 
@@ -335,7 +364,7 @@ fn settle_scanned(
     unsure: &[(u64, u64)],
     mapping: &Mapping,
     stop: &StopSignal,
-    lines: &mut HashMap<u64, u64>,
+    last: &mut HashMap<u64, RowAt>,
 ) {
     source.keep_only(mapping.identity_names());
     let mut next = unsure.iter().peekable();
@@ -357,8 +386,8 @@ fn settle_scanned(
             // A row whose identity changed since it was scanned is not its
             // identity's (the run then finds the file changed).
             if accepted.is_some_and(|identity| identity_hash(&identity) == hash) {
-                let last = lines.entry(hash).or_default();
-                *last = line.max(*last);
+                let known = last.entry(hash).or_default();
+                *known = RowAt::line(line).max(*known);
             }
             true
         });
@@ -521,7 +550,7 @@ mod tests {
 
     /// The first pass over `data` as a file named `name` (a scanned object
     /// may be read again from it).
-    fn last_rows(name: &str, format: SourceFormat, data: &[u8]) -> HashMap<u64, u64> {
+    fn last_rows_at(name: &str, format: SourceFormat, data: &[u8]) -> HashMap<u64, RowAt> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(name);
         std::fs::write(&path, data).unwrap();
@@ -529,7 +558,13 @@ mod tests {
         let mapping = Mapping::new(None, &["id", "email"]).unwrap();
         LastRows::scan(source, &mapping, &StopSignal::default(), None)
             .unwrap()
-            .lines
+            .rows
+    }
+
+    /// As [`last_rows_at`], the lines only.
+    fn last_rows(name: &str, format: SourceFormat, data: &[u8]) -> HashMap<u64, u64> {
+        let rows = last_rows_at(name, format, data).into_iter();
+        rows.map(|(hash, at)| (hash, at.line)).collect()
     }
 
     #[test]
@@ -631,13 +666,14 @@ mod tests {
         let mapping = Mapping::new(None, &["id", "email"]).unwrap();
         let settled = |unsure: &[(u64, u64)]| {
             let source = Source::open_as(&path, SourceFormat::Ndjson).unwrap();
-            let mut lines = HashMap::new();
-            settle_scanned(source, unsure, &mapping, &StopSignal::default(), &mut lines);
-            lines
+            let mut last = HashMap::new();
+            settle_scanned(source, unsure, &mapping, &StopSignal::default(), &mut last);
+            last
         };
         let (u1, u2) = (identity_hash_of("u1", ""), identity_hash_of("u2", ""));
         assert_eq!(settled(&[(2, u1)]), HashMap::new());
-        assert_eq!(settled(&[(1, u1), (2, u2)]), [(u1, 1), (u2, 2)].into());
+        let expected = [(u1, RowAt::line(1)), (u2, RowAt::line(2))].into();
+        assert_eq!(settled(&[(1, u1), (2, u2)]), expected);
     }
 
     #[test]
@@ -648,10 +684,14 @@ mod tests {
         let shared = "[{\"n\":{\"id\":\"x\"},\"id\":\"u1\"},{\"id\":\"u1\"},\n{\"id\":\"z\"},{\"id\":\"u1\"}]\n";
         let found = last_rows("t.json", SourceFormat::JsonArray, shared.as_bytes());
         assert_eq!(found, [(identity_hash_of("u1", ""), 2)].into());
-        // b's two rows share line 1 with a's.
+        // b's two rows share line 1 with a's: its last starts at column 24.
         let one_line = r#"[{"id":"a"},{"id":"b"},{"id":"b"}]"#;
-        let found = last_rows("t.json", SourceFormat::JsonArray, one_line.as_bytes());
-        assert_eq!(found, [(identity_hash_of("b", ""), 1)].into());
+        let found = last_rows_at("t.json", SourceFormat::JsonArray, one_line.as_bytes());
+        let last = RowAt {
+            line: 1,
+            column: NonZeroU64::new(24),
+        };
+        assert_eq!(found, [(identity_hash_of("b", ""), last)].into());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use segment_client::{HttpClient, Identity, PreparedEvent, TrackParams};
 
 use super::SyncError;
 use super::duplicates::{
-    LastRows, SIZING_SAMPLE, SeenIdentities, identity_hash, size_duplicate_table,
+    LastRows, RowAt, SIZING_SAMPLE, SeenIdentities, identity_hash, size_duplicate_table,
 };
 use super::events;
 use super::planner::{Decision, EventsPlan, Planner};
@@ -139,7 +139,7 @@ impl<'a> Reader<'a> {
         let mut changed = None;
         if complete {
             changed = self.last_rows.as_ref().and_then(|rows| {
-                (rows.reached != rows.lines.len()).then(|| {
+                (rows.reached != rows.rows.len()).then(|| {
                     SyncError::new(
                         format!(
                             "{} changed while it was read (a repeated identity's last row moved)",
@@ -335,17 +335,22 @@ impl<'a> Reader<'a> {
     ) -> bool {
         let tracker = self.tracker;
         if let Some(last_rows) = &mut self.last_rows {
-            let Some(&last_line) = last_rows.lines.get(&identity_hash(identity)) else {
+            let Some(&last) = last_rows.rows.get(&identity_hash(identity)) else {
                 return true;
             };
-            if last_line == at.line {
+            if last == RowAt::of(at) {
                 last_rows.reached += 1;
                 return true;
             }
             // Superseded by a later row of the same identity: not sent.
             Counters::add(&tracker.counters.duplicates);
             Counters::add(&tracker.counters.skipped);
-            tracker.write(|w| w.duplicate(at, identity, last_line));
+            let last = Location {
+                line: last.line,
+                column: last.column,
+                ..at.clone()
+            };
+            tracker.write(|w| w.duplicate(at, identity, &last));
             return false;
         }
         let Some(first_line) = first_line else {
