@@ -460,3 +460,76 @@ async fn an_empty_or_unreadable_state_file_is_an_error_with_a_hint() {
     }
     assert_eq!(receiver.store().stats().accepted, 0, "nothing was sent");
 }
+
+/// Runs `args` to its end, reading the child's peak RSS (`VmHWM`, a
+/// high-water mark that persists) from `/proc` as it runs: in kB.
+async fn peak_rss_kb(dir: &TempDir, receiver: &Receiver, args: &[&str]) -> (Output, u64) {
+    let child = command(dir, Some(receiver), args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id().unwrap());
+    let output = child.wait_with_output();
+    tokio::pin!(output);
+    let mut peak = 0;
+    loop {
+        tokio::select! {
+            output = &mut output => return (output.unwrap(), peak),
+            () = tokio::time::sleep(Duration::from_millis(10)) => {
+                let read = std::fs::read_to_string(&status).unwrap_or_default();
+                let kb = read
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
+                peak = peak.max(kb.unwrap_or(0));
+            }
+        }
+    }
+}
+
+/// Memory stays bounded on the path after a crash too: the outbox an
+/// unfinished run left (hundreds of MB after a kill -9 late in a big run)
+/// is read as a stream, not into memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_reads_a_large_outbox_as_a_stream() {
+    // Requests hang, so the kill leaves u0's entry in the outbox.
+    let receiver = receiver(FaultPlan::hang(1_000)).await;
+    let dir = TempDir::new().unwrap();
+    let file = write(&dir, "c.csv", &customers(0..1, "pro"));
+    kill_when(&dir, &receiver, &file, "big", |r| {
+        r.store().stats().requests >= 1
+    })
+    .await;
+    // The same entry again and again, as a long run's outbox of 80 MB: only
+    // the newest one counts.
+    let outbox = dir.path().join(".segment-sync/big.outbox");
+    let line = std::fs::read(&outbox).unwrap();
+    assert!(line.ends_with(b"\n") && line.len() > 200, "one entry");
+    let copies = 80_000_000 / line.len();
+    std::fs::write(&outbox, line.repeat(copies)).unwrap();
+
+    // Answers take 300 ms, so the rerun lives on after reading the outbox.
+    receiver.set_faults(FaultPlan::none().with_latency(Duration::from_millis(300)));
+    let report = dir.path().join("big.report.jsonl");
+    let args = [
+        "sync",
+        path_str(&file),
+        "--name",
+        "big",
+        "--report",
+        path_str(&report),
+    ];
+    let (output, peak_kb) = peak_rss_kb(&dir, &receiver, &args).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = report_lines(&report);
+    assert_adds_up(&lines);
+    let s = summary(&lines);
+    assert_eq!(count(s, "recovered"), 1, "{s}");
+    assert_eq!(count(s, "superseded"), copies as u64 - 1, "{s}");
+    assert!(peak_kb > 0, "the peak RSS was read");
+    assert!(
+        peak_kb < 48 * 1024,
+        "peak RSS {peak_kb} kB reading an {} MB outbox",
+        copies * line.len() / 1_000_000
+    );
+}

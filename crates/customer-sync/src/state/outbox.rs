@@ -28,12 +28,12 @@
 //! would be cheaper too); that is the client crate's call, and it is being
 //! changed in parallel, so nothing is merged here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 
-use super::hash::needs_escape;
+use super::hash::{needs_escape, stable_hash};
 use super::{StateError, StateIndex, StateStore};
 use crate::mapping::ChangeKind;
 
@@ -348,55 +348,109 @@ impl StateStore {
     /// inside a multi-byte character) is skipped and counted, and the lines
     /// after it are read as usual.
     ///
+    /// The log is streamed: after a kill late in a big run it holds an
+    /// entry per record sent (hundreds of MB), nearly all of them settled.
+    /// Entries are held until checked against the state, a batch at a
+    /// time, and only those still in flight are kept; besides them, each
+    /// identity in the log costs a 64-bit hash, to count the superseded.
+    ///
     /// # Errors
     /// The log or the database cannot be read.
     pub(crate) fn pending(&self, index: &StateIndex) -> Result<OutboxScan, StateError> {
         let path = self.outbox_path();
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(StateError::io(&path, "cannot read the outbox", e)),
+        let cannot_read = |e| StateError::io(&path, "cannot read the outbox", e);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(OutboxScan::default()),
+            Err(e) => return Err(cannot_read(e)),
         };
+        let mut input = BufReader::with_capacity(64 * 1024, file);
         let mut scan = OutboxScan::default();
-        // Identity key -> its newest entry's place in `newest`.
-        let mut newest: Vec<OutboxEntry> = Vec::new();
-        let mut by_key: HashMap<String, usize> = HashMap::new();
-        for line in bytes.split(|&b| b == b'\n') {
-            if line.iter().all(u8::is_ascii_whitespace) {
+        let mut identities: HashSet<u64> = HashSet::new();
+        // Identity key -> its newest entry so far, unless that one is known
+        // to have settled.
+        let mut held: HashMap<String, Held> = HashMap::new();
+        let (mut line, mut place) = (Vec::new(), 0);
+        loop {
+            line.clear();
+            if input.read_until(b'\n', &mut line).map_err(cannot_read)? == 0 {
+                break;
+            }
+            place += 1;
+            let text = line.strip_suffix(b"\n").unwrap_or(&line);
+            if text.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let Some(entry) = OutboxEntry::parse_bytes(line) else {
+            let Some(entry) = OutboxEntry::parse_bytes(text) else {
                 scan.torn += 1;
                 continue;
             };
-            match by_key.get(&entry.key) {
-                Some(&at) => {
-                    newest[at] = entry;
-                    scan.superseded += 1;
-                }
-                None => {
-                    by_key.insert(entry.key.clone(), newest.len());
-                    newest.push(entry);
-                }
+            if !identities.insert(stable_hash(entry.key.as_bytes())) {
+                scan.superseded += 1;
             }
-        }
-        for entry in newest {
-            // A record with no row never settled; one with a row settled
-            // this entry if it is the row's last message.
-            let row = self.row_of(index, &entry.key)?;
-            let settled = match row {
-                Some(row) => {
-                    self.last_message_id(row)?.as_deref() == Some(entry.message_id.as_str())
-                }
-                None => false,
+            let held_entry = Held {
+                entry,
+                place,
+                row: None,
             };
-            if !settled {
-                let order = scan.pending.len();
-                scan.pending.push(Pending { entry, row, order });
+            held.insert(held_entry.entry.key.clone(), held_entry);
+            if held.len() >= CHECK_BATCH {
+                self.drop_settled(index, &mut held)?;
             }
         }
+        self.drop_settled(index, &mut held)?;
+        let mut left: Vec<Held> = held.into_values().collect();
+        left.sort_unstable_by_key(|held| held.place);
+        scan.pending = (left.into_iter().enumerate())
+            .map(|(order, held)| Pending {
+                entry: held.entry,
+                row: held.row.flatten(),
+                order,
+            })
+            .collect();
         Ok(scan)
     }
+
+    /// Drops the entries of `held` that settled, and notes the row of the
+    /// others, so that they are not looked up again.
+    fn drop_settled(
+        &self,
+        index: &StateIndex,
+        held: &mut HashMap<String, Held>,
+    ) -> Result<(), StateError> {
+        let mut failed = None;
+        held.retain(|_, held| {
+            if held.row.is_some() || failed.is_some() {
+                return true;
+            }
+            let settled = self.row_of(index, &held.entry.key).and_then(|row| {
+                held.row = Some(row);
+                // A record with no row never settled; one with a row settled
+                // this entry if it is the row's last message.
+                match row {
+                    Some(row) => Ok(self.last_message_id(row)?.as_deref()
+                        == Some(held.entry.message_id.as_str())),
+                    None => Ok(false),
+                }
+            });
+            settled
+                .map_err(|e| failed = Some(e))
+                .is_ok_and(|settled| !settled)
+        });
+        failed.map_or(Ok(()), Err)
+    }
+}
+
+/// Entries read from the outbox between two checks against the state.
+const CHECK_BATCH: usize = 4_096;
+
+/// An outbox entry not yet known to have settled.
+struct Held {
+    entry: OutboxEntry,
+    /// Its line in the log.
+    place: usize,
+    /// Once checked (and not settled): its record's row, if the state has one.
+    row: Option<Option<i64>>,
 }
 
 #[cfg(test)]
