@@ -28,6 +28,7 @@
 //! would be cheaper too); that is the client crate's call, and it is being
 //! changed in parallel, so nothing is merged here.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -350,9 +351,10 @@ impl StateStore {
     ///
     /// The log is streamed: after a kill late in a big run it holds an
     /// entry per record sent (hundreds of MB), nearly all of them settled.
-    /// Entries are held until checked against the state, a batch at a
-    /// time, and only those still in flight are kept; besides them, each
-    /// identity in the log costs a 64-bit hash, to count the superseded.
+    /// Each line's identity and `messageId` are read first and checked
+    /// against the state; only an entry still in flight is read whole and
+    /// kept. Besides those, each identity in the log costs a 64-bit hash,
+    /// to count the superseded.
     ///
     /// # Errors
     /// The log or the database cannot be read.
@@ -367,9 +369,8 @@ impl StateStore {
         let mut input = BufReader::with_capacity(64 * 1024, file);
         let mut scan = OutboxScan::default();
         let mut identities: HashSet<u64> = HashSet::new();
-        // Identity key -> its newest entry so far, unless that one is known
-        // to have settled.
-        let mut held: HashMap<String, Held> = HashMap::new();
+        // Identity key -> its newest entry, while that one is in flight.
+        let mut in_flight: HashMap<String, (usize, Pending)> = HashMap::new();
         let (mut line, mut place) = (Vec::new(), 0);
         loop {
             line.clear();
@@ -381,76 +382,56 @@ impl StateStore {
             if text.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
+            let Some(head) = EntryHead::parse(text) else {
+                scan.torn += 1;
+                continue;
+            };
+            if !identities.insert(stable_hash(head.key.as_bytes())) {
+                scan.superseded += 1;
+            }
+            // A record with no row never settled; one with a row settled
+            // this entry if it is the row's last message.
+            let (row, settled) = self.settled(index, &head.key, &head.message_id)?;
+            if settled {
+                in_flight.remove(head.key.as_ref());
+                continue;
+            }
             let Some(entry) = OutboxEntry::parse_bytes(text) else {
                 scan.torn += 1;
                 continue;
             };
-            if !identities.insert(stable_hash(entry.key.as_bytes())) {
-                scan.superseded += 1;
-            }
-            let held_entry = Held {
+            let pending = Pending {
                 entry,
-                place,
-                row: None,
+                row,
+                order: 0,
             };
-            held.insert(held_entry.entry.key.clone(), held_entry);
-            if held.len() >= CHECK_BATCH {
-                self.drop_settled(index, &mut held)?;
-            }
+            in_flight.insert(pending.entry.key.clone(), (place, pending));
         }
-        self.drop_settled(index, &mut held)?;
-        let mut left: Vec<Held> = held.into_values().collect();
-        left.sort_unstable_by_key(|held| held.place);
+        let mut left: Vec<(usize, Pending)> = in_flight.into_values().collect();
+        left.sort_unstable_by_key(|(place, _)| *place);
         scan.pending = (left.into_iter().enumerate())
-            .map(|(order, held)| Pending {
-                entry: held.entry,
-                row: held.row.flatten(),
-                order,
-            })
+            .map(|(order, (_, pending))| Pending { order, ..pending })
             .collect();
         Ok(scan)
     }
-
-    /// Drops the entries of `held` that settled, and notes the row of the
-    /// others, so that they are not looked up again.
-    fn drop_settled(
-        &self,
-        index: &StateIndex,
-        held: &mut HashMap<String, Held>,
-    ) -> Result<(), StateError> {
-        let mut failed = None;
-        held.retain(|_, held| {
-            if held.row.is_some() || failed.is_some() {
-                return true;
-            }
-            let settled = self.row_of(index, &held.entry.key).and_then(|row| {
-                held.row = Some(row);
-                // A record with no row never settled; one with a row settled
-                // this entry if it is the row's last message.
-                match row {
-                    Some(row) => Ok(self.last_message_id(row)?.as_deref()
-                        == Some(held.entry.message_id.as_str())),
-                    None => Ok(false),
-                }
-            });
-            settled
-                .map_err(|e| failed = Some(e))
-                .is_ok_and(|settled| !settled)
-        });
-        failed.map_or(Ok(()), Err)
-    }
 }
 
-/// Entries read from the outbox between two checks against the state.
-const CHECK_BATCH: usize = 4_096;
+/// The fields of an outbox line that tell whether its entry settled,
+/// borrowed where the line has no escapes.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EntryHead<'a> {
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+    #[serde(borrow)]
+    message_id: Cow<'a, str>,
+}
 
-/// An outbox entry not yet known to have settled.
-struct Held {
-    entry: OutboxEntry,
-    /// Its line in the log.
-    place: usize,
-    /// Once checked (and not settled): its record's row, if the state has one.
-    row: Option<Option<i64>>,
+impl<'a> EntryHead<'a> {
+    /// `None` for a line that is not whole JSON (cut short by a crash).
+    fn parse(line: &'a [u8]) -> Option<Self> {
+        serde_json::from_slice(line).ok()
+    }
 }
 
 #[cfg(test)]

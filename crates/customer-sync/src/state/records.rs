@@ -172,19 +172,6 @@ fn insert_accepted_rows(
 }
 
 impl StateStore {
-    /// The row of identity `key`, found through the index and checked
-    /// against the stored identity text (a key-hash hit alone may be
-    /// another identity with the same hash).
-    ///
-    /// # Errors
-    /// The database cannot be read.
-    pub(crate) fn row_of(&self, index: &StateIndex, key: &str) -> Result<Option<i64>, StateError> {
-        let Some((_, known)) = index.get(stable_hash(key.as_bytes())) else {
-            return Ok(None);
-        };
-        Ok((self.identity_of(known.row)?.as_deref() == Some(key)).then_some(known.row))
-    }
-
     /// The identity key stored in `row`.
     ///
     /// # Errors
@@ -196,12 +183,37 @@ impl StateStore {
             .map_err(self.sql("cannot read records"))
     }
 
-    pub(super) fn last_message_id(&self, row: i64) -> Result<Option<String>, StateError> {
-        self.conn
-            .prepare_cached("SELECT last_message_id FROM records WHERE id = ?1")
-            .and_then(|mut stmt| stmt.query_row([row], |r| r.get(0)).optional())
-            .map(Option::flatten)
-            .map_err(self.sql("cannot read records"))
+    /// The row of identity `key`, found through the index and checked
+    /// against the stored identity text (a key-hash hit alone may be
+    /// another identity with the same hash), and whether `message_id` is
+    /// the last message Segment answered for it: one query, for each
+    /// outbox entry a recovery reads.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub(super) fn settled(
+        &self,
+        index: &StateIndex,
+        key: &str,
+        message_id: &str,
+    ) -> Result<(Option<i64>, bool), StateError> {
+        let Some((_, known)) = index.get(stable_hash(key.as_bytes())) else {
+            return Ok((None, false));
+        };
+        let stored: Option<(String, Option<String>)> = self
+            .conn
+            .prepare_cached("SELECT identity, last_message_id FROM records WHERE id = ?1")
+            .and_then(|mut stmt| {
+                stmt.query_row([known.row], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(self.sql("cannot read records"))?;
+        Ok(match stored {
+            Some((identity, last)) if identity == key => {
+                (Some(known.row), last.as_deref() == Some(message_id))
+            }
+            _ => (None, false),
+        })
     }
 
     /// The payload hash Segment last accepted for the record in `row`.

@@ -310,9 +310,10 @@ fn an_index_hit_is_checked_against_the_identity_text() {
             .unwrap();
     let index = store.index().unwrap();
     assert!(index.get(stable_hash(b"u:1")).is_some(), "the hash hits");
-    assert_eq!(store.row_of(&index, "u:1").unwrap(), None);
-    assert!(
-        store.row_of(&index, "u:other").unwrap().is_none(),
+    assert_eq!(store.settled(&index, "u:1", "mx").unwrap(), (None, false));
+    assert_eq!(
+        store.settled(&index, "u:other", "mx").unwrap(),
+        (None, false),
         "its own hash differs"
     );
     // An in-flight entry for u:1 is pending, not settled by u:other's row.
