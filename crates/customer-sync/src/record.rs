@@ -38,8 +38,7 @@ pub struct Location {
     pub line: u64,
     /// For a JSON array element, the 1-based column of its first byte on
     /// `line`: a minified array has every element on line 1. `None` for
-    /// other sources.
-    /// (Non-zero, so a location stays 48 bytes.)
+    /// other sources. (Non-zero, so that `None` takes no word of its own.)
     #[serde(skip_serializing_if = "Option::is_none")]
     pub column: Option<NonZeroU64>,
     /// A database row's primary key, as `column=value` pairs (`id=42`);
