@@ -533,3 +533,71 @@ async fn a_rerun_reads_a_large_outbox_as_a_stream() {
         copies * line.len() / 1_000_000
     );
 }
+
+/// The first Ctrl-C flushes for up to `--shutdown-timeout`; a second one
+/// ends the run at once, as a kill would, and the next run sends what was
+/// in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ctrl_c_stops_at_once_and_the_next_run_finishes() {
+    use tokio::io::AsyncBufReadExt;
+    // Requests hang, so the first Ctrl-C's flush would wait its full minute.
+    let receiver = receiver(FaultPlan::hang(1_000)).await;
+    let dir = TempDir::new().unwrap();
+    let file = write(&dir, "c.csv", &customers(0..100, "pro"));
+    let args = [
+        "sync",
+        path_str(&file),
+        "--name",
+        "int",
+        "--shutdown-timeout",
+        "60",
+    ];
+    let mut child = command(&dir, Some(&receiver), &args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut errors = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while receiver.store().stats().requests == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "nothing was sent");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let interrupt = || {
+        let pid = child.id().unwrap().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    interrupt();
+    let mut said = Vec::new();
+    while let Some(line) = errors.next_line().await.unwrap() {
+        said.push(line);
+        if said.last().unwrap().starts_with("stopping") {
+            break;
+        }
+    }
+    interrupt();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the second Ctrl-C ends the run before its 60 s flush")
+        .unwrap();
+    while let Some(line) = errors.next_line().await.unwrap() {
+        said.push(line);
+    }
+    let said = said.join("\n");
+    assert_eq!(status.code(), Some(130), "{said}");
+    assert!(said.contains("stopped at once"), "{said}");
+
+    receiver.set_faults(FaultPlan::none());
+    let (output, lines) = sync(&dir, &receiver, &file, "int", &[]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_adds_up(&lines);
+    let users = message_ids_by_user(&receiver);
+    assert_eq!(users.len(), 100, "every customer delivered");
+    assert!(
+        users.values().all(|ids| ids.len() == 1),
+        "each under one messageId: {users:?}"
+    );
+}

@@ -81,6 +81,13 @@ pub async fn run(args: SyncArgs) -> Result<Outcome> {
     let signals = tokio::spawn(stop_on_signal(
         sync.stop_signal(),
         args.tuning.shutdown_timeout,
+        match (args.dry_run, args.no_state) {
+            (true, _) => "a dry run sends nothing",
+            (false, true) => {
+                "what was in flight may not have been delivered (--no-state keeps no outbox)"
+            }
+            (false, false) => "what was in flight stays in the outbox, and the next run sends it",
+        },
     ));
     let result = sync.run().await;
     signals.abort();
@@ -151,13 +158,23 @@ fn fatal(error: SyncError) -> anyhow::Error {
 }
 
 /// Ctrl-C or SIGTERM: stop reading, flush what is queued, report the rest.
-async fn stop_on_signal(stop: StopSignal, shutdown_secs: u64) {
+/// A second one ends the process at once, as a kill would: the state's
+/// writes are atomic and its outbox keeps what was in flight for the next
+/// run (once the signals are handled, nothing else would end a flush that
+/// waits on a hung server before its timeout).
+async fn stop_on_signal(stop: StopSignal, shutdown_secs: u64, left: &'static str) {
     wait_for_signal().await;
     eprintln!(
-        "\nstopping: no more records are read; flushing what is queued (up to {shutdown_secs} s)"
+        "\nstopping: no more records are read; flushing what is queued (up to {shutdown_secs} s; Ctrl-C again to stop at once)"
     );
     stop.stop();
+    wait_for_signal().await;
+    eprintln!("stopped at once (no report is written): {left}");
+    std::process::exit(INTERRUPTED);
 }
+
+/// The exit code of a run ended by a second Ctrl-C or SIGTERM (128 + SIGINT).
+const INTERRUPTED: i32 = 130;
 
 #[cfg(unix)]
 async fn wait_for_signal() {
