@@ -232,6 +232,10 @@ struct RecordLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[serde(rename = "other_line")]
     first_line: Option<u64>,
+    /// The other row's column, when it is a JSON array element.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "other_column")]
+    first_column: Option<NonZeroU64>,
 }
 
 /// Writes report lines to a file (or nowhere) as a run goes on.
@@ -307,6 +311,7 @@ impl ReportWriter {
             status: None,
             message: &error.message,
             first_line: None,
+            first_column: None,
         })
     }
 
@@ -341,6 +346,7 @@ impl ReportWriter {
             status: None,
             message: &message,
             first_line: Some(last.line),
+            first_column: last.column,
         })
     }
 
@@ -384,6 +390,7 @@ impl ReportWriter {
             status: None,
             message: &message,
             first_line: None,
+            first_column: None,
         })
     }
 
@@ -445,6 +452,7 @@ impl ReportWriter {
                 SegmentError::message,
             ),
             first_line: None,
+            first_column: None,
         })
     }
 

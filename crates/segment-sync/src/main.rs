@@ -39,6 +39,7 @@ mod hint;
 mod logging;
 mod problems;
 mod progress;
+mod signals;
 mod summary;
 
 use std::process::ExitCode;

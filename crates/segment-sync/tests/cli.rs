@@ -466,6 +466,7 @@ async fn csv_on_stdin_is_read_as_csv_when_format_says_so() {
 
 /// A named pipe can be read only once, like stdin: a second open for the
 /// `last` pre-read would wait for a writer that never comes.
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_named_pipe_is_read_once_as_a_stream() {
     let receiver = receiver(FaultPlan::none()).await;
@@ -542,6 +543,8 @@ async fn a_minified_array_sends_only_the_last_row_of_a_repeated_identity() {
     // Both rows are on line 1: the report names each by its column.
     assert_eq!(superseded[0]["line"], 1);
     assert_eq!(superseded[0]["column"], 2);
+    assert_eq!(superseded[0]["other_line"], 1);
+    assert_eq!(superseded[0]["other_column"], 48);
     let message = superseded[0]["message"].as_str().unwrap();
     assert!(message.contains("line 1, column 48"), "{message}");
 }

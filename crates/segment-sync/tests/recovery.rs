@@ -463,6 +463,7 @@ async fn an_empty_or_unreadable_state_file_is_an_error_with_a_hint() {
 
 /// Runs `args` to its end, reading the child's peak RSS (`VmHWM`, a
 /// high-water mark that persists) from `/proc` as it runs: in kB.
+#[cfg(target_os = "linux")]
 async fn peak_rss_kb(dir: &TempDir, receiver: &Receiver, args: &[&str]) -> (Output, u64) {
     let child = command(dir, Some(receiver), args)
         .stderr(std::process::Stdio::piped())
@@ -490,6 +491,7 @@ async fn peak_rss_kb(dir: &TempDir, receiver: &Receiver, args: &[&str]) -> (Outp
 /// Memory stays bounded on the path after a crash too: the outbox an
 /// unfinished run left (hundreds of MB after a kill -9 late in a big run)
 /// is read as a stream, not into memory.
+#[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rerun_reads_a_large_outbox_as_a_stream() {
     // Requests hang, so the kill leaves u0's entry in the outbox.
@@ -537,6 +539,7 @@ async fn a_rerun_reads_a_large_outbox_as_a_stream() {
 /// The first Ctrl-C flushes for up to `--shutdown-timeout`; a second one
 /// ends the run at once, as a kill would, and the next run sends what was
 /// in flight.
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_ctrl_c_stops_at_once_and_the_next_run_finishes() {
     use tokio::io::AsyncBufReadExt;

@@ -386,26 +386,35 @@ impl StateStore {
                 scan.torn += 1;
                 continue;
             };
-            if !identities.insert(stable_hash(head.key.as_bytes())) {
-                scan.superseded += 1;
-            }
             // A record with no row never settled; one with a row settled
             // this entry if it is the row's last message.
             let (row, settled) = self.settled(index, &head.key, &head.message_id)?;
-            if settled {
-                in_flight.remove(head.key.as_ref());
-                continue;
+            let entry = match settled {
+                true => None,
+                false => match OutboxEntry::parse_bytes(text) {
+                    Some(entry) => Some(entry),
+                    None => {
+                        scan.torn += 1;
+                        continue;
+                    }
+                },
+            };
+            if !identities.insert(stable_hash(head.key.as_bytes())) {
+                scan.superseded += 1;
             }
-            let Some(entry) = OutboxEntry::parse_bytes(text) else {
-                scan.torn += 1;
-                continue;
-            };
-            let pending = Pending {
-                entry,
-                row,
-                order: 0,
-            };
-            in_flight.insert(pending.entry.key.clone(), (place, pending));
+            match entry {
+                None => {
+                    in_flight.remove(head.key.as_ref());
+                }
+                Some(entry) => {
+                    let pending = Pending {
+                        entry,
+                        row,
+                        order: 0,
+                    };
+                    in_flight.insert(pending.entry.key.clone(), (place, pending));
+                }
+            }
         }
         let mut left: Vec<(usize, Pending)> = in_flight.into_values().collect();
         left.sort_unstable_by_key(|(place, _)| *place);

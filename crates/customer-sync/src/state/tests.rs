@@ -297,6 +297,27 @@ fn a_torn_line_is_skipped_and_counted_and_the_lines_after_it_are_read() {
 }
 
 #[test]
+fn a_line_with_an_identity_but_not_a_whole_entry_is_torn_and_supersedes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = StateStore::open(dir.path(), "t").unwrap();
+    send_for(&mut store, "u:1", "m1", 1);
+    // Whole JSON with the identity and messageId the scan reads first,
+    // but not an entry (its event is missing).
+    store
+        .append_outbox(b"{\"key\":\"u:1\",\"messageId\":\"m2\"}\n")
+        .unwrap();
+    let index = store.index().unwrap();
+    let scan = store.pending(&index).unwrap();
+    let ids: Vec<_> = scan
+        .pending
+        .iter()
+        .map(|p| p.entry.message_id.as_str())
+        .collect();
+    assert_eq!(ids, ["m1"]);
+    assert_eq!((scan.torn, scan.superseded), (1, 0));
+}
+
+#[test]
 fn an_index_hit_is_checked_against_the_identity_text() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = StateStore::open(dir.path(), "t").unwrap();

@@ -221,9 +221,9 @@ async fn relay(args: RunArgs) -> Result<Outcome> {
         }
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let signal = on_signal();
+    let mut signals = crate::signals::Signals::listen();
     let signalled = async move {
-        signal.await;
+        signals.next().await;
         let _ = stop_tx.send(true);
     };
     let stopped = move || {
@@ -350,32 +350,4 @@ async fn retry_dead(args: &RetryDeadArgs) -> Result<Outcome> {
         return Ok(Outcome::Partial);
     }
     Ok(Outcome::Clean)
-}
-
-/// Resolves on SIGTERM or Ctrl-C. The SIGTERM handler is installed now, not
-/// on first poll, so a SIGTERM right after start is never the default "die".
-#[cfg(unix)]
-fn on_signal() -> impl Future<Output = ()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate()).ok();
-    async move {
-        match term {
-            Some(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-}
-
-#[cfg(not(unix))]
-fn on_signal() -> impl Future<Output = ()> {
-    async {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

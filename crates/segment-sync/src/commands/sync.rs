@@ -15,6 +15,7 @@ use crate::flags::{DuplicatesArg, SyncArgs};
 use crate::hint::with_hint;
 use crate::problems::print_first_invalid;
 use crate::progress::Progress;
+use crate::signals::Signals;
 use crate::summary::print_summary;
 
 /// How long the reachability check may take before the run is refused.
@@ -79,6 +80,7 @@ pub async fn run(args: SyncArgs) -> Result<Outcome> {
     let counters = sync.progress().counters;
     let progress = (!args.quiet).then(|| Progress::start(sync.progress()));
     let signals = tokio::spawn(stop_on_signal(
+        Signals::listen(),
         sync.stop_signal(),
         args.tuning.shutdown_timeout,
         match (args.dry_run, args.no_state) {
@@ -162,39 +164,20 @@ fn fatal(error: SyncError) -> anyhow::Error {
 /// writes are atomic and its outbox keeps what was in flight for the next
 /// run (once the signals are handled, nothing else would end a flush that
 /// waits on a hung server before its timeout).
-async fn stop_on_signal(stop: StopSignal, shutdown_secs: u64, left: &'static str) {
-    wait_for_signal().await;
+async fn stop_on_signal(
+    mut signals: Signals,
+    stop: StopSignal,
+    shutdown_secs: u64,
+    left: &'static str,
+) {
+    signals.next().await;
     eprintln!(
         "\nstopping: no more records are read; flushing what is queued (up to {shutdown_secs} s; Ctrl-C again to stop at once)"
     );
     stop.stop();
-    wait_for_signal().await;
-    eprintln!("stopped at once (no report is written): {left}");
-    std::process::exit(INTERRUPTED);
-}
-
-/// The exit code of a run ended by a second Ctrl-C or SIGTERM (128 + SIGINT).
-const INTERRUPTED: i32 = 130;
-
-#[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+    let code = signals.next().await;
+    eprintln!("stopped at once (the report file, if any, is incomplete): {left}");
+    std::process::exit(code);
 }
 
 fn duplicate_policy(arg: DuplicatesArg) -> DuplicatePolicy {
