@@ -222,6 +222,16 @@ fn pending(store: &mut StateStore) -> Vec<Pending> {
     store.pending(&index).unwrap().pending
 }
 
+/// The outbox scan, and the `messageId`s of the entries it found pending.
+fn scan_outbox(store: &mut StateStore) -> (OutboxScan, Vec<String>) {
+    let index = store.index().unwrap();
+    let scan = store.pending(&index).unwrap();
+    let ids = (scan.pending.iter())
+        .map(|p| p.entry.message_id.clone())
+        .collect();
+    (scan, ids)
+}
+
 /// Appends one outbox entry for `key`.
 fn send_for(store: &mut StateStore, key: &str, message_id: &str, hash: u64) {
     let mut entries = Vec::new();
@@ -262,13 +272,7 @@ fn a_superseded_entry_is_never_pending_again() {
     );
     // v3 (m3) is in flight: only it is pending, however many entries came before.
     send(&mut store, "m3", 3);
-    let index = store.index().unwrap();
-    let scan = store.pending(&index).unwrap();
-    let ids: Vec<_> = scan
-        .pending
-        .iter()
-        .map(|p| p.entry.message_id.as_str())
-        .collect();
+    let (scan, ids) = scan_outbox(&mut store);
     assert_eq!(ids, ["m3"]);
     assert_eq!(scan.superseded, 2);
 }
@@ -285,13 +289,7 @@ fn a_torn_line_is_skipped_and_counted_and_the_lines_after_it_are_read() {
     drop(store);
     let mut store = StateStore::open(dir.path(), "t").unwrap();
     send_for(&mut store, "u:3", "m3", 3);
-    let index = store.index().unwrap();
-    let scan = store.pending(&index).unwrap();
-    let ids: Vec<_> = scan
-        .pending
-        .iter()
-        .map(|p| p.entry.message_id.as_str())
-        .collect();
+    let (scan, ids) = scan_outbox(&mut store);
     assert_eq!(ids, ["m1", "m3"]);
     assert_eq!(scan.torn, 1);
 }
@@ -306,13 +304,7 @@ fn a_line_with_an_identity_but_not_a_whole_entry_is_torn_and_supersedes_nothing(
     store
         .append_outbox(b"{\"key\":\"u:1\",\"messageId\":\"m2\"}\n")
         .unwrap();
-    let index = store.index().unwrap();
-    let scan = store.pending(&index).unwrap();
-    let ids: Vec<_> = scan
-        .pending
-        .iter()
-        .map(|p| p.entry.message_id.as_str())
-        .collect();
+    let (scan, ids) = scan_outbox(&mut store);
     assert_eq!(ids, ["m1"]);
     assert_eq!((scan.torn, scan.superseded), (1, 0));
 }
