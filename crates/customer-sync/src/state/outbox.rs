@@ -369,8 +369,9 @@ impl StateStore {
         let mut input = BufReader::with_capacity(64 * 1024, file);
         let mut scan = OutboxScan::default();
         let mut identities: HashSet<u64> = HashSet::new();
-        // Identity key -> its newest entry, while that one is in flight.
-        let mut in_flight: HashMap<String, (usize, Pending)> = HashMap::new();
+        // Identity key -> its newest entry's line, the entry and its row,
+        // while that entry is in flight.
+        let mut in_flight: HashMap<String, (usize, OutboxEntry, Option<i64>)> = HashMap::new();
         let (mut line, mut place) = (Vec::new(), 0);
         loop {
             line.clear();
@@ -388,7 +389,8 @@ impl StateStore {
             };
             // A record with no row never settled; one with a row settled
             // this entry if it is the row's last message.
-            let (row, settled) = self.settled(index, &head.key, &head.message_id)?;
+            let key_hash = stable_hash(head.key.as_bytes());
+            let (row, settled) = self.settled(index, key_hash, &head.key, &head.message_id)?;
             let entry = match settled {
                 true => None,
                 false => match OutboxEntry::parse_bytes(text) {
@@ -399,7 +401,7 @@ impl StateStore {
                     }
                 },
             };
-            if !identities.insert(stable_hash(head.key.as_bytes())) {
+            if !identities.insert(key_hash) {
                 scan.superseded += 1;
             }
             match entry {
@@ -407,19 +409,14 @@ impl StateStore {
                     in_flight.remove(head.key.as_ref());
                 }
                 Some(entry) => {
-                    let pending = Pending {
-                        entry,
-                        row,
-                        order: 0,
-                    };
-                    in_flight.insert(pending.entry.key.clone(), (place, pending));
+                    in_flight.insert(entry.key.clone(), (place, entry, row));
                 }
             }
         }
-        let mut left: Vec<(usize, Pending)> = in_flight.into_values().collect();
-        left.sort_unstable_by_key(|(place, _)| *place);
+        let mut left: Vec<_> = in_flight.into_values().collect();
+        left.sort_unstable_by_key(|(place, ..)| *place);
         scan.pending = (left.into_iter().enumerate())
-            .map(|(order, (_, pending))| Pending { order, ..pending })
+            .map(|(order, (_, entry, row))| Pending { entry, row, order })
             .collect();
         Ok(scan)
     }

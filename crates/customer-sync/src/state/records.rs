@@ -183,21 +183,22 @@ impl StateStore {
             .map_err(self.sql("cannot read records"))
     }
 
-    /// The row of identity `key`, found through the index and checked
-    /// against the stored identity text (a key-hash hit alone may be
-    /// another identity with the same hash), and whether `message_id` is
-    /// the last message Segment answered for it: one query, for each
-    /// outbox entry a recovery reads.
+    /// The row of identity `key` (whose [`stable_hash`] is `key_hash`),
+    /// found through the index and checked against the stored identity
+    /// text (a key-hash hit alone may be another identity with the same
+    /// hash), and whether `message_id` is the last message Segment answered
+    /// for it: one query, for each outbox entry a recovery reads.
     ///
     /// # Errors
     /// The database cannot be read.
     pub(super) fn settled(
         &self,
         index: &StateIndex,
+        key_hash: u64,
         key: &str,
         message_id: &str,
     ) -> Result<(Option<i64>, bool), StateError> {
-        let Some((_, known)) = index.get(stable_hash(key.as_bytes())) else {
+        let Some((_, known)) = index.get(key_hash) else {
             return Ok((None, false));
         };
         let stored: Option<(String, Option<String>)> = self

@@ -323,9 +323,10 @@ fn an_index_hit_is_checked_against_the_identity_text() {
             .unwrap();
     let index = store.index().unwrap();
     assert!(index.get(stable_hash(b"u:1")).is_some(), "the hash hits");
-    assert_eq!(store.settled(&index, "u:1", "mx").unwrap(), (None, false));
+    let settled = |key: &str| store.settled(&index, stable_hash(key.as_bytes()), key, "mx");
+    assert_eq!(settled("u:1").unwrap(), (None, false));
     assert_eq!(
-        store.settled(&index, "u:other", "mx").unwrap(),
+        settled("u:other").unwrap(),
         (None, false),
         "its own hash differs"
     );
