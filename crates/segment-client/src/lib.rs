@@ -48,6 +48,7 @@ mod report;
 mod retry;
 #[cfg(test)]
 mod scripted;
+mod spent;
 mod throttle;
 mod transport;
 mod worker;

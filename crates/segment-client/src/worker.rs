@@ -679,6 +679,10 @@ impl Worker {
             }
         }
         self.forget(&batch.events);
+        // Answered and never sent again: their buffers go to new events.
+        if let Ok(batch) = Arc::try_unwrap(batch) {
+            crate::spent::give_back(batch.events);
+        }
     }
 
     fn record(&mut self, event: &Event, result: Result<(), &SegmentError>) {
