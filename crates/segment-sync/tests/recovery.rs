@@ -536,6 +536,78 @@ async fn a_rerun_reads_a_large_outbox_as_a_stream() {
     );
 }
 
+/// Entries still in flight are kept as where they are in the outbox, not
+/// as their events: after a kill with a big queue of big events, the rerun
+/// holds each one's place until its identity comes up (or the read ends)
+/// and reads it back then.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_keeps_where_entries_in_flight_are_not_the_entries() {
+    const IN_FLIGHT: usize = 60_000;
+    // Requests hang, so the kill leaves u0's entry in the outbox.
+    let receiver = receiver(FaultPlan::hang(1_000)).await;
+    let dir = TempDir::new().unwrap();
+    let notes = "n".repeat(600);
+    let file = write(
+        &dir,
+        "c.csv",
+        &format!("user_id,email,plan,notes\nu0,u0@example.com,pro,{notes}\n"),
+    );
+    kill_when(&dir, &receiver, &file, "wide", |r| {
+        r.store().stats().requests >= 1
+    })
+    .await;
+    // The entry as if 60,000 customers no longer in the source had been in
+    // flight (70 MB of entries): each is resent once the read is over.
+    let outbox = dir.path().join(".segment-sync/wide.outbox");
+    let line: serde_json::Value = serde_json::from_slice(&std::fs::read(&outbox).unwrap()).unwrap();
+    let mut entries = Vec::new();
+    for i in 1..=IN_FLIGHT {
+        let mut entry = line.clone();
+        let id = format!("x{i}");
+        let message_id = format!("00000000-0000-4000-8000-{i:012}");
+        entry["key"] = format!("u:{id}").into();
+        entry["messageId"] = message_id.clone().into();
+        entry["event"]["userId"] = id.into();
+        entry["event"]["messageId"] = message_id.into();
+        serde_json::to_writer(&mut entries, &entry).unwrap();
+        entries.push(b'\n');
+    }
+    assert!(entries.len() > 60_000_000, "{} bytes", entries.len());
+    std::fs::write(&outbox, entries).unwrap();
+
+    receiver.set_faults(FaultPlan::none());
+    let report = dir.path().join("wide.report.jsonl");
+    let args = [
+        "sync",
+        path_str(&file),
+        "--name",
+        "wide",
+        "--report",
+        path_str(&report),
+    ];
+    let (output, peak_kb) = peak_rss_kb(&dir, &receiver, &args).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = report_lines(&report);
+    assert_adds_up(&lines);
+    let s = summary(&lines);
+    assert_eq!(count(s, "recovered_not_in_source"), IN_FLIGHT as u64, "{s}");
+    assert_eq!(count(s, "valid"), 1, "{s}");
+    assert_eq!(
+        receiver.store().stats().unique_message_ids,
+        IN_FLIGHT as u64 + 1
+    );
+    assert!(peak_kb > 0, "the peak RSS was read");
+    // This debug build peaked at 148 MB here holding the entries whole (and
+    // would hold them all again if they were read back at once), and at
+    // 71 MB holding their places: its client queue fills with 10,000 of
+    // these events, as the receiver in this process answers slowly.
+    assert!(
+        peak_kb < 96 * 1024,
+        "peak RSS {peak_kb} kB with {IN_FLIGHT} entries in flight"
+    );
+}
+
 /// The first Ctrl-C flushes for up to `--shutdown-timeout`; a second one
 /// ends the run at once, as a kill would, and the next run sends what was
 /// in flight.

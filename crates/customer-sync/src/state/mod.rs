@@ -104,7 +104,7 @@ pub(crate) use hash::{
 pub(crate) use hash::{payload_hash, trait_names};
 pub(crate) use index::StateIndex;
 use lock::{StateFiles, StateLock};
-pub(crate) use outbox::{OutboxEntry, OutboxEntryRef, OutboxScan, Pending};
+pub(crate) use outbox::{OutboxEntry, OutboxEntryRef, OutboxScan, Pending, PendingRef};
 pub(crate) use records::{Change, REMOVAL_HASH, Settled};
 pub use schema::SCHEMA_VERSION;
 pub use status::{FailedRecord, LoggedRun, PendingRecord};
@@ -115,6 +115,8 @@ pub struct StateStore {
     pub(super) path: PathBuf,
     /// The outbox log, opened for appending on first use.
     pub(super) outbox: Option<File>,
+    /// The outbox log, opened for reading back entries in flight on first use.
+    pub(super) outbox_reader: Option<File>,
     /// Trait-name sets by their JSON, so each record stores an id.
     pub(super) trait_sets: HashMap<String, i64>,
     /// The exclusive lock of a run; `None` for a read-only look (`status`).
@@ -220,6 +222,7 @@ impl StateStore {
             conn,
             path,
             outbox: None,
+            outbox_reader: None,
             trait_sets: HashMap::new(),
             _lock: lock,
         };
@@ -252,6 +255,7 @@ impl StateStore {
             conn,
             path: creating.clone(),
             outbox: None,
+            outbox_reader: None,
             trait_sets: HashMap::new(),
             _lock: None,
         };

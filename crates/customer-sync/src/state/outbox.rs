@@ -262,15 +262,29 @@ pub(crate) struct Pending {
     pub entry: OutboxEntry,
     /// Its record's row, if the state has the identity.
     pub row: Option<i64>,
+}
+
+/// Where an outbox entry still in flight is: what a run keeps of it until
+/// its identity comes up, when [`StateStore::load_pending`] reads it back.
+/// (Kept whole, 40,000 entries of big events took 150 MB.)
+#[derive(Debug, Clone)]
+pub(crate) struct PendingRef {
+    /// Its [`identity_key`].
+    pub key: String,
+    /// Its record's row, if the state has the identity.
+    pub row: Option<i64>,
     /// Its place among the pending entries (log order).
     pub order: usize,
+    /// Where its line starts in the log, and its length without the newline.
+    offset: u64,
+    len: usize,
 }
 
 /// What [`StateStore::pending`] found in the outbox log.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct OutboxScan {
     /// The newest entry of each identity that is still in flight, oldest first.
-    pub pending: Vec<Pending>,
+    pub pending: Vec<PendingRef>,
     /// Older entries of an identity that has a newer one: never sent again.
     pub superseded: u64,
     /// Lines cut short by a crash (not parseable): skipped.
@@ -331,7 +345,7 @@ impl StateStore {
     /// # Errors
     /// The log cannot be truncated.
     pub(crate) fn clear_outbox(&mut self) -> Result<(), StateError> {
-        self.outbox = None;
+        (self.outbox, self.outbox_reader) = (None, None);
         let path = self.outbox_path();
         match File::options().write(true).open(&path) {
             Ok(file) => file
@@ -352,9 +366,9 @@ impl StateStore {
     /// The log is streamed: after a kill late in a big run it holds an
     /// entry per record sent (hundreds of MB), nearly all of them settled.
     /// Each line's identity and `messageId` are read first and checked
-    /// against the state; only an entry still in flight is read whole and
-    /// kept. Besides those, each identity in the log costs a 64-bit hash,
-    /// to count the superseded.
+    /// against the state; only an entry still in flight is read whole, to
+    /// know it is whole, and only where it is kept. Besides those, each
+    /// identity in the log costs a 64-bit hash, to count the superseded.
     ///
     /// # Errors
     /// The log or the database cannot be read.
@@ -369,15 +383,17 @@ impl StateStore {
         let mut input = BufReader::with_capacity(64 * 1024, file);
         let mut scan = OutboxScan::default();
         let mut identities: HashSet<u64> = HashSet::new();
-        // Identity key -> its newest entry's line, the entry and its row,
-        // while that entry is in flight.
-        let mut in_flight: HashMap<String, (usize, OutboxEntry, Option<i64>)> = HashMap::new();
-        let (mut line, mut place) = (Vec::new(), 0);
+        // Identity key -> its newest entry, while that entry is in flight.
+        let mut in_flight: HashMap<String, PendingRef> = HashMap::new();
+        let (mut line, mut place, mut next_offset) = (Vec::new(), 0, 0u64);
         loop {
             line.clear();
-            if input.read_until(b'\n', &mut line).map_err(cannot_read)? == 0 {
+            let read = input.read_until(b'\n', &mut line).map_err(cannot_read)?;
+            if read == 0 {
                 break;
             }
+            let offset = next_offset;
+            next_offset += read as u64;
             place += 1;
             let text = line.strip_suffix(b"\n").unwrap_or(&line);
             if text.iter().all(u8::is_ascii_whitespace) {
@@ -391,34 +407,68 @@ impl StateStore {
             // this entry if it is the row's last message.
             let key_hash = stable_hash(head.key.as_bytes());
             let (row, settled) = self.settled(index, key_hash, &head.key, &head.message_id)?;
-            let entry = match settled {
-                true => None,
-                false => match OutboxEntry::parse_bytes(text) {
-                    Some(entry) => Some(entry),
-                    None => {
-                        scan.torn += 1;
-                        continue;
-                    }
-                },
-            };
+            if !settled && OutboxEntry::parse_bytes(text).is_none() {
+                scan.torn += 1;
+                continue;
+            }
             if !identities.insert(key_hash) {
                 scan.superseded += 1;
             }
-            match entry {
-                None => {
+            match settled {
+                true => {
                     in_flight.remove(head.key.as_ref());
                 }
-                Some(entry) => {
-                    in_flight.insert(entry.key.clone(), (place, entry, row));
+                false => {
+                    let key = head.key.into_owned();
+                    let (order, len) = (place, text.len());
+                    let found = PendingRef {
+                        key: key.clone(),
+                        row,
+                        order,
+                        offset,
+                        len,
+                    };
+                    in_flight.insert(key, found);
                 }
             }
         }
         let mut left: Vec<_> = in_flight.into_values().collect();
-        left.sort_unstable_by_key(|(place, ..)| *place);
-        scan.pending = (left.into_iter().enumerate())
-            .map(|(order, (_, entry, row))| Pending { entry, row, order })
-            .collect();
+        left.sort_unstable_by_key(|pending| pending.order);
+        for (order, pending) in left.iter_mut().enumerate() {
+            pending.order = order;
+        }
+        scan.pending = left;
         Ok(scan)
+    }
+
+    /// The entry `pending` says is in flight, read back from the log.
+    ///
+    /// # Errors
+    /// The log cannot be read, or no longer has that entry there (it was
+    /// changed during the run).
+    pub(crate) fn load_pending(&mut self, pending: PendingRef) -> Result<Pending, StateError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = self.outbox_path();
+        let cannot_read = |e| StateError::io(&path, "cannot read the outbox", e);
+        // A handle of its own, for reading only: a dry run writes nothing.
+        let file = match &mut self.outbox_reader {
+            Some(file) => file,
+            slot => slot.insert(File::open(&path).map_err(cannot_read)?),
+        };
+        let mut text = vec![0; pending.len];
+        file.seek(SeekFrom::Start(pending.offset))
+            .and_then(|_| file.read_exact(&mut text))
+            .map_err(cannot_read)?;
+        match OutboxEntry::parse_bytes(&text) {
+            Some(entry) if entry.key == pending.key => Ok(Pending {
+                entry,
+                row: pending.row,
+            }),
+            _ => Err(cannot_read(std::io::Error::other(format!(
+                "the entry of {} is no longer at byte {}: the outbox changed during the run",
+                pending.key, pending.offset
+            )))),
+        }
     }
 }
 

@@ -79,18 +79,18 @@ impl StateStore {
     /// The database or the outbox log cannot be read.
     pub fn pending_records(&mut self, limit: usize) -> Result<Vec<PendingRecord>, StateError> {
         let index = self.index()?;
-        Ok(self
-            .pending(&index)?
-            .pending
-            .into_iter()
-            .take(limit)
-            .map(|p| PendingRecord {
-                key: p.entry.key,
-                source: p.entry.source,
-                line: p.entry.line,
-                message_id: p.entry.message_id,
+        let pending = self.pending(&index)?.pending;
+        (pending.into_iter().take(limit))
+            .map(|p| {
+                let entry = self.load_pending(p)?.entry;
+                Ok(PendingRecord {
+                    key: entry.key,
+                    source: entry.source,
+                    line: entry.line,
+                    message_id: entry.message_id,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// The `messageId` Segment last accepted for `key`, if any. Scans the

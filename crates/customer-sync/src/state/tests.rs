@@ -217,19 +217,27 @@ fn send(store: &mut StateStore, message_id: &str, hash: u64) {
     send_for(store, "u:1", message_id, hash);
 }
 
+/// The entries the outbox scan found pending, read back.
 fn pending(store: &mut StateStore) -> Vec<Pending> {
-    let index = store.index().unwrap();
-    store.pending(&index).unwrap().pending
+    scan_outbox(store).1
 }
 
-/// The outbox scan, and the `messageId`s of the entries it found pending.
-fn scan_outbox(store: &mut StateStore) -> (OutboxScan, Vec<String>) {
+/// The outbox scan, and the entries it found pending, read back.
+fn scan_outbox(store: &mut StateStore) -> (OutboxScan, Vec<Pending>) {
     let index = store.index().unwrap();
     let scan = store.pending(&index).unwrap();
-    let ids = (scan.pending.iter())
-        .map(|p| p.entry.message_id.clone())
+    let pending = (scan.pending.iter())
+        .map(|p| store.load_pending(p.clone()).unwrap())
         .collect();
-    (scan, ids)
+    (scan, pending)
+}
+
+/// The `messageId`s of `pending`.
+fn ids(pending: &[Pending]) -> Vec<&str> {
+    pending
+        .iter()
+        .map(|p| p.entry.message_id.as_str())
+        .collect()
 }
 
 /// Appends one outbox entry for `key`.
@@ -272,8 +280,8 @@ fn a_superseded_entry_is_never_pending_again() {
     );
     // v3 (m3) is in flight: only it is pending, however many entries came before.
     send(&mut store, "m3", 3);
-    let (scan, ids) = scan_outbox(&mut store);
-    assert_eq!(ids, ["m3"]);
+    let (scan, pending) = scan_outbox(&mut store);
+    assert_eq!(ids(&pending), ["m3"]);
     assert_eq!(scan.superseded, 2);
 }
 
@@ -289,8 +297,8 @@ fn a_torn_line_is_skipped_and_counted_and_the_lines_after_it_are_read() {
     drop(store);
     let mut store = StateStore::open(dir.path(), "t").unwrap();
     send_for(&mut store, "u:3", "m3", 3);
-    let (scan, ids) = scan_outbox(&mut store);
-    assert_eq!(ids, ["m1", "m3"]);
+    let (scan, pending) = scan_outbox(&mut store);
+    assert_eq!(ids(&pending), ["m1", "m3"]);
     assert_eq!(scan.torn, 1);
 }
 
@@ -304,8 +312,8 @@ fn a_line_with_an_identity_but_not_a_whole_entry_is_torn_and_supersedes_nothing(
     store
         .append_outbox(b"{\"key\":\"u:1\",\"messageId\":\"m2\"}\n")
         .unwrap();
-    let (scan, ids) = scan_outbox(&mut store);
-    assert_eq!(ids, ["m1"]);
+    let (scan, pending) = scan_outbox(&mut store);
+    assert_eq!(ids(&pending), ["m1"]);
     assert_eq!((scan.torn, scan.superseded), (1, 0));
 }
 

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use super::events::{self, TrackPlan};
 use crate::mapping::{ChangeEvents, MappedJson, NullPolicy};
-use crate::state::{Pending, StateError, StateIndex, StateStore, payload_hash_raw, stable_hash};
+use crate::state::{
+    Pending, PendingRef, StateError, StateIndex, StateStore, payload_hash_raw, stable_hash,
+};
 
 /// How a run treats the stored state.
 #[derive(Debug, Clone)]
@@ -97,9 +99,9 @@ pub(crate) struct Planner {
     /// run's source (0: not seen); doubles as the duplicate check for
     /// identities the state knows, at 4 bytes each.
     first_lines: Vec<u32>,
-    /// What earlier runs left in flight, by identity key; taken as the
-    /// source reaches each identity.
-    recovered: HashMap<String, Pending>,
+    /// Where what earlier runs left in flight is, by identity key; read
+    /// back as the source reaches each identity.
+    recovered: HashMap<String, PendingRef>,
     /// Outbox entries dropped because the record changed since.
     pub superseded: u64,
     options: IncrementalOptions,
@@ -115,7 +117,7 @@ pub(crate) struct Planner {
 impl Planner {
     pub fn new(
         index: StateIndex,
-        recovered: HashMap<String, Pending>,
+        recovered: HashMap<String, PendingRef>,
         options: IncrementalOptions,
         null_policy: NullPolicy,
         events: Option<ChangeEvents>,
@@ -176,11 +178,15 @@ impl Planner {
     /// since Segment may hold the superseded payload.
     pub fn decide(
         &mut self,
-        store: &StateStore,
+        store: &mut StateStore,
         key: &str,
         customer: &mut MappedJson,
     ) -> Result<Decision, StateError> {
-        let in_flight = self.recovered.remove(key);
+        let in_flight = match self.recovered.remove(key) {
+            Some(pending) => Some(store.load_pending(pending)?),
+            None => None,
+        };
+        let store = &*store;
         let known = match self.index.get(stable_hash(key.as_bytes())) {
             // A key-hash hit is checked against the identity text: another
             // identity with the same hash must never take this row.
@@ -286,10 +292,15 @@ impl Planner {
 
     /// The entries earlier runs left in flight whose identity this source
     /// did not have, oldest first; for the end of a complete read.
-    pub fn take_unmatched(&mut self) -> Vec<Pending> {
-        let mut left: Vec<Pending> = std::mem::take(&mut self.recovered).into_values().collect();
+    pub fn take_unmatched(&mut self) -> Vec<PendingRef> {
+        let mut left: Vec<_> = std::mem::take(&mut self.recovered).into_values().collect();
         left.sort_by_key(|p| p.order);
         left
+    }
+
+    /// Gives back unmatched entries that were taken but not sent.
+    pub fn put_back(&mut self, unmatched: impl IntoIterator<Item = PendingRef>) {
+        (self.recovered).extend(unmatched.into_iter().map(|p| (p.key.clone(), p)));
     }
 
     /// How many entries earlier runs left in flight are still unmatched
@@ -318,7 +329,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::state::{Change, OutboxEntry, Settled};
+    use crate::state::{Change, Settled};
 
     fn customer(plan: &str) -> MappedJson {
         MappedJson {
@@ -328,28 +339,26 @@ mod tests {
         }
     }
 
-    fn in_flight(hash: u64, row: Option<i64>) -> HashMap<String, Pending> {
-        let entry = OutboxEntry {
-            key: "u:u1".into(),
+    /// v2 of u1 (`hash`) in flight under m2, in `store`'s outbox.
+    fn in_flight(store: &mut StateStore, hash: u64) -> HashMap<String, PendingRef> {
+        let mut line = Vec::new();
+        crate::state::OutboxEntryRef {
+            key: "u:u1",
             hash,
             source_hash: 8,
-            message_id: "m2".into(),
-            source: "f.csv".into(),
+            message_id: "m2",
+            source: "f.csv",
             line: 2,
-            traits: r#"["plan"]"#.into(),
-            event: b"{}".to_vec(),
-            tracks: Default::default(),
+            traits: r#"["plan"]"#,
+            event: b"{}",
+            tracks: &[],
             values: None,
             kind: None,
-        };
-        HashMap::from([(
-            "u:u1".to_owned(),
-            Pending {
-                entry,
-                row,
-                order: 0,
-            },
-        )])
+        }
+        .write_line(&mut line);
+        store.append_outbox(&line).unwrap();
+        let index = store.index().unwrap();
+        crate::sync::recovery::in_flight_by_key(store.pending(&index).unwrap().pending)
     }
 
     #[test]
@@ -375,7 +384,6 @@ mod tests {
                 removal: false,
             })])
             .unwrap();
-        let row = Some(1);
         let planner = |index, recovered| {
             Planner::new(
                 index,
@@ -389,14 +397,15 @@ mod tests {
         // Nothing in flight: v1 is what Segment has, so it is skipped.
         let mut p = planner(store.index().unwrap(), HashMap::new());
         assert!(matches!(
-            p.decide(&store, "u:u1", &mut customer("v1")).unwrap(),
+            p.decide(&mut store, "u:u1", &mut customer("v1")).unwrap(),
             Decision::Skip
         ));
 
         // v2 in flight and the source back at v1: Segment may hold v2, so v1
         // is sent again, and v2 is never resent.
-        let mut p = planner(store.index().unwrap(), in_flight(v2_hash, row));
-        let decision = p.decide(&store, "u:u1", &mut customer("v1")).unwrap();
+        let recovered = in_flight(&mut store, v2_hash);
+        let mut p = planner(store.index().unwrap(), recovered);
+        let decision = p.decide(&mut store, "u:u1", &mut customer("v1")).unwrap();
         assert!(
             matches!(decision, Decision::Send { hash, row: Some(1), events: None } if hash == v1_hash),
             "{decision:?}"
@@ -405,8 +414,9 @@ mod tests {
         assert!(p.take_unmatched().is_empty());
 
         // v2 in flight and the source still at v2: the stored event goes again.
-        let mut p = planner(store.index().unwrap(), in_flight(v2_hash, row));
-        let decision = p.decide(&store, "u:u1", &mut customer("v2")).unwrap();
+        let recovered = in_flight(&mut store, v2_hash);
+        let mut p = planner(store.index().unwrap(), recovered);
+        let decision = p.decide(&mut store, "u:u1", &mut customer("v2")).unwrap();
         assert!(
             matches!(&decision, Decision::Resend(p) if p.entry.message_id == "m2"),
             "{decision:?}"

@@ -19,7 +19,8 @@ use crate::record::{Location, Record, RecordError, RecordErrorKind};
 use crate::report::Counters;
 use crate::source::Source;
 use crate::state::{
-    Change, OutboxEntryRef, Pending, REMOVAL_HASH, StateStore, identity_from_key, identity_key,
+    Change, OutboxEntryRef, Pending, PendingRef, REMOVAL_HASH, StateStore, identity_from_key,
+    identity_key,
 };
 
 /// Records per chunk with a state: one outbox write and transaction each.
@@ -154,29 +155,23 @@ impl<'a> Reader<'a> {
                 true => self.removed_event()?,
                 false => None,
             };
-            let mut resent = std::collections::HashSet::new();
             let unmatched = match self.planner.as_mut() {
                 Some(planner) => planner.take_unmatched(),
                 None => Vec::new(),
             };
-            for pending in unmatched {
-                resent.insert(pending.entry.key.clone());
-                match &removed_event {
-                    // The customer is gone: whatever of it Segment may hold,
-                    // its removed event supersedes, so that a clean run ends
-                    // with every gone customer removed.
-                    Some(name) if !pending.entry.is_removal() => {
-                        self.push_superseded_by_removal(name, pending, source.name());
-                    }
-                    _ => self.push_resent(pending),
+            let resent = unmatched.iter().map(|p| p.key.clone()).collect();
+            let pushed = self.push_unmatched(unmatched, removed_event.as_deref(), source.name());
+            let gone = match pushed {
+                Ok(true) if gone_for_sure => {
+                    self.push_removals(removed_event.as_deref(), source.name(), &resent)
                 }
-            }
-            if gone_for_sure {
-                let gone = self.push_removals(removed_event.as_deref(), source.name(), &resent);
-                if let Err(error) = gone {
-                    let _ = self.flush_chunk();
-                    return Err(error);
-                }
+                // Closed under us: what is left waits in the outbox.
+                Ok(_) => Ok(()),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = gone {
+                let _ = self.flush_chunk();
+                return Err(error);
             }
         }
         let flushed = self.flush_chunk();
@@ -401,7 +396,7 @@ impl<'a> Reader<'a> {
             return Ok(Some(Ok(Planned::default())));
         };
         let counters = &self.tracker.counters;
-        let decision = planner.decide(&lock(store), key, mapped)?;
+        let decision = planner.decide(&mut lock(store), key, mapped)?;
         counters
             .superseded
             .store(planner.superseded, std::sync::atomic::Ordering::Relaxed);
@@ -494,6 +489,44 @@ impl<'a> Reader<'a> {
         Ok(tracks
             .next()
             .map(|(first, kind)| (first, Some(kind), tracks.collect())))
+    }
+
+    /// After a complete read: the entries earlier runs left in flight for
+    /// identities the source did not have, read back from the outbox a
+    /// chunk at a time (so memory stays bounded) and resent, or, for a
+    /// customer now gone, superseded by its `removed` event (`removed`).
+    /// Returns `false` when the client was closed under it: the entries not
+    /// pushed then go back to the planner, as waiting for the next run.
+    fn push_unmatched(
+        &mut self,
+        unmatched: Vec<PendingRef>,
+        removed: Option<&str>,
+        source: &str,
+    ) -> Result<bool, SyncError> {
+        let Some(store) = self.store else {
+            return Ok(true);
+        };
+        let mut unmatched = unmatched.into_iter();
+        while let Some(pending) = unmatched.next() {
+            let pending = lock(store).load_pending(pending)?;
+            match removed {
+                // The customer is gone: whatever of it Segment may hold,
+                // its removed event supersedes, so that a clean run ends
+                // with every gone customer removed.
+                Some(name) if !pending.entry.is_removal() => {
+                    self.push_superseded_by_removal(name, pending, source);
+                }
+                _ => self.push_resent(pending),
+            }
+            if self.chunk.len() >= self.chunk_size() && !self.flush_chunk()? {
+                // The rest wait in the outbox, and are counted so.
+                if let Some(planner) = self.planner.as_mut() {
+                    planner.put_back(unmatched);
+                }
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// After a complete read: every identity the state has and the source

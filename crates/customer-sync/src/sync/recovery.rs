@@ -22,14 +22,11 @@ use segment_client::{Identity, PreparedEvent};
 use super::tracker::{StateRef, Tracker};
 use crate::mapping::ChangeKind;
 use crate::record::Location;
-use crate::state::{OutboxScan, Pending, identity_from_key, identity_key};
+use crate::state::{OutboxScan, Pending, PendingRef, identity_from_key, identity_key};
 
 /// The in-flight entries by identity key, for the planner.
-pub(crate) fn in_flight_by_key(pending: Vec<Pending>) -> HashMap<String, Pending> {
-    pending
-        .into_iter()
-        .map(|p| (p.entry.key.clone(), p))
-        .collect()
+pub(crate) fn in_flight_by_key(pending: Vec<PendingRef>) -> HashMap<String, PendingRef> {
+    pending.into_iter().map(|p| (p.key.clone(), p)).collect()
 }
 
 /// Counts what the outbox scan dropped, and reports torn lines.

@@ -15,7 +15,7 @@ use super::tracker::{Tracker, lock};
 use super::{StateOptions, StopSignal, SyncError, SyncRun};
 use crate::mapping::DuplicatePolicy;
 use crate::report::{ReportWriter, RunReport};
-use crate::state::{OutboxScan, Pending, StateIndex, StateStore};
+use crate::state::{OutboxScan, PendingRef, StateIndex, StateStore};
 
 /// How often outcomes are committed to the state while the reader waits
 /// on a full queue, so a kill loses at most this much of Segment's answers.
@@ -386,7 +386,7 @@ struct RunState {
     store: Arc<Mutex<StateStore>>,
     index: StateIndex,
     /// What earlier runs left in flight, handed to the planner.
-    pending: Vec<Pending>,
+    pending: Vec<PendingRef>,
     run_id: Option<i64>,
     options: super::IncrementalOptions,
 }
