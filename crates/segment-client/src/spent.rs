@@ -6,17 +6,19 @@
 //! cost the allocator a slow path on both sides, and pages faulted in anew
 //! as freed ones were purged: a tenth of a million-event sync. The worker
 //! hands its spent events back here instead, and preparing an event takes
-//! one, writing into its buffers. Memory stays bounded: at most [`KEPT`]
-//! events wait here (and [`TAKEN`] per preparing thread), each with a JSON
-//! buffer of at most [`KEPT_JSON_BYTES`]; the rest are dropped as before.
+//! one, writing into its buffers. Memory stays bounded: events whose JSON
+//! buffers hold at most [`KEPT_BYTES`] wait here (and [`TAKEN`] per
+//! preparing thread), none larger than [`KEPT_JSON_BYTES`]; the rest are
+//! dropped as before.
 
 use std::cell::RefCell;
 use std::sync::{Mutex, PoisonError};
 
 use crate::message::Event;
 
-/// Most spent events kept between the worker and the preparing threads.
-const KEPT: usize = 4_096;
+/// Most bytes of spent events' JSON buffers kept between the worker and the
+/// preparing threads: about 4,000 events of a typical customer.
+const KEPT_BYTES: usize = 2 << 20;
 /// Most spent events a preparing thread takes at once (and so holds).
 const TAKEN: usize = 256;
 /// Larger JSON buffers are freed: they are rare, and would hold memory.
@@ -24,37 +26,54 @@ const KEPT_JSON_BYTES: usize = 2_048;
 
 /// Where the worker puts spent events and preparing threads take them.
 struct Bin {
-    events: Mutex<Vec<Event>>,
+    kept: Mutex<Kept>,
+}
+
+#[derive(Default)]
+struct Kept {
+    events: Vec<Event>,
+    /// The capacity of their JSON buffers.
+    bytes: usize,
 }
 
 impl Bin {
     const fn new() -> Self {
         Self {
-            events: Mutex::new(Vec::new()),
+            kept: Mutex::new(Kept {
+                events: Vec::new(),
+                bytes: 0,
+            }),
         }
     }
 
     fn give_back(&self, events: Vec<Event>) {
         let mut events = events.into_iter();
-        let mut kept = self.events.lock().unwrap_or_else(PoisonError::into_inner);
-        let room = KEPT.saturating_sub(kept.len());
-        kept.extend(
-            events
-                .by_ref()
-                .filter(|event| event.json.capacity() <= KEPT_JSON_BYTES)
-                .take(room),
-        );
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        for event in events.by_ref() {
+            let bytes = event.json.capacity();
+            if kept.bytes + bytes > KEPT_BYTES {
+                break;
+            }
+            if bytes <= KEPT_JSON_BYTES {
+                kept.bytes += bytes;
+                kept.events.push(event);
+            }
+        }
         drop(kept);
-        // What did not fit is dropped outside the lock.
+        // What did not fit is dropped outside the lock (only the rare
+        // oversized buffer is dropped under it).
         drop(events);
     }
 
     /// One of `taken`, refilled from the bin (one lock for [`TAKEN`]) when empty.
     fn take(&self, taken: &mut Vec<Event>) -> Option<Event> {
         if taken.is_empty() {
-            let mut kept = self.events.lock().unwrap_or_else(PoisonError::into_inner);
-            let from = kept.len().saturating_sub(TAKEN);
-            taken.extend(kept.drain(from..));
+            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+            let from = kept.events.len().saturating_sub(TAKEN);
+            let bytes: usize = kept.events[from..].iter().map(|e| e.json.capacity()).sum();
+            kept.bytes -= bytes;
+            let drained = kept.events.drain(from..);
+            taken.extend(drained);
         }
         taken.pop()
     }
@@ -101,24 +120,28 @@ mod tests {
     #[test]
     fn spent_events_are_kept_up_to_the_bound_and_taken_back_in_batches() {
         let bin = Bin::new();
-        let kept = || bin.events.lock().unwrap().len();
-        bin.give_back(vec![event(KEPT_JSON_BYTES + 1), event(64)]);
-        assert_eq!(kept(), 1, "a large buffer is not kept");
+        let kept = || {
+            let kept = bin.kept.lock().unwrap();
+            (kept.events.len(), kept.bytes)
+        };
+        bin.give_back(vec![event(KEPT_JSON_BYTES + 1), event(1_024)]);
+        assert_eq!(kept(), (1, 1_024), "a large buffer is not kept");
 
-        bin.give_back((0..KEPT + 10).map(|_| event(64)).collect());
-        assert_eq!(kept(), KEPT, "never more than KEPT");
+        let fit = KEPT_BYTES / 1_024;
+        bin.give_back((0..fit + 10).map(|_| event(1_024)).collect());
+        assert_eq!(kept(), (fit, KEPT_BYTES), "never more than KEPT_BYTES");
 
         // A thread takes a batch at once, then from its own.
         let mut taken = Vec::new();
         let first = bin.take(&mut taken).expect("events are kept");
-        assert_eq!(first.json.capacity(), 64);
-        assert_eq!(kept(), KEPT - TAKEN);
+        assert_eq!(first.json.capacity(), 1_024);
+        assert_eq!(kept(), (fit - TAKEN, KEPT_BYTES - TAKEN * 1_024));
         for _ in 1..TAKEN {
             assert!(bin.take(&mut taken).is_some());
         }
-        assert_eq!(kept(), KEPT - TAKEN, "taken from the thread's own");
+        assert_eq!(kept().0, fit - TAKEN, "taken from the thread's own");
         assert!(bin.take(&mut taken).is_some());
-        assert_eq!(kept(), KEPT - 2 * TAKEN);
+        assert_eq!(kept().0, fit - 2 * TAKEN);
 
         let empty = Bin::new();
         assert!(
