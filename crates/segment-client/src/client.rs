@@ -648,8 +648,8 @@ impl HttpClient {
     /// but the worker is woken once per call rather than once per event, so
     /// a bulk producer hands over a chunk for about the cost of one event.
     /// The queue holds at most the builder's `queue_capacity` events queued
-    /// this way (besides as many queued one by one); a call with more is
-    /// queued in parts.
+    /// this way, and at most 8 MB of them (besides as many queued one by
+    /// one); a call with more is queued in parts.
     ///
     /// # Errors
     /// `client_closed` after [`close_and_flush`](Self::close_and_flush),
@@ -675,10 +675,21 @@ impl HttpClient {
         &self,
         events: Vec<PreparedEvent>,
     ) -> Result<(), (SegmentError, Vec<PreparedEvent>)> {
-        let part = self.inner.room.capacity().max(1);
+        let (part, part_bytes) = (
+            self.inner.room.capacity().max(1),
+            self.inner.room.capacity_bytes(),
+        );
         let mut events = events.into_iter().map(|event| event.0).peekable();
         while events.peek().is_some() {
-            let chunk: Vec<Event> = events.by_ref().take(part).collect();
+            // As many as the room holds, by count and by bytes (at least one).
+            let mut bytes = 0;
+            let mut chunk: Vec<Event> = Vec::new();
+            while let Some(event) = events.next_if(|event| {
+                chunk.is_empty() || (chunk.len() < part && bytes + event.json.len() <= part_bytes)
+            }) {
+                bytes += event.json.len();
+                chunk.push(event);
+            }
             let not_queued = |chunk: Vec<Event>, rest: std::iter::Peekable<_>| {
                 chunk
                     .into_iter()
@@ -689,18 +700,17 @@ impl HttpClient {
             if let Err(error) = self.check_open() {
                 return Err((error, not_queued(chunk, events)));
             }
-            if !self.inner.room.take(chunk.len()) {
+            if !self.inner.room.take(chunk.len(), bytes) {
                 return Err((closed(), not_queued(chunk, events)));
             }
-            let count = chunk.len();
             if let Err(mpsc::error::SendError(task)) =
                 self.inner.tx.blocking_send(Task::Events(chunk))
             {
-                self.inner.room.give(count);
                 let chunk = match task {
                     Task::Events(chunk) => chunk,
                     _ => Vec::new(),
                 };
+                self.inner.room.give(&chunk);
                 return Err((closed(), not_queued(chunk, events)));
             }
         }
@@ -1307,7 +1317,7 @@ impl HttpClientBuilder {
             outbox: outbox.clone(),
         };
         let (tx, rx) = mpsc::channel(self.queue_capacity);
-        let room = Arc::new(Room::new(self.queue_capacity));
+        let room = Arc::new(Room::new(self.queue_capacity, crate::worker::QUEUE_BYTES));
         let (control, control_rx) = mpsc::unbounded_channel();
         let worker = Worker::new(
             rx,

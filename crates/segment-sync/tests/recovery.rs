@@ -536,6 +536,38 @@ async fn a_rerun_reads_a_large_outbox_as_a_stream() {
     );
 }
 
+/// The queue to the client is bounded by bytes as well as by events: big
+/// records against a slow server wait in the file, not in memory.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_records_against_a_slow_server_wait_in_the_file_not_in_memory() {
+    const ROWS: usize = 8_000;
+    let receiver = receiver(FaultPlan::none().with_latency(Duration::from_millis(100))).await;
+    let dir = TempDir::new().unwrap();
+    let notes = "n".repeat(10_000);
+    let mut csv = String::from("user_id,email,plan,notes\n");
+    for i in 0..ROWS {
+        csv.push_str(&format!("u{i},u{i}@example.com,pro,{notes}\n"));
+    }
+    let file = write(&dir, "big.csv", &csv);
+    let report = dir.path().join("big.report.jsonl");
+    let args = [
+        "sync",
+        path_str(&file),
+        "--no-state",
+        "--report",
+        path_str(&report),
+    ];
+    let (output, peak_kb) = peak_rss_kb(&dir, &receiver, &args).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = report_lines(&report);
+    assert_adds_up(&lines);
+    assert_eq!(count(summary(&lines), "delivered"), ROWS as u64);
+    assert!(peak_kb > 0, "the peak RSS was read");
+    // 80 MB of events: the queue held them all when it counted events only.
+    assert!(peak_kb < 48 * 1024, "peak RSS {peak_kb} kB");
+}
+
 /// Entries still in flight are kept as where they are in the outbox, not
 /// as their events: after a kill with a big queue of big events, the rerun
 /// holds each one's place until its identity comes up (or the read ends)
