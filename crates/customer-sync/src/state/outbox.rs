@@ -266,7 +266,7 @@ pub(crate) struct Pending {
 
 /// Where an outbox entry still in flight is: what a run keeps of it until
 /// its identity comes up, when [`StateStore::load_pending`] reads it back.
-/// (Kept whole, 40,000 entries of big events took 150 MB.)
+/// (Kept whole, 40,000 entries of 2 KB events took a rerun to 136 MB.)
 #[derive(Debug, Clone)]
 pub(crate) struct PendingRef {
     /// Its [`identity_key`].
@@ -419,16 +419,14 @@ impl StateStore {
                     in_flight.remove(head.key.as_ref());
                 }
                 false => {
-                    let key = head.key.into_owned();
-                    let (order, len) = (place, text.len());
                     let found = PendingRef {
-                        key: key.clone(),
+                        key: head.key.into_owned(),
                         row,
-                        order,
+                        order: place,
                         offset,
-                        len,
+                        len: text.len(),
                     };
-                    in_flight.insert(key, found);
+                    in_flight.insert(found.key.clone(), found);
                 }
             }
         }

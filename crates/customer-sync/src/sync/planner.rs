@@ -300,7 +300,8 @@ impl Planner {
 
     /// Gives back unmatched entries that were taken but not sent.
     pub fn put_back(&mut self, unmatched: impl IntoIterator<Item = PendingRef>) {
-        (self.recovered).extend(unmatched.into_iter().map(|p| (p.key.clone(), p)));
+        let unmatched = unmatched.into_iter().map(|p| (p.key.clone(), p));
+        self.recovered.extend(unmatched);
     }
 
     /// How many entries earlier runs left in flight are still unmatched
