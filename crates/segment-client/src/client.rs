@@ -685,9 +685,10 @@ impl HttpClient {
             let mut bytes = 0;
             let mut chunk: Vec<Event> = Vec::new();
             while let Some(event) = events.next_if(|event| {
-                chunk.is_empty() || (chunk.len() < part && bytes + event.json.len() <= part_bytes)
+                let fits = bytes + crate::worker::queued_bytes(event) <= part_bytes;
+                chunk.is_empty() || (chunk.len() < part && fits)
             }) {
-                bytes += event.json.len();
+                bytes += crate::worker::queued_bytes(&event);
                 chunk.push(event);
             }
             let not_queued = |chunk: Vec<Event>, rest: std::iter::Peekable<_>| {

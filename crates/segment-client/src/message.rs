@@ -358,13 +358,8 @@ pub(crate) fn prepare_identify_raw(
     check_id("userId", identity.user_id())?;
     check_id("anonymousId", identity.anonymous_id())?;
     // Written in the buffers of an event already answered, when one is kept.
-    let (mut message_id, mut json) = match crate::spent::take() {
-        Some(spent) => (spent.message_id, spent.json),
-        None => (String::new(), Vec::new()),
-    };
-    message_id.clear();
+    let (mut message_id, mut json) = crate::spent::buffers();
     message_id.push_str(encode_message_id(&mut [0; MESSAGE_ID_LEN]));
-    json.clear();
     json.reserve(traits.json().len() + 192);
     json.extend_from_slice(br#"{"type":"identify","messageId":""#);
     // A UUID needs no escaping.
@@ -508,23 +503,15 @@ fn finish<B: Serialize>(
     } = shared;
     check_id("userId", identity.user_id())?;
     check_id("anonymousId", identity.anonymous_id())?;
+    if let Some(id) = &message_id {
+        check_message_id(id)?;
+    }
     // Written in the buffers of an event already answered, when one is kept.
-    let (spent_id, mut json) = match crate::spent::take() {
-        Some(spent) => (spent.message_id, spent.json),
-        None => (String::new(), Vec::new()),
-    };
-    let message_id = match message_id {
-        Some(id) => {
-            check_message_id(&id)?;
-            id
-        }
-        None => {
-            let mut id = spent_id;
-            id.clear();
-            id.push_str(encode_message_id(&mut [0; MESSAGE_ID_LEN]));
-            id
-        }
-    };
+    let (mut new_id, mut json) = crate::spent::buffers();
+    let message_id = message_id.unwrap_or_else(|| {
+        new_id.push_str(encode_message_id(&mut [0; MESSAGE_ID_LEN]));
+        new_id
+    });
     if let Some(context) = context.as_mut() {
         context.entry("library").or_insert_with(library);
     }
@@ -543,7 +530,6 @@ fn finish<B: Serialize>(
         context: context.as_ref(),
         integrations: integrations.as_ref(),
     };
-    json.clear();
     json.reserve(512);
     serde_json::to_writer(&mut json, &wire).map_err(|e| {
         SegmentError::with_source(Kind::InvalidPayload, "event could not be serialised", e)

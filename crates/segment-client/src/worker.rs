@@ -75,6 +75,13 @@ pub(crate) struct Room {
 /// 260 MB of memory while a slow server held the queue full.
 pub(crate) const QUEUE_BYTES: usize = 8 << 20;
 
+/// What a queued event holds: its JSON buffer (which may be larger than its
+/// JSON, when written in a spent event's). It does not change while the
+/// event is queued, so what is taken is what is given back.
+pub(crate) fn queued_bytes(event: &Event) -> usize {
+    event.json.capacity()
+}
+
 struct RoomState {
     free: usize,
     free_bytes: usize,
@@ -135,7 +142,7 @@ impl Room {
 
     /// Gives back the room `events` took.
     pub fn give(&self, events: &[Event]) {
-        let bytes = self.charge(events.iter().map(|e| e.json.len()).sum());
+        let bytes = self.charge(events.iter().map(queued_bytes).sum());
         let mut state = lock(&self.state);
         state.free = (state.free + events.len()).min(self.capacity);
         state.free_bytes = (state.free_bytes + bytes).min(self.capacity_bytes);
@@ -960,12 +967,14 @@ mod tests {
     use crate::message::Identity;
 
     fn event(bytes: usize) -> Event {
-        Event {
+        let event = Event {
             message_id: "m".to_owned(),
             identity: Identity::user("u"),
             json: vec![b' '; bytes],
             tag: 0,
-        }
+        };
+        assert_eq!(queued_bytes(&event), bytes);
+        event
     }
 
     fn free(room: &Room) -> (usize, usize) {
