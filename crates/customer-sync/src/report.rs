@@ -65,9 +65,10 @@ pub struct RunReport {
     /// Outbox lines cut short by a crash, skipped (their records are read
     /// and sent again from the source).
     pub outbox_torn: u64,
-    /// Entries earlier runs left in flight that this run did not reach (it
-    /// stopped before the end of the source): still in the outbox, for the
-    /// next run. Not part of the counts above.
+    /// Entries earlier runs left in flight that this run did not send (it
+    /// stopped before the end of the source, or the client closed while it
+    /// resent them after the read): still in the outbox, for the next run.
+    /// Not part of the counts above.
     pub outbox_waiting: u64,
     /// Identities in the state that this source no longer has. Nothing is
     /// sent for them unless the mapping's `[events]` names a `removed` event

@@ -640,6 +640,83 @@ async fn a_rerun_keeps_where_entries_in_flight_are_not_the_entries() {
     );
 }
 
+/// When the client closes while entries of customers no longer in the
+/// source are being resent after the read (here: Segment refuses the write
+/// key), those not sent yet wait in the outbox, counted, and the next run
+/// sends every one of them.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_left_unsent_when_the_client_closes_after_the_read_wait_for_the_next_run() {
+    const IN_FLIGHT: usize = 30_000;
+    let receiver = receiver(FaultPlan::hang(1_000)).await;
+    let dir = TempDir::new().unwrap();
+    let file = write(&dir, "c.csv", &customers(0..1, "pro"));
+    kill_when(&dir, &receiver, &file, "closed", |r| {
+        r.store().stats().requests >= 1
+    })
+    .await;
+    let outbox = dir.path().join(".segment-sync/closed.outbox");
+    let line: serde_json::Value = serde_json::from_slice(&std::fs::read(&outbox).unwrap()).unwrap();
+    let mut entries = Vec::new();
+    for i in 1..=IN_FLIGHT {
+        let mut entry = line.clone();
+        let id = format!("x{i}");
+        let message_id = format!("00000000-0000-4000-8000-{i:012}");
+        entry["key"] = format!("u:{id}").into();
+        entry["messageId"] = message_id.clone().into();
+        entry["event"]["userId"] = id.into();
+        entry["event"]["messageId"] = message_id.into();
+        serde_json::to_writer(&mut entries, &entry).unwrap();
+        entries.push(b'\n');
+    }
+    std::fs::write(&outbox, entries).unwrap();
+
+    // The request with x1 is refused (a bad write key, as far as the run
+    // can tell): fatal, and the client closes while the reader is still
+    // resending, held back by the queue's room.
+    receiver
+        .set_faults(FaultPlan::user_id("x1", 401, None).with_latency(Duration::from_millis(200)));
+    let before = receiver.store().stats();
+    let report = dir.path().join("closed.report.jsonl");
+    let args = [
+        "sync",
+        path_str(&file),
+        "--name",
+        "closed",
+        "--report",
+        path_str(&report),
+    ];
+    let output = run(&dir, Some(&receiver), &args).await;
+    assert!(!output.status.success(), "a refused key is fatal");
+    let lines = report_lines(&report);
+    assert_adds_up(&lines);
+    let s = summary(&lines);
+    let waiting = count(s, "outbox_waiting");
+    assert!(waiting > 0, "{s}");
+    assert_eq!(
+        count(s, "recovered_not_in_source") + waiting,
+        IN_FLIGHT as u64,
+        "every entry resent or waiting: {s}"
+    );
+
+    // The next run, with the key accepted, sends every one not delivered
+    // yet: over the two runs, each entry (and u0) arrives exactly once.
+    receiver.set_faults(FaultPlan::none());
+    let output = run(&dir, Some(&receiver), &args).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = report_lines(&report);
+    assert_adds_up(&lines);
+    let s = summary(&lines);
+    assert_eq!(count(s, "outbox_waiting"), 0, "{s}");
+    assert!(count(s, "recovered_not_in_source") >= waiting, "{s}");
+    let after = receiver.store().stats();
+    assert_eq!(
+        after.unique_message_ids - before.unique_message_ids,
+        IN_FLIGHT as u64 + 1
+    );
+    assert_eq!(after.duplicates, before.duplicates);
+}
+
 /// The first Ctrl-C flushes for up to `--shutdown-timeout`; a second one
 /// ends the run at once, as a kill would, and the next run sends what was
 /// in flight.

@@ -448,22 +448,29 @@ impl StateStore {
         use std::io::{Read, Seek, SeekFrom};
         let path = self.outbox_path();
         let cannot_read = |e| StateError::io(&path, "cannot read the outbox", e);
-        // A handle of its own, for reading only: a dry run writes nothing.
+        // A handle of its own, for reading only: opening the one for
+        // appending may end a torn last line, and `status` writes nothing.
         let file = match &mut self.outbox_reader {
             Some(file) => file,
             slot => slot.insert(File::open(&path).map_err(cannot_read)?),
         };
         let mut text = vec![0; pending.len];
-        file.seek(SeekFrom::Start(pending.offset))
-            .and_then(|_| file.read_exact(&mut text))
-            .map_err(cannot_read)?;
+        let read = file
+            .seek(SeekFrom::Start(pending.offset))
+            .and_then(|_| file.read_exact(&mut text));
+        match read {
+            Ok(()) => {}
+            Err(e) if e.kind() != std::io::ErrorKind::UnexpectedEof => return Err(cannot_read(e)),
+            // Cut shorter since the scan: changed, as below.
+            Err(_) => text.clear(),
+        }
         match OutboxEntry::parse_bytes(&text) {
             Some(entry) if entry.key == pending.key => Ok(Pending {
                 entry,
                 row: pending.row,
             }),
             _ => Err(cannot_read(std::io::Error::other(format!(
-                "the entry of {} is no longer at byte {}: the outbox changed during the run",
+                "the entry of {} is no longer at byte {}: the outbox changed since it was read",
                 pending.key, pending.offset
             )))),
         }

@@ -80,17 +80,22 @@ impl StateStore {
     pub fn pending_records(&mut self, limit: usize) -> Result<Vec<PendingRecord>, StateError> {
         let index = self.index()?;
         let pending = self.pending(&index)?.pending;
-        (pending.into_iter().take(limit))
-            .map(|p| {
-                let entry = self.load_pending(p)?.entry;
-                Ok(PendingRecord {
-                    key: entry.key,
-                    source: entry.source,
-                    line: entry.line,
-                    message_id: entry.message_id,
-                })
-            })
-            .collect()
+        let mut records = Vec::new();
+        for pending in pending.into_iter().take(limit) {
+            // A run going on may have emptied the log since the scan: an
+            // entry no longer there is no longer waiting.
+            let Ok(loaded) = self.load_pending(pending) else {
+                continue;
+            };
+            let entry = loaded.entry;
+            records.push(PendingRecord {
+                key: entry.key,
+                source: entry.source,
+                line: entry.line,
+                message_id: entry.message_id,
+            });
+        }
+        Ok(records)
     }
 
     /// The `messageId` Segment last accepted for `key`, if any. Scans the

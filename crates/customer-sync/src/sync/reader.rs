@@ -165,8 +165,9 @@ impl<'a> Reader<'a> {
                 Ok(true) if gone_for_sure => {
                     self.push_removals(removed_event.as_deref(), source.name(), &resent)
                 }
-                // Closed under us: what is left waits in the outbox.
-                Ok(_) => Ok(()),
+                Ok(true) => Ok(()),
+                // Stopped or closed under us: what is left waits in the outbox.
+                Ok(false) => Ok(()),
                 Err(error) => Err(error),
             };
             if let Err(error) = gone {
@@ -495,8 +496,9 @@ impl<'a> Reader<'a> {
     /// identities the source did not have, read back from the outbox a
     /// chunk at a time (so memory stays bounded) and resent, or, for a
     /// customer now gone, superseded by its `removed` event (`removed`).
-    /// Returns `false` when the client was closed under it: the entries not
-    /// pushed then go back to the planner, as waiting for the next run.
+    /// Returns `false` at a stop or when the client was closed under it:
+    /// the entries not pushed then go back to the planner, as waiting for
+    /// the next run.
     fn push_unmatched(
         &mut self,
         unmatched: Vec<PendingRef>,
@@ -504,6 +506,7 @@ impl<'a> Reader<'a> {
         source: &str,
     ) -> Result<bool, SyncError> {
         let Some(store) = self.store else {
+            debug_assert!(unmatched.is_empty(), "entries in flight come from a state");
             return Ok(true);
         };
         let mut unmatched = unmatched.into_iter();
@@ -518,8 +521,10 @@ impl<'a> Reader<'a> {
                 }
                 _ => self.push_resent(pending),
             }
-            if self.chunk.len() >= self.chunk_size() && !self.flush_chunk()? {
-                // The rest wait in the outbox, and are counted so.
+            let full = self.chunk.len() >= self.chunk_size();
+            if full && (self.tracker.stop.is_stopped() || !self.flush_chunk()?) {
+                // The rest wait in the outbox, and are counted so (a stop's
+                // chunk is flushed, or reported pending, after this).
                 if let Some(planner) = self.planner.as_mut() {
                     planner.put_back(unmatched);
                 }

@@ -239,7 +239,13 @@ impl Prepared {
             return finished;
         };
         let complete = read.result.is_ok() && !read.stopped;
-        let all_settled = self.tracker.all_settled() && complete;
+        // Entries put back unsent (the client closed while they were resent
+        // after a complete read) are only in the outbox.
+        let waiting = self
+            .planner
+            .as_ref()
+            .is_some_and(|p| p.unmatched_count() > 0);
+        let all_settled = self.tracker.all_settled() && complete && !waiting;
         let mut store = lock(store);
         let committed = store.apply(&self.tracker.take_changes());
         let cleared = committed.and_then(|()| match all_settled && !self.options.dry_run {
