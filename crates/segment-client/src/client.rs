@@ -648,7 +648,7 @@ impl HttpClient {
     /// but the worker is woken once per call rather than once per event, so
     /// a bulk producer hands over a chunk for about the cost of one event.
     /// The queue holds at most the builder's `queue_capacity` events queued
-    /// this way, and at most 8 MB of them (besides as many queued one by
+    /// this way, and at most 16 MB of them (besides as many queued one by
     /// one); a call with more is queued in parts.
     ///
     /// # Errors

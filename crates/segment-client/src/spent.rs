@@ -21,19 +21,23 @@ use crate::message::Event;
 /// the preparing threads: about 3,000 events of a typical customer.
 const KEPT_BYTES: usize = 2 << 20;
 /// Most spent events a preparing thread takes at once (and so holds).
-const TAKEN: usize = 64;
+const TAKEN: usize = 256;
 /// Larger JSON buffers are freed: they are rare, and would hold memory.
 const KEPT_JSON_BYTES: usize = 2_048;
 
-/// Where the worker puts spent events and preparing threads take them.
+/// Where the worker puts spent events and preparing threads take them, in
+/// bundles of [`TAKEN`] made outside the lock: each side holds it only to
+/// push or pop a bundle. (Moving each event under the lock made the
+/// preparing thread wait on it, and tripled the context switches.)
 struct Bin {
     kept: Mutex<Kept>,
 }
 
 #[derive(Default)]
 struct Kept {
-    events: Vec<Event>,
-    /// What they hold.
+    /// Bundles of at most [`TAKEN`] events, with what each holds.
+    bundles: Vec<(Vec<Event>, usize)>,
+    /// What they all hold.
     bytes: usize,
 }
 
@@ -47,41 +51,66 @@ impl Bin {
     const fn new() -> Self {
         Self {
             kept: Mutex::new(Kept {
-                events: Vec::new(),
+                bundles: Vec::new(),
                 bytes: 0,
             }),
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn give_back(&self, events: Vec<Event>) {
-        let mut events = events.into_iter();
-        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        for event in events.by_ref() {
+        let room = KEPT_BYTES.saturating_sub(self.lock().bytes);
+        let (mut bundles, mut bytes) = (Vec::new(), 0);
+        let mut bundle = (Vec::new(), 0);
+        for event in events {
             if event.json.capacity() > KEPT_JSON_BYTES {
                 continue;
             }
-            let bytes = held(&event);
-            if kept.bytes + bytes > KEPT_BYTES {
+            let held = held(&event);
+            if bytes + held > room {
                 break;
             }
-            kept.bytes += bytes;
-            kept.events.push(event);
+            bytes += held;
+            if bundle.0.is_empty() {
+                bundle.0.reserve_exact(TAKEN);
+            }
+            bundle.0.push(event);
+            bundle.1 += held;
+            if bundle.0.len() == TAKEN {
+                bundles.push(std::mem::take(&mut bundle));
+            }
+        }
+        if !bundle.0.is_empty() {
+            bundles.push(bundle);
+        }
+        let mut kept = self.lock();
+        // Another thread may have given back since: the bound still holds.
+        let mut left = Vec::new();
+        for bundle in bundles {
+            if kept.bytes + bundle.1 > KEPT_BYTES {
+                left.push(bundle);
+                continue;
+            }
+            kept.bytes += bundle.1;
+            kept.bundles.push(bundle);
         }
         drop(kept);
-        // What did not fit is dropped outside the lock (only the rare
-        // oversized buffer is dropped under it).
-        drop(events);
+        // What did not fit is dropped outside the lock.
+        drop(left);
     }
 
-    /// One of `taken`, refilled from the bin (one lock for [`TAKEN`]) when empty.
+    /// One of `taken`, refilled with a bundle from the bin when empty.
     fn take(&self, taken: &mut Vec<Event>) -> Option<Event> {
         if taken.is_empty() {
-            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
-            let from = kept.events.len().saturating_sub(TAKEN);
-            let bytes: usize = kept.events[from..].iter().map(held).sum();
-            kept.bytes -= bytes;
-            let drained = kept.events.drain(from..);
-            taken.extend(drained);
+            let mut kept = self.lock();
+            if let Some((bundle, bytes)) = kept.bundles.pop() {
+                kept.bytes -= bytes;
+                drop(kept);
+                *taken = bundle;
+            }
         }
         taken.pop()
     }
@@ -137,11 +166,12 @@ mod tests {
     }
 
     #[test]
-    fn spent_events_are_kept_up_to_the_bound_and_taken_back_in_batches() {
+    fn spent_events_are_kept_up_to_the_bound_and_taken_back_in_bundles() {
         let bin = Bin::new();
         let kept = || {
             let kept = bin.kept.lock().unwrap();
-            (kept.events.len(), kept.bytes)
+            let events: usize = kept.bundles.iter().map(|(bundle, _)| bundle.len()).sum();
+            (events, kept.bytes)
         };
         let one = held(&event(1_024));
         bin.give_back(vec![event(KEPT_JSON_BYTES + 1), event(1_024)]);
@@ -150,18 +180,25 @@ mod tests {
         let fit = KEPT_BYTES / one;
         bin.give_back((0..fit + 10).map(|_| event(1_024)).collect());
         assert_eq!(kept(), (fit, fit * one), "never more than KEPT_BYTES");
+        let biggest = (bin.kept.lock().unwrap().bundles.iter())
+            .map(|(bundle, _)| bundle.len())
+            .max();
+        assert_eq!(biggest, Some(TAKEN), "in bundles of TAKEN");
 
-        // A thread takes a batch at once, then from its own.
+        // A thread takes a bundle at once, then from its own.
         let mut taken = Vec::new();
         let first = bin.take(&mut taken).expect("events are kept");
         assert_eq!(first.json.capacity(), 1_024);
-        assert_eq!(kept(), (fit - TAKEN, (fit - TAKEN) * one));
-        for _ in 1..TAKEN {
+        let (left, bytes) = kept();
+        let bundle = fit - left;
+        assert!((1..=TAKEN).contains(&bundle), "took {bundle}");
+        assert_eq!(bytes, left * one);
+        for _ in 1..bundle {
             assert!(bin.take(&mut taken).is_some());
         }
-        assert_eq!(kept().0, fit - TAKEN, "taken from the thread's own");
+        assert_eq!(kept().0, left, "taken from the thread's own");
         assert!(bin.take(&mut taken).is_some());
-        assert_eq!(kept().0, fit - 2 * TAKEN);
+        assert!(kept().0 < left, "then another bundle");
 
         let empty = Bin::new();
         assert!(

@@ -541,7 +541,7 @@ async fn a_rerun_reads_a_large_outbox_as_a_stream() {
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_records_against_a_slow_server_wait_in_the_file_not_in_memory() {
-    const ROWS: usize = 8_000;
+    const ROWS: usize = 12_000;
     let receiver = receiver(FaultPlan::none().with_latency(Duration::from_millis(100))).await;
     let dir = TempDir::new().unwrap();
     let notes = "n".repeat(10_000);
@@ -564,8 +564,10 @@ async fn big_records_against_a_slow_server_wait_in_the_file_not_in_memory() {
     assert_adds_up(&lines);
     assert_eq!(count(summary(&lines), "delivered"), ROWS as u64);
     assert!(peak_kb > 0, "the peak RSS was read");
-    // 80 MB of events: the queue held them all when it counted events only.
-    assert!(peak_kb < 48 * 1024, "peak RSS {peak_kb} kB");
+    // 120 MB of events: the queue held 10,000 of them when it counted
+    // events only (this debug build peaked at 140 MB); 16 MB of them now
+    // (65 MB). Release builds peak lower (see the README).
+    assert!(peak_kb < 96 * 1024, "peak RSS {peak_kb} kB");
 }
 
 /// Entries still in flight are kept as where they are in the outbox, not
