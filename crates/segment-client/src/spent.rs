@@ -7,10 +7,10 @@
 //! as freed ones were purged. The worker hands its spent events back here
 //! instead, and preparing an event takes one, writing into its buffers (on
 //! 1M CSV rows: 11,000-13,000 page faults instead of 27,000-35,000; CPU
-//! within this machine's noise, 0-3% less). Memory stays bounded: events holding at
-//! most [`KEPT_BYTES`] wait here (and [`TAKEN`] per preparing thread, until
-//! it ends), none with a JSON buffer larger than [`KEPT_JSON_BYTES`]; the
-//! rest are dropped as before.
+//! within this machine's noise, 0-3% less). Memory stays bounded: events
+//! holding at most [`KEPT_BYTES`] wait here (and [`TAKEN`] per preparing
+//! thread, until it ends), none with a JSON buffer larger than
+//! [`KEPT_JSON_BYTES`]; the rest are dropped as before.
 
 use std::cell::RefCell;
 use std::sync::{Mutex, PoisonError};
