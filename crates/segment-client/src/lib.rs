@@ -48,7 +48,6 @@ mod report;
 mod retry;
 #[cfg(test)]
 mod scripted;
-mod spent;
 mod throttle;
 mod transport;
 mod worker;

@@ -268,19 +268,14 @@ struct ViewBody<'a> {
 /// assert_eq!(id.len(), 36);
 /// ```
 pub fn new_message_id() -> String {
-    encode_message_id(&mut [0; MESSAGE_ID_LEN]).to_owned()
-}
-
-/// The length of a [`new_message_id`].
-const MESSAGE_ID_LEN: usize = uuid::fmt::Hyphenated::LENGTH;
-
-/// A fresh random UUID written into `text`: `to_string` goes through the
-/// formatting machinery, a visible cost at a million events.
-fn encode_message_id(text: &mut [u8; MESSAGE_ID_LEN]) -> &str {
+    // Encoded into a stack buffer: `to_string` goes through the formatting
+    // machinery, a visible cost at a million events.
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
         .into_uuid()
         .hyphenated()
-        .encode_lower(text)
+        .encode_lower(&mut text)
+        .to_owned()
 }
 
 /// `timestamp` as Segment's events carry it, `2024-01-02T03:04:05.000Z`
@@ -357,10 +352,8 @@ pub(crate) fn prepare_identify_raw(
 ) -> Result<Event, SegmentError> {
     check_id("userId", identity.user_id())?;
     check_id("anonymousId", identity.anonymous_id())?;
-    // Written in the buffers of an event already answered, when one is kept.
-    let (mut message_id, mut json) = crate::spent::buffers();
-    message_id.push_str(encode_message_id(&mut [0; MESSAGE_ID_LEN]));
-    json.reserve(traits.json().len() + 192);
+    let message_id = new_message_id();
+    let mut json = Vec::with_capacity(traits.json().len() + 192);
     json.extend_from_slice(br#"{"type":"identify","messageId":""#);
     // A UUID needs no escaping.
     json.extend_from_slice(message_id.as_bytes());
@@ -503,15 +496,13 @@ fn finish<B: Serialize>(
     } = shared;
     check_id("userId", identity.user_id())?;
     check_id("anonymousId", identity.anonymous_id())?;
-    if let Some(id) = &message_id {
-        check_message_id(id)?;
-    }
-    // Written in the buffers of an event already answered, when one is kept.
-    let (mut new_id, mut json) = crate::spent::buffers();
-    let message_id = message_id.unwrap_or_else(|| {
-        new_id.push_str(encode_message_id(&mut [0; MESSAGE_ID_LEN]));
-        new_id
-    });
+    let message_id = match message_id {
+        Some(id) => {
+            check_message_id(&id)?;
+            id
+        }
+        None => new_message_id(),
+    };
     if let Some(context) = context.as_mut() {
         context.entry("library").or_insert_with(library);
     }
@@ -530,7 +521,7 @@ fn finish<B: Serialize>(
         context: context.as_ref(),
         integrations: integrations.as_ref(),
     };
-    json.reserve(512);
+    let mut json = Vec::with_capacity(512);
     serde_json::to_writer(&mut json, &wire).map_err(|e| {
         SegmentError::with_source(Kind::InvalidPayload, "event could not be serialised", e)
     })?;
@@ -646,53 +637,6 @@ mod tests {
             std::str::from_utf8(&event.json).unwrap(),
             r#"{"type":"identify","messageId":"m1","timestamp":"2024-01-02T03:04:05.000Z","userId":"u1","traits":{"email":"a@b.c"}}"#
         );
-    }
-
-    #[test]
-    fn an_event_written_in_a_spent_one_has_none_of_its_bytes() {
-        let traits = crate::raw::RawObject::from_map(
-            serde_json::json!({ "plan": "pro" }).as_object().unwrap(),
-        );
-        let fresh = prepare_identify_raw(Identity::user("c1"), &traits).unwrap();
-        let spent = || Event {
-            message_id: "a-much-longer-message-id-than-a-uuid-".repeat(4),
-            identity: Identity::anonymous("old"),
-            json: br#"{"type":"track","event":"old","properties":{"x":1}}"#.repeat(9),
-            tag: 99,
-        };
-        let old = spent();
-        let buffer = old.json.as_ptr();
-        crate::spent::take_next(old);
-        let reused = prepare_identify_raw(Identity::user("c1"), &traits).unwrap();
-        assert_eq!(
-            reused.json.as_ptr(),
-            buffer,
-            "the spent buffer was not used"
-        );
-        let without_id_and_time = |event: &Event| {
-            let mut json: Value = serde_json::from_slice(&event.json).unwrap();
-            assert_eq!(json["messageId"], event.message_id.as_str());
-            json["messageId"] = Value::Null;
-            json["timestamp"] = Value::Null;
-            json
-        };
-        assert_eq!(without_id_and_time(&reused), without_id_and_time(&fresh));
-        assert_eq!(reused.message_id.len(), MESSAGE_ID_LEN);
-        assert_eq!((reused.identity, reused.tag), (Identity::user("c1"), 0));
-
-        // The general path too, with a messageId of its own or a new one.
-        crate::spent::take_next(spent());
-        let own = prepare(user("c2").with_message_id("mine")).unwrap();
-        assert_eq!(own.message_id, "mine");
-        crate::spent::take_next(spent());
-        let general = prepare(user("c2")).unwrap();
-        assert_eq!(general.message_id.len(), MESSAGE_ID_LEN);
-        let json: Value = serde_json::from_slice(&general.json).unwrap();
-        assert_eq!(
-            (json["type"].as_str(), json["userId"].as_str()),
-            (Some("identify"), Some("c2"))
-        );
-        assert_eq!(json["messageId"], general.message_id.as_str());
     }
 
     #[test]

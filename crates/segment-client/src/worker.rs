@@ -72,15 +72,12 @@ pub(crate) struct Room {
 }
 
 /// The most bytes of events queued in bulk: 10,000 events of 10 KB took
-/// 260 MB of memory while a slow server held the queue full. Typical
-/// events (under 1.6 KB with their buffers' spare room) meet the count
-/// first: at 8 MB this bound held them back too, and a 1M-row sync took 7%
-/// more CPU.
+/// 260 MB of memory while a slow server held the queue full. Events under
+/// 1.6 KB meet the count (10,000 by default) first.
 pub(crate) const QUEUE_BYTES: usize = 16 << 20;
 
-/// What a queued event holds: its JSON buffer (which may be larger than its
-/// JSON, when written in a spent event's). It does not change while the
-/// event is queued, so what is taken is what is given back.
+/// What a queued event holds: its JSON buffer. It does not change while
+/// the event is queued, so what is taken is what is given back.
 pub(crate) fn queued_bytes(event: &Event) -> usize {
     event.json.capacity()
 }
@@ -714,10 +711,6 @@ impl Worker {
             }
         }
         self.forget(&batch.events);
-        // Answered and never sent again: their buffers go to new events.
-        if let Ok(batch) = Arc::try_unwrap(batch) {
-            crate::spent::give_back(batch.events);
-        }
     }
 
     fn record(&mut self, event: &Event, result: Result<(), &SegmentError>) {
