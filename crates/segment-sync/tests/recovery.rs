@@ -570,6 +570,27 @@ async fn big_records_against_a_slow_server_wait_in_the_file_not_in_memory() {
     assert!(peak_kb < 96 * 1024, "peak RSS {peak_kb} kB");
 }
 
+/// Rewrites the outbox's one entry (u0's, left by a killed run) as `n`
+/// entries in flight for customers x1..xn, whom the source does not have,
+/// each with a `messageId` of its own; returns the log's size.
+fn in_flight_not_in_source(outbox: &Path, n: usize) -> usize {
+    let line: Value = serde_json::from_slice(&std::fs::read(outbox).unwrap()).unwrap();
+    let mut entries = Vec::new();
+    for i in 1..=n {
+        let mut entry = line.clone();
+        let id = format!("x{i}");
+        let message_id = format!("00000000-0000-4000-8000-{i:012}");
+        entry["key"] = format!("u:{id}").into();
+        entry["messageId"] = message_id.clone().into();
+        entry["event"]["userId"] = id.into();
+        entry["event"]["messageId"] = message_id.into();
+        serde_json::to_writer(&mut entries, &entry).unwrap();
+        entries.push(b'\n');
+    }
+    std::fs::write(outbox, &entries).unwrap();
+    entries.len()
+}
+
 /// Entries still in flight are kept as where they are in the outbox, not
 /// as their events: after a kill with a big queue of big events, the rerun
 /// holds each one's place until its identity comes up (or the read ends)
@@ -594,21 +615,8 @@ async fn a_rerun_keeps_where_entries_in_flight_are_not_the_entries() {
     // The entry as if 60,000 customers no longer in the source had been in
     // flight (70 MB of entries): each is resent once the read is over.
     let outbox = dir.path().join(".segment-sync/wide.outbox");
-    let line: serde_json::Value = serde_json::from_slice(&std::fs::read(&outbox).unwrap()).unwrap();
-    let mut entries = Vec::new();
-    for i in 1..=IN_FLIGHT {
-        let mut entry = line.clone();
-        let id = format!("x{i}");
-        let message_id = format!("00000000-0000-4000-8000-{i:012}");
-        entry["key"] = format!("u:{id}").into();
-        entry["messageId"] = message_id.clone().into();
-        entry["event"]["userId"] = id.into();
-        entry["event"]["messageId"] = message_id.into();
-        serde_json::to_writer(&mut entries, &entry).unwrap();
-        entries.push(b'\n');
-    }
-    assert!(entries.len() > 60_000_000, "{} bytes", entries.len());
-    std::fs::write(&outbox, entries).unwrap();
+    let bytes = in_flight_not_in_source(&outbox, IN_FLIGHT);
+    assert!(bytes > 60_000_000, "{bytes} bytes");
 
     receiver.set_faults(FaultPlan::none());
     let report = dir.path().join("wide.report.jsonl");
@@ -658,20 +666,7 @@ async fn entries_left_unsent_when_the_client_closes_after_the_read_wait_for_the_
     })
     .await;
     let outbox = dir.path().join(".segment-sync/closed.outbox");
-    let line: serde_json::Value = serde_json::from_slice(&std::fs::read(&outbox).unwrap()).unwrap();
-    let mut entries = Vec::new();
-    for i in 1..=IN_FLIGHT {
-        let mut entry = line.clone();
-        let id = format!("x{i}");
-        let message_id = format!("00000000-0000-4000-8000-{i:012}");
-        entry["key"] = format!("u:{id}").into();
-        entry["messageId"] = message_id.clone().into();
-        entry["event"]["userId"] = id.into();
-        entry["event"]["messageId"] = message_id.into();
-        serde_json::to_writer(&mut entries, &entry).unwrap();
-        entries.push(b'\n');
-    }
-    std::fs::write(&outbox, entries).unwrap();
+    in_flight_not_in_source(&outbox, IN_FLIGHT);
 
     // The request with x1 is refused (a bad write key, as far as the run
     // can tell): fatal, and the client closes while the reader is still
