@@ -701,7 +701,7 @@ impl HttpClient {
             if let Err(error) = self.check_open() {
                 return Err((error, not_queued(chunk, events)));
             }
-            if !self.inner.room.take(chunk.len(), bytes) {
+            if !self.inner.room.take(&chunk) {
                 return Err((closed(), not_queued(chunk, events)));
             }
             if let Err(mpsc::error::SendError(task)) =

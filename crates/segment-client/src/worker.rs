@@ -118,18 +118,18 @@ impl Room {
         bytes.min(self.capacity_bytes)
     }
 
-    /// Takes room for `events` (at most [`capacity`](Self::capacity)) of
-    /// `bytes`, blocking while there is not enough; `false` once the worker
-    /// is gone.
-    pub fn take(&self, events: usize, bytes: usize) -> bool {
-        let bytes = self.charge(bytes);
+    /// Takes room for `events` (at most [`capacity`](Self::capacity) of
+    /// them), blocking while there is not enough; `false` once the worker
+    /// is gone. [`give`](Self::give) gives back the same.
+    pub fn take(&self, events: &[Event]) -> bool {
+        let bytes = self.charge(events.iter().map(queued_bytes).sum());
         let mut state = lock(&self.state);
         loop {
             if state.closed {
                 return false;
             }
-            if state.free >= events && state.free_bytes >= bytes {
-                state.free -= events;
+            if state.free >= events.len() && state.free_bytes >= bytes {
+                state.free -= events.len();
                 state.free_bytes -= bytes;
                 return true;
             }
@@ -981,16 +981,18 @@ mod tests {
     #[test]
     fn room_is_taken_and_given_back_by_events_and_bytes() {
         let room = Room::new(10, 100);
-        assert!(room.take(2, 60));
+        let two = [event(30), event(30)];
+        assert!(room.take(&two));
         assert_eq!(free(&room), (8, 40));
-        room.give(&[event(30), event(30)]);
+        room.give(&two);
         assert_eq!(free(&room), (10, 100));
         // One event over the whole room takes all of it, and gives it all back.
-        assert!(room.take(1, 500));
+        let big = [event(500)];
+        assert!(room.take(&big));
         assert_eq!(free(&room), (9, 0));
-        room.give(&[event(500)]);
+        room.give(&big);
         assert_eq!(free(&room), (10, 100));
         room.close();
-        assert!(!room.take(1, 1), "closed");
+        assert!(!room.take(&[event(1)]), "closed");
     }
 }

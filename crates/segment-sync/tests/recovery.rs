@@ -488,6 +488,27 @@ async fn peak_rss_kb(dir: &TempDir, receiver: &Receiver, args: &[&str]) -> (Outp
     }
 }
 
+/// `sync FILE ARGS... --report` in `dir`, with its peak RSS: it must
+/// succeed and its report add up; returns the report's lines and the peak.
+#[cfg(target_os = "linux")]
+async fn synced_with_peak(
+    dir: &TempDir,
+    receiver: &Receiver,
+    file: &Path,
+    args: &[&str],
+) -> (Vec<Value>, u64) {
+    let report = dir.path().join("report.jsonl");
+    let mut all = vec!["sync", path_str(file)];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--report", path_str(&report)]);
+    let (output, peak_kb) = peak_rss_kb(dir, receiver, &all).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = report_lines(&report);
+    assert_adds_up(&lines);
+    assert!(peak_kb > 0, "the peak RSS was read");
+    (lines, peak_kb)
+}
+
 /// Memory stays bounded on the path after a crash too: the outbox an
 /// unfinished run left (hundreds of MB after a kill -9 late in a big run)
 /// is read as a stream, not into memory.
@@ -512,23 +533,10 @@ async fn a_rerun_reads_a_large_outbox_as_a_stream() {
 
     // Answers take 300 ms, so the rerun lives on after reading the outbox.
     receiver.set_faults(FaultPlan::none().with_latency(Duration::from_millis(300)));
-    let report = dir.path().join("big.report.jsonl");
-    let args = [
-        "sync",
-        path_str(&file),
-        "--name",
-        "big",
-        "--report",
-        path_str(&report),
-    ];
-    let (output, peak_kb) = peak_rss_kb(&dir, &receiver, &args).await;
-    assert!(output.status.success(), "{}", stderr(&output));
-    let lines = report_lines(&report);
-    assert_adds_up(&lines);
+    let (lines, peak_kb) = synced_with_peak(&dir, &receiver, &file, &["--name", "big"]).await;
     let s = summary(&lines);
     assert_eq!(count(s, "recovered"), 1, "{s}");
     assert_eq!(count(s, "superseded"), copies as u64 - 1, "{s}");
-    assert!(peak_kb > 0, "the peak RSS was read");
     assert!(
         peak_kb < 48 * 1024,
         "peak RSS {peak_kb} kB reading an {} MB outbox",
@@ -550,20 +558,8 @@ async fn big_records_against_a_slow_server_wait_in_the_file_not_in_memory() {
         csv.push_str(&format!("u{i},u{i}@example.com,pro,{notes}\n"));
     }
     let file = write(&dir, "big.csv", &csv);
-    let report = dir.path().join("big.report.jsonl");
-    let args = [
-        "sync",
-        path_str(&file),
-        "--no-state",
-        "--report",
-        path_str(&report),
-    ];
-    let (output, peak_kb) = peak_rss_kb(&dir, &receiver, &args).await;
-    assert!(output.status.success(), "{}", stderr(&output));
-    let lines = report_lines(&report);
-    assert_adds_up(&lines);
+    let (lines, peak_kb) = synced_with_peak(&dir, &receiver, &file, &["--no-state"]).await;
     assert_eq!(count(summary(&lines), "delivered"), ROWS as u64);
-    assert!(peak_kb > 0, "the peak RSS was read");
     // 120 MB of events: the queue held 10,000 of them when it counted
     // events only (this debug build peaked at 140 MB); 16 MB of them now
     // (65 MB). Release builds peak lower (see the README).
@@ -619,19 +615,7 @@ async fn a_rerun_keeps_where_entries_in_flight_are_not_the_entries() {
     assert!(bytes > 60_000_000, "{bytes} bytes");
 
     receiver.set_faults(FaultPlan::none());
-    let report = dir.path().join("wide.report.jsonl");
-    let args = [
-        "sync",
-        path_str(&file),
-        "--name",
-        "wide",
-        "--report",
-        path_str(&report),
-    ];
-    let (output, peak_kb) = peak_rss_kb(&dir, &receiver, &args).await;
-    assert!(output.status.success(), "{}", stderr(&output));
-    let lines = report_lines(&report);
-    assert_adds_up(&lines);
+    let (lines, peak_kb) = synced_with_peak(&dir, &receiver, &file, &["--name", "wide"]).await;
     let s = summary(&lines);
     assert_eq!(count(s, "recovered_not_in_source"), IN_FLIGHT as u64, "{s}");
     assert_eq!(count(s, "valid"), 1, "{s}");
@@ -639,7 +623,6 @@ async fn a_rerun_keeps_where_entries_in_flight_are_not_the_entries() {
         receiver.store().stats().unique_message_ids,
         IN_FLIGHT as u64 + 1
     );
-    assert!(peak_kb > 0, "the peak RSS was read");
     // This debug build peaked at 148 MB here holding the entries whole (and
     // would hold them all again if they were read back at once), and at
     // 71 MB holding their places: its client queue fills with 10,000 of
@@ -674,16 +657,7 @@ async fn entries_left_unsent_when_the_client_closes_after_the_read_wait_for_the_
     receiver
         .set_faults(FaultPlan::user_id("x1", 401, None).with_latency(Duration::from_millis(200)));
     let before = receiver.store().stats();
-    let report = dir.path().join("closed.report.jsonl");
-    let args = [
-        "sync",
-        path_str(&file),
-        "--name",
-        "closed",
-        "--report",
-        path_str(&report),
-    ];
-    let output = run(&dir, Some(&receiver), &args).await;
+    let (output, report) = sync_reported(&dir, &receiver, &file, &["--name", "closed"]).await;
     assert!(!output.status.success(), "a refused key is fatal");
     let lines = report_lines(&report);
     assert_adds_up(&lines);
@@ -699,7 +673,7 @@ async fn entries_left_unsent_when_the_client_closes_after_the_read_wait_for_the_
     // The next run, with the key accepted, sends every one not delivered
     // yet: over the two runs, each entry (and u0) arrives exactly once.
     receiver.set_faults(FaultPlan::none());
-    let output = run(&dir, Some(&receiver), &args).await;
+    let (output, report) = sync_reported(&dir, &receiver, &file, &["--name", "closed"]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     let lines = report_lines(&report);
     assert_adds_up(&lines);

@@ -273,7 +273,7 @@ pub(crate) struct PendingRef {
     pub key: String,
     /// Its record's row, if the state has the identity.
     pub row: Option<i64>,
-    /// Its place among the pending entries (log order).
+    /// Its line in the log: the pending entries sort by it, oldest first.
     pub order: usize,
     /// Where its line starts in the log, and its length without the newline.
     offset: u64,
@@ -430,12 +430,8 @@ impl StateStore {
                 }
             }
         }
-        let mut left: Vec<_> = in_flight.into_values().collect();
-        left.sort_unstable_by_key(|pending| pending.order);
-        for (order, pending) in left.iter_mut().enumerate() {
-            pending.order = order;
-        }
-        scan.pending = left;
+        scan.pending = in_flight.into_values().collect();
+        scan.pending.sort_unstable_by_key(|pending| pending.order);
         Ok(scan)
     }
 

@@ -161,15 +161,11 @@ impl<'a> Reader<'a> {
             };
             let resent = unmatched.iter().map(|p| p.key.clone()).collect();
             let pushed = self.push_unmatched(unmatched, removed_event.as_deref(), source.name());
-            let gone = match pushed {
-                Ok(true) if gone_for_sure => {
-                    self.push_removals(removed_event.as_deref(), source.name(), &resent)
-                }
-                Ok(true) => Ok(()),
-                // Stopped or closed under us: what is left waits in the outbox.
-                Ok(false) => Ok(()),
-                Err(error) => Err(error),
-            };
+            // Stopped or closed under it: what is left waits in the outbox.
+            let gone = pushed.and_then(|all_pushed| match all_pushed && gone_for_sure {
+                true => self.push_removals(removed_event.as_deref(), source.name(), &resent),
+                false => Ok(()),
+            });
             if let Err(error) = gone {
                 let _ = self.flush_chunk();
                 return Err(error);
