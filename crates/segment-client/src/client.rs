@@ -23,9 +23,10 @@ use crate::message::{
 };
 use crate::report::{DeliveryReport, EventOutcome};
 use crate::retry::RetryPolicy;
+use crate::room::{NoRoom, Room};
 use crate::throttle::{Pacer, Pause};
 use crate::transport::{DryRun, HttpTransport, Transport, batch_endpoint};
-use crate::worker::{CloseRequest, Gates, OutcomeHook, Room, Sender, Settings, Task, Worker};
+use crate::worker::{CloseRequest, Gates, OutcomeHook, Sender, Settings, Task, Worker};
 
 /// An event validated and serialised once, ready to queue with
 /// [`HttpClient::queue_prepared_blocking`]. Its JSON is exactly what will be
@@ -381,7 +382,7 @@ pub struct HttpClient {
 
 struct Handle {
     tx: mpsc::Sender<Task>,
-    /// Room for events queued in bulk, shared with the worker.
+    /// Room in the queue, in events and bytes, shared with the worker.
     room: Arc<Room>,
     control: mpsc::UnboundedSender<CloseRequest>,
     sender: Arc<Sender>,
@@ -607,10 +608,7 @@ impl HttpClient {
     /// [`tokio::sync::mpsc::Sender::blocking_send`].
     pub fn identify_blocking(&self, params: IdentifyParams) -> Result<(), SegmentError> {
         let event = prepare(params)?;
-        self.check_open()?;
-        self.inner
-            .tx
-            .blocking_send(Task::Event(event, None))
+        self.enqueue_blocking(Task::Event(event, None))
             .map_err(|_| closed())
     }
 
@@ -635,10 +633,7 @@ impl HttpClient {
     /// If called from within an async runtime, like
     /// [`identify_blocking`](Self::identify_blocking).
     pub fn queue_prepared_blocking(&self, event: PreparedEvent) -> Result<(), SegmentError> {
-        self.check_open()?;
-        self.inner
-            .tx
-            .blocking_send(Task::Event(event.0, None))
+        self.enqueue_blocking(Task::Event(event.0, None))
             .map_err(|_| closed())
     }
 
@@ -648,8 +643,8 @@ impl HttpClient {
     /// but the worker is woken once per call rather than once per event, so
     /// a bulk producer hands over a chunk for about the cost of one event.
     /// The queue holds at most the builder's `queue_capacity` events queued
-    /// this way, and at most 16 MB of them (besides as many queued one by
-    /// one); a call with more is queued in parts.
+    /// this way (besides as many queued one by one), and at most 16 MB of
+    /// events however they were queued; a call with more is queued in parts.
     ///
     /// # Errors
     /// `client_closed` after [`close_and_flush`](Self::close_and_flush),
@@ -685,34 +680,19 @@ impl HttpClient {
             let mut bytes = 0;
             let mut chunk: Vec<Event> = Vec::new();
             while let Some(event) = events.next_if(|event| {
-                let fits = bytes + crate::worker::queued_bytes(event) <= part_bytes;
+                let fits = bytes + crate::room::queued_bytes(event) <= part_bytes;
                 chunk.is_empty() || (chunk.len() < part && fits)
             }) {
-                bytes += crate::worker::queued_bytes(&event);
+                bytes += crate::room::queued_bytes(&event);
                 chunk.push(event);
             }
-            let not_queued = |chunk: Vec<Event>, rest: std::iter::Peekable<_>| {
-                chunk
-                    .into_iter()
-                    .chain(rest)
-                    .map(PreparedEvent)
-                    .collect::<Vec<_>>()
-            };
-            if let Err(error) = self.check_open() {
-                return Err((error, not_queued(chunk, events)));
-            }
-            if !self.inner.room.take(&chunk) {
-                return Err((closed(), not_queued(chunk, events)));
-            }
-            if let Err(mpsc::error::SendError(task)) =
-                self.inner.tx.blocking_send(Task::Events(chunk))
-            {
+            if let Err(task) = self.enqueue_blocking(Task::Events(chunk)) {
                 let chunk = match task {
                     Task::Events(chunk) => chunk,
                     _ => Vec::new(),
                 };
-                self.inner.room.give(&chunk);
-                return Err((closed(), not_queued(chunk, events)));
+                let not_queued = chunk.into_iter().chain(events).map(PreparedEvent);
+                return Err((closed(), not_queued.collect()));
             }
         }
         Ok(())
@@ -726,16 +706,27 @@ impl HttpClient {
     pub fn try_identify(&self, params: IdentifyParams) -> Result<(), SegmentError> {
         let event = prepare(params)?;
         self.check_open()?;
-        self.inner
-            .tx
-            .try_send(Task::Event(event, None))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => SegmentError::new(
-                    Kind::QueueFull,
-                    "the queue is full; the event was not queued",
-                ),
-                mpsc::error::TrySendError::Closed(_) => closed(),
-            })
+        let full = || {
+            SegmentError::new(
+                Kind::QueueFull,
+                "the queue is full; the event was not queued",
+            )
+        };
+        let task = Task::Event(event, None);
+        let taken = self
+            .inner
+            .room
+            .try_take(&task)
+            .map_err(|no_room| match no_room {
+                NoRoom::Full => full(),
+                NoRoom::Closed => closed(),
+            })?;
+        self.inner.tx.try_send(task).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => full(),
+            mpsc::error::TrySendError::Closed(_) => closed(),
+        })?;
+        taken.queued();
+        Ok(())
     }
 
     /// Like [`identify`](Self::identify), and returns a receipt that resolves
@@ -852,6 +843,12 @@ impl HttpClient {
         }
     }
 
+    /// The queue's room, for tests that fill it.
+    #[cfg(test)]
+    pub(crate) fn room(&self) -> &Room {
+        &self.inner.room
+    }
+
     fn check_open(&self) -> Result<(), SegmentError> {
         if self.inner.closed.load(Ordering::SeqCst) {
             Err(closed())
@@ -860,9 +857,30 @@ impl HttpClient {
         }
     }
 
+    /// Queues `task` once there is room for it, in the channel and in bytes.
     async fn enqueue(&self, task: Task) -> Result<(), SegmentError> {
         self.check_open()?;
-        self.inner.tx.send(task).await.map_err(|_| closed())
+        let taken = self.inner.room.take(&task).await.ok_or_else(closed)?;
+        self.inner.tx.send(task).await.map_err(|_| closed())?;
+        taken.queued();
+        Ok(())
+    }
+
+    /// [`enqueue`](Self::enqueue) from a thread outside any runtime. A task
+    /// not queued comes back: the client is closed.
+    fn enqueue_blocking(&self, task: Task) -> Result<(), Task> {
+        if self.check_open().is_err() {
+            return Err(task);
+        }
+        let Some(taken) = self.inner.room.take_blocking(&task) else {
+            return Err(task);
+        };
+        self.inner
+            .tx
+            .blocking_send(task)
+            .map_err(|mpsc::error::SendError(task)| task)?;
+        taken.queued();
+        Ok(())
     }
 
     async fn request(
@@ -1052,7 +1070,9 @@ impl HttpClientBuilder {
     }
 
     /// Events the queue holds before `identify` waits (and `try_identify`
-    /// returns `queue_full`), at least 1. Default: 10,000.
+    /// returns `queue_full`), at least 1. Default: 10,000. Whatever this
+    /// is, the queue also holds at most 16 MB of events, so that big events
+    /// behind a slow server wait with their caller instead of in memory.
     pub fn queue_capacity(mut self, events: usize) -> Self {
         self.queue_capacity = events;
         self
@@ -1318,7 +1338,7 @@ impl HttpClientBuilder {
             outbox: outbox.clone(),
         };
         let (tx, rx) = mpsc::channel(self.queue_capacity);
-        let room = Arc::new(Room::new(self.queue_capacity, crate::worker::QUEUE_BYTES));
+        let room = Arc::new(Room::new(self.queue_capacity, crate::room::QUEUE_BYTES));
         let (control, control_rx) = mpsc::unbounded_channel();
         let worker = Worker::new(
             rx,

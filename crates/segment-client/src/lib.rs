@@ -46,6 +46,7 @@ mod payload;
 mod raw;
 mod report;
 mod retry;
+mod room;
 #[cfg(test)]
 mod scripted;
 mod throttle;

@@ -32,12 +32,13 @@ use crate::health::{Admission, Health};
 use crate::message::Event;
 use crate::report::{DeliveryReport, EventOutcome, EventRef};
 use crate::retry::{Decision, RetryPolicy};
+use crate::room::Room;
 use crate::throttle::{Pacer, Pause};
 use crate::transport::Transport;
 
 /// Most queue entries taken per wake-up: enough to amortise the wake-up,
 /// few enough that sealed batches waiting for a send slot stay bounded.
-const RECV_CHUNK: usize = 128;
+pub(crate) const RECV_CHUNK: usize = 128;
 
 /// Where one event's outcome is sent, for callers that wait on a single event.
 pub(crate) type Receipt = oneshot::Sender<Result<(), SegmentError>>;
@@ -47,7 +48,8 @@ pub(crate) type OutcomeHook = Arc<dyn Fn(&EventOutcome<'_>) + Send + Sync>;
 /// What the client handle sends to the worker, in order.
 pub(crate) enum Task {
     Event(Event, Option<Receipt>),
-    /// Events queued together by a bulk producer, holding [`Room`] for each.
+    /// Events queued together by a bulk producer: one wake-up of the worker
+    /// per chunk instead of one per event.
     Events(Vec<Event>),
     /// An event whose caller waits for its outcome: sent promptly.
     Confirm(Event, Receipt),
@@ -55,106 +57,6 @@ pub(crate) enum Task {
         deadline: Instant,
         reply: oneshot::Sender<DeliveryReport>,
     },
-}
-
-/// Room for events queued in bulk ([`Task::Events`]): the channel bounds
-/// its entries, this bounds the events inside them, to the same queue
-/// capacity, and their bytes, to [`QUEUE_BYTES`]. A bulk producer takes
-/// room for its events before it queues them (waiting while there is none)
-/// and the worker gives it back as it takes them off the queue; one entry
-/// per chunk means one wake-up of the worker per chunk instead of one per
-/// event.
-pub(crate) struct Room {
-    state: Mutex<RoomState>,
-    freed: std::sync::Condvar,
-    capacity: usize,
-    capacity_bytes: usize,
-}
-
-/// The most bytes of events queued in bulk: 10,000 events of 10 KB took
-/// 260 MB of memory while a slow server held the queue full. Events under
-/// 1.6 KB meet the count (10,000 by default) first.
-pub(crate) const QUEUE_BYTES: usize = 16 << 20;
-
-/// What a queued event holds: its JSON buffer. It does not change while
-/// the event is queued, so what is taken is what is given back.
-pub(crate) fn queued_bytes(event: &Event) -> usize {
-    event.json.capacity()
-}
-
-struct RoomState {
-    free: usize,
-    free_bytes: usize,
-    closed: bool,
-}
-
-impl Room {
-    pub fn new(capacity: usize, capacity_bytes: usize) -> Self {
-        Self {
-            state: Mutex::new(RoomState {
-                free: capacity,
-                free_bytes: capacity_bytes,
-                closed: false,
-            }),
-            freed: std::sync::Condvar::new(),
-            capacity,
-            capacity_bytes,
-        }
-    }
-
-    /// The most events one entry may hold.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// The most bytes of events one entry may hold, unless it is one event.
-    pub fn capacity_bytes(&self) -> usize {
-        self.capacity_bytes
-    }
-
-    /// What `bytes` of events cost: an entry over the whole room (one
-    /// event) takes all of it, so it waits for an empty queue.
-    fn charge(&self, bytes: usize) -> usize {
-        bytes.min(self.capacity_bytes)
-    }
-
-    /// Takes room for `events` (at most [`capacity`](Self::capacity) of
-    /// them), blocking while there is not enough; `false` once the worker
-    /// is gone. [`give`](Self::give) gives back the same.
-    pub fn take(&self, events: &[Event]) -> bool {
-        let bytes = self.charge(events.iter().map(queued_bytes).sum());
-        let mut state = lock(&self.state);
-        loop {
-            if state.closed {
-                return false;
-            }
-            if state.free >= events.len() && state.free_bytes >= bytes {
-                state.free -= events.len();
-                state.free_bytes -= bytes;
-                return true;
-            }
-            state = self
-                .freed
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-    }
-
-    /// Gives back the room `events` took.
-    pub fn give(&self, events: &[Event]) {
-        let bytes = self.charge(events.iter().map(queued_bytes).sum());
-        let mut state = lock(&self.state);
-        state.free = (state.free + events.len()).min(self.capacity);
-        state.free_bytes = (state.free_bytes + bytes).min(self.capacity_bytes);
-        drop(state);
-        self.freed.notify_all();
-    }
-
-    /// No more room will be given: wakes every producer waiting for it.
-    pub fn close(&self) {
-        lock(&self.state).closed = true;
-        self.freed.notify_all();
-    }
 }
 
 /// A close, sent beside the queue so that a full queue cannot keep it out.
@@ -493,6 +395,9 @@ impl Worker {
                 },
                 () = &mut batch_timer, if armed_batch.is_some() && self.ready.is_empty() => self.seal(),
                 n = self.rx.recv_many(&mut received, RECV_CHUNK), if can_read => {
+                    for task in &received {
+                        self.room.give(task);
+                    }
                     self.persist(&mut received);
                     for task in received.drain(..) {
                         self.accept(task);
@@ -543,7 +448,6 @@ impl Worker {
                 Task::Event(event, receipt) => self.fail_event(&event, receipt, &error),
                 Task::Confirm(event, receipt) => self.fail_event(&event, Some(receipt), &error),
                 Task::Events(events) => {
-                    self.room.give(&events);
                     for event in events {
                         self.fail_event(&event, None, &error);
                     }
@@ -579,7 +483,6 @@ impl Worker {
         match task {
             Task::Event(event, receipt) => self.accept_event(event, receipt),
             Task::Events(events) => {
-                self.room.give(&events);
                 for event in events {
                     self.accept_event(event, None);
                 }
@@ -636,6 +539,7 @@ impl Worker {
             self.room.close();
             let mut rest = Vec::new();
             while let Ok(task) = self.rx.try_recv() {
+                self.room.give(&task);
                 rest.push(task);
             }
             self.persist(&mut rest);
@@ -934,7 +838,7 @@ fn rescue(
     // has taken the events, with the shutdown timeout as its deadline.
     let (_, rx) = mpsc::channel(1);
     let (_, control) = mpsc::unbounded_channel();
-    let room = Arc::new(Room::new(1, QUEUE_BYTES));
+    let room = Arc::new(Room::new(1, crate::room::QUEUE_BYTES));
     let mut worker = Worker::new(rx, room, control, sender, settings.clone());
     let count = held.len();
     for (event, receipt) in held {
@@ -955,44 +859,4 @@ fn rescue(
         })?;
     let _ = thread.join();
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::message::Identity;
-
-    fn event(bytes: usize) -> Event {
-        let event = Event {
-            message_id: "m".to_owned(),
-            identity: Identity::user("u"),
-            json: vec![b' '; bytes],
-            tag: 0,
-        };
-        assert_eq!(queued_bytes(&event), bytes);
-        event
-    }
-
-    fn free(room: &Room) -> (usize, usize) {
-        let state = lock(&room.state);
-        (state.free, state.free_bytes)
-    }
-
-    #[test]
-    fn room_is_taken_and_given_back_by_events_and_bytes() {
-        let room = Room::new(10, 100);
-        let two = [event(30), event(30)];
-        assert!(room.take(&two));
-        assert_eq!(free(&room), (8, 40));
-        room.give(&two);
-        assert_eq!(free(&room), (10, 100));
-        // One event over the whole room takes all of it, and gives it all back.
-        let big = [event(500)];
-        assert!(room.take(&big));
-        assert_eq!(free(&room), (9, 0));
-        room.give(&big);
-        assert_eq!(free(&room), (10, 100));
-        room.close();
-        assert!(!room.take(&[event(1)]), "closed");
-    }
 }
