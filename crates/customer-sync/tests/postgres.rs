@@ -116,3 +116,55 @@ fn an_analysed_table_expects_the_planners_row_count_and_other_reads_expect_none(
     assert_eq!(next.expected_records(), None);
     assert_eq!(next.by_ref().count(), 10);
 }
+
+#[test]
+fn a_read_knows_its_key_column_is_distinct_only_when_no_identity_read_from_it_can_repeat() {
+    let db = TestDb::new(
+        "CREATE TABLE by_number (id bigint PRIMARY KEY, email text);
+         INSERT INTO by_number SELECT i, 'n' || i FROM generate_series(1, 50) i;
+         CREATE TABLE by_text (customer_id text PRIMARY KEY, email text, updated_at int NOT NULL);
+         INSERT INTO by_text SELECT 'cus_' || i, 'c' || i, i FROM generate_series(1, 50) i;
+         CREATE TABLE padded (customer_id char(10) PRIMARY KEY, email text);
+         INSERT INTO padded SELECT 'cus_' || i, 'p' || i FROM generate_series(1, 50) i;
+         CREATE TABLE by_pair (region text, id int, email text, PRIMARY KEY (region, id));
+         INSERT INTO by_pair VALUES ('eu', 1, 'a'), ('us', 1, 'b');",
+    );
+    let distinct = |source: PostgresSource| {
+        let mut source = source.start(&[]).unwrap();
+        let column = source.distinct_column().map(str::to_owned);
+        assert!(source.by_ref().count() > 0);
+        assert!(source.take_fatal().is_none());
+        column
+    };
+    // A one-column key of numbers, or of text no identity trims: distinct.
+    assert_eq!(distinct(db.table("by_number")).as_deref(), Some("id"));
+    assert_eq!(
+        distinct(db.table("by_text")).as_deref(),
+        Some("customer_id")
+    );
+    // char(n) pads with spaces its equality ignores: still distinct.
+    assert_eq!(distinct(db.table("padded")).as_deref(), Some("customer_id"));
+    // A key of two columns: one of them alone can repeat.
+    assert_eq!(distinct(db.table("by_pair")), None);
+    // A query has no key.
+    let query = PostgresTarget::Query("SELECT * FROM by_number".into());
+    assert_eq!(distinct(db.source(query, None, None)), None);
+
+    // ` cus_7` is a different key from `cus_7` but the same identity once
+    // trimmed, as are keys ending in a tab or a no-break space: not distinct.
+    for (key, updated_at) in [(" cus_7", 51), ("cus_8\t", 52), ("cus_9\u{a0}", 53)] {
+        db.exec(&format!(
+            "DELETE FROM by_text WHERE updated_at > 50;
+             INSERT INTO by_text VALUES ('{key}', 'dup', {updated_at})"
+        ));
+        assert_eq!(distinct(db.table("by_text")), None, "{key:?}");
+    }
+    // A keyset read past that row does not read it: distinct again.
+    let past = db.source(
+        PostgresTarget::Table("by_text".into()),
+        Some("updated_at"),
+        Some(r#"["53","zzzz"]"#),
+    );
+    db.exec("INSERT INTO by_text VALUES ('cus_100', 'new', 60)");
+    assert_eq!(distinct(past).as_deref(), Some("customer_id"));
+}

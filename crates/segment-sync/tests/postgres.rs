@@ -210,6 +210,36 @@ async fn a_bad_value_names_the_table_key_and_column_and_the_run_goes_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_that_trim_to_the_same_identity_are_duplicates_with_or_without_a_state() {
+    // Distinct keys to PostgreSQL, one customer once trimmed: the run
+    // cannot lean on the key being unique, and checks the identities.
+    let db = TestDb::new(
+        "CREATE TABLE customers (customer_id text PRIMARY KEY, plan text);
+         INSERT INTO customers VALUES ('cus_1', 'a'), ('cus_2', 'b'), (' cus_1', 'c');",
+    )
+    .await;
+    let receiver = receiver(FaultPlan::none()).await;
+    for state in [&["--no-state"][..], &[]] {
+        let dir = TempDir::new().unwrap();
+        let mut args = vec![db.url(), "--table".into(), "customers".into()];
+        args.extend(state.iter().map(|s| (*s).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (output, summary) = sync(&dir, &receiver, &args).await;
+        // A table cannot be read twice to find the last row: the first is
+        // sent, the second refused.
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+        assert_eq!(summary["invalid"], 1, "{state:?}: {summary}");
+        assert_eq!(summary["delivered"], 2, "{state:?}: {summary}");
+        let refused = report_of(&dir)
+            .into_iter()
+            .find(|l| l["type"] == "invalid")
+            .unwrap();
+        assert_eq!(refused["reason"], "duplicate_identity", "{refused}");
+        assert_eq!(refused["key"], "customer_id= cus_1", "{refused}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_sends_changed_and_added_rows_and_reports_removed_ones() {
     let db = TestDb::new(CUSTOMERS).await;
     let receiver = receiver(FaultPlan::none()).await;

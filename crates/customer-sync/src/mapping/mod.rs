@@ -570,6 +570,16 @@ impl Mapping {
         }
     }
 
+    /// Whether a record's identity is `column`'s value and nothing else:
+    /// a userId from it, no anonymousId, not a group.
+    pub(crate) fn keyed_on_only(&self, column: &str) -> bool {
+        self.group_id.is_none()
+            && self.anonymous_id.is_none()
+            && self
+                .user_id
+                .is_some_and(|i| &*self.columns[i].name == column)
+    }
+
     /// The names of the user id and anonymous id columns, for reading a
     /// customer's identity without the record; `None` for a group mapping
     /// (its key is the group id).

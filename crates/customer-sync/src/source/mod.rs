@@ -384,6 +384,31 @@ impl Source {
         }
     }
 
+    /// A column whose value no two records of this read share, even once
+    /// trimmed as an identity is: a PostgreSQL table's one-column primary
+    /// key, checked in the snapshot it is read in (a text key must not
+    /// start or end with whitespace or a character outside ASCII). A sync
+    /// keyed on it alone cannot meet an identity twice, so it keeps no
+    /// table of the identities it has seen. `None` for files, queries and
+    /// other keys.
+    ///
+    /// # Example
+    /// ```
+    /// use customer_sync::Source;
+    /// use customer_sync::source::SourceFormat;
+    ///
+    /// let csv = "id,email\n1,a@example.com\n".as_bytes();
+    /// let source = Source::from_reader("customers.csv", SourceFormat::Csv, csv)?;
+    /// assert_eq!(source.distinct_column(), None);
+    /// # Ok::<(), customer_sync::source::SourceError>(())
+    /// ```
+    pub fn distinct_column(&self) -> Option<&str> {
+        match &self.reader {
+            FormatReader::Postgres(reader) => reader.distinct_column(),
+            _ => None,
+        }
+    }
+
     /// The file's size in bytes, for an ETA; `None` for stdin and readers.
     pub fn total_bytes(&self) -> Option<u64> {
         self.total_bytes

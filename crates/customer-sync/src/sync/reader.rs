@@ -186,6 +186,11 @@ impl<'a> Reader<'a> {
     fn read_records(&mut self, source: &mut Source) -> Result<(), SyncError> {
         let tracker = self.tracker;
         let mut seen = SeenIdentities::default();
+        // Keyed on a column whose values the source knows are distinct: no
+        // identity comes twice, and the table of those seen stays empty.
+        let distinct = source
+            .distinct_column()
+            .is_some_and(|column| self.mapping.keyed_on_only(column));
         let mut new_in_sample = 0u64;
         let progress = source.progress();
         let size = (source.total_bytes(), source.expected_records());
@@ -205,6 +210,7 @@ impl<'a> Reader<'a> {
             Counters::add(&tracker.counters.read);
             if Counters::get(&tracker.counters.read) == SIZING_SAMPLE + 1
                 && self.last_rows.is_none()
+                && !distinct
             {
                 // Sized for the new identities only: known ones use the state index.
                 let share = if self.planner.is_some() {
@@ -239,9 +245,9 @@ impl<'a> Reader<'a> {
                                 new_in_sample += u64::from(
                                     Counters::get(&tracker.counters.read) <= SIZING_SAMPLE,
                                 );
-                                let first_line = match self.last_rows {
-                                    Some(_) => None,
-                                    None => seen.check(&identity, at.line),
+                                let first_line = match self.last_rows.is_some() || distinct {
+                                    true => None,
+                                    false => seen.check(&identity, at.line),
                                 };
                                 self.check_duplicate(first_line, &at, &identity)
                             }
@@ -295,7 +301,7 @@ impl<'a> Reader<'a> {
                     continue;
                 }
             };
-            if fingerprint.is_none() && self.last_rows.is_none() {
+            if fingerprint.is_none() && self.last_rows.is_none() && !distinct {
                 let first_line = seen.check(&mapped.identity, at.line);
                 if !self.check_duplicate(first_line, &at, &mapped.identity) {
                     continue;
