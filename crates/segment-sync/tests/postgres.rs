@@ -236,6 +236,12 @@ async fn keys_that_trim_to_the_same_identity_are_duplicates_with_or_without_a_st
             .unwrap();
         assert_eq!(refused["reason"], "duplicate_identity", "{refused}");
         assert_eq!(refused["key"], "customer_id= cus_1", "{refused}");
+        // A table has rows, not lines.
+        let message = refused["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("the same identity is on row 1 of this read;"),
+            "{message}"
+        );
     }
 }
 

@@ -17,7 +17,7 @@ use super::tracker::{InFlightRecord, StateRef, Tracker, lock};
 use crate::mapping::{ChangeKind, DuplicatePolicy, MappedJson, Mapping};
 use crate::record::{Location, Record, RecordError, RecordErrorKind};
 use crate::report::Counters;
-use crate::source::Source;
+use crate::source::{Source, SourceFormat};
 use crate::state::{
     Change, OutboxEntryRef, Pending, PendingRef, REMOVAL_HASH, StateStore, identity_from_key,
     identity_key,
@@ -102,6 +102,9 @@ pub(crate) struct Reader<'a> {
     /// allocated afresh came from (and went back to) the OS each time, its
     /// pages faulted in and zeroed again.
     outbox_lines: Vec<u8>,
+    /// The source's records are a database's rows, numbered in the read
+    /// rather than by line: messages say so.
+    rows: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -128,6 +131,7 @@ impl<'a> Reader<'a> {
             records: Vec::new(),
             changes: Vec::new(),
             outbox_lines: Vec::new(),
+            rows: false,
         }
     }
 
@@ -185,6 +189,7 @@ impl<'a> Reader<'a> {
 
     fn read_records(&mut self, source: &mut Source) -> Result<(), SyncError> {
         let tracker = self.tracker;
+        self.rows = source.format() == SourceFormat::Postgres;
         let mut seen = SeenIdentities::default();
         // Keyed on a column whose values the source knows are distinct: no
         // identity comes twice, and the table of those seen stays empty.
@@ -355,22 +360,32 @@ impl<'a> Reader<'a> {
             return true;
         };
         Counters::add(&tracker.counters.duplicates);
+        let (place, remedy) = match self.rows {
+            true => (
+                format!("row {first_line} of this read"),
+                "read it with a --query that keeps one row per identity, or from an export to a file, to send the last row",
+            ),
+            false => (
+                format!("line {first_line}"),
+                "read from a regular file to send the last row",
+            ),
+        };
         let refuse = |why: &str| {
             RecordError::new(
                 at.clone(),
                 RecordErrorKind::DuplicateIdentity,
-                format!("the same identity is on line {first_line}; {why}"),
+                format!("the same identity is on {place}; {why}"),
             )
         };
         match self.duplicates {
             DuplicatePolicy::Last => {
                 // Only a source that cannot be read twice (stdin, a named
-                // pipe) gets here:
+                // pipe, a database) gets here:
                 // the first row is already on its way, and sending this one
                 // too could land in either order.
-                tracker.invalid(&refuse(
-                    "this input cannot be read twice to find the last row, so the first one was sent and this one was not (read from a regular file to send the last row)",
-                ));
+                tracker.invalid(&refuse(&format!(
+                    "this input cannot be read twice to find the last row, so the first one was sent and this one was not ({remedy})"
+                )));
                 false
             }
             DuplicatePolicy::First => {
