@@ -127,7 +127,15 @@ fn a_read_knows_its_key_column_is_distinct_only_when_no_identity_read_from_it_ca
          CREATE TABLE padded (customer_id char(10) PRIMARY KEY, email text);
          INSERT INTO padded SELECT 'cus_' || i, 'p' || i FROM generate_series(1, 50) i;
          CREATE TABLE by_pair (region text, id int, email text, PRIMARY KEY (region, id));
-         INSERT INTO by_pair VALUES ('eu', 1, 'a'), ('us', 1, 'b');",
+         INSERT INTO by_pair VALUES ('eu', 1, 'a'), ('us', 1, 'b');
+         CREATE TABLE by_uuid (id uuid PRIMARY KEY, email varchar(20));
+         INSERT INTO by_uuid VALUES ('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'u');
+         CREATE TABLE by_varchar (id varchar(20) PRIMARY KEY, email text);
+         INSERT INTO by_varchar VALUES ('v1', 'v');
+         CREATE TABLE parent (id int PRIMARY KEY, email text);
+         CREATE TABLE child () INHERITS (parent);
+         INSERT INTO parent VALUES (1, 'a');
+         INSERT INTO child VALUES (1, 'b');",
     );
     let distinct = |source: PostgresSource| {
         let mut source = source.start(&[]).unwrap();
@@ -144,8 +152,12 @@ fn a_read_knows_its_key_column_is_distinct_only_when_no_identity_read_from_it_ca
     );
     // char(n) pads with spaces its equality ignores: still distinct.
     assert_eq!(distinct(db.table("padded")).as_deref(), Some("customer_id"));
+    assert_eq!(distinct(db.table("by_uuid")).as_deref(), Some("id"));
+    assert_eq!(distinct(db.table("by_varchar")).as_deref(), Some("id"));
     // A key of two columns: one of them alone can repeat.
     assert_eq!(distinct(db.table("by_pair")), None);
+    // A parent's rows include its children's, which its key does not cover.
+    assert_eq!(distinct(db.table("parent")), None);
     // A query has no key.
     let query = PostgresTarget::Query("SELECT * FROM by_number".into());
     assert_eq!(distinct(db.source(query, None, None)), None);

@@ -744,3 +744,20 @@ fn a_group_mapping_keys_on_the_group_and_sends_a_group_call_for_the_member() {
         "{err}"
     );
 }
+
+#[test]
+fn a_mapping_is_keyed_on_one_column_only_with_a_user_id_from_it_alone() {
+    let keyed = |spec_text: Option<&str>, columns: &[&str], column: &str| {
+        let spec = spec_text.map(spec);
+        Mapping::new(spec.as_ref(), columns)
+            .unwrap()
+            .keyed_on_only(column)
+    };
+    assert!(keyed(None, &["customer_id", "email"], "customer_id"));
+    assert!(!keyed(None, &["customer_id", "email"], "email"));
+    // An empty user id falls back to the anonymous id: the key alone is not it.
+    assert!(!keyed(None, &["user_id", "anonymous_id"], "user_id"));
+    let group = "[identity]\ngroup_id = \"account\"\nuser_id = \"owner\"\n";
+    assert!(!keyed(Some(group), &["account", "owner"], "account"));
+    assert!(!keyed(Some(group), &["account", "owner"], "owner"));
+}

@@ -411,6 +411,8 @@ struct Plan {
     user: String,
     /// The rows the read is expected to return ([`PostgresSource::estimated_rows`]).
     estimated_rows: Option<u64>,
+    /// The table's object id; `None` for a query.
+    oid: Option<u32>,
 }
 
 impl Worker {
@@ -471,7 +473,7 @@ impl Worker {
             .await
             .map_err(|e| self.run_error(&e, &plan))?;
         let distinct = self
-            .distinct_key(&tx, &plan, &sql)
+            .distinct_key(&tx, &plan)
             .await
             .map_err(|e| self.run_error(&e, &plan))?;
         // Binary COPY measured 2.3x less client CPU and 2.5x less wall time
@@ -561,9 +563,9 @@ impl Worker {
         Ok(())
     }
 
-    /// The primary key's column, when it is one column and no two rows of
-    /// this read (`sql`, in the snapshot the COPY reads) can give the same
-    /// identity: numbers and uuids are distinct as written, and text keys
+    /// The primary key's column, when it is one column of a table without
+    /// inheritance children and no two rows of this read (in the snapshot
+    /// the COPY reads, past the keyset mark) can give the same identity: numbers and uuids are distinct as written, and text keys
     /// are distinct unless trimming makes them equal, so the read's keys
     /// are checked for whitespace (or a character outside ASCII, which may
     /// be whitespace) at either end. A read whose mapping is keyed on this
@@ -572,35 +574,54 @@ impl Worker {
         &self,
         tx: &tokio_postgres::Transaction<'_>,
         plan: &Plan,
-        sql: &str,
     ) -> Result<Option<Arc<str>>, tokio_postgres::Error> {
-        let [key] = plan.primary_key.as_slice() else {
+        let ([key], Some(oid)) = (plan.primary_key.as_slice(), plan.oid) else {
             return Ok(None);
         };
         let Some(i) = plan.columns.iter().position(|c| &*c.name == key) else {
             return Ok(None);
         };
-        let name = Arc::clone(&plan.columns[i].name);
-        match plan.types[i] {
-            Type::INT2 | Type::INT4 | Type::INT8 | Type::UUID => return Ok(Some(name)),
-            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {}
+        let text = match plan.types[i] {
+            Type::INT2 | Type::INT4 | Type::INT8 | Type::UUID => false,
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => true,
             _ => return Ok(None),
-        }
-        // `::text` drops char(n)'s padding, which its equality ignores. A
-        // first or last character outside printable ASCII (other than a
-        // space) may be whitespace that trimming takes off; measured, this
-        // check costs the server about 0.5 s for a million rows.
-        let row = tx
+        };
+        // A table's rows include its inheritance children's, which its
+        // primary key does not cover (nor, in this test, a partitioned
+        // table's partitions, which are its children too).
+        let alone: bool = tx
             .query_one(
-                &format!(
-                    "SELECT NOT EXISTS (SELECT 1 FROM ({sql}) AS segment_sync_read \
-                     WHERE {}::text COLLATE \"C\" ~ '^[^!-~]|[^!-~]$')",
-                    quote(key)
-                ),
-                &[],
+                "SELECT relkind = 'r' AND NOT relhassubclass FROM pg_class WHERE oid = $1",
+                &[&oid],
             )
-            .await?;
-        Ok(row.get::<_, bool>(0).then_some(name))
+            .await?
+            .get(0);
+        if !alone {
+            return Ok(None);
+        }
+        if text {
+            // `::text` drops char(n)'s padding, which its equality ignores.
+            // A first or last character outside printable ASCII (other than
+            // a space) may be whitespace that trimming takes off; measured,
+            // this check costs the server about 0.5 s for a million rows.
+            let mut filter = format!("{}::text COLLATE \"C\" ~ '^[^!-~]|[^!-~]$'", quote(key));
+            if let Some(order) = self.keyset_order(plan) {
+                filter = format!("{} AND {filter}", self.keyset_filter(plan, &order));
+            }
+            let row = tx
+                .query_one(
+                    &format!(
+                        "SELECT NOT EXISTS (SELECT 1 FROM {} WHERE {filter})",
+                        plan.from
+                    ),
+                    &[],
+                )
+                .await?;
+            if !row.get::<_, bool>(0) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(Arc::clone(&plan.columns[i].name)))
     }
 
     fn set_mark(&self, mark: Option<&Vec<Option<String>>>) {
@@ -688,6 +709,7 @@ impl Worker {
                     // high would hold a table that large for the whole run
                     // (too low costs no more than none: the table grows).
                     estimated_rows: None,
+                    oid: None,
                 })
             }
         }
@@ -810,6 +832,7 @@ impl Worker {
             cursor_types,
             user,
             estimated_rows,
+            oid: Some(oid),
         })
     }
 
@@ -831,44 +854,57 @@ impl Worker {
             })
             .collect();
         let mut sql = format!("SELECT {}", list.join(", "));
-        if let Some(cursor) = &self.options.cursor {
-            let order: Vec<String> = std::iter::once(cursor)
-                .chain(&plan.primary_key)
-                .map(|c| quote(c))
-                .collect();
-            for (i, column) in order.iter().enumerate() {
-                sql.push_str(&format!(", {column}::text AS segment_sync_mark_{i}"));
+        match self.keyset_order(plan) {
+            Some(order) => {
+                for (i, column) in order.iter().enumerate() {
+                    sql.push_str(&format!(", {column}::text AS segment_sync_mark_{i}"));
+                }
+                let filter = self.keyset_filter(plan, &order);
+                sql.push_str(&format!(" FROM {} WHERE {filter}", plan.from));
+                sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
             }
-            sql.push_str(&format!(
-                " FROM {} WHERE {} IS NOT NULL",
-                plan.from, order[0]
-            ));
-            let mark: Option<Vec<Option<String>>> = self
-                .options
-                .resume_after
-                .as_deref()
-                .and_then(|m| serde_json::from_str(m).ok())
-                .filter(|m: &Vec<Option<String>>| {
-                    m.len() == order.len() && m.iter().all(Option::is_some)
-                });
-            if let Some(mark) = mark {
-                let literals: Vec<String> = plan
-                    .cursor_types
-                    .iter()
-                    .zip(mark.iter().flatten())
-                    .map(|(ty, value)| format!("{}::{ty}", literal(value)))
-                    .collect();
-                sql.push_str(&format!(
-                    " AND ({}) > ({})",
-                    order.join(", "),
-                    literals.join(", ")
-                ));
-            }
-            sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
-        } else {
-            sql.push_str(&format!(" FROM {}", plan.from));
+            None => sql.push_str(&format!(" FROM {}", plan.from)),
         }
         sql
+    }
+
+    /// In keyset mode, the columns rows are read in order of, quoted: the
+    /// cursor, then the primary key.
+    fn keyset_order(&self, plan: &Plan) -> Option<Vec<String>> {
+        let cursor = self.options.cursor.as_ref()?;
+        Some(
+            std::iter::once(cursor)
+                .chain(&plan.primary_key)
+                .map(|c| quote(c))
+                .collect(),
+        )
+    }
+
+    /// The keyset read's condition: a cursor value, and past the mark.
+    fn keyset_filter(&self, plan: &Plan, order: &[String]) -> String {
+        let mut filter = format!("{} IS NOT NULL", order[0]);
+        let mark: Option<Vec<Option<String>>> = self
+            .options
+            .resume_after
+            .as_deref()
+            .and_then(|m| serde_json::from_str(m).ok())
+            .filter(|m: &Vec<Option<String>>| {
+                m.len() == order.len() && m.iter().all(Option::is_some)
+            });
+        if let Some(mark) = mark {
+            let literals: Vec<String> = plan
+                .cursor_types
+                .iter()
+                .zip(mark.iter().flatten())
+                .map(|(ty, value)| format!("{}::{ty}", literal(value)))
+                .collect();
+            filter.push_str(&format!(
+                " AND ({}) > ({})",
+                order.join(", "),
+                literals.join(", ")
+            ));
+        }
+        filter
     }
 
     /// An error of the first statements: permissions, a query that fails.
