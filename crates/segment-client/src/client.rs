@@ -701,8 +701,9 @@ impl HttpClient {
     /// Validates and queues an event without waiting.
     ///
     /// # Errors
-    /// `queue_full` when the queue has no room (nothing was queued), and the
-    /// errors of [`identify`](Self::identify).
+    /// `queue_full` when the queue has no room, in events or in its 16 MB,
+    /// or when other callers are already waiting for room (nothing was
+    /// queued); and the errors of [`identify`](Self::identify).
     pub fn try_identify(&self, params: IdentifyParams) -> Result<(), SegmentError> {
         let event = prepare(params)?;
         self.check_open()?;

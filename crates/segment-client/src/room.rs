@@ -126,7 +126,23 @@ impl Room {
     }
 
     /// [`take`](Self::take), blocking this thread (outside any runtime).
+    ///
+    /// # Panics
+    /// When it would have to wait on a thread that runs async tasks, as
+    /// tokio's own blocking calls do: the worker that gives room back may
+    /// run on that very thread.
     pub fn take_blocking(&self, task: &Task) -> Option<Taken<'_>> {
+        match self.try_take(task) {
+            Ok(taken) => return Some(taken),
+            Err(NoRoom::Closed) => return None,
+            Err(NoRoom::Full) => {}
+        }
+        // tokio's check, which tells a runtime's own threads from its
+        // blocking pool's (where blocking is fine): a receive whose sender
+        // is gone returns at once, or panics inside a runtime.
+        let (sender, receiver) = tokio::sync::oneshot::channel::<()>();
+        drop(sender);
+        let _ = receiver.blocking_recv();
         block_on(self.take(task))
     }
 
@@ -145,7 +161,8 @@ impl Room {
 }
 
 /// Runs `future` on this thread, parked between polls: how a caller outside
-/// any runtime waits for room.
+/// any runtime waits for room (tokio's own `block_on` for such callers is
+/// not public, and this needs no other crate).
 fn block_on<F: Future>(future: F) -> F::Output {
     struct Unpark(std::thread::Thread);
     impl Wake for Unpark {
@@ -232,10 +249,14 @@ mod tests {
         let waiter = {
             let room = Arc::clone(&room);
             std::thread::spawn(move || {
-                let taken = room.take_blocking(&Task::Event(event(60), None)).is_some();
-                tx.send(taken).unwrap();
+                // Kept, as if queued: 40 bytes stay free.
+                let taken = room.take_blocking(&Task::Event(event(60), None));
+                tx.send(taken.map(Taken::queued).is_some()).unwrap();
             })
         };
+        // Time for the waiter to park; if it has not, it takes the room
+        // without waiting and the test still holds.
+        std::thread::sleep(std::time::Duration::from_millis(100));
         room.give(&all);
         assert_eq!(rx.recv(), Ok(true), "the waiter got its room");
         waiter.join().unwrap();
@@ -244,6 +265,7 @@ mod tests {
             let room = Arc::clone(&room);
             std::thread::spawn(move || room.take_blocking(&bulk(&[100])).is_none())
         };
+        std::thread::sleep(std::time::Duration::from_millis(100));
         room.close();
         assert!(waiter.join().unwrap(), "a closed room wakes its waiters");
     }
@@ -268,8 +290,10 @@ mod tests {
             .unwrap()
     }
 
-    /// What the worker itself may hold beyond the queue: a batch in flight,
-    /// one ready, one being filled, and one chunk taken off the queue.
+    /// What the worker itself may hold beyond the queue when events come
+    /// one at a time: a batch in flight, one ready, one being filled, and
+    /// one chunk of entries taken off the queue. (A bulk entry taken off
+    /// the queue may hold 16 MB by itself.)
     const HELD_BY_WORKER: usize =
         3 * crate::batcher::MAX_REQUEST_BYTES + crate::worker::RECV_CHUNK * 32 * 1024;
 
@@ -305,6 +329,21 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "Cannot block the current thread")]
+    async fn a_blocking_call_inside_a_runtime_panics_rather_than_waits_for_room() {
+        // Waiting here would keep the worker, on this very thread, from
+        // ever giving room back.
+        let client = hung_client();
+        client
+            .room()
+            .take(&bulk(&[QUEUE_BYTES]))
+            .await
+            .unwrap()
+            .queued();
+        let _ = client.identify_blocking(big_identify(0));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn every_way_of_queueing_one_event_waits_for_room_in_bytes() {
         let client = hung_client();
         // Every byte of room taken (the channel itself has room for 10,000).
@@ -324,9 +363,10 @@ mod tests {
         );
         let error = client.try_identify(big_identify(2)).unwrap_err();
         assert!(error.is_queue_full(), "{error:?}");
-        // Room given back lets the next one in, and what gave up waiting
-        // gave back what it had taken.
+        // What gave up waiting gave back what it had taken: all the room
+        // is free once the hog's is given back.
         client.room().give(&hog);
+        assert_eq!(free(client.room()), (10_000, QUEUE_BYTES));
         client.identify(big_identify(3)).await.unwrap();
         close(&client).await;
     }
