@@ -152,6 +152,11 @@ fn a_read_knows_its_key_column_is_distinct_only_when_no_identity_read_from_it_ca
     );
     // char(n) pads with spaces its equality ignores: still distinct.
     assert_eq!(distinct(db.table("padded")).as_deref(), Some("customer_id"));
+    // Not asked: not checked.
+    assert_eq!(
+        distinct(db.table("by_text").check_distinct_key(false)),
+        None
+    );
     assert_eq!(distinct(db.table("by_uuid")).as_deref(), Some("id"));
     assert_eq!(distinct(db.table("by_varchar")).as_deref(), Some("id"));
     // A key of two columns: one of them alone can repeat.

@@ -570,14 +570,27 @@ impl Mapping {
         }
     }
 
-    /// Whether a record's identity is `column`'s value and nothing else:
-    /// a userId from it, no anonymousId, not a group.
-    pub(crate) fn keyed_on_only(&self, column: &str) -> bool {
-        self.group_id.is_none()
-            && self.anonymous_id.is_none()
-            && self
-                .user_id
-                .is_some_and(|i| &*self.columns[i].name == column)
+    /// The column a record's identity is read from, when it is that
+    /// column's value and nothing else: a userId from it, no anonymousId,
+    /// not a group. A source whose values in it are distinct
+    /// ([`Source::distinct_column`](crate::Source::distinct_column)) cannot
+    /// repeat an identity.
+    ///
+    /// # Example
+    /// ```
+    /// use customer_sync::Mapping;
+    ///
+    /// let mapping = Mapping::new(None, &["customer_id", "email"])?;
+    /// assert_eq!(mapping.identity_column(), Some("customer_id"));
+    /// let both = Mapping::new(None, &["user_id", "anonymous_id"])?;
+    /// assert_eq!(both.identity_column(), None);
+    /// # Ok::<(), customer_sync::mapping::MappingError>(())
+    /// ```
+    pub fn identity_column(&self) -> Option<&str> {
+        match (self.user_id, self.anonymous_id, self.group_id) {
+            (Some(i), None, None) => Some(&self.columns[i].name),
+            _ => None,
+        }
     }
 
     /// The names of the user id and anonymous id columns, for reading a

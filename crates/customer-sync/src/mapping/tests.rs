@@ -746,18 +746,21 @@ fn a_group_mapping_keys_on_the_group_and_sends_a_group_call_for_the_member() {
 }
 
 #[test]
-fn a_mapping_is_keyed_on_one_column_only_with_a_user_id_from_it_alone() {
-    let keyed = |spec_text: Option<&str>, columns: &[&str], column: &str| {
+fn the_identity_column_is_one_only_for_a_user_id_read_from_it_alone() {
+    let column = |spec_text: Option<&str>, columns: &[&str]| {
         let spec = spec_text.map(spec);
         Mapping::new(spec.as_ref(), columns)
             .unwrap()
-            .keyed_on_only(column)
+            .identity_column()
+            .map(str::to_owned)
     };
-    assert!(keyed(None, &["customer_id", "email"], "customer_id"));
-    assert!(!keyed(None, &["customer_id", "email"], "email"));
+    assert_eq!(
+        column(None, &["customer_id", "email"]).as_deref(),
+        Some("customer_id")
+    );
     // An empty user id falls back to the anonymous id: the key alone is not it.
-    assert!(!keyed(None, &["user_id", "anonymous_id"], "user_id"));
+    assert_eq!(column(None, &["user_id", "anonymous_id"]), None);
+    assert_eq!(column(None, &["anonymous_id", "email"]), None);
     let group = "[identity]\ngroup_id = \"account\"\nuser_id = \"owner\"\n";
-    assert!(!keyed(Some(group), &["account", "owner"], "account"));
-    assert!(!keyed(Some(group), &["account", "owner"], "owner"));
+    assert_eq!(column(Some(group), &["account", "owner"]), None);
 }

@@ -195,7 +195,7 @@ impl<'a> Reader<'a> {
         // identity comes twice, and the table of those seen stays empty.
         let distinct = source
             .distinct_column()
-            .is_some_and(|column| self.mapping.keyed_on_only(column));
+            .is_some_and(|column| self.mapping.identity_column() == Some(column));
         let mut new_in_sample = 0u64;
         let progress = source.progress();
         let size = (source.total_bytes(), source.expected_records());

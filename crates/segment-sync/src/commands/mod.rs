@@ -180,7 +180,15 @@ fn open_postgres(
         .map_err(mapping_error)
         .with_context(|| format!("cannot map the columns of {}", pg.name()))?;
     let as_text = spec.typed_columns();
-    let source = pg.start(&as_text).map_err(source_error)?;
+    // Only a mapping keyed on the primary key alone gains from knowing
+    // that the key is distinct; finding out may cost the server a scan.
+    let keyed_on_key = mapping
+        .identity_column()
+        .is_some_and(|c| pg.primary_key() == [c]);
+    let source = pg
+        .check_distinct_key(keyed_on_key)
+        .start(&as_text)
+        .map_err(source_error)?;
     Ok((source, mapping))
 }
 
