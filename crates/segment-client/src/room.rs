@@ -103,9 +103,8 @@ impl Room {
         // Room there now is taken without a wait, which would also spend
         // the task's scheduling budget and yield to the worker more often.
         match self.try_take(task) {
-            Ok(taken) => return Some(taken),
-            Err(NoRoom::Closed) => return None,
             Err(NoRoom::Full) => {}
+            now => return now.ok(),
         }
         let (events, bytes) = self.cost(task);
         let events = self.bulk_events.acquire_many(events).await.ok()?;
@@ -133,9 +132,8 @@ impl Room {
     /// run on that very thread.
     pub fn take_blocking(&self, task: &Task) -> Option<Taken<'_>> {
         match self.try_take(task) {
-            Ok(taken) => return Some(taken),
-            Err(NoRoom::Closed) => return None,
             Err(NoRoom::Full) => {}
+            now => return now.ok(),
         }
         // tokio's check, which tells a runtime's own threads from its
         // blocking pool's (where blocking is fine): a receive whose sender

@@ -538,8 +538,8 @@ impl Worker {
             self.rx.close();
             self.room.close();
             let mut rest = Vec::new();
+            // The room is closed: nothing is given back to it.
             while let Ok(task) = self.rx.try_recv() {
-                self.room.give(&task);
                 rest.push(task);
             }
             self.persist(&mut rest);

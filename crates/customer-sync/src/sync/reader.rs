@@ -196,6 +196,8 @@ impl<'a> Reader<'a> {
         let distinct = source
             .distinct_column()
             .is_some_and(|column| self.mapping.identity_column() == Some(column));
+        // Nor is it needed when a first pass found the repeats.
+        let check_seen = self.last_rows.is_none() && !distinct;
         let mut new_in_sample = 0u64;
         let progress = source.progress();
         let size = (source.total_bytes(), source.expected_records());
@@ -213,10 +215,7 @@ impl<'a> Reader<'a> {
                 break;
             }
             Counters::add(&tracker.counters.read);
-            if Counters::get(&tracker.counters.read) == SIZING_SAMPLE + 1
-                && self.last_rows.is_none()
-                && !distinct
-            {
+            if Counters::get(&tracker.counters.read) == SIZING_SAMPLE + 1 && check_seen {
                 // Sized for the new identities only: known ones use the state index.
                 let share = if self.planner.is_some() {
                     new_in_sample as f64 / SIZING_SAMPLE as f64
@@ -250,9 +249,9 @@ impl<'a> Reader<'a> {
                                 new_in_sample += u64::from(
                                     Counters::get(&tracker.counters.read) <= SIZING_SAMPLE,
                                 );
-                                let first_line = match self.last_rows.is_some() || distinct {
-                                    true => None,
-                                    false => seen.check(&identity, at.line),
+                                let first_line = match check_seen {
+                                    true => seen.check(&identity, at.line),
+                                    false => None,
                                 };
                                 self.check_duplicate(first_line, &at, &identity)
                             }
@@ -306,7 +305,7 @@ impl<'a> Reader<'a> {
                     continue;
                 }
             };
-            if fingerprint.is_none() && self.last_rows.is_none() && !distinct {
+            if fingerprint.is_none() && check_seen {
                 let first_line = seen.check(&mapped.identity, at.line);
                 if !self.check_duplicate(first_line, &at, &mapped.identity) {
                     continue;
