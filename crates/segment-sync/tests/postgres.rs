@@ -230,6 +230,7 @@ async fn keys_that_trim_to_the_same_identity_are_duplicates_with_or_without_a_st
         assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
         assert_eq!(summary["invalid"], 1, "{state:?}: {summary}");
         assert_eq!(summary["delivered"], 2, "{state:?}: {summary}");
+        assert_adds_up(&report_of(&dir));
         let refused = report_of(&dir)
             .into_iter()
             .find(|l| l["type"] == "invalid")

@@ -42,36 +42,6 @@ async fn sync(
     (output, lines)
 }
 
-fn count(summary: &Value, key: &str) -> u64 {
-    summary[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{key} in {summary}"))
-}
-
-/// The report's two equations, and the per-record lines agreeing with the counts.
-fn assert_adds_up(lines: &[Value]) {
-    let s = summary(lines);
-    let c = |key: &str| count(s, key);
-    assert_eq!(
-        c("read"),
-        c("valid") + c("invalid") + c("skipped") + c("given_up"),
-        "read = valid + invalid + skipped + given_up: {s}"
-    );
-    assert_eq!(
-        c("valid") + c("recovered_not_in_source"),
-        c("delivered") + c("failed") + c("pending"),
-        "valid (+ outbox entries resent for records not in the source) = delivered + failed + pending: {s}"
-    );
-    let lines_of = |kind: &str| lines.iter().filter(|l| l["type"] == kind).count() as u64;
-    assert_eq!(lines_of("pending"), c("pending"), "pending lines: {s}");
-    assert_eq!(lines_of("failed"), c("failed"), "failed lines: {s}");
-    assert_eq!(lines_of("invalid"), c("invalid"), "invalid lines: {s}");
-    assert!(
-        !s["source"].as_str().unwrap_or_default().is_empty(),
-        "the summary names its source: {s}"
-    );
-}
-
 fn customers(ids: impl IntoIterator<Item = usize>, plan: &str) -> String {
     let mut csv = String::from("user_id,email,plan\n");
     for i in ids {
