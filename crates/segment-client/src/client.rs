@@ -1117,8 +1117,9 @@ impl HttpClientBuilder {
         self
     }
 
-    /// Backoff: full jitter under a ceiling that starts at `initial` and
-    /// doubles up to `max`. Default: 0.5 s up to 60 s.
+    /// Backoff: equal jitter (uniform in the upper half) under a ceiling
+    /// that starts at `initial` and doubles up to `max`. Default: 0.5 s up
+    /// to 60 s.
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.retry.initial_backoff = initial;
         self.retry.max_backoff = max;

@@ -94,10 +94,17 @@ impl RetryPolicy {
         }
     }
 
-    /// Full-jitter exponential backoff after `attempts` failed attempts:
-    /// uniform in `[0, min(max_backoff, initial_backoff * 2^(attempts-1))]`.
+    /// Equal-jitter exponential backoff after `attempts` failed attempts:
+    /// uniform in `[c/2, c]` with `c = min(max_backoff, initial_backoff * 2^(attempts-1))`.
+    ///
+    /// Half of each wait is fixed so the time a batch spends on its attempts
+    /// has a floor (91.75 s with the defaults), longer than the default
+    /// outage bound: a host that never answers is always an `outage`, never
+    /// `network` by the luck of the draw. The other half still spreads
+    /// clients apart.
     pub fn backoff(&self, attempts: u32) -> Duration {
-        self.backoff_ceiling(attempts).mul_f64(fastrand::f64())
+        let ceiling = self.backoff_ceiling(attempts);
+        ceiling / 2 + (ceiling / 2).mul_f64(fastrand::f64())
     }
 
     fn backoff_ceiling(&self, attempts: u32) -> Duration {
@@ -271,7 +278,7 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_from_half_a_second_up_to_a_minute_with_full_jitter() {
+    fn backoff_doubles_from_half_a_second_up_to_a_minute_with_equal_jitter() {
         let policy = RetryPolicy::default();
         let ceilings: Vec<_> = (1..=9)
             .map(|a| policy.backoff_ceiling(a).as_millis())
@@ -282,10 +289,30 @@ mod tests {
         );
         fastrand::seed(7);
         let samples: Vec<_> = (0..200).map(|_| policy.backoff(3)).collect();
-        assert!(samples.iter().all(|d| *d <= Duration::from_secs(2)));
-        // Full jitter spreads over the whole range, not just near the ceiling.
-        assert!(samples.iter().any(|d| *d < Duration::from_millis(500)));
-        assert!(samples.iter().any(|d| *d > Duration::from_millis(1500)));
+        assert!(
+            samples
+                .iter()
+                .all(|d| (Duration::from_secs(1)..=Duration::from_secs(2)).contains(d))
+        );
+        // Equal jitter spreads over the upper half, not just near the ceiling.
+        assert!(samples.iter().any(|d| *d < Duration::from_millis(1250)));
+        assert!(samples.iter().any(|d| *d > Duration::from_millis(1750)));
+    }
+
+    // A batch that never gets an answer must outlast the default outage
+    // bound (30 s) before its attempts run out, every time: otherwise the
+    // same dead host is `outage` on one call and `network` on another.
+    #[test]
+    fn a_batch_never_answered_waits_out_the_default_outage_bound_before_giving_up() {
+        let policy = RetryPolicy::default();
+        fastrand::seed(11);
+        for _ in 0..10_000 {
+            let waited: Duration = (1..policy.max_attempts).map(|a| policy.backoff(a)).sum();
+            assert!(
+                waited >= Duration::from_secs(30),
+                "gave up after {waited:?} of backoff"
+            );
+        }
     }
 
     #[test]

@@ -153,7 +153,7 @@ pub struct TuningArgs {
     /// Attempts per batch before it is reported as failed (at least 1).
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub max_attempts: u32,
-    /// First retry backoff in milliseconds (1-60000); it doubles per attempt up to 60 s, with full jitter.
+    /// First retry backoff in milliseconds (1-60000); it doubles per attempt up to 60 s, with equal jitter.
     #[arg(long, default_value_t = 500, value_name = "MS")]
     pub backoff_ms: u64,
     /// Seconds one batch may spend on retries.
