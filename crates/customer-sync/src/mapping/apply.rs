@@ -146,7 +146,8 @@ impl Mapping {
     }
 
     /// The record's identity alone, without mapping or hashing the rest:
-    /// for the first pass that finds repeated identities.
+    /// for the first pass that finds repeated identities, and a first dry
+    /// run with a state.
     pub(crate) fn identity_of(&self, record: &Record) -> Result<Identity, RecordError> {
         let mut slots = IdentitySlots::default();
         for (i, field) in record.fields.iter().enumerate() {

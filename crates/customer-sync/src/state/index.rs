@@ -137,7 +137,6 @@ impl StateIndex {
     }
 
     /// How many identities the state holds.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.len
     }

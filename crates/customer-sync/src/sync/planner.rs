@@ -149,6 +149,14 @@ impl Planner {
         Some(None)
     }
 
+    /// Whether any record's source fingerprint has a use in this run: to
+    /// skip a known identity's unchanged record, or to be stored. A dry run
+    /// against a state that knows no identity and holds nothing in flight
+    /// (a first run, previewed) has none, and reads identities alone.
+    pub fn uses_source_hashes(&self) -> bool {
+        self.writes_state || self.index.len() > 0 || !self.recovered.is_empty()
+    }
+
     /// Forgets every identity marked by [`first_seen`](Self::first_seen),
     /// after the first pass over a file.
     pub fn forget_seen(&mut self) {
@@ -423,5 +431,45 @@ mod tests {
             "{decision:?}"
         );
         assert_eq!(p.superseded, 0);
+    }
+
+    #[test]
+    fn only_a_dry_run_against_a_state_that_knows_nothing_does_without_source_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(dir.path(), "t").unwrap();
+        let planner = |store: &mut StateStore, recovered, writes_state| {
+            let mut planner = Planner::new(
+                store.index().unwrap(),
+                recovered,
+                IncrementalOptions::default(),
+                NullPolicy::Omit,
+                None,
+            );
+            planner.writes_state = writes_state;
+            planner
+        };
+        assert!(!planner(&mut store, HashMap::new(), false).uses_source_hashes());
+        // A real first run stores every record's source hash.
+        assert!(planner(&mut store, HashMap::new(), true).uses_source_hashes());
+        // An earlier run's event in flight: its identity's record is matched.
+        let recovered = in_flight(&mut store, 9);
+        assert!(planner(&mut store, recovered, false).uses_source_hashes());
+        // A known identity: an unchanged record is skipped by its source hash.
+        let fresh = tempfile::tempdir().unwrap();
+        let mut known = StateStore::open(fresh.path(), "t").unwrap();
+        known
+            .apply(&[Change::Accepted(Settled {
+                row: None,
+                key: "u:u1".into(),
+                hash: 5,
+                source_hash: 7,
+                message_id: "m1".into(),
+                traits: r#"["plan"]"#.into(),
+                line: 2,
+                values: None,
+                removal: false,
+            })])
+            .unwrap();
+        assert!(planner(&mut known, HashMap::new(), false).uses_source_hashes());
     }
 }
