@@ -200,6 +200,7 @@ impl Mapping {
     }
 
     /// The index of the `i`th field's column, as [`column`](Self::column).
+    #[inline]
     pub(super) fn column_index(&self, i: usize, field: &Field) -> Option<usize> {
         match self.columns.get(i) {
             Some(c) if crate::record::same_name(&c.name, &field.name) => Some(i),
@@ -295,6 +296,7 @@ struct IdentitySlots {
 
 impl IdentitySlots {
     /// Reads `field` into each slot its column is the identity column of.
+    #[inline]
     fn read(&mut self, column: &Column, record: &Record, field: &Field) -> Result<(), RecordError> {
         if column.user_id {
             self.user_id = identity_value(record, field)?;
@@ -336,6 +338,7 @@ thread_local! {
 /// A field's name and raw value, hashed for [`Mapping::fingerprint`],
 /// written into `bytes` first. These bytes are stored in states through
 /// the fingerprint: they must never change.
+#[inline]
 fn field_hash_in(bytes: &mut Vec<u8>, field: &Field) -> u64 {
     bytes.clear();
     bytes.extend_from_slice(field.name.as_bytes());
