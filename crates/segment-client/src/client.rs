@@ -1389,7 +1389,7 @@ const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_SETTING_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// See [`HttpClientBuilder::outage_after`].
-const DEFAULT_OUTAGE_AFTER: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_OUTAGE_AFTER: Duration = Duration::from_secs(30);
 
 /// Gzip level 1: most of the size win for a fraction of level 6's CPU.
 const DEFAULT_GZIP_LEVEL: u32 = 1;
