@@ -348,6 +348,23 @@ mod tests {
         }
     }
 
+    /// Segment accepted u1's payload `hash` (source hash 7) under m1.
+    fn accept(store: &mut StateStore, hash: u64) {
+        store
+            .apply(&[Change::Accepted(Settled {
+                row: None,
+                key: "u:u1".into(),
+                hash,
+                source_hash: 7,
+                message_id: "m1".into(),
+                traits: r#"["plan"]"#.into(),
+                line: 2,
+                values: None,
+                removal: false,
+            })])
+            .unwrap();
+    }
+
     /// v2 of u1 (`hash`) in flight under m2, in `store`'s outbox.
     fn in_flight(store: &mut StateStore, hash: u64) -> HashMap<String, PendingRef> {
         let mut line = Vec::new();
@@ -380,19 +397,7 @@ mod tests {
             payload_hash_raw(&v1.identity, &customer("v2").traits),
         );
         // Segment accepted v1; a later run had v2 in flight when it was killed.
-        store
-            .apply(&[Change::Accepted(Settled {
-                row: None,
-                key: "u:u1".into(),
-                hash: v1_hash,
-                source_hash: 7,
-                message_id: "m1".into(),
-                traits: r#"["plan"]"#.into(),
-                line: 2,
-                values: None,
-                removal: false,
-            })])
-            .unwrap();
+        accept(&mut store, v1_hash);
         let planner = |index, recovered| {
             Planner::new(
                 index,
@@ -457,19 +462,7 @@ mod tests {
         // A known identity: an unchanged record is skipped by its source hash.
         let fresh = tempfile::tempdir().unwrap();
         let mut known = StateStore::open(fresh.path(), "t").unwrap();
-        known
-            .apply(&[Change::Accepted(Settled {
-                row: None,
-                key: "u:u1".into(),
-                hash: 5,
-                source_hash: 7,
-                message_id: "m1".into(),
-                traits: r#"["plan"]"#.into(),
-                line: 2,
-                values: None,
-                removal: false,
-            })])
-            .unwrap();
+        accept(&mut known, 5);
         assert!(planner(&mut known, HashMap::new(), false).uses_source_hashes());
     }
 }
