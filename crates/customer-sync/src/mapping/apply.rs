@@ -150,9 +150,14 @@ impl Mapping {
     /// run with a state.
     pub(crate) fn identity_of(&self, record: &Record) -> Result<Identity, RecordError> {
         let mut slots = IdentitySlots::default();
+        let identity_columns = [self.user_id, self.anonymous_id, self.group_id];
         for (i, field) in record.fields.iter().enumerate() {
-            if let Some(column) = self.column(i, field) {
-                slots.read(column, record, field)?;
+            // Only identity columns are read: most fields end at the lookup.
+            let Some(column) = self.column_index(i, field) else {
+                continue;
+            };
+            if identity_columns.contains(&Some(column)) {
+                slots.read(&self.columns[column], record, field)?;
             }
         }
         slots.subject(self, record).map(|(identity, _)| identity)
