@@ -1119,7 +1119,9 @@ impl HttpClientBuilder {
 
     /// Backoff: equal jitter (uniform in the upper half) under a ceiling
     /// that starts at `initial` and doubles up to `max`. Default: 0.5 s up
-    /// to 60 s.
+    /// to 60 s. [`build`](Self::build) refuses an `initial` under 1 ms (a
+    /// failing host would be retried in a tight loop) and a `max` under
+    /// `initial`.
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.retry.initial_backoff = initial;
         self.retry.max_backoff = max;
@@ -1273,6 +1275,18 @@ impl HttpClientBuilder {
                 )));
             }
         }
+        if self.retry.initial_backoff < MIN_BACKOFF {
+            return Err(bad(format!(
+                "initial backoff must be at least {MIN_BACKOFF:?}, not {:?}: a shorter wait retries a failing host in a tight loop",
+                self.retry.initial_backoff
+            )));
+        }
+        if self.retry.max_backoff < self.retry.initial_backoff {
+            return Err(bad(format!(
+                "max backoff must be at least the initial backoff ({:?}), not {:?}",
+                self.retry.initial_backoff, self.retry.max_backoff
+            )));
+        }
         if self
             .requests_per_second
             .is_some_and(|r| r < 1.0 / MAX_SETTING_DURATION.as_secs_f64())
@@ -1387,6 +1401,9 @@ const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest duration any setting takes: longer ones are mistakes (and
 /// `Instant + Duration::MAX` overflows).
 const MAX_SETTING_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The shortest first backoff [`HttpClientBuilder::backoff`] accepts.
+const MIN_BACKOFF: Duration = Duration::from_millis(1);
 
 /// See [`HttpClientBuilder::outage_after`].
 pub(crate) const DEFAULT_OUTAGE_AFTER: Duration = Duration::from_secs(30);

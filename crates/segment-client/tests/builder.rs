@@ -87,14 +87,18 @@ fn workable() -> impl Strategy<Value = Settings> {
         1u32..20,
     )
         .prop_map(
-            |(batch, bytes, in_flight, queue, durations, rate, gzip_level, attempts)| Settings {
-                key: "key".into(),
-                host: "http://127.0.0.1:9".into(),
-                sizes: [batch, bytes, in_flight, queue],
-                durations,
-                rate,
-                gzip_level,
-                attempts,
+            |(batch, bytes, in_flight, queue, mut durations, rate, gzip_level, attempts)| {
+                // The max backoff is at least the initial one.
+                durations[7] = durations[7].max(durations[6]);
+                Settings {
+                    key: "key".into(),
+                    host: "http://127.0.0.1:9".into(),
+                    sizes: [batch, bytes, in_flight, queue],
+                    durations,
+                    rate,
+                    gzip_level,
+                    attempts,
+                }
             },
         )
 }
@@ -218,4 +222,33 @@ fn the_settings_strategy_reaches_both_outcomes() {
         built > 20 && refused > 20,
         "built {built}, refused {refused}"
     );
+}
+
+// A backoff too short to wait retried a failing host in a tight loop: with
+// unlimited attempts a client against a closed port spun until its outage
+// bound (and forever in paused time, which hung the property test above).
+#[test]
+fn a_backoff_too_short_to_wait_is_refused() {
+    let with = |initial, max| {
+        HttpClient::builder("key")
+            .host("http://127.0.0.1:9")
+            .backoff(initial, max)
+            .build()
+    };
+    let ms = Duration::from_millis;
+    for (initial, max) in [
+        (Duration::ZERO, ms(100)),
+        (Duration::from_nanos(1), Duration::from_nanos(1)),
+        (Duration::from_micros(999), ms(100)),
+        (ms(10), ms(5)),
+        (ms(10), Duration::ZERO),
+    ] {
+        let error = with(initial, max).err();
+        assert!(
+            error.as_ref().is_some_and(|e| e.is_config()),
+            "backoff {initial:?} up to {max:?}: {error:?}"
+        );
+    }
+    assert!(with(ms(1), ms(1)).is_ok());
+    assert!(with(ms(500), Duration::from_secs(60)).is_ok());
 }
