@@ -116,6 +116,15 @@ pub struct PostgresSource {
     cursor: Option<CursorProgress>,
 }
 
+/// A keyset read's order and condition.
+struct Keyset {
+    /// The columns rows are read in order of, quoted: the cursor, then the
+    /// primary key.
+    order: Vec<String>,
+    /// A cursor value, and past the mark.
+    filter: String,
+}
+
 /// What the engine tells the connection's thread when it starts the read.
 struct Start {
     /// The columns read as text.
@@ -502,7 +511,9 @@ impl Worker {
         else {
             return Ok(());
         };
-        let sql = self.select(&plan, &casts);
+        // Built once: the COPY and the distinct-key check read the same rows.
+        let keyset = self.keyset(&plan);
+        let sql = self.select(&plan, &casts, keyset.as_ref());
         // Decoded in UTC; the mark's text round-trips through the same zone,
         // and its literals are read with standard quoting.
         client
@@ -518,7 +529,7 @@ impl Worker {
             .map_err(|e| self.run_error(&e, &plan))?;
         let distinct = match check_distinct_key {
             true => self
-                .distinct_key(&tx, &plan)
+                .distinct_key(&tx, &plan, keyset.as_ref())
                 .await
                 .map_err(|e| self.run_error(&e, &plan))?,
             false => None,
@@ -622,6 +633,7 @@ impl Worker {
         &self,
         tx: &tokio_postgres::Transaction<'_>,
         plan: &Plan,
+        keyset: Option<&Keyset>,
     ) -> Result<Option<Arc<str>>, tokio_postgres::Error> {
         let ([key], Some(oid)) = (plan.primary_key.as_slice(), plan.oid) else {
             return Ok(None);
@@ -653,8 +665,8 @@ impl Worker {
             // a space) may be whitespace that trimming takes off; measured,
             // this check costs the server about 0.5 s for a million rows.
             let mut filter = format!("{}::text COLLATE \"C\" ~ '^[^!-~]|[^!-~]$'", quote(key));
-            if let Some(order) = self.keyset_order(plan) {
-                filter = format!("{} AND {filter}", self.keyset_filter(plan, &order));
+            if let Some(keyset) = keyset {
+                filter = format!("{} AND {filter}", keyset.filter);
             }
             let row = tx
                 .query_one(
@@ -886,7 +898,7 @@ impl Worker {
 
     /// The SELECT, with the mark's text values as literals (COPY takes
     /// no parameters).
-    fn select(&self, plan: &Plan, casts: &[usize]) -> String {
+    fn select(&self, plan: &Plan, casts: &[usize], keyset: Option<&Keyset>) -> String {
         if casts.is_empty()
             && let Some(query) = &plan.query
         {
@@ -902,12 +914,11 @@ impl Worker {
             })
             .collect();
         let mut sql = format!("SELECT {}", list.join(", "));
-        match self.keyset_order(plan) {
-            Some(order) => {
+        match keyset {
+            Some(Keyset { order, filter }) => {
                 for (i, column) in order.iter().enumerate() {
                     sql.push_str(&format!(", {column}::text AS segment_sync_mark_{i}"));
                 }
-                let filter = self.keyset_filter(plan, &order);
                 sql.push_str(&format!(" FROM {} WHERE {filter}", plan.from));
                 sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
             }
@@ -916,20 +927,13 @@ impl Worker {
         sql
     }
 
-    /// In keyset mode, the columns rows are read in order of, quoted: the
-    /// cursor, then the primary key.
-    fn keyset_order(&self, plan: &Plan) -> Option<Vec<String>> {
+    /// In keyset mode (`--cursor`), the order and condition of the read.
+    fn keyset(&self, plan: &Plan) -> Option<Keyset> {
         let cursor = self.options.cursor.as_ref()?;
-        Some(
-            std::iter::once(cursor)
-                .chain(&plan.primary_key)
-                .map(|c| quote(c))
-                .collect(),
-        )
-    }
-
-    /// The keyset read's condition: a cursor value, and past the mark.
-    fn keyset_filter(&self, plan: &Plan, order: &[String]) -> String {
+        let order: Vec<String> = std::iter::once(cursor)
+            .chain(&plan.primary_key)
+            .map(|c| quote(c))
+            .collect();
         let mut filter = format!("{} IS NOT NULL", order[0]);
         let mark: Option<Vec<Option<String>>> = self
             .options
@@ -952,7 +956,7 @@ impl Worker {
                 literals.join(", ")
             ));
         }
-        filter
+        Some(Keyset { order, filter })
     }
 
     /// An error of the first statements: permissions, a query that fails.
